@@ -1,0 +1,45 @@
+"""optcore: optimizer-step and loss-gradient kernels (Cython + OpenMP).
+
+Every ``*_step`` function updates its buffers in place, for one array or a list
+of arrays (one native call), and has a pure-NumPy twin of the same name in
+``optcore.reference``.
+"""
+
+import os as _os
+
+from optcore.kernels._runtime import (
+    get_num_threads,
+    set_num_threads,
+    get_parallel_threshold,
+    set_parallel_threshold,
+    openmp_enabled,
+)
+from optcore.kernels.sgd import sgd_step
+from optcore.kernels.adam import adam_step, adamw_step
+from optcore.kernels.mse import mse_loss, mse_grad, mse_loss_grad
+from optcore.linear import linear_mse_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sgd_step",
+    "adam_step",
+    "adamw_step",
+    "mse_loss",
+    "mse_grad",
+    "mse_loss_grad",
+    "linear_mse_grad",
+    "get_num_threads",
+    "set_num_threads",
+    "get_parallel_threshold",
+    "set_parallel_threshold",
+    "openmp_enabled",
+    "get_include",
+]
+
+
+def get_include():
+    """Directory to add to a Cython build's include path so that
+    ``cimport optcore.kernels.adam`` (and the others) resolve, as
+    ``numpy.get_include()`` does for NumPy."""
+    return _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))

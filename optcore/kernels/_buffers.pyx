@@ -1,0 +1,253 @@
+"""Argument checks shared by every kernel (SPEC §8), all run before any write.
+
+``bind`` takes the buffer arguments of one call (single arrays, or lists of
+equal length for a multi-tensor call), checks dtype, size, contiguity,
+writability, alignment and overlap, and returns raw pointers for the kernels.
+Nothing is written until it returns, so a call that raises changes nothing.
+"""
+
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
+                             PyBuffer_IsContiguous, PyBUF_RECORDS_RO)
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport uintptr_t
+from libc.stdlib cimport qsort
+
+import numpy as np
+
+
+cdef class BufferSet:
+    """Pointers and sizes of the buffers of one call; owns the acquired views."""
+
+    def __cinit__(self):
+        self.data = NULL
+        self.sizes = NULL
+        self.views = NULL
+        self.nviews = 0
+
+    def __dealloc__(self):
+        cdef int i
+        if self.views != NULL:
+            for i in range(self.nviews):
+                PyBuffer_Release(&self.views[i])
+            PyMem_Free(self.views)
+        PyMem_Free(self.data)
+        PyMem_Free(self.sizes)
+
+    cdef Py_ssize_t total(self) noexcept:
+        cdef Py_ssize_t t, s = 0
+        for t in range(self.ntensors):
+            s += self.sizes[t]
+        return s
+
+
+cdef inline str _label(str name, Py_ssize_t t, bint is_list):
+    return f"{name}[{t}]" if is_list else name
+
+
+cdef int _dtype_of(const Py_buffer* view) noexcept:
+    """FLOAT32, FLOAT64, or -1 for anything else."""
+    cdef const char* f = view.format
+    if f == NULL:
+        return -1          # no format: raw bytes
+    if f[0] == b'@' or f[0] == b'=' or f[0] == b'<':
+        # '<' is native on the little-endian machines optcore builds for;
+        # anything else ('>' , '!') is refused below.
+        f += 1
+    if f[0] == b'f' and f[1] == 0 and view.itemsize == 4:
+        return FLOAT32
+    if f[0] == b'd' and f[1] == 0 and view.itemsize == 8:
+        return FLOAT64
+    return -1
+
+
+cdef str _dtype_name(obj, const Py_buffer* view):
+    dt = getattr(obj, "dtype", None)
+    if dt is not None:
+        return str(dt)
+    if view != NULL and view.format != NULL:
+        return f"buffer format {view.format.decode('ascii', 'replace')!r}"
+    return type(obj).__name__
+
+
+cdef struct Interval:
+    uintptr_t start
+    uintptr_t stop
+    int index        # position in views
+    int writable
+
+
+cdef int _cmp_interval(const void* a, const void* b) noexcept nogil:
+    cdef const Interval* x = <const Interval*>a
+    cdef const Interval* y = <const Interval*>b
+    if x.start < y.start:
+        return -1
+    if x.start > y.start:
+        return 1
+    return x.index - y.index
+
+
+cdef BufferSet bind(tuple names, tuple objs, tuple roles):
+    """Check and bind the buffers of one call.
+
+    ``names[i]`` names argument i in messages, ``objs[i]`` is an array (or a
+    list of arrays for a multi-tensor call), ``roles[i]`` a Role. Argument 0 is
+    the reference for list length, size and dtype (the parameter, or the
+    prediction for losses).
+    """
+    cdef BufferSet bs = BufferSet.__new__(BufferSet)
+    cdef int nargs = len(objs)
+    cdef int a, role, dt, i
+    cdef Py_ssize_t t, k, nbytes
+    cdef Py_buffer* view
+    cdef object first = objs[0]
+    cdef bint is_list = isinstance(first, (list, tuple))
+
+    bs.nargs = nargs
+    bs.is_list = is_list
+    bs.keep = None
+    k = len(first) if is_list else 1
+
+    # List structure first: every used argument is a list of the same length
+    # (or a single array when the parameter is one).
+    for a in range(nargs):
+        role = roles[a]
+        obj = objs[a]
+        if role == ABSENT:
+            continue
+        if obj is None:
+            raise ValueError(f"{names[a]} is required for these options but is None")
+        if isinstance(obj, (list, tuple)) != is_list:
+            if is_list:
+                raise ValueError(f"{names[0]} is a list of {k} tensors but {names[a]} is not a list")
+            raise ValueError(f"{names[a]} is a list but {names[0]} is a single array")
+        if is_list and len(obj) != k:
+            raise ValueError(
+                f"{names[a]} has {len(obj)} tensors but {names[0]} has {k}")
+
+    bs.ntensors = k
+    bs.data = <void**>PyMem_Malloc(max(1, nargs * k) * sizeof(void*))
+    bs.sizes = <Py_ssize_t*>PyMem_Malloc(max(1, k) * sizeof(Py_ssize_t))
+    bs.views = <Py_buffer*>PyMem_Malloc(max(1, nargs * k) * sizeof(Py_buffer))
+    if bs.data == NULL or bs.sizes == NULL or bs.views == NULL:
+        raise MemoryError()
+
+    cdef int dtype = -1
+    cdef str ref_label = None
+    for t in range(k):
+        for a in range(nargs):
+            role = roles[a]
+            if role == ABSENT:
+                bs.data[a * k + t] = NULL
+                continue
+            obj = objs[a][t] if is_list else objs[a]
+            label = _label(names[a], t, is_list)
+            if obj is None:
+                raise ValueError(f"{label} is required for these options but is None")
+            view = &bs.views[bs.nviews]
+            try:
+                PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)
+            except (TypeError, BufferError, ValueError) as exc:
+                raise TypeError(
+                    f"{label} must be a float32 or float64 array (or buffer), "
+                    f"got {_dtype_name(obj, NULL) if hasattr(obj, 'dtype') else type(obj).__name__}"
+                    f" ({exc})") from None
+            bs.nviews += 1
+            dt = _dtype_of(view)
+            if dt < 0:
+                raise TypeError(
+                    f"{label} has dtype {_dtype_name(obj, view)}; optcore kernels "
+                    f"take float32 or float64")
+            if dtype < 0:
+                dtype = dt
+                ref_label = label
+            elif dt != dtype:
+                raise TypeError(
+                    f"{label} has dtype {_dtype_name(obj, view)} but {ref_label} has "
+                    f"dtype {'float32' if dtype == FLOAT32 else 'float64'}; "
+                    f"all buffers of a call must share one dtype")
+            if not PyBuffer_IsContiguous(view, b'C'):
+                if role == WRITE:
+                    raise ValueError(
+                        f"{label} is not C-contiguous; optcore updates it in place and "
+                        f"never works on a copy (an update to a copy would be lost)")
+                # A read-only input may be copied: nothing is written to it.
+                copy = np.ascontiguousarray(obj)
+                if bs.keep is None:
+                    bs.keep = []
+                bs.keep.append(copy)
+                bs.nviews -= 1
+                PyBuffer_Release(view)
+                PyObject_GetBuffer(copy, view, PyBUF_RECORDS_RO)
+                bs.nviews += 1
+            if role == WRITE and view.readonly:
+                raise ValueError(f"{label} is read-only; optcore updates it in place")
+            if (<uintptr_t>view.buf) % <uintptr_t>view.itemsize != 0:
+                raise ValueError(f"{label} is not aligned to its {view.itemsize}-byte elements")
+            n = view.len // view.itemsize
+            if a == 0:
+                bs.sizes[t] = n
+            elif n != bs.sizes[t]:
+                raise ValueError(
+                    f"{label} has {n} elements but {_label(names[0], t, is_list)} has "
+                    f"{bs.sizes[t]}")
+            bs.data[a * k + t] = view.buf
+    bs.dtype = dtype if dtype >= 0 else FLOAT32
+    _check_overlap(bs, names, roles)
+    return bs
+
+
+cdef _check_overlap(BufferSet bs, tuple names, tuple roles):
+    # A written buffer (param, state, out) may not share a byte with any other
+    # buffer of the call; read-only inputs may share memory with each other.
+    cdef Py_ssize_t k = bs.ntensors, t
+    cdef int nargs = bs.nargs, a, i, m = 0
+    cdef Py_ssize_t nbytes
+    cdef int itemsize = 4 if bs.dtype == FLOAT32 else 8
+    if bs.nviews < 2:
+        return
+    cdef Interval* iv = <Interval*>PyMem_Malloc(bs.nviews * sizeof(Interval))
+    if iv == NULL:
+        raise MemoryError()
+    cdef uintptr_t max_any = 0, max_w = 0
+    cdef int arg_any = -1, arg_w = -1
+    try:
+        for t in range(k):
+            for a in range(nargs):
+                if roles[a] == ABSENT or bs.sizes[t] == 0:
+                    continue
+                iv[m].start = <uintptr_t>bs.data[a * k + t]
+                iv[m].stop = iv[m].start + <uintptr_t>(bs.sizes[t] * itemsize)
+                iv[m].index = a * <int>k + <int>t
+                iv[m].writable = roles[a] == WRITE
+                m += 1
+        qsort(iv, m, sizeof(Interval), _cmp_interval)
+        for i in range(m):
+            if (iv[i].writable and arg_any >= 0 and max_any > iv[i].start) or \
+               (not iv[i].writable and arg_w >= 0 and max_w > iv[i].start):
+                other = _find_overlap(iv, i, bool(iv[i].writable))
+                raise ValueError(
+                    f"{_name_of(names, iv[other].index, k, bs.is_list)} and "
+                    f"{_name_of(names, iv[i].index, k, bs.is_list)} overlap in memory; "
+                    f"a buffer that is written may not share memory with another "
+                    f"argument")
+            if iv[i].stop > max_any:
+                max_any = iv[i].stop
+                arg_any = i
+            if iv[i].writable and iv[i].stop > max_w:
+                max_w = iv[i].stop
+                arg_w = i
+    finally:
+        PyMem_Free(iv)
+
+
+cdef int _find_overlap(Interval* iv, int i, bint any_kind):
+    # The earlier interval that overlaps interval i (error path only).
+    cdef int j
+    for j in range(i):
+        if iv[j].stop > iv[i].start and (any_kind or iv[j].writable):
+            return j
+    return 0
+
+
+cdef str _name_of(tuple names, int index, Py_ssize_t k, bint is_list):
+    return _label(names[index // k], index % k, is_list)

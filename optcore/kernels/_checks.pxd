@@ -1,0 +1,29 @@
+# Hyperparameter checks shared by the kernel wrappers, with torch.optim's
+# wording where torch has one. Written as `not (lo <= x)` so that NaN fails.
+
+cdef inline check_lr(double lr):
+    if not (0.0 <= lr):
+        raise ValueError(f"Invalid learning rate: {lr} (lr must be >= 0)")
+
+cdef inline check_eps(double eps, str name="eps"):
+    if not (0.0 <= eps):
+        raise ValueError(f"Invalid epsilon value: {eps} ({name} must be >= 0)")
+
+cdef inline check_beta(double beta, int index, str name):
+    if not (0.0 <= beta < 1.0):
+        raise ValueError(
+            f"Invalid beta parameter at index {index}: {beta} ({name} must be in [0, 1))")
+
+cdef inline check_weight_decay(double weight_decay):
+    if not (0.0 <= weight_decay):
+        raise ValueError(
+            f"Invalid weight_decay value: {weight_decay} (weight_decay must be >= 0)")
+
+cdef inline check_nonneg(double value, str what, str name):
+    if not (0.0 <= value):
+        raise ValueError(f"Invalid {what} value: {value} ({name} must be >= 0)")
+
+cdef inline check_step(long long step):
+    if step < 1:
+        raise ValueError(
+            f"Invalid step: {step} (step is the 1-based count of this update, >= 1)")

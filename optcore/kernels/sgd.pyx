@@ -1,0 +1,161 @@
+"""SGD step with momentum, dampening, Nesterov and weight decay
+(torch.optim.SGD's update rule)."""
+
+from cython cimport floating
+
+from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
+                                       ABSENT)
+from optcore.kernels._checks cimport check_lr, check_weight_decay, check_step
+
+
+cdef struct SGDCall:
+    void** param
+    void** grad
+    void** momentum_buffer     # NULL without momentum
+    double grad_sign
+    double weight_decay
+    double momentum
+    double one_minus_dampening
+    double neg_lr
+    bint first                 # step 1: the buffer takes the gradient
+    bint nesterov
+
+
+cdef void _sgd_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                       Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+    cdef const SGDCall* c = <const SGDCall*>ctx
+    cdef floating* p = <floating*>c.param[t] + start
+    cdef const floating* g = <const floating*>c.grad[t] + start
+    cdef floating* buf
+    cdef Py_ssize_t i, n = stop - start
+    cdef floating sign = <floating>c.grad_sign
+    cdef floating wd = <floating>c.weight_decay
+    cdef bint use_wd = c.weight_decay != 0.0
+    cdef floating mom = <floating>c.momentum
+    cdef floating omd = <floating>c.one_minus_dampening
+    cdef floating neg_lr = <floating>c.neg_lr
+    cdef bint first = c.first, nesterov = c.nesterov
+    cdef floating gi, bi
+    if c.momentum_buffer == NULL:
+        for i in range(n):
+            gi = g[i] * sign
+            if use_wd:
+                gi = gi + wd * p[i]
+            p[i] = p[i] + neg_lr * gi
+    else:
+        buf = <floating*>c.momentum_buffer[t] + start
+        for i in range(n):
+            gi = g[i] * sign
+            if use_wd:
+                gi = gi + wd * p[i]
+            bi = gi if first else buf[i] * mom + omd * gi
+            buf[i] = bi
+            if nesterov:
+                gi = gi + mom * bi
+            else:
+                gi = bi
+            p[i] = p[i] + neg_lr * gi
+
+
+cdef void _segment_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                       Py_ssize_t stop) noexcept nogil:
+    _sgd_segment[float](ctx, t, start, stop, 0)
+
+
+cdef void _segment_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                       Py_ssize_t stop) noexcept nogil:
+    _sgd_segment[double](ctx, t, start, stop, 0)
+
+
+cdef inline void _run(void** param, void** grad, void** momentum_buffer,
+                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
+                      double lr, double momentum, double dampening, bint nesterov,
+                      double weight_decay, bint maximize, int num_threads,
+                      segment_fn fn) noexcept nogil:
+    cdef SGDCall c
+    c.param = param
+    c.grad = grad
+    c.momentum_buffer = momentum_buffer if momentum != 0.0 else NULL
+    c.grad_sign = -1.0 if maximize else 1.0
+    c.weight_decay = weight_decay
+    c.momentum = momentum
+    c.one_minus_dampening = 1.0 - dampening
+    c.neg_lr = -lr
+    c.first = step <= 1
+    c.nesterov = nesterov
+    run_segments(fn, &c, sizes, ntensors, num_threads)
+
+
+# ---- C-level API (sgd.pxd) -------------------------------------------------
+
+cdef void sgd_step_f32(float* param, const float* grad, float* momentum_buffer,
+                       Py_ssize_t n, long long step, double lr, double momentum,
+                       double dampening, bint nesterov, double weight_decay,
+                       bint maximize, int num_threads) noexcept nogil:
+    _run(<void**>&param, <void**>&grad, <void**>&momentum_buffer, &n, 1, step, lr,
+         momentum, dampening, nesterov, weight_decay, maximize, num_threads,
+         _segment_f32)
+
+
+cdef void sgd_step_f64(double* param, const double* grad, double* momentum_buffer,
+                       Py_ssize_t n, long long step, double lr, double momentum,
+                       double dampening, bint nesterov, double weight_decay,
+                       bint maximize, int num_threads) noexcept nogil:
+    _run(<void**>&param, <void**>&grad, <void**>&momentum_buffer, &n, 1, step, lr,
+         momentum, dampening, nesterov, weight_decay, maximize, num_threads,
+         _segment_f64)
+
+
+cdef void sgd_step_multi_f32(float** param, const float** grad,
+                             float** momentum_buffer, const Py_ssize_t* sizes,
+                             Py_ssize_t ntensors, long long step, double lr,
+                             double momentum, double dampening, bint nesterov,
+                             double weight_decay, bint maximize,
+                             int num_threads) noexcept nogil:
+    _run(<void**>param, <void**>grad, <void**>momentum_buffer, sizes, ntensors,
+         step, lr, momentum, dampening, nesterov, weight_decay, maximize,
+         num_threads, _segment_f32)
+
+
+cdef void sgd_step_multi_f64(double** param, const double** grad,
+                             double** momentum_buffer, const Py_ssize_t* sizes,
+                             Py_ssize_t ntensors, long long step, double lr,
+                             double momentum, double dampening, bint nesterov,
+                             double weight_decay, bint maximize,
+                             int num_threads) noexcept nogil:
+    _run(<void**>param, <void**>grad, <void**>momentum_buffer, sizes, ntensors,
+         step, lr, momentum, dampening, nesterov, weight_decay, maximize,
+         num_threads, _segment_f64)
+
+
+# ---- Python API ------------------------------------------------------------
+
+cdef tuple _NAMES = ("param", "grad", "momentum_buffer")
+
+
+def sgd_step(param, grad, momentum_buffer=None, *, long long step, double lr,
+             double momentum=0.0, double dampening=0.0, bint nesterov=False,
+             double weight_decay=0.0, bint maximize=False):
+    """One SGD step in place (torch.optim.SGD's update).
+
+    With ``momentum > 0`` the ``momentum_buffer`` is required and updated; at
+    ``step == 1`` it is set to the (decayed, maximized) gradient. Each buffer
+    argument is one array or a list of arrays (one native call for the list).
+    """
+    check_step(step)
+    check_lr(lr)
+    if not (0.0 <= momentum):
+        raise ValueError(f"Invalid momentum value: {momentum} (momentum must be >= 0)")
+    check_weight_decay(weight_decay)
+    if dampening != dampening:
+        raise ValueError(f"Invalid dampening value: {dampening}")
+    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    cdef BufferSet b = bind(_NAMES, (param, grad, momentum_buffer),
+                            (WRITE, READ, WRITE if momentum != 0.0 else ABSENT))
+    cdef Py_ssize_t k = b.ntensors
+    cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
+    with nogil:
+        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, step, lr, momentum,
+             dampening, nesterov, weight_decay, maximize, 0, fn)

@@ -1,0 +1,42 @@
+"""The linear model ``pred = X @ w + b`` under MSE: loss and gradients.
+
+Matrix products go through NumPy (BLAS); the residual, loss and its gradient
+come from the fused one-pass MSE kernel.
+"""
+
+import numpy as np
+
+from optcore.kernels.mse import mse_loss_grad
+
+
+def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
+    """Return ``(loss, grad_w, grad_b)`` for ``pred = X @ w (+ b)`` and
+    ``loss = mse_loss(pred, y, reduction)`` ("mean" or "sum").
+
+    ``X`` is (n, d); ``w`` is (d,) or (d, k); ``y`` has the shape of ``X @ w``;
+    ``b`` is a scalar array of shape () / (1,) / (k,) or None (then ``grad_b``
+    is None). All arrays share one float dtype.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    X = np.asarray(X)
+    w = np.asarray(w)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}")
+    if w.ndim not in (1, 2) or w.shape[0] != X.shape[1]:
+        raise ValueError(f"w has shape {w.shape} but X has {X.shape[1]} features")
+    for name, a in (("X", X), ("y", y), ("w", w)) + ((("b", np.asarray(b)),) if b is not None else ()):
+        if a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} has dtype {a.dtype}; optcore takes float32 or float64")
+        if a.dtype != X.dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but X has dtype {X.dtype}")
+    pred = X @ w
+    if b is not None:
+        pred += b
+    if y.shape != pred.shape:
+        raise ValueError(f"y has shape {y.shape} but X @ w has shape {pred.shape}")
+    loss, r = mse_loss_grad(pred, y, reduction=reduction)
+    grad_w = X.T @ r
+    grad_b = None if b is None else r.sum(axis=0).astype(X.dtype).reshape(np.shape(b))
+    return loss, grad_w, grad_b

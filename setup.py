@@ -1,0 +1,79 @@
+"""Build the optcore Cython extensions.
+
+Environment switches:
+  OPTCORE_DEBUG=1          bounds checks, wraparound and -O0 -g (debugging)
+  OPTCORE_SANITIZE=1       -fsanitize=address,undefined (implies OPTCORE_DEBUG)
+  OPTCORE_FAIL_NO_OPENMP=1 fail instead of building single-threaded
+  OPTCORE_NO_OPENMP=1      build single-threaded on purpose
+"""
+
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_tools.openmp_helpers import openmp_or_warn  # noqa: E402
+
+SANITIZE = os.environ.get("OPTCORE_SANITIZE") == "1"
+DEBUG = SANITIZE or os.environ.get("OPTCORE_DEBUG") == "1"
+
+# One source per kernel family under optcore/kernels; every .pyx is one extension.
+KERNEL_MODULES = sorted(
+    os.path.splitext(name)[0]
+    for name in os.listdir(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                        "optcore", "kernels"))
+    if name.endswith(".pyx")
+)
+
+omp_cflags, omp_ldflags = openmp_or_warn()
+
+compile_args = [
+    # -fno-math-errno lets sqrt vectorise; no -ffast-math (NaN/Inf must behave).
+    # -ffp-contract=off: no FMA contraction, so results are bitwise identical for
+    # any thread count and any instruction-set variant, and match NumPy's.
+    "-fno-math-errno",
+    "-ffp-contract=off",
+    "-Wno-unused-function",
+    "-Wno-unreachable-code",
+]
+link_args = []
+if DEBUG:
+    compile_args += ["-O0", "-g"]
+else:
+    compile_args += ["-O3"]
+if SANITIZE:
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+    compile_args += san
+    link_args += san
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        f"optcore.kernels.{name}",
+        [f"optcore/kernels/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args + omp_cflags,
+        extra_link_args=link_args + omp_ldflags,
+    )
+    for name in KERNEL_MODULES
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        annotate=os.environ.get("OPTCORE_ANNOTATE") == "1",
+    ),
+)

@@ -1,0 +1,63 @@
+"""Shared test helpers: torch requirement, random inputs, tolerances.
+
+Import as `from support import ...` (tests/ is on pytest's pythonpath)."""
+
+import os
+
+import numpy as np
+import pytest
+
+import optcore
+
+# In CI (OPTCORE_REQUIRE_TORCH=1, set by .ci/run) the torch parity tests must
+# run: a missing torch is an error there, not a skip.
+REQUIRE_TORCH = os.environ.get("OPTCORE_REQUIRE_TORCH") == "1"
+
+DTYPES = [np.float32, np.float64]
+
+# Sizes around the vector width (8 float32 lanes in AVX2, the 16-element
+# partition alignment) and around the single-thread threshold.
+_T = optcore.get_parallel_threshold()
+SIZES = [0, 1, 7, 8, 9, 15, 16, 17, 1023, 1024, 1025, _T - 1, _T, _T + 1]
+LARGE = 1_000_003
+
+# Kernel vs NumPy reference. Both evaluate the same operations in the same order
+# in the buffer's dtype, with -ffp-contract=off (no fused multiply-add), so they
+# normally agree to the bit; the bound leaves room for one rounding difference
+# per operation (~10 operations per step) in case a compiler or NumPy build
+# evaluates one of them differently.
+REF_RTOL = {np.float32: 1e-6, np.float64: 1e-13}
+REF_ATOL = {np.float32: 1e-7, np.float64: 1e-15}
+
+# Kernel vs torch.optim after many steps: torch orders some operations
+# differently (e.g. fused/lerp forms), so rounding differences of a few ulps per
+# step accumulate; relative to the parameter scale.
+TORCH_RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+def require_torch():
+    """Import torch, or skip (fail when OPTCORE_REQUIRE_TORCH=1)."""
+    try:
+        import torch
+    except ImportError as exc:
+        if REQUIRE_TORCH:
+            pytest.fail(f"torch is required in CI (OPTCORE_REQUIRE_TORCH=1) but missing: {exc}")
+        pytest.skip("torch not installed")
+    return torch
+
+
+def assert_close(actual, expected, dtype, rtol=None, atol=None, what=""):
+    rtol = REF_RTOL[dtype] if rtol is None else rtol
+    atol = REF_ATOL[dtype] if atol is None else atol
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol,
+                               atol=atol, err_msg=what)
+
+
+def random_array(rng, n, dtype, positive=False, scale=1.0):
+    """Random, never-zero data (a kernel that ignores an input cannot pass)."""
+    if positive:
+        a = rng.uniform(0.1, 2.0, n) * scale
+    else:
+        a = rng.standard_normal(n) * scale
+        a[a == 0] = 0.5
+    return a.astype(dtype)
