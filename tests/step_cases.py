@@ -156,3 +156,41 @@ def flat_arrays(bufs, names=None):
         elif v is not None:
             out.append((k, v))
     return out
+
+
+# ---- the same step through torch.optim ------------------------------------
+
+def zero_state(bufs):
+    """State as torch.optim starts it (zeros; SGD's buffer is set at step 1)."""
+    for k, v in bufs.items():
+        if k in ("param", "grad") or v is None:
+            continue
+        for a in (v if isinstance(v, list) else [v]):
+            a[...] = 0
+
+
+class TorchTwin:
+    """torch.optim.SGD / Adam / AdamW (single-tensor ``foreach=False`` path) over
+    copies of the parameters of ``bufs``, stepped with the same gradients."""
+
+    def __init__(self, torch, family, bufs, opts):
+        self.torch = torch
+        params = bufs["param"] if isinstance(bufs["param"], list) else [bufs["param"]]
+        self.params = [torch.from_numpy(p.copy()) for p in params]
+        o = dict(opts)
+        if family.name == "sgd":
+            self.opt = torch.optim.SGD(self.params, foreach=False, **o)
+        else:
+            betas = (o.pop("beta1", 0.9), o.pop("beta2", 0.999))
+            cls = torch.optim.Adam if family.name == "adam" else torch.optim.AdamW
+            self.opt = cls(self.params, betas=betas, foreach=False, **o)
+
+    def step(self, grad):
+        grads = grad if isinstance(grad, list) else [grad]
+        for p, g in zip(self.params, grads):
+            p.grad = self.torch.from_numpy(g.copy())
+        self.opt.step()
+
+    def state(self, name):
+        """A state buffer of every parameter, as NumPy arrays."""
+        return [self.opt.state[p][name].numpy() for p in self.params]
