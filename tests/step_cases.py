@@ -194,3 +194,52 @@ class TorchTwin:
     def state(self, name):
         """A state buffer of every parameter, as NumPy arrays."""
         return [self.opt.state[p][name].numpy() for p in self.params]
+
+
+def draw_options(rng, family, lerp_branch=None):
+    """Random options for ``family`` (valid for torch.optim too).
+    ``lerp_branch`` ("low"/"high") pins beta1 to one side of 0.5."""
+    coin = lambda: bool(rng.integers(2))
+    if family.name == "sgd":
+        momentum = float(rng.uniform(0.1, 0.99)) if coin() else 0.0
+        nesterov = momentum > 0 and coin()
+        dampening = 0.0 if (nesterov or coin()) else float(rng.uniform(0.0, 0.9))
+        return dict(lr=float(rng.uniform(1e-3, 0.1)), momentum=momentum,
+                    dampening=dampening, nesterov=nesterov,
+                    weight_decay=float(rng.uniform(0.0, 0.1)) if coin() else 0.0,
+                    maximize=coin())
+    if lerp_branch is None:
+        lerp_branch = "low" if coin() else "high"
+    # torch.lerp's weight is 1 - beta1: below 0.5 for beta1 > 0.5.
+    beta1 = float(rng.uniform(0.5, 0.99) if lerp_branch == "low" else rng.uniform(0.0, 0.5))
+    opts = dict(lr=float(rng.uniform(1e-4, 0.05)), beta1=beta1,
+                beta2=float(rng.uniform(0.9, 0.9999)),
+                eps=1e-8 if coin() else float(10 ** rng.uniform(-10, -6)),
+                weight_decay=float(rng.uniform(0.0, 0.1)) if coin() else 0.0,
+                amsgrad=coin(), maximize=coin())
+    if family.name == "adam":
+        opts["decoupled_weight_decay"] = coin()
+    return opts
+
+
+def torch_trajectory(torch, family, opts, dtype, shapes, steps, rng):
+    """Run optcore and torch.optim side by side from the same start for
+    ``steps`` steps with the same random gradients. Yields (step, bufs, twin)
+    after each step; deviation() measures them."""
+    bufs = make_buffers(rng, family, shapes, dtype)
+    zero_state(bufs)
+    twin = TorchTwin(torch, family, bufs, opts)
+    for step in range(1, steps + 1):
+        new_grads(rng, bufs)
+        family.call(True, bufs, step, opts)
+        twin.step(bufs["grad"])
+        yield step, bufs, twin
+
+
+def deviation(mine, theirs):
+    """max |mine - theirs| relative to the largest |theirs| (the scale of the
+    buffer), over lists of arrays."""
+    num = max((float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+               for a, b in zip(mine, theirs) if a.size), default=0.0)
+    scale = max((float(np.max(np.abs(b))) for b in theirs if b.size), default=0.0)
+    return num / scale if scale else num
