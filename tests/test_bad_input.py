@@ -613,3 +613,31 @@ def test_linear_mse_grad_bad_input(defect, exc, name, rng):
         optcore.linear_mse_grad(X, y, w, b, **kw)
     assert_names(str(info.value), name)
     assert_unchanged(snap)
+
+
+def _torch_checked_cases():
+    # torch has no step argument, and SGD's checks (`lr < 0.0`) let NaN pass.
+    return [p for p in _hyper_cases()
+            if "step" not in p.values[1]
+            and not (p.values[0] is SGD and any(v != v for v in p.values[1].values()))]
+
+
+@pytest.mark.parametrize("family,bad,name", _torch_checked_cases())
+def test_hyperparameter_messages_use_torch_wording(torch, family, bad, name, rng):
+    # Where torch.optim refuses the same value, its message is part of ours.
+    opts = dict(FULL_OPTS[family.name], **bad)
+    try:
+        if family is SGD:
+            torch.optim.SGD([torch.zeros(3)], **opts)
+        else:
+            o = dict(opts)
+            betas = (o.pop("beta1", 0.9), o.pop("beta2", 0.999))
+            cls = torch.optim.Adam if family is ADAM else torch.optim.AdamW
+            cls([torch.zeros(3)], betas=betas, **o)
+    except ValueError as exc:
+        theirs = str(exc)
+    else:
+        pytest.fail(f"torch.optim accepts {bad}")
+    with pytest.raises(ValueError) as info:
+        family.call(True, _bufs(rng, family), 1, opts)
+    assert theirs in str(info.value)
