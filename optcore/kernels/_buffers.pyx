@@ -133,6 +133,7 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
 
     cdef int dtype = -1
     cdef str ref_label = None
+    cdef list copied = None
     for t in range(k):
         for a in range(nargs):
             role = roles[a]
@@ -171,6 +172,11 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
                         f"{label} is not C-contiguous; optcore updates it in place and "
                         f"never works on a copy (an update to a copy would be lost)")
                 # A read-only input may be copied: nothing is written to it.
+                # The copy is fresh memory, so remember where the original
+                # lies: a written buffer may not share its elements either.
+                if copied is None:
+                    copied = []
+                copied.append((a * k + t, obj, label) + _extent(view))
                 copy = np.ascontiguousarray(obj)
                 if bs.keep is None:
                     bs.keep = []
@@ -193,7 +199,59 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
             bs.data[a * k + t] = view.buf
     bs.dtype = dtype if dtype >= 0 else FLOAT32
     _check_overlap(bs, names, roles)
+    if copied is not None:
+        _check_copied_overlap(bs, objs, names, roles, copied)
     return bs
+
+
+cdef tuple _extent(const Py_buffer* view):
+    """(first, last + 1) byte address spanned by a strided buffer."""
+    cdef uintptr_t lo = <uintptr_t>view.buf, hi = <uintptr_t>view.buf
+    cdef Py_ssize_t d, span
+    for d in range(view.ndim):
+        if view.shape[d] == 0:
+            return (lo, lo)
+        span = (view.shape[d] - 1) * view.strides[d]
+        if span < 0:
+            lo -= <uintptr_t>(-span)
+        else:
+            hi += <uintptr_t>span
+    return (lo, hi + <uintptr_t>view.itemsize)
+
+
+cdef _check_copied_overlap(BufferSet bs, tuple objs, tuple names, tuple roles,
+                           list copied):
+    # Non-contiguous inputs were copied before binding; their originals may
+    # still share elements with a written buffer (e.g. grad = param_memory[::2]).
+    # Address ranges first, then NumPy's exact test where they intersect (a
+    # strided input may interleave with a buffer without sharing an element).
+    cdef Py_ssize_t k = bs.ntensors, t
+    cdef int a
+    cdef int itemsize = 4 if bs.dtype == FLOAT32 else 8
+    cdef uintptr_t start, stop
+    for slot, orig, label, lo, hi in copied:
+        if lo == hi:
+            continue
+        for a in range(bs.nargs):
+            if roles[a] != WRITE:
+                continue
+            for t in range(k):
+                if bs.sizes[t] == 0:
+                    continue
+                start = <uintptr_t>bs.data[a * k + t]
+                stop = start + <uintptr_t>(bs.sizes[t] * itemsize)
+                if stop <= lo or start >= hi:
+                    continue
+                written = objs[a][t] if bs.is_list else objs[a]
+                try:
+                    shared = np.shares_memory(orig, written)
+                except np.exceptions.TooHardError:
+                    shared = True
+                if shared:
+                    raise ValueError(
+                        f"{_label(names[a], t, bs.is_list)} and {label} overlap in "
+                        f"memory; a buffer that is written may not share memory "
+                        f"with another argument")
 
 
 cdef _check_overlap(BufferSet bs, tuple names, tuple roles):
