@@ -214,3 +214,34 @@ def make_buffers(entry, hp, rng, sizes, dtype, as_list=None):
             arrays.append(a.astype(dtype))
         bufs[b.name] = arrays if as_list else arrays[0]
     return bufs
+
+
+def hyper_variants(entry):
+    """Valid hyperparameter sets that between them switch every option of
+    ``entry`` on and off (each boolean toggled, every reduction, SGD without
+    momentum and with Nesterov)."""
+    base = typical_hyper(entry)
+    candidates = [base]
+    for k, v in base.items():
+        if isinstance(v, bool):
+            candidates.append({**base, k: not v})
+    if "reduction" in base:
+        candidates += [{**base, "reduction": r} for r in ("sum", "none")]
+    if "momentum" in base:
+        candidates += [{**base, "momentum": 0.0},
+                       {**base, "nesterov": True, "dampening": 0.0}]
+    if "weight_decay" in base:
+        candidates.append({**base, "weight_decay": 0.0})
+    return [hp for hp in candidates if not entry.invalid(hp)]
+
+
+def run_steps(entry, bufs, hp, steps):
+    """Call ``entry`` ``steps`` times (step = 1, 2, ...) on ``bufs``; return the
+    results of the calls."""
+    out = []
+    for s in range(1, steps + 1):
+        h = dict(hp)
+        if "step" in h:
+            h["step"] = s
+        out.append(entry.call(entry.fast(), bufs, h))
+    return out
