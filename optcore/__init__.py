@@ -18,6 +18,7 @@ from optcore.kernels.sgd import sgd_step
 from optcore.kernels.adam import adam_step, adamw_step
 from optcore.kernels.mse import mse_loss, mse_grad, mse_loss_grad
 from optcore.linear import linear_mse_grad
+from optcore.checkpoint import save, load, CheckpointError
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,9 @@ __all__ = [
     "set_parallel_threshold",
     "openmp_enabled",
     "get_include",
+    "save",
+    "load",
+    "CheckpointError",
 ]
 
 
