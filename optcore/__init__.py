@@ -16,6 +16,12 @@ from optcore.kernels._runtime import (
 )
 from optcore.kernels.sgd import sgd_step
 from optcore.kernels.adam import adam_step, adamw_step
+from optcore.kernels.rmsprop import rmsprop_step
+from optcore.kernels.adagrad import adagrad_step
+from optcore.kernels.adadelta import adadelta_step
+from optcore.kernels.adamax import adamax_step
+from optcore.kernels.nadam import nadam_step
+from optcore.kernels.radam import radam_step
 from optcore.kernels.mse import mse_loss, mse_grad, mse_loss_grad
 from optcore.linear import linear_mse_grad
 from optcore.checkpoint import save, load, CheckpointError
@@ -26,6 +32,12 @@ __all__ = [
     "sgd_step",
     "adam_step",
     "adamw_step",
+    "rmsprop_step",
+    "adagrad_step",
+    "adadelta_step",
+    "adamax_step",
+    "nadam_step",
+    "radam_step",
     "mse_loss",
     "mse_grad",
     "mse_loss_grad",
