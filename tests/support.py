@@ -12,6 +12,8 @@ import optcore
 # In CI (OPTCORE_REQUIRE_TORCH=1, set by .ci/run) the torch parity tests must
 # run: a missing torch is an error there, not a skip.
 REQUIRE_TORCH = os.environ.get("OPTCORE_REQUIRE_TORCH") == "1"
+# Likewise for the other optional test dependencies (numba, ...).
+REQUIRE_OPTIONAL = REQUIRE_TORCH or os.environ.get("OPTCORE_REQUIRE_OPTIONAL") == "1"
 
 DTYPES = [np.float32, np.float64]
 
@@ -44,6 +46,17 @@ def require_torch():
             pytest.fail(f"torch is required in CI (OPTCORE_REQUIRE_TORCH=1) but missing: {exc}")
         pytest.skip("torch not installed")
     return torch
+
+
+def require_module(name):
+    """Import an optional test dependency, or skip (fail in CI)."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        if REQUIRE_OPTIONAL:
+            pytest.fail(f"{name} is required in CI but missing: {exc}")
+        pytest.skip(f"{name} not installed")
 
 
 def assert_close(actual, expected, dtype, rtol=None, atol=None, what=""):

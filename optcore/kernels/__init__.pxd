@@ -1,0 +1,32 @@
+# optcore's C-level kernel API for Cython code:
+#
+#     from optcore.kernels cimport adam_step_f32, sgd_step_f64, mse_loss_grad_f32
+#
+# Build with `include_path=[optcore.get_include()]` (cythonize) against an
+# installed optcore (a regular, non-editable install: editable installs do not
+# expose .pxd files to other builds). No linking is needed: the functions are
+# imported from optcore's extension modules when your module is imported.
+#
+# The contract, for every function declared here:
+# - nothing is checked: buffers are contiguous, hold `n` elements (or
+#   `sizes[i]` for tensor i of a *_multi_* call), are aligned to their element
+#   type, and buffers that are written overlap no other buffer of the call;
+# - the update is the one the Python function of the same name applies
+#   (torch.optim's rule), with the same hyperparameters resolved to C scalars
+#   (bools are ints); `step` is the 1-based count of this update, and bias
+#   corrections are computed inside from it;
+# - num_threads = 1 runs on the calling thread: use it inside your own `prange`
+#   or threads. num_threads = 0 uses optcore's process setting
+#   (optcore.set_num_threads / OMP_NUM_THREADS); a larger value asks for that
+#   many OpenMP threads. Calls below optcore.get_parallel_threshold() elements
+#   always run on the calling thread;
+# - all functions are `noexcept nogil` and may be called without the GIL;
+# - results are bitwise identical for any num_threads.
+#
+# Each family's own .pxd (optcore/kernels/<family>.pxd) documents its functions.
+
+from optcore.kernels.sgd cimport (
+    sgd_step_f32, sgd_step_f64, sgd_step_multi_f32, sgd_step_multi_f64)
+from optcore.kernels.adam cimport (
+    adam_step_f32, adam_step_f64, adam_step_multi_f32, adam_step_multi_f64)
+from optcore.kernels.mse cimport mse_loss_grad_f32, mse_loss_grad_f64
