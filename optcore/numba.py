@@ -38,6 +38,9 @@ _SIGNATURES = {
     "adam_step": ("adam", None, ("P", "P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
                                  _I, _I, _I, _I)),
     "mse_loss_grad": ("mse", _D, ("P", "P", "P", _N, _D, _I)),
+    "lion_step": ("lion", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
+    "lamb_step": ("lamb", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _I,
+                                 _I)),
 }
 
 __all__ = []

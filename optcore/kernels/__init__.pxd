@@ -30,3 +30,11 @@ from optcore.kernels.sgd cimport (
 from optcore.kernels.adam cimport (
     adam_step_f32, adam_step_f64, adam_step_multi_f32, adam_step_multi_f64)
 from optcore.kernels.mse cimport mse_loss_grad_f32, mse_loss_grad_f64
+from optcore.kernels.lion cimport (
+    lion_step_f32, lion_step_f64, lion_step_multi_f32, lion_step_multi_f64)
+from optcore.kernels.lamb cimport (
+    lamb_step_f32, lamb_step_f64, lamb_step_multi_f32, lamb_step_multi_f64)
+from optcore.kernels.grad_utils cimport (
+    global_norm_f32, global_norm_f64, clip_grad_norm_f32, clip_grad_norm_f64,
+    clip_grad_value_f32, clip_grad_value_f64, all_finite_f32, all_finite_f64,
+    unscale_f32, unscale_f64)
