@@ -25,6 +25,15 @@ from optcore.kernels.radam import radam_step
 from optcore.kernels.mse import mse_loss, mse_grad, mse_loss_grad
 from optcore.linear import linear_mse_grad
 from optcore.checkpoint import save, load, CheckpointError
+from optcore.kernels.lion import lion_step
+from optcore.kernels.lamb import lamb_step
+from optcore.kernels.grad_utils import (
+    global_norm,
+    clip_grad_norm_,
+    clip_grad_value_,
+    all_finite,
+    unscale_,
+)
 
 __version__ = "0.1.0"
 
@@ -42,6 +51,13 @@ __all__ = [
     "mse_grad",
     "mse_loss_grad",
     "linear_mse_grad",
+    "lion_step",
+    "lamb_step",
+    "global_norm",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "all_finite",
+    "unscale_",
     "get_num_threads",
     "set_num_threads",
     "get_parallel_threshold",

@@ -52,6 +52,9 @@ _SIGNATURES = {
                                  _D, _I, _I, _I)),
     "radam_step": ("radam", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
                                    _I, _I, _I)),
+    "lion_step": ("lion", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
+    "lamb_step": ("lamb", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _I,
+                                 _I)),
 }
 
 __all__ = []

@@ -23,6 +23,13 @@ __all__ = [
     "mse_grad",
     "mse_loss_grad",
     "linear_mse_grad",
+    "lion_step",
+    "lamb_step",
+    "global_norm",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "all_finite",
+    "unscale_",
 ]
 
 
@@ -276,3 +283,111 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
     grad_w = X.T @ r
     grad_b = None if b is None else r.sum(axis=0).astype(pred.dtype).reshape(np.shape(b))
     return loss, grad_w, grad_b
+
+
+# ---- Lion, LAMB ----------------------------------------------------------------
+
+def lion_step(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99,
+              weight_decay=0.0, maximize=False):
+    """Lion (Chen et al. 2023, Algorithm 2; optax.lion)."""
+    for p, g, m in _tensors(param, grad, exp_avg):
+        p, g, m = _flat(p), _flat(g), _flat(m)
+        dt = p.dtype.type
+        g = -g if maximize else g
+        c = dt(beta1) * m + dt(1 - beta1) * g
+        if weight_decay != 0:
+            p *= dt(1 - lr * weight_decay)
+        p += dt(-lr) * np.sign(c)
+        m[...] = dt(beta2) * m + dt(1 - beta2) * g
+
+
+def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
+              beta2=0.999, eps=1e-6, weight_decay=0.0, maximize=False):
+    """LAMB (You et al. 2019, Algorithm 2; optax.lamb): Adam moments with bias
+    correction, a per-tensor trust ratio ||p|| / ||u|| (1 when either is 0)."""
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        p, g, m, v = map(_flat, (p, g, m, v))
+        dt = p.dtype.type
+        g = -g if maximize else g
+        m[...] = dt(beta1) * m + dt(1 - beta1) * g
+        v[...] = dt(beta2) * v + dt(1 - beta2) * g * g
+        u = (m / dt(bias_correction1)) / (np.sqrt(v / dt(bias_correction2)) + dt(eps))
+        if weight_decay != 0:
+            u = u + dt(weight_decay) * p
+        p_norm = np.sqrt(np.sum(np.square(p.astype(np.float64))))
+        u_norm = np.sqrt(np.sum(np.square(u.astype(np.float64))))
+        ratio = 1.0 if (p_norm == 0 or u_norm == 0) else p_norm / u_norm
+        p += dt(-(lr * ratio)) * u
+
+
+# ---- gradient utilities --------------------------------------------------------
+
+def _array_list(arrays):
+    if isinstance(arrays, (list, tuple)):
+        return [_flat(a) for a in arrays]
+    return [_flat(arrays)]
+
+
+def _check_norm_type(norm_type):
+    p = float(norm_type)
+    if not p > 0:
+        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r}")
+    return p
+
+
+def global_norm(arrays, norm_type=2.0):
+    """Norm of all elements as one vector, in float64, scaled by max |x|
+    (no overflow or underflow)."""
+    p = _check_norm_type(norm_type)
+    xs = [np.abs(a.astype(np.float64)) for a in _array_list(arrays) if a.size]
+    if not xs:
+        return 0.0
+    m = max(float(np.max(x)) for x in xs)
+    if p == np.inf or not 0 < m < np.inf:     # max, 0, inf, or NaN (np.max propagates it)
+        return m
+    total = sum(float(np.sum((x / m) ** p)) for x in xs)
+    return m * total ** (1.0 / p)
+
+
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    total = global_norm(grads, norm_type)
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(
+            f"The total norm of order {float(norm_type)} for gradients from "
+            "`parameters` is non-finite, so it cannot be clipped. To disable this "
+            "error and scale the gradients by the non-finite norm anyway, set "
+            "`error_if_nonfinite=False`")
+    coef = float(max_norm) / (total + 1e-6)
+    coef = 1.0 if coef > 1.0 else coef        # NaN stays NaN, as torch.clamp
+    if coef != 1.0:
+        for g in _array_list(grads):
+            g *= g.dtype.type(coef)
+    return total
+
+
+def clip_grad_value_(grads, clip_value):
+    c = float(clip_value)
+    for g in _array_list(grads):
+        if np.isnan(c):
+            g[...] = np.nan
+            continue
+        hi = g.dtype.type(c)
+        np.maximum(g, -hi, out=g)       # NaN in g stays NaN
+        np.minimum(g, hi, out=g)
+
+
+def all_finite(arrays):
+    return all(bool(np.isfinite(a).all()) for a in _array_list(arrays))
+
+
+def unscale_(grads, inv_scale):
+    """torch._amp_foreach_non_finite_check_and_unscale_ on CPU: the check is
+    on the values before scaling; inv_scale == 1 leaves them untouched."""
+    found = not all_finite(grads)
+    inv = float(inv_scale)
+    if inv != 1.0:
+        for g in _array_list(grads):
+            g *= g.dtype.type(inv)
+    return found

@@ -44,3 +44,11 @@ from optcore.kernels.nadam cimport (
     nadam_step_f32, nadam_step_f64, nadam_step_multi_f32, nadam_step_multi_f64)
 from optcore.kernels.radam cimport (
     radam_step_f32, radam_step_f64, radam_step_multi_f32, radam_step_multi_f64)
+from optcore.kernels.lion cimport (
+    lion_step_f32, lion_step_f64, lion_step_multi_f32, lion_step_multi_f64)
+from optcore.kernels.lamb cimport (
+    lamb_step_f32, lamb_step_f64, lamb_step_multi_f32, lamb_step_multi_f64)
+from optcore.kernels.grad_utils cimport (
+    global_norm_f32, global_norm_f64, clip_grad_norm_f32, clip_grad_norm_f64,
+    clip_grad_value_f32, clip_grad_value_f64, all_finite_f32, all_finite_f64,
+    unscale_f32, unscale_f64)
