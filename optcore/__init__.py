@@ -18,6 +18,9 @@ from optcore.kernels.sgd import sgd_step
 from optcore.kernels.adam import adam_step, adamw_step
 from optcore.kernels.mse import mse_loss, mse_grad, mse_loss_grad
 from optcore.linear import linear_mse_grad
+from optcore.optim import (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam,
+                           RAdam, Lion, LAMB)
+from optcore import schedules
 
 __version__ = "0.1.0"
 
@@ -29,6 +32,18 @@ __all__ = [
     "mse_grad",
     "mse_loss_grad",
     "linear_mse_grad",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Lion",
+    "LAMB",
+    "schedules",
     "get_num_threads",
     "set_num_threads",
     "get_parallel_threshold",
