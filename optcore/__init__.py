@@ -34,6 +34,9 @@ from optcore.kernels.grad_utils import (
     all_finite,
     unscale_,
 )
+from optcore.optim import (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam,
+                           RAdam, Lion, LAMB)
+from optcore import schedules
 
 __version__ = "0.1.0"
 
@@ -58,6 +61,18 @@ __all__ = [
     "clip_grad_value_",
     "all_finite",
     "unscale_",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Lion",
+    "LAMB",
+    "schedules",
     "get_num_threads",
     "set_num_threads",
     "get_parallel_threshold",
