@@ -66,7 +66,7 @@ PATTERNS = {
 cdef dict _CODES = {name: i for i, name in enumerate(PATTERNS)}
 
 cdef enum:
-    LANES = 16
+    LANES = 64        # independent sums: enough to hide the add latency
     MAX_BUFFERS = 5
 
 
@@ -119,7 +119,7 @@ cdef void _segment(Pass* ps, Py_ssize_t lo, Py_ssize_t hi, int tid,
             a[i] = a[i] * s + b[i]
     elif ps.code == 3:          # 1r1w
         for i in range(n):
-            a[i] = a[i] * s
+            a[i] = a[i] * s + s
     elif ps.code == 4:          # 1r: a sum in LANES independent lanes
         for j in range(LANES):
             acc[j] = 0
