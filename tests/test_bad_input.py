@@ -258,6 +258,15 @@ def test_grad_may_be_read_only_or_non_contiguous(family, layout, rng):
     assert_same_bits(bufs["grad"], grad_before)
 
 
+@pytest.mark.parametrize("family,arg", family_args(written_args))
+def test_misaligned_param_or_state(family, arg, rng):
+    bufs = _bufs(rng, family)
+    raw = bytearray(4 * N + 1)
+    bufs[arg] = np.frombuffer(raw, dtype=np.float32, offset=1, count=N)
+    assert bufs[arg].flags.writeable and not bufs[arg].flags.aligned
+    expect_step_error(family, bufs, FULL_OPTS[family.name], ValueError, arg)
+
+
 # ---- overlap ---------------------------------------------------------------------
 
 def _overlap_pairs():
