@@ -55,13 +55,14 @@ def test_parallel_threshold():
 def _num_threads_in_subprocess(env_update, code="print(optcore.get_num_threads())"):
     env = dict(os.environ)
     env.update(env_update)
-    # The subprocess imports the same optcore as this one (in-place build or
-    # installed package).
+    # The subprocess must import the same optcore as this process (an in-place
+    # build or the installed package), not a source tree without compiled
+    # modules that happens to be the working directory: run it from there.
     root = os.path.dirname(os.path.dirname(os.path.abspath(optcore.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
-                                                  env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     res = subprocess.run([sys.executable, "-c", "import optcore\n" + code], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
+                         cwd=root, capture_output=True, text=True, timeout=60, check=True)
     return res.stdout.split()
 
 
