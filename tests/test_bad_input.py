@@ -473,8 +473,8 @@ MSE_FUNCS = ["mse_loss", "mse_grad", "mse_loss_grad"]
 OUT_FUNCS = ["mse_grad", "mse_loss_grad"]
 
 
-def call_mse(func, pred, target, **kw):
-    fn = getattr(optcore, func)
+def call_mse(func, pred, target, module=optcore, **kw):
+    fn = getattr(module, func)
     if func == "mse_loss":
         return fn(pred, target, kw.get("reduction", "mean"))
     return fn(pred, target, **kw)
@@ -517,6 +517,23 @@ def test_mse_mixed_dtypes(func, rng):
 def test_mse_size_mismatch(func, rng):
     pred, target = _pt(rng)
     expect_mse_error(func, ValueError, ["pred", "target"], pred, target[:-1])
+
+
+@pytest.mark.parametrize("shapes", [((12, 1), (12,)), ((12,), (1, 12)), ((3, 4), (4, 3))],
+                         ids=["column-vs-flat", "flat-vs-row", "transposed-shape"])
+@pytest.mark.parametrize("func", MSE_FUNCS)
+def test_mse_shape_mismatch_of_equal_size(func, shapes, rng):
+    # NumPy and torch would broadcast (n, 1) against (n,); pairing in flat
+    # order instead would silently differ from them: both optcore and the
+    # reference refuse.
+    pred, target = _pt(rng)
+    pred, target = pred.reshape(shapes[0]), target.reshape(shapes[1])
+    out = np.empty(shapes[0], np.float32) if func != "mse_loss" else None
+    kw = {} if out is None else dict(out=out)
+    msg = expect_mse_error(func, ValueError, ["pred", "target"], pred, target, **kw)
+    assert str(shapes[0]) in msg and str(shapes[1]) in msg
+    with pytest.raises(ValueError, match="shape"):
+        call_mse(func, pred, target, module=reference, **kw)
 
 
 @pytest.mark.parametrize("func", MSE_FUNCS)
