@@ -244,8 +244,16 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+def _check_shapes(pred, target):
+    if np.shape(pred) != np.shape(target):
+        raise ValueError(f"target has shape {np.shape(target)} but pred has shape "
+                         f"{np.shape(pred)}; pred and target must have the same shape "
+                         f"(no broadcasting)")
+
+
 def mse_loss(pred, target, reduction="mean"):
     _check_reduction(reduction)
+    _check_shapes(pred, target)
     d = np.asarray(pred) - np.asarray(target)
     if reduction == "none":
         return d * d
@@ -257,6 +265,7 @@ def mse_loss(pred, target, reduction="mean"):
 
 def mse_grad(pred, target, *, reduction="mean", out=None):
     _check_reduction(reduction)
+    _check_shapes(pred, target)
     pred = np.asarray(pred)
     d = pred - np.asarray(target)
     scale = 2.0 / d.size if (reduction == "mean" and d.size) else 2.0
