@@ -290,7 +290,10 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
     loss = mse_loss(pred, y, reduction="sum" if reduction == "sum" else "mean")
     r = mse_grad(pred, y, reduction=reduction)
     grad_w = X.T @ r
-    grad_b = None if b is None else r.sum(axis=0).astype(pred.dtype).reshape(np.shape(b))
+    grad_b = None
+    if b is not None:
+        total = r.sum() if np.size(b) == 1 else r.sum(axis=0)
+        grad_b = np.asarray(total, dtype=pred.dtype).reshape(np.shape(b))
     return loss, grad_w, grad_b
 
 

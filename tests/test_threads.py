@@ -115,3 +115,19 @@ def test_limits_do_not_change_results(rng):
             optcore.adam_step(p, g, m, v, step=3, lr=0.01)
         results.append(p.tobytes() + m.tobytes() + v.tobytes())
     assert results[0] == results[1]
+
+
+def test_every_element_is_updated_when_openmp_gives_fewer_threads():
+    # OMP_THREAD_LIMIT=1 caps the team below the 2 threads optcore asks for:
+    # the partitions of the threads that never start must still be computed.
+    code = (
+        "import numpy as np; optcore.set_num_threads(2)\n"
+        "n = 4 * optcore.get_parallel_threshold() + 5\n"
+        "p = np.zeros(n, np.float32); g = np.ones(n, np.float32)\n"
+        "optcore.sgd_step(p, g, step=1, lr=1.0)\n"
+        "m = [np.zeros(n, np.float32)]; v = [np.ones(n, np.float32)]\n"
+        "q = [np.zeros(n, np.float32)]\n"
+        "optcore.adam_step(q, [g], m, v, step=1, lr=1.0)\n"
+        "print(int((p == -1).sum()) == n and int((q[0] != 0).sum()) == n)\n"
+    )
+    assert _num_threads_in_subprocess({"OMP_THREAD_LIMIT": "1"}, code) == ["True"]
