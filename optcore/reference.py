@@ -7,6 +7,8 @@ benchmarks use it as the baseline. Buffers are updated in place; every buffer
 argument is one array or a list of arrays.
 """
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -245,10 +247,16 @@ def _check_reduction(reduction):
 
 
 def _check_shapes(pred, target):
-    if np.shape(pred) != np.shape(target):
-        raise ValueError(f"target has shape {np.shape(target)} but pred has shape "
-                         f"{np.shape(pred)}; pred and target must have the same shape "
-                         f"(no broadcasting)")
+    ps, ts = np.shape(pred), np.shape(target)
+    if ps == ts or math.prod(ps) != math.prod(ts):
+        return
+    try:
+        paired = math.prod(np.broadcast_shapes(ps, ts)) == math.prod(ps)
+    except ValueError:
+        paired = False
+    if not paired:
+        raise ValueError(f"target has shape {ts} but pred has shape {ps}; they would "
+                         f"broadcast to a larger shape (pass arrays of the same shape)")
 
 
 def mse_loss(pred, target, reduction="mean"):

@@ -718,7 +718,6 @@ def test_bad_grads_change_nothing(rng):
 
 
 def test_optcore_import_does_not_import_torch():
-    import subprocess
-    import sys
+    from support import run_python
     code = "import sys, optcore, optcore.schedules; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_python(["-c", code], check=True)
