@@ -722,3 +722,25 @@ def test_optcore_import_does_not_import_torch():
     import sys
     code = "import sys, optcore, optcore.schedules; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_grad_overlapping_a_parameter_changes_nothing(rng):
+    groups = [{"params": [random_array(rng, 6, np.float64)]},
+              {"params": [random_array(rng, 4, np.float64)]}]
+    opt = optcore.Adam(copy.deepcopy(groups), lr=0.1)
+    opt.step(grads_like(rng, groups))
+    snap = snapshot(opt)
+    before = [p.copy() for p in all_params(opt)]
+    p1 = opt.param_groups[1]["params"][0]
+    for grads in ([np.ones(6), p1],                                   # a parameter
+                  [np.ones(6), p1[::-1]],                             # reversed view
+                  [opt.param_groups[0]["params"][0], np.ones(4)],
+                  [np.ones(6), opt.arena(0, "exp_avg")[:4]]):         # optimizer state
+        with pytest.raises(ValueError, match="share memory|overlap"):
+            opt.step(grads)
+        assert_unchanged(opt, snap)
+        for p, q in zip(all_params(opt), before):
+            np.testing.assert_array_equal(p, q)
+    # gradients may share memory with each other
+    g = np.ones(10)
+    opt.step([g[:6], g[6:]])
