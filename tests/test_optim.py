@@ -744,3 +744,28 @@ def test_grad_overlapping_a_parameter_changes_nothing(rng):
     # gradients may share memory with each other
     g = np.ones(10)
     opt.step([g[:6], g[6:]])
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copy_and_pickle_keep_the_arena_layout(how, rng):
+    import pickle
+    groups = [{"params": [random_array(rng, 9, np.float32), random_array(rng, 4, np.float32)]},
+              {"params": [random_array(rng, 5, np.float32)], "lr": 0.3}]
+    opt = optcore.RMSprop(copy.deepcopy(groups), lr=0.01, momentum=0.5, centered=True) \
+        if hasattr(optcore, "rmsprop_step") else optcore.Adam(copy.deepcopy(groups), lr=0.01)
+    for _ in range(3):
+        opt.step(grads_like(rng, groups))
+    twin = copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
+    assert all(p is not q and np.array_equal(p, q)
+               for p, q in zip(all_params(opt), all_params(twin)))
+    for i, st in twin.state.items():
+        g = 0 if i < 2 else 1
+        for key, value in st.items():
+            if isinstance(value, np.ndarray):
+                assert np.shares_memory(value, twin.arena(g, key))
+    for _ in range(3):
+        grads = grads_like(rng, groups)
+        opt.step(grads)
+        twin.step(grads)
+    for p, q in zip(all_params(opt), all_params(twin)):
+        np.testing.assert_array_equal(p, q)

@@ -797,6 +797,17 @@ class Optimizer:
             raise TypeError(f"{label}: {key!r} must be a real number, got {value!r}")
         return float(value)
 
+    # -- copy and pickle: rebuilt through state_dict, so that the copy's state
+    # lives in its own arenas again (a plain deepcopy would detach the views) --
+
+    def __getstate__(self):
+        return {"defaults": self.defaults, "param_groups": self.param_groups,
+                "state_dict": self.state_dict()}
+
+    def __setstate__(self, saved):
+        Optimizer.__init__(self, [dict(g) for g in saved["param_groups"]], saved["defaults"])
+        self.load_state_dict(saved["state_dict"])
+
     # -- display --
 
     def __repr__(self):
