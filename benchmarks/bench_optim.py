@@ -81,9 +81,9 @@ def main():
             except ImportError:
                 continue
             step()
-            reps = 2000 if model == "mlp" else 20
+            reps = 2000 if model == "mlp" else 5
             times = []
-            for _ in range(7):
+            for _ in range(5):
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     step()
