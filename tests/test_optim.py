@@ -757,3 +757,23 @@ def test_copy_and_pickle_keep_the_arena_layout(how, rng):
         twin.step(grads)
     for p, q in zip(all_params(opt), all_params(twin)):
         np.testing.assert_array_equal(p, q)
+
+
+def test_replaced_state_arrays_are_used(rng):
+    """State entries are the truth even though a group's call arguments are
+    cached: an array a user puts into the state is the one updated."""
+    p = random_array(rng, 8, np.float64)
+    opt = optcore.Adam([p], lr=0.1)
+    g = random_array(rng, 8, np.float64)
+    opt.step([g])
+    mine = np.full(8, 0.5)
+    opt.state[0]["exp_avg"] = mine
+    ref, m, v = p.copy(), mine.copy(), opt.state[0]["exp_avg_sq"].copy()
+    opt.step([g])
+    optcore.adam_step(ref, g, m, v, step=2, lr=0.1)
+    np.testing.assert_array_equal(p, ref)
+    np.testing.assert_array_equal(mine, m)
+    # and a step count set by hand is honoured
+    opt.state[0]["step"] = 10
+    opt.step([g])
+    assert opt.state[0]["step"] == 11

@@ -16,6 +16,7 @@ A subclass declares the kernel, its state, and its constructor; see
 import copy
 import importlib
 import numbers
+from operator import itemgetter
 
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
@@ -270,6 +271,7 @@ class Optimizer:
         self._arenas = []           # per group: {(kind, dtype): 1-D arena}
         self._ready = []            # per group: state kinds with arenas and views
         self._hyper_cache = []      # per group: (values checked, kernel keywords)
+        self._calls = []            # per group: the one-call step's arguments, cached
         self._state = {}            # global parameter index -> state dict
         self._index = {}            # id(param) -> global index
         self._starts = []           # per group: global index of its first parameter
@@ -351,6 +353,7 @@ class Optimizer:
         self._arenas.append({})
         self._ready.append(set())
         self._hyper_cache.append(None)
+        self._calls.append(None)
         self._starts.append(start)
         for j, p in enumerate(params):
             self._index[id(p)] = start + j
@@ -371,6 +374,7 @@ class Optimizer:
         ready = self._ready[g]
         if ready.issuperset(kinds):
             return
+        self._calls[g] = None
         group, layout, arenas = self.param_groups[g], self._layouts[g], self._arenas[g]
         for kind in kinds:
             for dt, total in layout.totals.items():
@@ -395,6 +399,7 @@ class Optimizer:
         for kind in kinds:
             st[kind] = self._view(g, j, kind)
         self._state[self._starts[g] + j] = st
+        self._calls[g] = None
         return st
 
     def _init_group_state(self, g):
@@ -507,9 +512,11 @@ class Optimizer:
                                  f"has {sizes[g]} parameters")
             hyper = self._group_hyper(g)
             out = []
+            complete = True
             for j, (p, gr) in enumerate(zip(group["params"], gs)):
                 if gr is None:
                     out.append(None)
+                    complete = False
                     continue
                 if type(gr) is np.ndarray and gr.dtype is p.dtype and gr.shape == p.shape:
                     out.append(gr)
@@ -527,7 +534,7 @@ class Optimizer:
                     raise ValueError(f"{label} has shape {gr.shape} but the parameter has "
                                      f"shape {p.shape}")
                 out.append(gr)
-            checked.append((g, out, hyper))
+            checked.append((g, out, hyper, complete))
         return checked
 
     def step(self, grads):
@@ -546,13 +553,13 @@ class Optimizer:
             # so check here what could make a later call fail after an earlier
             # one wrote.
             self._check_grads_disjoint(plan)
-        for g, gs, hyper in plan:
-            self._step_group(fn, g, gs, hyper)
+        for g, gs, hyper, complete in plan:
+            self._step_group(fn, g, gs, hyper, complete)
 
     def _check_grads_disjoint(self, plan):
         """No gradient may share memory with a parameter or a state arena."""
         spans = []
-        for g, gs, _ in plan:
+        for g, gs, _, _ in plan:
             for j, (p, gr) in enumerate(zip(self.param_groups[g]["params"], gs)):
                 if p.size:
                     lo = p.__array_interface__["data"][0]
@@ -579,34 +586,45 @@ class Optimizer:
             if hi > furthest[written][0]:
                 furthest[written] = (hi, what)
 
-    def _step_group(self, fn, g, grads, hyper):
+    def _step_group(self, fn, g, grads, hyper, complete):
         group = self.param_groups[g]
         kinds = self._buffers(group)
         keep_state = bool(kinds) or bool(self._scalars)
         if keep_state:
             self._ensure_arenas(g, kinds)
-        start = self._starts[g]
         params = group["params"]
         scalar_names = tuple(self._scalars)
-        if len(self._layouts[g].totals) == 1 and all(gr is not None for gr in grads):
+        if complete and len(self._layouts[g].totals) == 1:
             # The usual case, fast: one dtype, every parameter has a gradient and
-            # state with the same step count -> one call over the whole group.
+            # state with the same step count -> one call over the whole group,
+            # with its state arguments cached until the state's structure changes.
             if not keep_state:
                 self._call(fn, params, grads, {}, {}, False, hyper)
                 return
-            state = self._state
-            entries = [state.get(i) for i in range(start, start + len(params))]
-            if None not in entries:
-                first = [entries[0][k] for k in scalar_names] if entries else []
-                if all([st[k] for k in scalar_names] == first for st in entries):
-                    buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
-                               for kind in kinds}
+            call = self._calls[g]
+            if call is not None:
+                # state entries are the truth: rebuild if a user replaced an array
+                try:
+                    if call[0] != kinds or list(map(call[4], call[1])) != call[5]:
+                        call = None
+                except (TypeError, ValueError):      # arrays compared by value
+                    call = None
+            if call is None:
+                call = self._one_call(g, kinds)
+            if call is not None:
+                entries, buffers, scalars_of = call[1:4]
+                values = list(map(scalars_of, entries)) if scalars_of else [()]
+                first = values[0]
+                if values.count(first) == len(values):
+                    if len(scalar_names) == 1:
+                        first = (first,)
                     new = self._call(fn, params, grads, buffers,
                                      dict(zip(scalar_names, first)), False, hyper)
                     if new:
                         for st in entries:
                             st.update(new)
                     return
+        start = self._starts[g]
         buckets = {}
         for j, (p, gr) in enumerate(zip(params, grads)):
             if gr is None:
@@ -623,7 +641,7 @@ class Optimizer:
             bucket[1].append(gr)
             bucket[2].append(st)
         if len(buckets) > 1:
-            self._check_grads_disjoint([(g, grads, hyper)])
+            self._check_grads_disjoint([(g, grads, hyper, False)])
         for (_, scalars, fresh), (params, gs, entries) in buckets.items():
             buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
                        for kind in kinds}
@@ -633,12 +651,31 @@ class Optimizer:
                 for st in entries:
                     st.update(new)
 
+    def _one_call(self, g, kinds):
+        """(kinds, state entries, kernel state arguments, scalar getter,
+        state array getter, state arrays) for a step of the whole group in one
+        call, or None while some parameter has no state yet."""
+        start = self._starts[g]
+        entries = [self._state.get(i)
+                   for i in range(start, start + len(self.param_groups[g]["params"]))]
+        if None in entries:
+            return None
+        buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
+                   for kind in kinds}
+        names = tuple(self._scalars)
+        arrays_of = itemgetter(*kinds)
+        call = (kinds, entries, buffers, itemgetter(*names) if names else None,
+                arrays_of, list(map(arrays_of, entries)))
+        self._calls[g] = call
+        return call
+
     def zero_state(self):
         """Forget all optimizer state (moments, step counts): the next step is a
         first step again, as for a new optimizer. Parameters are untouched."""
         self._state = {}
         self._arenas = [{} for _ in self.param_groups]
         self._ready = [set() for _ in self.param_groups]
+        self._calls = [None] * len(self.param_groups)
         if self._eager:
             for g in range(len(self.param_groups)):
                 self._init_group_state(g)
@@ -775,6 +812,7 @@ class Optimizer:
         self._arenas = new_arenas
         self._ready = [set() for _ in new_arenas]   # views get attached on the next step
         self._hyper_cache = [None] * len(self.param_groups)
+        self._calls = [None] * len(self.param_groups)
         self._state = new_state
         for group, new in zip(self.param_groups, new_groups):
             group.clear()
