@@ -129,7 +129,8 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *
         sq += (1 - alpha) * g * g
         if centered:
             _lerp_(ga, g, 1 - alpha)
-            avg = np.sqrt(sq - ga * ga)
+            # where ga*ga overflows, torch's fused addcmul keeps sq = +inf
+            avg = np.sqrt(np.where(np.isposinf(sq) & np.isfinite(ga), sq, sq - ga * ga))
         else:
             avg = np.sqrt(sq)
         avg += eps

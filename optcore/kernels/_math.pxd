@@ -34,3 +34,13 @@ cdef inline floating lerp(floating start, floating end, floating w, floating one
     if low_weight:
         return start + w * (end - start)
     return end - (end - start) * one_minus_w
+
+
+cdef inline floating centered_variance(floating s, floating a) noexcept nogil:
+    # s - a*a as torch's fused addcmul computes it where a*a alone overflows:
+    # s = +inf with a finite stays +inf (the unfused inf - inf would be NaN;
+    # a NaN s stays NaN either way).
+    # Only quiet comparisons (NaN tests, ==): the select then vectorises.
+    cdef floating d = s - a * a
+    cdef bint keep = (d != d) & (a - a == 0)
+    return s if keep else d

@@ -13,7 +13,7 @@ Element update, in torch's operation order:
 
 from cython cimport floating
 
-from optcore.kernels._math cimport fsqrt, lerp
+from optcore.kernels._math cimport centered_variance, fsqrt, lerp
 from optcore.kernels._runtime cimport run_segments, segment_fn
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
@@ -80,7 +80,7 @@ cdef void _rmsprop_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si
             ga[i] = ai
-            avg = fsqrt(si - ai * ai) + eps
+            avg = fsqrt(centered_variance(si, ai)) + eps
             p[i] = p[i] + neg_lr * gi / avg
     elif ga == NULL:
         for i in range(n):
@@ -102,7 +102,7 @@ cdef void _rmsprop_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si
             ga[i] = ai
-            avg = fsqrt(si - ai * ai) + eps
+            avg = fsqrt(centered_variance(si, ai)) + eps
             bi = buf[i] * mom + gi / avg
             buf[i] = bi
             p[i] = p[i] + neg_lr * bi
