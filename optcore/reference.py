@@ -163,15 +163,16 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
               beta2=0.999, eps=1e-6, weight_decay=0.0, maximize=False):
     """LAMB (You et al. 2019, Algorithm 2; optax.lamb): Adam moments with bias
     correction, a per-tensor trust ratio ||p|| / ||u|| (1 when either is 0)."""
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
+    # The bias corrections as products with their reciprocals (as the kernel).
+    inv_bias_correction1 = 1 / (1 - beta1**step)
+    inv_bias_correction2 = 1 / (1 - beta2**step)
     for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
         p, g, m, v = map(_flat, (p, g, m, v))
         dt = p.dtype.type
         g = -g if maximize else g
         m[...] = dt(beta1) * m + dt(1 - beta1) * g
         v[...] = dt(beta2) * v + dt(1 - beta2) * g * g
-        u = (m / dt(bias_correction1)) / (np.sqrt(v / dt(bias_correction2)) + dt(eps))
+        u = (m * dt(inv_bias_correction1)) / (np.sqrt(v * dt(inv_bias_correction2)) + dt(eps))
         if weight_decay != 0:
             u = u + dt(weight_decay) * p
         p_norm = np.sqrt(np.sum(np.square(p.astype(np.float64))))

@@ -12,7 +12,7 @@ that leaves the normal double range is redone scaled by the largest |x|).
 
 from cython cimport floating
 from libc.math cimport pow, sqrt, fabs, INFINITY, NAN, HUGE_VAL
-from libc.stdint cimport uint32_t
+from libc.stdint cimport int32_t
 from libc.string cimport memcpy
 
 from optcore.kernels._math cimport fabs_, maximum
@@ -37,6 +37,7 @@ cdef extern from * nogil:
 
 cdef enum:
     LANES = 8          # independent accumulators inside a block
+    MAX_LANES = 32     # the same for the float32 max (integer compare-and-select)
     CHECK_EVERY = 2048 # all_finite looks at the other threads' result this often
 
 cdef enum NormKind:
@@ -63,20 +64,21 @@ cdef inline double _lanes_sum(const double* acc) noexcept nogil:
 
 
 cdef double _max_abs_f32(const float* x, Py_ssize_t n) noexcept nogil:
-    # For |x| the IEEE bit patterns order like unsigned integers, NaNs above
-    # +inf: an integer max over the sign-cleared bits is max |x|, or a NaN if
-    # any x is NaN. Integer max vectorises; a float max with NaN rules does not
-    # (without -ffast-math).
-    cdef uint32_t acc[LANES]
-    cdef uint32_t a, best
-    cdef uint32_t magnitude = 0x7fffffff
+    # For |x| the IEEE bit patterns order like integers, NaNs above +inf: an
+    # integer max over the sign-cleared bits (non-negative int32) is max |x|,
+    # or a NaN if any x is NaN. Integer max vectorises; a float max with NaN
+    # rules does not (without -ffast-math). MAX_LANES chains hide the latency
+    # of compare-and-select.
+    cdef int32_t acc[MAX_LANES]
+    cdef int32_t a, best
+    cdef int32_t magnitude = 0x7fffffff
     cdef float result
-    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
-    for j in range(LANES):
+    cdef Py_ssize_t i, j, r, nfull = n - n % MAX_LANES
+    for j in range(MAX_LANES):
         acc[j] = 0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
+    for r in range(nfull // MAX_LANES):
+        i = r * MAX_LANES
+        for j in range(MAX_LANES):
             memcpy(&a, x + i + j, 4)
             a = a & magnitude
             acc[j] = a if a > acc[j] else acc[j]
@@ -86,7 +88,7 @@ cdef double _max_abs_f32(const float* x, Py_ssize_t n) noexcept nogil:
         j = i - nfull
         acc[j] = a if a > acc[j] else acc[j]
     best = acc[0]
-    for j in range(1, LANES):
+    for j in range(1, MAX_LANES):
         best = acc[j] if acc[j] > best else best
     memcpy(&result, &best, 4)
     return result
