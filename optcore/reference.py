@@ -184,6 +184,8 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
 # ---- gradient utilities --------------------------------------------------------
 
 def _array_list(arrays):
+    if hasattr(arrays, "__next__"):
+        arrays = list(arrays)
     if isinstance(arrays, (list, tuple)):
         return [_flat(a) for a in arrays]
     return [_flat(arrays)]

@@ -15,7 +15,7 @@ from libc.math cimport pow, sqrt, fabs, INFINITY, NAN, HUGE_VAL
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy
 
-from optcore.kernels._math cimport fabs_, maximum
+from optcore.kernels._math cimport fabs_, maximum, sum_squares
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
                                        block_fn)
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
@@ -137,20 +137,6 @@ cdef double _sum_abs(const floating* x, Py_ssize_t n) noexcept nogil:
     return _lanes_sum(acc)
 
 
-cdef double _sum_sq(const floating* x, Py_ssize_t n) noexcept nogil:
-    cdef double acc[LANES]
-    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
-    for j in range(LANES):
-        acc[j] = 0.0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
-            acc[j] += <double>x[i + j] * <double>x[i + j]
-    for i in range(nfull, n):
-        acc[i - nfull] += <double>x[i] * <double>x[i]
-    return _lanes_sum(acc)
-
-
 cdef double _sum_pow(const floating* x, Py_ssize_t n, int kind, double p,
                      double divisor) noexcept nogil:
     # sum (|x| / divisor)**p: any p (the general norm, and the rescaled pass).
@@ -180,7 +166,7 @@ cdef void _norm_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
     elif c.scaled or c.kind == NORM_P:
         out[0] = _sum_pow(x, n, c.kind, c.p, c.divisor)
     elif c.kind == NORM_2:
-        out[0] = _sum_sq(x, n)
+        out[0] = sum_squares(x, n)
     else:
         out[0] = _sum_abs(x, n)
 
@@ -498,6 +484,9 @@ cdef double _norm_type(norm_type) except? -1.0:
 
 
 cdef BufferSet _bind(str name, arrays, int role):
+    # A generator or other iterator of arrays (as torch takes) becomes a list.
+    if hasattr(arrays, "__next__"):
+        arrays = list(arrays)
     return bind((name,), (arrays,), (role,))
 
 

@@ -30,7 +30,7 @@ from libc.math cimport pow, sqrt
 from libc.string cimport memset
 from libc.stdlib cimport malloc, free
 
-from optcore.kernels._math cimport fsqrt
+from optcore.kernels._math cimport fsqrt, sum_squares
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
                                        block_fn, REDUCE_BLOCK)
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
@@ -38,7 +38,6 @@ from optcore.kernels._checks cimport (check_lr, check_eps, check_beta,
                                       check_weight_decay, check_step)
 
 cdef enum:
-    LANES = 8          # independent accumulators inside a block
     STACK_TENSORS = 8  # per-tensor sums kept on the stack up to this many tensors
 
 
@@ -73,21 +72,6 @@ cdef inline floating _update(floating mi, floating vi, floating pi, floating c1,
     return u
 
 
-cdef inline double _sum_sq(const floating* x, Py_ssize_t n) noexcept nogil:
-    # sum x*x in double, LANES accumulators in a fixed order.
-    cdef double acc[LANES]
-    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
-    for j in range(LANES):
-        acc[j] = 0.0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
-            acc[j] += <double>x[i + j] * <double>x[i + j]
-    for i in range(nfull, n):
-        acc[i - nfull] += <double>x[i] * <double>x[i]
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-
-
 cdef void _moments_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
                          Py_ssize_t stop, double* out, floating dtype_tag) noexcept nogil:
     # Pass 1 over one block: update m and v; out = (sum p*p, sum u*u). u goes
@@ -118,8 +102,8 @@ cdef void _moments_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
         m[i] = mi
         v[i] = vi
         u[i] = _update(mi, vi, p[i], c1, c2, eps, wd, use_wd)
-    out[0] = _sum_sq(p, n)
-    out[1] = _sum_sq(<const floating*>u, n)
+    out[0] = sum_squares(p, n)
+    out[1] = sum_squares(<const floating*>u, n)
 
 
 cdef void _apply_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
