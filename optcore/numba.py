@@ -16,7 +16,9 @@ flags as 0/1 ints, and ``num_threads`` last (1: the calling thread). Nothing
 is checked: pass contiguous arrays of the right dtype and size. Pointers that
 a call does not use (``max_exp_avg_sq`` without amsgrad, ``momentum_buffer``
 without momentum, ``grad`` of a loss without a gradient) may be any valid
-pointer; they are not touched.
+pointer; they are not touched (likewise RMSprop's ``momentum_buffer`` without
+momentum and ``grad_avg`` unless centered). ``nadam_step_*`` returns the new
+``mu_product``.
 
 Requires numba (imported here only).
 """
@@ -38,6 +40,18 @@ _SIGNATURES = {
     "adam_step": ("adam", None, ("P", "P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
                                  _I, _I, _I, _I)),
     "mse_loss_grad": ("mse", _D, ("P", "P", "P", _N, _D, _I)),
+    "rmsprop_step": ("rmsprop", None, ("P", "P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D,
+                                       _D, _I, _I, _I)),
+    "adagrad_step": ("adagrad", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
+    "adadelta_step": ("adadelta", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D,
+                                         _I, _I)),
+    "adamax_step": ("adamax", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
+                                     _I, _I)),
+    # returns the new mu_product
+    "nadam_step": ("nadam", _D, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _D,
+                                 _D, _I, _I, _I)),
+    "radam_step": ("radam", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
+                                   _I, _I, _I)),
     "lion_step": ("lion", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
     "lamb_step": ("lamb", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _I,
                                  _I)),

@@ -13,6 +13,12 @@ __all__ = [
     "sgd_step",
     "adam_step",
     "adamw_step",
+    "rmsprop_step",
+    "adagrad_step",
+    "adadelta_step",
+    "adamax_step",
+    "nadam_step",
+    "radam_step",
     "mse_loss",
     "mse_grad",
     "mse_loss_grad",
@@ -96,6 +102,142 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
               decoupled_weight_decay=True, amsgrad=amsgrad,
               max_exp_avg_sq=max_exp_avg_sq, maximize=maximize)
 
+
+
+def _lerp_(start, end, weight):
+    """``start.lerp_(end, weight)`` in place, with torch.lerp's two-sided formula."""
+    dt = start.dtype.type
+    w = dt(weight)
+    if w < 0.5:
+        start += w * (end - start)
+    else:
+        start[...] = end - (end - start) * (dt(1) - w)
+
+
+def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *,
+                 step, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+    for p, g, sq, buf, ga in _tensors(param, grad, square_avg, momentum_buffer,
+                                      grad_avg):
+        p, g, sq, buf, ga = map(_flat, (p, g, sq, buf, ga))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        sq *= alpha
+        sq += (1 - alpha) * g * g
+        if centered:
+            _lerp_(ga, g, 1 - alpha)
+            avg = np.sqrt(sq - ga * ga)
+        else:
+            avg = np.sqrt(sq)
+        avg += eps
+        if momentum > 0:
+            buf *= momentum
+            buf += g / avg
+            p += -lr * buf
+        else:
+            p += -lr * g / avg
+
+
+def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0,
+                 weight_decay=0.0, eps=1e-10, maximize=False):
+    clr = lr / (1 + (step - 1) * lr_decay)
+    for p, g, s in _tensors(param, grad, state_sum):
+        p, g, s = map(_flat, (p, g, s))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        s += g * g
+        std = np.sqrt(s) + eps
+        p += -clr * g / std
+
+
+def adadelta_step(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9,
+                  eps=1e-6, weight_decay=0.0, maximize=False):
+    for p, g, sq, acc in _tensors(param, grad, square_avg, acc_delta):
+        p, g, sq, acc = map(_flat, (p, g, sq, acc))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        sq *= rho
+        sq += (1 - rho) * g * g
+        std = np.sqrt(sq + eps)
+        delta = np.sqrt(acc + eps) / std * g
+        acc *= rho
+        acc += (1 - rho) * delta * delta
+        p += -lr * delta
+
+
+def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9,
+                beta2=0.999, eps=1e-8, weight_decay=0.0, maximize=False):
+    clr = lr / (1 - beta1**step)
+    for p, g, m, u in _tensors(param, grad, exp_avg, exp_inf):
+        p, g, m, u = map(_flat, (p, g, m, u))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        _lerp_(m, g, 1 - beta1)
+        u *= beta2
+        np.maximum(u, np.abs(g) + eps, out=u)
+        p += -clr * m / u
+
+
+def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3,
+               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+               momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
+    """Returns the new ``mu_product`` (kept in double)."""
+    bias_correction2 = 1 - beta2**step
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    mu_product = float(mu_product) * mu
+    grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+    avg_coef = -lr * mu_next / (1.0 - mu_product * mu_next)
+    for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        p, g, m, v = map(_flat, (p, g, m, v))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        _lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        denom = np.sqrt(v / bias_correction2) + eps
+        p += grad_coef * g / denom
+        p += avg_coef * m / denom
+    return mu_product
+
+
+def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
+               beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
+               maximize=False):
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    rectified = rho_t > 5.0
+    if rectified:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        p, g, m, v = map(_flat, (p, g, m, v))
+        dt = p.dtype.type
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        _lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        update = m / bias_correction1 * lr
+        if rectified:
+            # torch computes bc2**0.5 / (sqrt(v) + eps) as reciprocal(...) * bc2**0.5
+            adaptive = dt(1) / (np.sqrt(v) + eps) * bias_correction2**0.5
+            update = update * adaptive * rect
+        p -= update
 
 def _check_reduction(reduction):
     if reduction not in ("mean", "sum", "none"):

@@ -30,6 +30,20 @@ from optcore.kernels.sgd cimport (
 from optcore.kernels.adam cimport (
     adam_step_f32, adam_step_f64, adam_step_multi_f32, adam_step_multi_f64)
 from optcore.kernels.mse cimport mse_loss_grad_f32, mse_loss_grad_f64
+from optcore.kernels.rmsprop cimport (
+    rmsprop_step_f32, rmsprop_step_f64, rmsprop_step_multi_f32, rmsprop_step_multi_f64)
+from optcore.kernels.adagrad cimport (
+    adagrad_step_f32, adagrad_step_f64, adagrad_step_multi_f32, adagrad_step_multi_f64)
+from optcore.kernels.adadelta cimport (
+    adadelta_step_f32, adadelta_step_f64, adadelta_step_multi_f32,
+    adadelta_step_multi_f64)
+from optcore.kernels.adamax cimport (
+    adamax_step_f32, adamax_step_f64, adamax_step_multi_f32, adamax_step_multi_f64)
+# nadam_step_* return the new mu_product (NAdam's scalar state).
+from optcore.kernels.nadam cimport (
+    nadam_step_f32, nadam_step_f64, nadam_step_multi_f32, nadam_step_multi_f64)
+from optcore.kernels.radam cimport (
+    radam_step_f32, radam_step_f64, radam_step_multi_f32, radam_step_multi_f64)
 from optcore.kernels.lion cimport (
     lion_step_f32, lion_step_f64, lion_step_multi_f32, lion_step_multi_f64)
 from optcore.kernels.lamb cimport (

@@ -11,9 +11,29 @@ cdef Py_ssize_t PARALLEL_THRESHOLD = 32768
 # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl); >0: optcore's own setting.
 cdef int _num_threads = 0
 
+# A child forked after this process ran an OpenMP parallel region inherits a
+# thread pool whose threads do not exist in it: GNU libgomp then waits for
+# them forever. Such a child runs every kernel on its calling thread instead.
+cdef int _parallel_used = 0
+cdef int _forked_after_parallel = 0
+
+
+def _after_fork_in_child():
+    global _forked_after_parallel
+    if _parallel_used:
+        _forked_after_parallel = 1
+
+
+import os as _os
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def get_num_threads():
-    """Number of threads a large kernel call uses now."""
+    """Number of threads a large kernel call uses now (1 in a process forked
+    after OpenMP ran in its parent: see threads_for)."""
+    if _forked_after_parallel:
+        return 1
     if _num_threads > 0:
         return _num_threads
     return omp_get_max_threads()
@@ -61,15 +81,18 @@ cdef Py_ssize_t parallel_threshold() noexcept nogil:
 cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil:
     """Threads for a call over ``total`` elements; ``requested`` <= 0 means the
     process setting (optcore's, else OpenMP's)."""
+    global _parallel_used
     cdef int n = requested
     if n <= 0:
         n = _num_threads if _num_threads > 0 else omp_get_max_threads()
-    if total < PARALLEL_THRESHOLD or n < 1:
+    if total < PARALLEL_THRESHOLD or n <= 1 or _forked_after_parallel:
         return 1
     # Never more threads than aligned partitions.
     cdef Py_ssize_t parts = (total + PARTITION_ALIGN - 1) // PARTITION_ALIGN
     if n > parts:
         n = <int>parts
+    if n > 1:
+        _parallel_used = 1
     return n
 
 

@@ -142,6 +142,11 @@ cdef tuple _run(pred, target, out, str reduction, bint want_grad, bint want_loss
     array or None."""
     cdef int red = _reduction_code(reduction)
     cdef BufferSet b
+    # One array per argument: bind() would read a list as a multi-tensor call,
+    # which these single-tensor loops do not handle.
+    for name, obj in (("pred", pred), ("target", target), ("out", out)):
+        if isinstance(obj, (list, tuple)):
+            raise TypeError(f"{name} must be one array, not a {type(obj).__name__}")
     if want_grad:
         if out is None:
             b = bind(_NAMES[:2], (pred, target), (READ, READ))
