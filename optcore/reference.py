@@ -347,7 +347,7 @@ def global_norm(arrays, norm_type=2.0):
     xs = [np.abs(a.astype(np.float64)) for a in _array_list(arrays) if a.size]
     if not xs:
         return 0.0
-    m = max(float(np.max(x)) for x in xs)
+    m = float(np.max([np.max(x) for x in xs]))      # NaN if any (Python's max drops it)
     if p == np.inf or not 0 < m < np.inf:     # max, 0, inf, or NaN (np.max propagates it)
         return m
     total = sum(float(np.sum((x / m) ** p)) for x in xs)
