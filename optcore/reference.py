@@ -301,6 +301,29 @@ def lion_step(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99,
         m[...] = dt(beta2) * m + dt(1 - beta2) * g
 
 
+_BLOCK, _LANES = 4096, 8
+
+
+def _sum_squares_blocked(x):
+    """sum(x * x) in float64, added in the kernels' order (so that the LAMB
+    trust ratio has the kernel's bits): blocks of 4096 elements added in
+    order, each block over 8 running lane sums (element i of the full groups
+    to lane i % 8, then the tail to lanes 0, 1, ...) combined pairwise."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    total = 0.0
+    for start in range(0, x.size, _BLOCK):
+        sq = np.square(x[start:start + _BLOCK])
+        nfull = sq.size - sq.size % _LANES
+        lanes = np.zeros(_LANES)
+        if nfull:
+            # cumsum is sequential by definition: lane by lane, in order.
+            lanes = np.cumsum(sq[:nfull].reshape(-1, _LANES), axis=0)[-1].copy()
+        lanes[:sq.size - nfull] += sq[nfull:]
+        total += float(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+                       + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])))
+    return total
+
+
 def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
               beta2=0.999, eps=1e-6, weight_decay=0.0, maximize=False):
     """LAMB (You et al. 2019, Algorithm 2; optax.lamb): Adam moments with bias
@@ -317,8 +340,8 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
         u = (m * dt(inv_bias_correction1)) / (np.sqrt(v * dt(inv_bias_correction2)) + dt(eps))
         if weight_decay != 0:
             u = u + dt(weight_decay) * p
-        p_norm = np.sqrt(np.sum(np.square(p.astype(np.float64))))
-        u_norm = np.sqrt(np.sum(np.square(u.astype(np.float64))))
+        p_norm = np.sqrt(_sum_squares_blocked(p))
+        u_norm = np.sqrt(_sum_squares_blocked(u))
         ratio = 1.0 if (p_norm == 0 or u_norm == 0) else p_norm / u_norm
         p += dt(-(lr * ratio)) * u
 
