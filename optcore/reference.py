@@ -7,6 +7,8 @@ benchmarks use it as the baseline. Buffers are updated in place; every buffer
 argument is one array or a list of arrays.
 """
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -244,8 +246,22 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+def _check_shapes(pred, target):
+    ps, ts = np.shape(pred), np.shape(target)
+    if ps == ts or math.prod(ps) != math.prod(ts):
+        return
+    try:
+        paired = math.prod(np.broadcast_shapes(ps, ts)) == math.prod(ps)
+    except ValueError:
+        paired = False
+    if not paired:
+        raise ValueError(f"target has shape {ts} but pred has shape {ps}; they would "
+                         f"broadcast to a larger shape (pass arrays of the same shape)")
+
+
 def mse_loss(pred, target, reduction="mean"):
     _check_reduction(reduction)
+    _check_shapes(pred, target)
     d = np.asarray(pred) - np.asarray(target)
     if reduction == "none":
         return d * d
@@ -257,6 +273,7 @@ def mse_loss(pred, target, reduction="mean"):
 
 def mse_grad(pred, target, *, reduction="mean", out=None):
     _check_reduction(reduction)
+    _check_shapes(pred, target)
     pred = np.asarray(pred)
     d = pred - np.asarray(target)
     scale = 2.0 / d.size if (reduction == "mean" and d.size) else 2.0
@@ -281,7 +298,10 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
     loss = mse_loss(pred, y, reduction="sum" if reduction == "sum" else "mean")
     r = mse_grad(pred, y, reduction=reduction)
     grad_w = X.T @ r
-    grad_b = None if b is None else r.sum(axis=0).astype(pred.dtype).reshape(np.shape(b))
+    grad_b = None
+    if b is not None:
+        total = r.sum() if np.size(b) == 1 else r.sum(axis=0)
+        grad_b = np.asarray(total, dtype=pred.dtype).reshape(np.shape(b))
     return loss, grad_w, grad_b
 
 

@@ -9,6 +9,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 import optcore
 from optcore import reference
@@ -103,7 +104,6 @@ def options_id(opts):
 
 def family_cases():
     """(family, options) pairs covering every option combination, as pytest params."""
-    import pytest
     return [pytest.param(fam, opts, id=f"{fam.name}-{options_id(opts)}")
             for fam in FAMILIES for opts in OPTIONS[fam.name]]
 

@@ -258,6 +258,15 @@ def test_grad_may_be_read_only_or_non_contiguous(family, layout, rng):
     assert_same_bits(bufs["grad"], grad_before)
 
 
+@pytest.mark.parametrize("family,arg", family_args(written_args))
+def test_misaligned_param_or_state(family, arg, rng):
+    bufs = _bufs(rng, family)
+    raw = bytearray(4 * N + 1)
+    bufs[arg] = np.frombuffer(raw, dtype=np.float32, offset=1, count=N)
+    assert bufs[arg].flags.writeable and not bufs[arg].flags.aligned
+    expect_step_error(family, bufs, FULL_OPTS[family.name], ValueError, arg)
+
+
 # ---- overlap ---------------------------------------------------------------------
 
 def _overlap_pairs():
@@ -464,8 +473,8 @@ MSE_FUNCS = ["mse_loss", "mse_grad", "mse_loss_grad"]
 OUT_FUNCS = ["mse_grad", "mse_loss_grad"]
 
 
-def call_mse(func, pred, target, **kw):
-    fn = getattr(optcore, func)
+def call_mse(func, pred, target, module=optcore, **kw):
+    fn = getattr(module, func)
     if func == "mse_loss":
         return fn(pred, target, kw.get("reduction", "mean"))
     return fn(pred, target, **kw)
@@ -508,6 +517,38 @@ def test_mse_mixed_dtypes(func, rng):
 def test_mse_size_mismatch(func, rng):
     pred, target = _pt(rng)
     expect_mse_error(func, ValueError, ["pred", "target"], pred, target[:-1])
+
+
+@pytest.mark.parametrize("shapes", [((12, 1), (12,)), ((12,), (12, 1)), ((3, 4), (4, 3))],
+                         ids=["column-vs-flat", "flat-vs-column", "transposed-shape"])
+@pytest.mark.parametrize("func", MSE_FUNCS)
+def test_mse_shape_mismatch_of_equal_size(func, shapes, rng):
+    # NumPy and torch would broadcast (n, 1) against (n,); pairing in flat
+    # order instead would silently differ from them: both optcore and the
+    # reference refuse.
+    pred, target = _pt(rng)
+    pred, target = pred.reshape(shapes[0]), target.reshape(shapes[1])
+    out = np.empty(shapes[0], np.float32) if func != "mse_loss" else None
+    kw = {} if out is None else dict(out=out)
+    msg = expect_mse_error(func, ValueError, ["pred", "target"], pred, target, **kw)
+    assert str(shapes[0]) in msg and str(shapes[1]) in msg
+    with pytest.raises(ValueError, match="shape"):
+        call_mse(func, pred, target, module=reference, **kw)
+
+
+@pytest.mark.parametrize("shapes", [((12,), (1, 12)), ((1,), ()), ((1, 2, 3), (2, 3))],
+                         ids=["flat-vs-row", "one-vs-scalar", "leading-ones"])
+@pytest.mark.parametrize("func", MSE_FUNCS)
+def test_mse_shapes_that_pair_the_same_elements_are_accepted(func, shapes, rng):
+    # Broadcasting these shapes pairs the same elements as flat order does.
+    n = int(np.prod(shapes[0]))
+    pred = random_array(rng, n, np.float32).reshape(shapes[0])
+    target = random_array(rng, n, np.float32).reshape(shapes[1])
+    got = call_mse(func, pred, target)
+    want = call_mse(func, pred.ravel(), target.ravel())
+    for g, w in zip(got if isinstance(got, tuple) else (got,),
+                    want if isinstance(want, tuple) else (want,)):
+        np.testing.assert_array_equal(np.ravel(g), np.ravel(w))
 
 
 @pytest.mark.parametrize("func", MSE_FUNCS)

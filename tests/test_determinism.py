@@ -13,8 +13,7 @@ import pytest
 
 import optcore
 from support import DTYPES, assert_same_bits, random_array
-from step_cases import (ADAM, ADAMW, FAMILIES, SGD, copy_buffers, flat_arrays,
-                        make_buffers, new_grads)
+from step_cases import FAMILIES, copy_buffers, flat_arrays, make_buffers, new_grads
 
 THREADS = [1, 2, 3]
 T = optcore.get_parallel_threshold()

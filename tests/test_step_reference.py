@@ -13,6 +13,8 @@ also what every run so far has shown. (support.REF_RTOL is the looser table for
 kernels whose reductions sum in another order.)
 """
 
+import array
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -89,6 +91,17 @@ def test_state_carried_from_a_late_step(family, dtype, rng):
     opts.update(dict(momentum=0.9) if family is SGD else dict(amsgrad=True))
     bufs = make_buffers(rng, family, [(33,), (4, 300)], dtype)
     run_both(rng, family, bufs, opts, range(1000, 1005))
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.5, np.nextafter(0.5, 0), np.nextafter(0.5, 1)],
+                         ids=["0", "0.5", "below-0.5", "above-0.5"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("family", [ADAM, ADAMW], ids=lambda f: f.name)
+def test_lerp_weight_edges(family, dtype, beta1, rng):
+    # torch.lerp switches formula at weight (1 - beta1) == 0.5 exactly; the two
+    # formulas round differently, so the branch taken shows in the bits.
+    bufs = make_buffers(rng, family, MIXED_SHAPES, dtype)
+    run_both(rng, family, bufs, dict(lr=0.01, beta1=float(beta1), amsgrad=True), (1, 2, 3))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -180,3 +193,22 @@ def test_adam_option_space(opts, dtype, shape, first_step, nsteps, seed):
        seed=st.integers(0, 2**32))
 def test_adamw_option_space(opts, dtype, shape, first_step, nsteps, seed):
     _check_drawn(ADAMW, opts, dtype, shape, first_step, nsteps, seed)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_any_float_buffer_object(family, rng):
+    # Not only NumPy arrays: array.array and memoryviews of bytearrays export
+    # float buffers too, and are updated in place.
+    opts = dict(lr=0.05, momentum=0.9) if family is SGD else dict(lr=0.05, amsgrad=True)
+    bufs = make_buffers(rng, family, (37,), np.float64)
+    ref = copy_buffers(bufs)
+    objs = {}
+    for i, (name, a) in enumerate(bufs.items()):
+        if i % 2:
+            objs[name] = array.array("d", a.tobytes())
+        else:
+            objs[name] = memoryview(bytearray(a.tobytes())).cast("d")
+    family.call(True, objs, 1, opts)
+    family.call(False, ref, 1, opts)
+    for name, obj in objs.items():
+        assert_same_bits(np.frombuffer(obj, dtype=np.float64), ref[name], what=name)

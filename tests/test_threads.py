@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import threadpoolctl                 # a test dependency (pyproject's "test" extra)
 
 import optcore
+from support import random_array
 
 
 @pytest.fixture(autouse=True)
@@ -52,13 +55,14 @@ def test_parallel_threshold():
 def _num_threads_in_subprocess(env_update, code="print(optcore.get_num_threads())"):
     env = dict(os.environ)
     env.update(env_update)
-    # The subprocess imports the same optcore as this one (in-place build or
-    # installed package).
+    # The subprocess must import the same optcore as this process (an in-place
+    # build or the installed package), not a source tree without compiled
+    # modules that happens to be the working directory: run it from there.
     root = os.path.dirname(os.path.dirname(os.path.abspath(optcore.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
-                                                  env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     res = subprocess.run([sys.executable, "-c", "import optcore\n" + code], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
+                         cwd=root, capture_output=True, text=True, timeout=60, check=True)
     return res.stdout.split()
 
 
@@ -80,7 +84,6 @@ def test_omp_num_threads_then_own_setting():
 
 @pytest.mark.skipif(not optcore.openmp_enabled(), reason="built without OpenMP")
 def test_threadpoolctl_limits_take_effect():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     optcore.set_num_threads(None)
     before = optcore.get_num_threads()
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):
@@ -96,16 +99,12 @@ def test_threadpoolctl_limits_take_effect():
 
 @pytest.mark.skipif(not optcore.openmp_enabled(), reason="built without OpenMP")
 def test_threadpoolctl_sees_optcore_openmp():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     apis = {info["user_api"] for info in threadpoolctl.threadpool_info()}
     assert "openmp" in apis
 
 
 def test_limits_do_not_change_results(rng):
     # Under a threadpoolctl limit the kernels still compute the same bits.
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    import numpy as np
-    from support import random_array
     n = 4 * optcore.get_parallel_threshold() + 1
     p0, g = random_array(rng, n, np.float32), random_array(rng, n, np.float32)
     m0, v0 = random_array(rng, n, np.float32), random_array(rng, n, np.float32, positive=True)
@@ -116,3 +115,19 @@ def test_limits_do_not_change_results(rng):
             optcore.adam_step(p, g, m, v, step=3, lr=0.01)
         results.append(p.tobytes() + m.tobytes() + v.tobytes())
     assert results[0] == results[1]
+
+
+def test_every_element_is_updated_when_openmp_gives_fewer_threads():
+    # OMP_THREAD_LIMIT=1 caps the team below the 2 threads optcore asks for:
+    # the partitions of the threads that never start must still be computed.
+    code = (
+        "import numpy as np; optcore.set_num_threads(2)\n"
+        "n = 4 * optcore.get_parallel_threshold() + 5\n"
+        "p = np.zeros(n, np.float32); g = np.ones(n, np.float32)\n"
+        "optcore.sgd_step(p, g, step=1, lr=1.0)\n"
+        "m = [np.zeros(n, np.float32)]; v = [np.ones(n, np.float32)]\n"
+        "q = [np.zeros(n, np.float32)]\n"
+        "optcore.adam_step(q, [g], m, v, step=1, lr=1.0)\n"
+        "print(int((p == -1).sum()) == n and int((q[0] != 0).sum()) == n)\n"
+    )
+    assert _num_threads_in_subprocess({"OMP_THREAD_LIMIT": "1"}, code) == ["True"]

@@ -61,7 +61,7 @@ cdef int _dtype_of(const Py_buffer* view) noexcept:
         return -1          # no format: raw bytes
     if f[0] == b'@' or f[0] == b'=' or f[0] == b'<':
         # '<' is native on the little-endian machines optcore builds for;
-        # anything else ('>' , '!') is refused below.
+        # a non-native byte order ('>', '!') is refused by the caller.
         f += 1
     if f[0] == b'f' and f[1] == 0 and view.itemsize == 4:
         return FLOAT32
@@ -185,6 +185,11 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
             try:
                 PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)
             except (TypeError, BufferError, ValueError) as exc:
+                if type(obj).__module__.startswith("torch"):
+                    raise TypeError(
+                        f"{label} is a torch tensor; pass tensor.numpy() (a zero-copy "
+                        f"view of a CPU tensor) or use the optimizers in optcore.torch"
+                    ) from None
                 raise TypeError(
                     f"{label} must be a float32 or float64 array (or buffer), "
                     f"got {_dtype_name(obj, NULL) if hasattr(obj, 'dtype') else type(obj).__name__}"
@@ -192,6 +197,10 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
             bs.nviews += 1
             dt = _dtype_of(view)
             if dt < 0:
+                if view.format != NULL and (view.format[0] == b'>' or view.format[0] == b'!'):
+                    raise TypeError(
+                        f"{label} has dtype {_dtype_name(obj, view)} in non-native "
+                        f"byte order; optcore kernels take native float32 or float64")
                 raise TypeError(
                     f"{label} has dtype {_dtype_name(obj, view)}; optcore kernels "
                     f"take float32 or float64")
@@ -224,7 +233,7 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
                 bs.nviews += 1
             if role == WRITE and view.readonly:
                 raise ValueError(f"{label} is read-only; optcore updates it in place")
-            if (<uintptr_t>view.buf) % <uintptr_t>view.itemsize != 0:
+            if view.len > 0 and (<uintptr_t>view.buf) % <uintptr_t>view.itemsize != 0:
                 raise ValueError(f"{label} is not aligned to its {view.itemsize}-byte elements")
             n = view.len // view.itemsize
             if a == 0:

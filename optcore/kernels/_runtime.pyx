@@ -1,6 +1,6 @@
 """Thread control and the parallel driver shared by all kernels."""
 
-from cython.parallel cimport parallel
+from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 
 # Total elements in one call below which a kernel runs on the calling thread:
@@ -32,7 +32,7 @@ if hasattr(_os, "register_at_fork"):
 def get_num_threads():
     """Number of threads a large kernel call uses now (1 in a process forked
     after OpenMP ran in its parent: see threads_for)."""
-    if _forked_after_parallel:
+    if _forked_after_parallel or not OPTCORE_HAVE_OPENMP:
         return 1
     if _num_threads > 0:
         return _num_threads
@@ -85,7 +85,8 @@ cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil:
     cdef int n = requested
     if n <= 0:
         n = _num_threads if _num_threads > 0 else omp_get_max_threads()
-    if total < PARALLEL_THRESHOLD or n <= 1 or _forked_after_parallel:
+    if (not OPTCORE_HAVE_OPENMP or total < PARALLEL_THRESHOLD or n <= 1
+            or _forked_after_parallel):
         return 1
     # Never more threads than aligned partitions.
     cdef Py_ssize_t parts = (total + PARTITION_ALIGN - 1) // PARTITION_ALIGN
@@ -115,8 +116,8 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
                        Py_ssize_t ntensors, int num_threads) noexcept nogil:
     """Apply ``fn`` over all elements of all tensors, with ``num_threads``
     threads (<= 0: the process setting; 1: the calling thread only)."""
-    cdef Py_ssize_t total = 0, t, chunk, lo, hi
-    cdef int tid, nt
+    cdef Py_ssize_t total = 0, t, chunk, lo, hi, part
+    cdef int nt
     for t in range(ntensors):
         total += sizes[t]
     if total == 0:
@@ -125,13 +126,14 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
     if nt == 1:
         _run_range(fn, ctx, sizes, ntensors, 0, total)
         return
-    # Static partition: thread i owns one contiguous, aligned range, so every
-    # element is computed by the same code whatever the thread count.
+    # Static partition into nt contiguous, aligned ranges, so every element is
+    # computed by the same code whatever the thread count. The ranges are
+    # handed out by prange: OpenMP may start fewer threads than asked (nested
+    # regions, OMP_THREAD_LIMIT), and every range must still be done.
     chunk = (total + nt - 1) // nt
     chunk = (chunk + PARTITION_ALIGN - 1) // PARTITION_ALIGN * PARTITION_ALIGN
-    with parallel(num_threads=nt):
-        tid = omp_get_thread_num()
-        lo = tid * chunk
+    for part in prange(nt, schedule='static', num_threads=nt):
+        lo = part * chunk
         hi = lo + chunk
         if hi > total:
             hi = total
@@ -169,10 +171,10 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
                         int num_threads) noexcept nogil:
     """Run ``fn`` on every block of the call and ``fold`` the block results in
     call order. ``width`` <= REDUCE_MAX_WIDTH doubles per block."""
-    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, lo, hi
+    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, lo, hi, part
     cdef double one[REDUCE_MAX_WIDTH]
     cdef double* partials = NULL
-    cdef int nt, tid
+    cdef int nt
     for t in range(ntensors):
         total += sizes[t]
         nblocks += _blocks_of(sizes[t])
@@ -196,9 +198,8 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
     if nt > nblocks:
         nt = <int>nblocks
     chunk = (nblocks + nt - 1) // nt
-    with parallel(num_threads=nt):
-        tid = omp_get_thread_num()
-        lo = tid * chunk
+    for part in prange(nt, schedule='static', num_threads=nt):
+        lo = part * chunk
         hi = lo + chunk
         if hi > nblocks:
             hi = nblocks
