@@ -38,6 +38,7 @@ cdef extern from * nogil:
 cdef enum:
     LANES = 8          # independent accumulators inside a block
     MAX_LANES = 32     # the same for the float32 max (integer compare-and-select)
+    CHECK_LANES = 32   # float32 accumulators of the non-finite checks (float64: 16)
     CHECK_EVERY = 2048 # all_finite looks at the other threads' result this often
 
 cdef enum NormKind:
@@ -271,20 +272,32 @@ cdef void _clip_value_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
         g[i] = hi if x > hi else x
 
 
+cdef inline Py_ssize_t _check_lanes(floating tag) noexcept nogil:
+    # Accumulator lanes of the non-finite checks: four 256-bit (eight 128-bit)
+    # vectors, enough independent add chains for every instruction set.
+    if floating is float:
+        return CHECK_LANES
+    else:
+        return CHECK_LANES // 2
+
+
 cdef inline bint _has_nonfinite(const floating* x, Py_ssize_t n) noexcept nogil:
     # x - x is 0 for a finite x and NaN for +-inf and NaN.
-    cdef floating acc[LANES]
-    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
-    for j in range(LANES):
+    cdef floating acc[CHECK_LANES]
+    cdef floating total = 0
+    cdef Py_ssize_t i, j, r, lanes = _check_lanes(x[0] if n else 0)
+    cdef Py_ssize_t nfull = n - n % lanes
+    for j in range(lanes):
         acc[j] = 0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
+    for r in range(nfull // lanes):
+        i = r * lanes
+        for j in range(lanes):
             acc[j] += x[i + j] - x[i + j]
     for i in range(nfull, n):
         acc[i - nfull] += x[i] - x[i]
-    return (((acc[0] + acc[1]) + (acc[2] + acc[3])) +
-            ((acc[4] + acc[5]) + (acc[6] + acc[7]))) != 0
+    for j in range(lanes):
+        total += acc[j]
+    return total != 0
 
 
 cdef void _finite_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
@@ -311,18 +324,19 @@ cdef void _unscale_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
     cdef ElementCall* c = <ElementCall*>ctx
     cdef floating* g = <floating*>c.data[t] + start
     cdef floating f = <floating>c.factor
-    cdef floating acc[LANES]
-    cdef floating x
-    cdef Py_ssize_t i, j, r, n = stop - start, nfull = n - n % LANES
+    cdef floating acc[CHECK_LANES]
+    cdef floating x, total = 0
+    cdef Py_ssize_t i, j, r, n = stop - start, lanes = _check_lanes(f)
+    cdef Py_ssize_t nfull = n - n % lanes
     if not c.scale:
         if _has_nonfinite(g, n):
             optcore_flag_raise(&c.found)
         return
-    for j in range(LANES):
+    for j in range(lanes):
         acc[j] = 0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
+    for r in range(nfull // lanes):
+        i = r * lanes
+        for j in range(lanes):
             x = g[i + j]
             acc[j] += x - x
             g[i + j] = x * f
@@ -330,8 +344,9 @@ cdef void _unscale_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
         x = g[i]
         acc[i - nfull] += x - x
         g[i] = x * f
-    if (((acc[0] + acc[1]) + (acc[2] + acc[3])) +
-            ((acc[4] + acc[5]) + (acc[6] + acc[7]))) != 0:
+    for j in range(lanes):
+        total += acc[j]
+    if total != 0:
         optcore_flag_raise(&c.found)
 
 
