@@ -91,17 +91,16 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     print(f"n = {args.n:,} {args.dtype}; times in ms (GB/s of the memory traffic)")
     head = f"{'':26}{'optcore 1t':>18}{'optcore 2t':>18}{'reference':>18}"
-    print(head + (f"{'torch':>18}" if torch else ""))
+    print(head + (f"{'torch 1t':>18}" if torch else ""))
     for name, nbytes, fast, slow, tfn in _cases(args.n, dtype, rng):
         cols = []
         for threads in (1, 2):
             optcore.set_num_threads(threads)
-            if torch:
-                torch.set_num_threads(threads)
             cols.append(_median_time(fast, args.repeats))
         optcore.set_num_threads(None)
         cols.append(_median_time(slow, max(3, args.repeats // 3)))
         if tfn is not None:
+            torch.set_num_threads(1)
             cols.append(_median_time(tfn, args.repeats))
         cells = "".join(f"{t * 1e3:9.2f} ({nbytes * args.n / t / 1e9:5.1f})" for t in cols)
         print(f"{name:26}{cells}")
