@@ -682,3 +682,16 @@ def test_hyperparameter_messages_use_torch_wording(torch, family, bad, name, rng
     with pytest.raises(ValueError) as info:
         family.call(True, _bufs(rng, family), 1, opts)
     assert theirs in str(info.value)
+
+
+@pytest.mark.parametrize("step", [1.9, 2.0, np.float64(2.0), "2", None])
+def test_step_must_be_an_integer(step, rng):
+    # A float step would be truncated by the C conversion (1.9 -> 1 would even
+    # re-initialise SGD's momentum buffer): it is refused before any write.
+    p, g, buf = (random_array(rng, 5, np.float32) for _ in range(3))
+    snap = [a.copy() for a in (p, g, buf)]
+    with pytest.raises(TypeError, match="step"):
+        optcore.sgd_step(p, g, buf, step=step, lr=0.1, momentum=0.9)
+    for a, b in zip((p, g, buf), snap):
+        np.testing.assert_array_equal(a, b)
+    optcore.sgd_step(p, g, buf, step=np.int64(2), lr=0.1, momentum=0.9)   # NumPy ints are fine

@@ -252,7 +252,7 @@ cdef int lamb_step_multi_f64(double** param, const double** grad, double** exp_a
 cdef tuple _NAMES = ("param", "grad", "exp_avg", "exp_avg_sq")
 
 
-def lamb_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-3,
+def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, double lr=1e-3,
               double beta1=0.9, double beta2=0.999, double eps=1e-6,
               double weight_decay=0.0, bint maximize=False):
     """One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb).
@@ -267,7 +267,7 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-
     arrays (one native call; one trust ratio per tensor of the list). The
     norms are accumulated in double and have the same bits for any thread count.
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_beta(beta1, 0, "beta1")
@@ -281,6 +281,6 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-
     if scratch == NULL:
         raise MemoryError()
     with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, step,
+        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, c_step,
              lr, beta1, beta2, eps, weight_decay, maximize, 0, is_f32, scratch)
     free(scratch)

@@ -192,7 +192,7 @@ cdef tuple _NAMES = ("param", "grad", "square_avg", "momentum_buffer", "grad_avg
 
 
 def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *,
-                 long long step, double lr=1e-2, double alpha=0.99, double eps=1e-8,
+                 step, double lr=1e-2, double alpha=0.99, double eps=1e-8,
                  double weight_decay=0.0, double momentum=0.0, bint centered=False,
                  bint maximize=False):
     """One RMSprop step in place (torch.optim.RMSprop's update).
@@ -204,7 +204,7 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *
     ``step`` is the 1-based count of this update (RMSprop's rule does not
     depend on it; it is checked for consistency with the other steps).
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_nonneg(momentum, "momentum", "momentum")
