@@ -35,7 +35,7 @@ def _cases(n, dtype, rng):
     p, g, m = x.copy(), rng.standard_normal(n).astype(dtype), 0.1 * x
     v = np.abs(0.01 * x)
     grads = [rng.standard_normal(n).astype(dtype)]
-    tg = [torch.from_numpy(a) for a in grads] if torch else None
+    tg = [torch.from_numpy(a.copy()) for a in grads] if torch else None
     tparams = []
     if torch:
         for a in tg:
@@ -45,6 +45,18 @@ def _cases(n, dtype, rng):
     found = torch.zeros(1) if torch else None
     inv = torch.ones(1) if torch else None
     item = np.dtype(dtype).itemsize
+
+    def halving(clip, norm0):
+        # Each call clips to half the current norm, so every call scales.
+        state = {"max": norm0}
+
+        def call():
+            state["max"] *= 0.5
+            clip(state["max"])
+        return call
+
+    norm0 = optcore.global_norm(grads)
+    tgrads_norm0 = norm0          # torch works on its own copy of the gradients
     # name, bytes moved per element, optcore call, reference call, torch call
     return [
         ("lion_step", 5 * item,
@@ -62,9 +74,10 @@ def _cases(n, dtype, rng):
          lambda: ref.global_norm(grads, np.inf),
          (lambda: torch.nn.utils.get_total_norm(tg, np.inf)) if torch else None),
         ("clip_grad_norm_ (clips)", 3 * item,
-         lambda: optcore.clip_grad_norm_(grads, 1.0),
-         lambda: ref.clip_grad_norm_(grads, 1.0),
-         (lambda: torch.nn.utils.clip_grad_norm_(tparams, 1.0)) if torch else None),
+         halving(lambda mx: optcore.clip_grad_norm_(grads, mx), norm0),
+         halving(lambda mx: ref.clip_grad_norm_(grads, mx), norm0),
+         halving(lambda mx: torch.nn.utils.clip_grad_norm_(tparams, mx), tgrads_norm0)
+         if torch else None),
         ("clip_grad_value_", 2 * item,
          lambda: optcore.clip_grad_value_(grads, 1.0),
          lambda: ref.clip_grad_value_(grads, 1.0),
