@@ -322,23 +322,47 @@ def lion_step(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99,
         m[...] = dt(beta2) * m + dt(1 - beta2) * g
 
 
+_BLOCK, _LANES = 4096, 8
+
+
+def _sum_squares_blocked(x):
+    """sum(x * x) in float64, added in the kernels' order (so that the LAMB
+    trust ratio has the kernel's bits): blocks of 4096 elements added in
+    order, each block over 8 running lane sums (element i of the full groups
+    to lane i % 8, then the tail to lanes 0, 1, ...) combined pairwise."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    total = 0.0
+    for start in range(0, x.size, _BLOCK):
+        sq = np.square(x[start:start + _BLOCK])
+        nfull = sq.size - sq.size % _LANES
+        lanes = np.zeros(_LANES)
+        if nfull:
+            # cumsum is sequential by definition: lane by lane, in order.
+            lanes = np.cumsum(sq[:nfull].reshape(-1, _LANES), axis=0)[-1].copy()
+        lanes[:sq.size - nfull] += sq[nfull:]
+        total += float(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+                       + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])))
+    return total
+
+
 def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
               beta2=0.999, eps=1e-6, weight_decay=0.0, maximize=False):
     """LAMB (You et al. 2019, Algorithm 2; optax.lamb): Adam moments with bias
     correction, a per-tensor trust ratio ||p|| / ||u|| (1 when either is 0)."""
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
+    # The bias corrections as products with their reciprocals (as the kernel).
+    inv_bias_correction1 = 1 / (1 - beta1**step)
+    inv_bias_correction2 = 1 / (1 - beta2**step)
     for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
         p, g, m, v = map(_flat, (p, g, m, v))
         dt = p.dtype.type
         g = -g if maximize else g
         m[...] = dt(beta1) * m + dt(1 - beta1) * g
         v[...] = dt(beta2) * v + dt(1 - beta2) * g * g
-        u = (m / dt(bias_correction1)) / (np.sqrt(v / dt(bias_correction2)) + dt(eps))
+        u = (m * dt(inv_bias_correction1)) / (np.sqrt(v * dt(inv_bias_correction2)) + dt(eps))
         if weight_decay != 0:
             u = u + dt(weight_decay) * p
-        p_norm = np.sqrt(np.sum(np.square(p.astype(np.float64))))
-        u_norm = np.sqrt(np.sum(np.square(u.astype(np.float64))))
+        p_norm = np.sqrt(_sum_squares_blocked(p))
+        u_norm = np.sqrt(_sum_squares_blocked(u))
         ratio = 1.0 if (p_norm == 0 or u_norm == 0) else p_norm / u_norm
         p += dt(-(lr * ratio)) * u
 
@@ -346,6 +370,8 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
 # ---- gradient utilities --------------------------------------------------------
 
 def _array_list(arrays):
+    if hasattr(arrays, "__next__"):
+        arrays = list(arrays)
     if isinstance(arrays, (list, tuple)):
         return [_flat(a) for a in arrays]
     return [_flat(arrays)]
@@ -365,7 +391,7 @@ def global_norm(arrays, norm_type=2.0):
     xs = [np.abs(a.astype(np.float64)) for a in _array_list(arrays) if a.size]
     if not xs:
         return 0.0
-    m = max(float(np.max(x)) for x in xs)
+    m = float(np.max([np.max(x) for x in xs]))      # NaN if any (Python's max drops it)
     if p == np.inf or not 0 < m < np.inf:     # max, 0, inf, or NaN (np.max propagates it)
         return m
     total = sum(float(np.sum((x / m) ** p)) for x in xs)
