@@ -452,6 +452,8 @@ cdef double clip_grad_norm_f32(float** grads, const Py_ssize_t* sizes,
                                int num_threads) noexcept nogil:
     cdef double total = _global_norm(<void**>grads, sizes, ntensors, norm_type, True,
                                      num_threads)
+    if norm_type != norm_type or norm_type <= 0.0:
+        return total        # NaN: no such norm, and the grads are left as they are
     _clip_by_norm(<void**>grads, sizes, ntensors, max_norm, total, True, num_threads)
     return total
 
@@ -461,6 +463,8 @@ cdef double clip_grad_norm_f64(double** grads, const Py_ssize_t* sizes,
                                int num_threads) noexcept nogil:
     cdef double total = _global_norm(<void**>grads, sizes, ntensors, norm_type, False,
                                      num_threads)
+    if norm_type != norm_type or norm_type <= 0.0:
+        return total        # NaN: no such norm, and the grads are left as they are
     _clip_by_norm(<void**>grads, sizes, ntensors, max_norm, total, False, num_threads)
     return total
 
