@@ -41,6 +41,8 @@ class Entry:
     multi: bool = True                          # accepts lists of arrays (multi-tensor)
     returns: str = "none"                       # "none" | "float" | "array" | "loss_grad"
     reduction: bool = False                     # takes reduction=
+    # torch.optim twin: (torch, params, hp) -> optimizer taking the same options
+    torch: Callable = None
 
     def __repr__(self):
         return self.name
@@ -118,6 +120,10 @@ SGD = Entry(
                weight_decay=st.sampled_from([0.0, 0.01]), maximize=st.booleans()),
     wild=frozenset({"lr", "momentum", "dampening", "weight_decay"}),
     invalid=_sgd_invalid,
+    torch=lambda torch, params, hp: torch.optim.SGD(
+        params, lr=hp["lr"], momentum=hp["momentum"], dampening=hp["dampening"],
+        nesterov=hp["nesterov"], weight_decay=hp["weight_decay"],
+        maximize=hp["maximize"], foreach=False),
 )
 
 _ADAM_HYPER = dict(step=STEPS, lr=small_lr, beta1=unit, beta2=unit,
@@ -135,6 +141,11 @@ ADAM = Entry(
     hyper=dict(_ADAM_HYPER, decoupled_weight_decay=st.booleans()),
     wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
     invalid=_common_invalid,
+    torch=lambda torch, params, hp: (
+        torch.optim.AdamW if hp["decoupled_weight_decay"] else torch.optim.Adam)(
+        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
+        maximize=hp["maximize"], foreach=False),
 )
 
 ADAMW = Entry(
@@ -143,6 +154,10 @@ ADAMW = Entry(
     hyper=_ADAM_HYPER,
     wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
     invalid=_common_invalid,
+    torch=lambda torch, params, hp: torch.optim.AdamW(
+        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
+        maximize=hp["maximize"], foreach=False),
 )
 
 _REDUCTIONS = st.sampled_from(["mean", "sum", "none"])
