@@ -31,6 +31,12 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
             raise TypeError(f"{name} has dtype {a.dtype}; optcore takes float32 or float64")
         if a.dtype != X.dtype:
             raise TypeError(f"{name} has dtype {a.dtype} but X has dtype {X.dtype}")
+    if b is not None:
+        b = np.asarray(b)
+        shapes = [(), (1,)] + ([(w.shape[1],)] if w.ndim == 2 else [])
+        if b.shape not in shapes:
+            raise ValueError(f"b has shape {b.shape}; expected one of {shapes} for w of "
+                             f"shape {w.shape}")
     pred = X @ w
     if b is not None:
         pred += b
@@ -38,5 +44,11 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
         raise ValueError(f"y has shape {y.shape} but X @ w has shape {pred.shape}")
     loss, r = mse_loss_grad(pred, y, reduction=reduction)
     grad_w = X.T @ r
-    grad_b = None if b is None else r.sum(axis=0).astype(X.dtype).reshape(np.shape(b))
+    grad_b = None if b is None else _bias_grad(r, b, X.dtype)
     return loss, grad_w, grad_b
+
+
+def _bias_grad(r, b, dtype):
+    # A one-element bias is shared by every output; a (k,) bias has one per output.
+    g = r.sum() if b.size == 1 else r.sum(axis=0)
+    return np.asarray(g).astype(dtype).reshape(b.shape)

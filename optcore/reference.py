@@ -132,5 +132,8 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
     loss = mse_loss(pred, y, reduction="sum" if reduction == "sum" else "mean")
     r = mse_grad(pred, y, reduction=reduction)
     grad_w = X.T @ r
-    grad_b = None if b is None else r.sum(axis=0).astype(pred.dtype).reshape(np.shape(b))
-    return loss, grad_w, grad_b
+    if b is None:
+        return loss, grad_w, None
+    # one bias shared by every output, or one per output
+    g = r.sum() if np.size(b) == 1 else r.sum(axis=0)
+    return loss, grad_w, np.asarray(g).astype(pred.dtype).reshape(np.shape(b))
