@@ -1,6 +1,7 @@
 """Thread control and the parallel driver shared by all kernels."""
 
 from cython.parallel cimport parallel
+from libc.stdlib cimport malloc, free
 
 # Total elements in one call below which a kernel runs on the calling thread:
 # an OpenMP fork/join costs a few microseconds, more than a step over this many
@@ -136,3 +137,76 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
             hi = total
         if lo < hi:
             _run_range(fn, ctx, sizes, ntensors, lo, hi)
+
+
+cdef inline Py_ssize_t _blocks_of(Py_ssize_t n) noexcept nogil:
+    return (n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+
+
+cdef void _run_blocks(block_fn fn, const void* ctx, const Py_ssize_t* sizes,
+                      Py_ssize_t ntensors, Py_ssize_t first, Py_ssize_t last,
+                      double* out, int width) noexcept nogil:
+    # Blocks [first, last) of the call, block b's results at out[(b - first) * width].
+    cdef Py_ssize_t t = 0, base = 0, j, b, lo, hi
+    while base + _blocks_of(sizes[t]) <= first:
+        base += _blocks_of(sizes[t])
+        t += 1
+    j = first - base
+    for b in range(first, last):
+        while j >= _blocks_of(sizes[t]):     # next tensor (skips empty ones)
+            t += 1
+            j = 0
+        lo = j * REDUCE_BLOCK
+        hi = lo + REDUCE_BLOCK
+        if hi > sizes[t]:
+            hi = sizes[t]
+        fn(ctx, t, lo, hi, out + (b - first) * width)
+        j += 1
+
+
+cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
+                        const Py_ssize_t* sizes, Py_ssize_t ntensors, int width,
+                        int num_threads) noexcept nogil:
+    """Run ``fn`` on every block of the call and ``fold`` the block results in
+    call order. ``width`` <= REDUCE_MAX_WIDTH doubles per block."""
+    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, lo, hi
+    cdef double one[REDUCE_MAX_WIDTH]
+    cdef double* partials = NULL
+    cdef int nt, tid
+    for t in range(ntensors):
+        total += sizes[t]
+        nblocks += _blocks_of(sizes[t])
+    if nblocks == 0:
+        return
+    nt = threads_for(total, num_threads)
+    if nt > 1 and nblocks > 1:
+        partials = <double*>malloc(nblocks * width * sizeof(double))
+    if partials == NULL:
+        # One thread (or no memory for the partials): each block is folded as
+        # soon as it is done, the same blocks in the same order.
+        for t in range(ntensors):
+            for j in range(_blocks_of(sizes[t])):
+                lo = j * REDUCE_BLOCK
+                hi = lo + REDUCE_BLOCK
+                if hi > sizes[t]:
+                    hi = sizes[t]
+                fn(ctx, t, lo, hi, one)
+                fold(acc, t, one)
+        return
+    if nt > nblocks:
+        nt = <int>nblocks
+    chunk = (nblocks + nt - 1) // nt
+    with parallel(num_threads=nt):
+        tid = omp_get_thread_num()
+        lo = tid * chunk
+        hi = lo + chunk
+        if hi > nblocks:
+            hi = nblocks
+        if lo < hi:
+            _run_blocks(fn, ctx, sizes, ntensors, lo, hi, partials + lo * width, width)
+    b = 0
+    for t in range(ntensors):
+        for j in range(_blocks_of(sizes[t])):
+            fold(acc, t, partials + b * width)
+            b += 1
+    free(partials)

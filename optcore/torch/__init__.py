@@ -1,0 +1,30 @@
+"""PyTorch drop-in: torch.optim optimizers whose steps run optcore's kernels.
+
+``from optcore.torch import Adam`` in place of ``from torch.optim import Adam``:
+the classes subclass ``torch.optim.Optimizer`` and take torch.optim's
+arguments, keep torch.optim's state keys (so state_dicts move between the two
+both ways), and work with torch's lr_schedulers, hooks, ``zero_grad`` and
+``add_param_group``. Each step updates the parameters in place, zero-copy, in
+one multi-tensor kernel call per parameter group.
+
+Parameters must be CPU, dense, C-contiguous float32/float64 tensors; anything
+else is rejected with an error (never copied). ``foreach`` and ``fused`` are
+accepted and have no effect (every step is already one fused multi-tensor
+call); ``capturable=True`` and ``differentiable=True`` cannot be honoured and
+raise.
+
+Importing this module imports torch; ``import optcore`` alone never does.
+"""
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised without torch only
+    raise ImportError(
+        "optcore.torch needs PyTorch; install it (pip install 'optcore[torch]') "
+        "or use the NumPy optimizers in optcore") from exc
+
+from optcore.torch.optimizers import (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta,
+                                      Adamax, NAdam, RAdam, Lion, LAMB)
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
+           "NAdam", "RAdam", "Lion", "LAMB"]

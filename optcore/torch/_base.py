@@ -1,0 +1,390 @@
+"""The generic torch.optim.Optimizer behind every optcore.torch class.
+
+A subclass is a table: its constructor (torch.optim's signature), the kernel it
+calls, the per-parameter state it keeps (torch.optim's keys) and the group
+options it passes on. Everything else lives here:
+
+- parameters are checked when they join the optimizer and again whenever their
+  storage changes: CPU, dense, C-contiguous float32/float64, never copied;
+- each step is ONE multi-tensor kernel call per parameter group (one per
+  distinct step count when the parameters of a group have diverged), on NumPy
+  views that share memory with the tensors;
+- state tensors are torch tensors under torch.optim's keys, so state_dict() and
+  load_state_dict() are the base class's own and interchange with torch.optim;
+- a step that raises leaves the group as it was (state created for the step is
+  removed again, step counts are written only after the kernel succeeded).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch.autograd.graph import increment_version
+from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
+                                   _use_grad_for_differentiable)
+
+import optcore
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float64)
+_NO_STATE: dict = {}          # shared by parameters without state; never written
+_STRIDED = torch.strided
+
+
+class StateBuffer(NamedTuple):
+    """One per-parameter state tensor of an optimizer."""
+    key: str                                   # torch.optim's state key
+    arg: str                                   # the kernel's argument name
+    needed: Callable[[dict], bool] | None = None   # group -> does it exist; None: always
+    fill: Callable[[Any], float] | None = None     # optimizer -> initial value; None: 0
+
+
+# Constructor/group option checks, with torch.optim's wording.
+def _nonneg(v):
+    return 0.0 <= v
+
+
+_RANGE_CHECKS = {
+    "lr": ("Invalid learning rate: {}", _nonneg),
+    "eps": ("Invalid epsilon value: {}", _nonneg),
+    "weight_decay": ("Invalid weight_decay value: {}", _nonneg),
+    "momentum": ("Invalid momentum value: {}", _nonneg),
+    "alpha": ("Invalid alpha value: {}", _nonneg),
+    "lr_decay": ("Invalid lr_decay value: {}", _nonneg),
+    "initial_accumulator_value": ("Invalid initial_accumulator_value value: {}", _nonneg),
+    "momentum_decay": ("Invalid momentum_decay value: {}", _nonneg),
+    "rho": ("Invalid rho value: {}", lambda v: 0.0 <= v <= 1.0),
+}
+
+
+def _scalar(value):
+    """A hyperparameter as a Python number (torch allows 1-element tensors)."""
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+class _Slot:
+    """Cached NumPy views of one parameter and its state, valid while the
+    tensors (and their storage) are the ones recorded here."""
+
+    __slots__ = ("param", "ptr", "numel", "view", "state", "keys", "tensors",
+                 "views", "scalar_tensors", "scalar_views", "created")
+
+
+class KernelOptimizer(Optimizer):
+    """torch.optim.Optimizer whose step runs an optcore multi-tensor kernel.
+
+    Subclasses set the class attributes below and define ``__init__`` with
+    torch.optim's signature, passing every option to ``super().__init__`` as
+    keywords in torch.optim's ``defaults`` order.
+    """
+
+    _kernel: str = ""                            # name of the optcore function
+    _buffers: tuple[StateBuffer, ...] = ()       # tensor state, torch.optim's key order
+    _scalars: dict[str, float] = {"step": 0.0}   # 0-dim state tensors and initial values
+    _options: tuple[str, ...] = ()               # group options passed to the kernel
+    _returns: str | None = None                  # scalar state the kernel returns (NAdam)
+    _eager_state = False                         # state created at construction (Adagrad)
+
+    def __init__(self, params, **defaults):
+        self._check_options(defaults)
+        super().__init__(params, defaults)
+        if self._eager_state:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self._init_state(self.state[p], p, group)
+
+    # ---- options ---------------------------------------------------------
+
+    @classmethod
+    def _static_defaults(cls):
+        """The constructor's default option values (for groups loaded from
+        older state_dicts that lack a key, as torch's __setstate__ does)."""
+        sig = inspect.signature(cls.__init__)
+        return {name: prm.default for name, prm in sig.parameters.items()
+                if prm.default is not inspect.Parameter.empty}
+
+    def _check_options(self, options):
+        name = type(self).__name__
+        for key, value in options.items():
+            check = _RANGE_CHECKS.get(key)
+            if check is not None:
+                if isinstance(value, torch.Tensor) and value.numel() != 1:
+                    raise ValueError(f"Tensor {key} must be 1-element")
+                if not check[1](_scalar(value)):
+                    raise ValueError(check[0].format(value))
+        betas = options.get("betas")
+        if betas is not None:
+            for i, beta in enumerate(betas):
+                if not 0.0 <= _scalar(beta) < 1.0:
+                    raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+        if options.get("nesterov") and (options.get("momentum", 0) <= 0
+                                        or options.get("dampening", 0) != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if options.get("fused") and options.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        if options.get("differentiable"):
+            raise ValueError(
+                f"optcore.torch.{name} does not support differentiable=True: its "
+                f"kernels update the tensors in place outside autograd (use "
+                f"torch.optim for a differentiable optimizer step)")
+        if options.get("capturable"):
+            raise ValueError(
+                f"optcore.torch.{name} does not support capturable=True: it runs "
+                f"on CPU tensors, which CUDA-graph capture does not apply to")
+
+    # ---- parameters ----------------------------------------------------------
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self._check_options({k: v for k, v in group.items() if k != "params"})
+            for j, p in enumerate(group["params"]):
+                self._check_param(p, len(self.param_groups) - 1, j)
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    def _check_param(self, p, gi, j):
+        where = f"optcore.torch.{type(self).__name__}: param_groups[{gi}]['params'][{j}]"
+        need = ("optcore updates CPU, dense, C-contiguous float32/float64 tensors in "
+                "place and never works on a copy")
+        if p.device.type != "cpu":
+            raise ValueError(f"{where} is on device {p.device}; {need}")
+        if p.layout is not _STRIDED:
+            raise ValueError(f"{where} has layout {p.layout}; {need}")
+        if p.dtype not in _SUPPORTED_DTYPES:
+            raise TypeError(f"{where} has dtype {p.dtype}; {need}")
+        if not p.is_contiguous():
+            raise ValueError(f"{where} is not contiguous (strides {p.stride()}); {need}")
+
+    # ---- state ---------------------------------------------------------------
+
+    def _needed(self, group):
+        return tuple(b for b in self._buffers if b.needed is None or b.needed(group))
+
+    def _init_state(self, state, p, group):
+        """Create missing state entries (torch.optim's lazy initialisation);
+        returns the keys created."""
+        created = []
+        for key, value in self._scalars.items():
+            if key not in state:
+                state[key] = torch.tensor(value, dtype=_get_scalar_dtype())
+                created.append(key)
+        for b in self._needed(group):
+            if state.get(b.key) is None:
+                fill = 0.0 if b.fill is None else b.fill(self)
+                state[b.key] = torch.full_like(p, fill, memory_format=torch.preserve_format)
+                created.append(b.key)
+        return created
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        static = self._static_defaults()
+        for group in self.param_groups:
+            for key in self.defaults:
+                if key not in group and key in static:
+                    group[key] = static[key]
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if not p_state:
+                    continue
+                for key in self._scalars:
+                    if key in p_state and not torch.is_tensor(p_state[key]):
+                        p_state[key] = torch.tensor(float(p_state[key]),
+                                                    dtype=_get_scalar_dtype())
+        self.__dict__.pop("_optcore_slots", None)
+
+    def _slot(self, p, state, group, needed, gi, j):
+        """Views of p and its state, checked; builds state on first use."""
+        slots = self.__dict__.setdefault("_optcore_slots", {})
+        slot = slots.get(id(p))
+        if (slot is not None and slot.param is p and slot.state is state
+                and slot.keys == needed and slot.ptr == p.data_ptr()
+                and slot.numel == p.numel() and p.is_contiguous()):
+            for key, t in zip(slot.keys, slot.tensors):
+                if state.get(key.key) is not t:
+                    break
+            else:
+                for key, t in zip(self._scalars, slot.scalar_tensors):
+                    if state.get(key) is not t:
+                        break
+                else:
+                    slot.created = ()
+                    return slot
+        self._check_param(p, gi, j)
+        created = self._init_state(state, p, group)
+        try:
+            slot = _Slot()
+            slot.param = p
+            slot.ptr = p.data_ptr()
+            slot.numel = p.numel()
+            slot.view = p.detach().numpy()
+            slot.state = state
+            slot.keys = needed
+            slot.tensors = tuple(state[b.key] for b in needed)
+            slot.views = tuple(self._state_view(t, p, b.key, gi, j)
+                               for b, t in zip(needed, slot.tensors))
+            slot.scalar_tensors = tuple(state[k] for k in self._scalars)
+            slot.scalar_views = tuple(self._scalar_view(t, k, gi, j)
+                                      for k, t in zip(self._scalars, slot.scalar_tensors))
+        except Exception:
+            _forget(self.state, p, created)
+            raise
+        slot.created = tuple(created)
+        slots[id(p)] = slot
+        return slot
+
+    def _state_view(self, t, p, key, gi, j):
+        where = (f"optcore.torch.{type(self).__name__}: state[{key!r}] of "
+                 f"param_groups[{gi}]['params'][{j}]")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where} is a {type(t).__name__}, not a tensor")
+        if t.device.type != "cpu" or t.layout is not _STRIDED:
+            raise ValueError(f"{where} is a {t.layout} tensor on {t.device}; state "
+                             f"tensors must be dense CPU tensors")
+        if t.dtype != p.dtype:
+            raise TypeError(f"{where} has dtype {t.dtype} but the parameter has {p.dtype}")
+        if t.shape != p.shape:
+            raise ValueError(f"{where} has shape {tuple(t.shape)} but the parameter "
+                             f"has {tuple(p.shape)}")
+        if not t.is_contiguous():
+            raise ValueError(f"{where} is not contiguous; optcore updates state in "
+                             f"place and never works on a copy")
+        return t.detach().numpy()
+
+    def _scalar_view(self, t, key, gi, j):
+        if not (isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type == "cpu"):
+            raise ValueError(
+                f"optcore.torch.{type(self).__name__}: state[{key!r}] of "
+                f"param_groups[{gi}]['params'][{j}] must be a one-element CPU tensor, "
+                f"got {t!r}")
+        return t.detach().numpy().reshape(())
+
+    # ---- step ----------------------------------------------------------------
+
+    @_use_grad_for_differentiable
+    def step(self, closure=None):
+        """Perform a single optimization step (one kernel call per group).
+
+        Args:
+            closure (Callable, optional): A closure that reevaluates the model
+                and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            self._step_group(gi, group)
+        return loss
+
+    def _kernel_options(self, group):
+        kw = {}
+        for key in self._options:
+            if key == "betas":
+                kw["beta1"], kw["beta2"] = (_scalar(b) for b in group["betas"])
+            else:
+                kw[key] = _scalar(group[key])
+        return kw
+
+    def _step_group(self, gi, group):
+        if group.get("differentiable") or group.get("capturable"):
+            self._check_options({"differentiable": group.get("differentiable"),
+                                 "capturable": group.get("capturable")})
+        kernel = getattr(optcore, self._kernel, None)
+        if kernel is None:
+            raise NotImplementedError(
+                f"optcore.torch.{type(self).__name__} needs optcore.{self._kernel}, "
+                f"which this build of optcore does not have")
+        options = self._kernel_options(group)
+        needed = self._needed(group)
+        state = self.state
+        stateless = not needed and not self._scalars   # e.g. SGD without momentum
+        slots, grads = [], []
+        try:
+            for j, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None:
+                    continue
+                if g.layout is not _STRIDED:
+                    raise RuntimeError(
+                        f"optcore.torch.{type(self).__name__} does not support sparse "
+                        f"gradients (param_groups[{gi}]['params'][{j}] has a "
+                        f"{g.layout} gradient)")
+                # torch.optim leaves no state entry where there is no state.
+                p_state = _NO_STATE if stateless and p not in state else state[p]
+                slot = self._slot(p, p_state, group, needed, gi, j)
+                slots.append(slot)
+                grads.append(g.numpy() if not g.requires_grad else g.detach().numpy())
+        except Exception:
+            self._rollback(slots)
+            raise
+        if not slots:
+            return
+        # One call for the whole group unless the parameters' scalar state
+        # (step count, NAdam's mu product) has diverged.
+        keyed = [tuple(float(v) for v in s.scalar_views) + (bool(s.created),)
+                 for s in slots]
+        first = keyed[0]
+        if all(k == first for k in keyed):
+            buckets = [(first, list(range(len(slots))))]
+        else:
+            by_key = {}
+            for i, k in enumerate(keyed):
+                by_key.setdefault(k, []).append(i)
+            buckets = list(by_key.items())
+        for n, (key, members) in enumerate(buckets):
+            part = [slots[i] for i in members]
+            try:
+                self._call(kernel, part, [grads[i] for i in members], key, needed,
+                           options)
+            except Exception as exc:
+                self._rollback([slots[i] for _, m in buckets[n:] for i in m])
+                exc.add_note(
+                    f"in optcore.torch.{type(self).__name__}.step(), param_groups[{gi}]; "
+                    f"list positions are the group's parameters that have a gradient")
+                raise
+
+    def _call(self, kernel, slots, grads, key, needed, options):
+        scalars = dict(zip(self._scalars, key))
+        if "step" in scalars:
+            step = scalars["step"] + 1.0
+        else:
+            # No step count kept (SGD): buffers created now are initialised by
+            # the kernel's first step.
+            step = 1.0 if key[-1] else 2.0
+        kwargs = dict(options)
+        for i, b in enumerate(needed):
+            kwargs[b.arg] = [s.views[i] for s in slots]
+        for name, value in scalars.items():
+            if name != "step":
+                kwargs[name] = value
+        params = [s.view for s in slots]
+        result = kernel(params, grads, step=int(step), **kwargs)
+        # Commit the scalar state (in the tensors' own dtype, as torch does).
+        for s in slots:
+            for name, view in zip(self._scalars, s.scalar_views):
+                if name == "step":
+                    view[()] = step
+                elif name == self._returns:
+                    view[()] = result
+        increment_version([s.param for s in slots] + [t for s in slots for t in s.tensors])
+
+    def _rollback(self, slots):
+        slot_cache = self.__dict__.get("_optcore_slots", {})
+        for s in slots:
+            if s.created:
+                _forget(self.state, s.param, s.created)
+                slot_cache.pop(id(s.param), None)
+
+
+def _forget(state, p, keys):
+    entry = state.get(p)
+    if entry is None:
+        return
+    for key in keys:
+        entry.pop(key, None)
+    if not entry:
+        del state[p]

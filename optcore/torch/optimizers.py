@@ -1,0 +1,214 @@
+"""The optcore.torch optimizers: torch.optim's signatures over optcore kernels.
+
+Each class is a table for KernelOptimizer (see _base.py): the constructor with
+torch.optim's arguments and defaults (options passed on in torch.optim's
+``defaults`` order, so param_groups look the same), the kernel, the state
+tensors under torch.optim's keys, and the group options the kernel takes.
+"""
+
+from optcore.torch._base import KernelOptimizer, StateBuffer
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
+           "NAdam", "RAdam", "Lion", "LAMB"]
+
+
+def _always(key, arg=None):
+    return StateBuffer(key, arg or key)
+
+
+class SGD(KernelOptimizer):
+    """torch.optim.SGD on optcore.sgd_step (state: ``momentum_buffer`` when
+    momentum != 0, created by the first step from the gradient, as torch does)."""
+
+    _kernel = "sgd_step"
+    _buffers = (StateBuffer("momentum_buffer", "momentum_buffer",
+                            needed=lambda g: g["momentum"] != 0),)
+    _scalars = {}
+    _options = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                         foreach=foreach, differentiable=differentiable, fused=fused)
+
+
+class Adam(KernelOptimizer):
+    """torch.optim.Adam on optcore.adam_step (state: ``step``, ``exp_avg``,
+    ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad)."""
+
+    _kernel = "adam_step"
+    _buffers = (_always("exp_avg"), _always("exp_avg_sq"),
+                StateBuffer("max_exp_avg_sq", "max_exp_avg_sq",
+                            needed=lambda g: g["amsgrad"]))
+    _options = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
+                "decoupled_weight_decay")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                         capturable=capturable, differentiable=differentiable,
+                         fused=fused, decoupled_weight_decay=decoupled_weight_decay)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay (always on, as in
+    torch, also for loaded state_dicts)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
+
+
+class RMSprop(KernelOptimizer):
+    """torch.optim.RMSprop on optcore.rmsprop_step (state: ``step``,
+    ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when
+    centered)."""
+
+    _kernel = "rmsprop_step"
+    _buffers = (_always("square_avg"),
+                StateBuffer("momentum_buffer", "momentum_buffer",
+                            needed=lambda g: g["momentum"] > 0),
+                StateBuffer("grad_avg", "grad_avg", needed=lambda g: g["centered"]))
+    _options = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
+        super().__init__(params, lr=lr, momentum=momentum, alpha=alpha, eps=eps,
+                         centered=centered, weight_decay=weight_decay,
+                         capturable=capturable, foreach=foreach, maximize=maximize,
+                         differentiable=differentiable)
+
+
+class Adagrad(KernelOptimizer):
+    """torch.optim.Adagrad on optcore.adagrad_step (state: ``step``, ``sum``;
+    created at construction, filled with initial_accumulator_value, as torch
+    does). Sparse gradients are not supported."""
+
+    _kernel = "adagrad_step"
+    _buffers = (StateBuffer("sum", "state_sum",
+                            fill=lambda opt: opt.defaults["initial_accumulator_value"]),)
+    _options = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
+    _eager_state = True
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
+                 differentiable=False, fused=None):
+        super().__init__(params, lr=lr, lr_decay=lr_decay, eps=eps,
+                         weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value,
+                         foreach=foreach, maximize=maximize,
+                         differentiable=differentiable, fused=fused)
+
+
+class Adadelta(KernelOptimizer):
+    """torch.optim.Adadelta on optcore.adadelta_step (state: ``step``,
+    ``square_avg``, ``acc_delta``)."""
+
+    _kernel = "adadelta_step"
+    _buffers = (_always("square_avg"), _always("acc_delta"))
+    _options = ("lr", "rho", "eps", "weight_decay", "maximize")
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None,
+                 *, capturable=False, maximize=False, differentiable=False):
+        super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize, capturable=capturable, foreach=foreach,
+                         differentiable=differentiable)
+
+
+class Adamax(KernelOptimizer):
+    """torch.optim.Adamax on optcore.adamax_step (state: ``step``,
+    ``exp_avg``, ``exp_inf``)."""
+
+    _kernel = "adamax_step"
+    _buffers = (_always("exp_avg"), _always("exp_inf"))
+    _options = ("lr", "betas", "eps", "weight_decay", "maximize")
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         foreach=foreach, maximize=maximize,
+                         differentiable=differentiable, capturable=capturable)
+
+
+class NAdam(KernelOptimizer):
+    """torch.optim.NAdam on optcore.nadam_step (state: ``step``,
+    ``mu_product``, ``exp_avg``, ``exp_avg_sq``)."""
+
+    _kernel = "nadam_step"
+    _buffers = (_always("exp_avg"), _always("exp_avg_sq"))
+    _scalars = {"step": 0.0, "mu_product": 1.0}
+    _returns = "mu_product"
+    _options = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                "decoupled_weight_decay", "maximize")
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay,
+                         maximize=maximize, foreach=foreach, capturable=capturable,
+                         differentiable=differentiable)
+
+
+class RAdam(KernelOptimizer):
+    """torch.optim.RAdam on optcore.radam_step (state: ``step``, ``exp_avg``,
+    ``exp_avg_sq``)."""
+
+    _kernel = "radam_step"
+    _buffers = (_always("exp_avg"), _always("exp_avg_sq"))
+    _options = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
+                "maximize")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize, foreach=foreach, capturable=capturable,
+                         decoupled_weight_decay=decoupled_weight_decay,
+                         differentiable=differentiable)
+
+
+class Lion(KernelOptimizer):
+    """Lion (sign of an interpolated momentum; Chen et al. 2023) on
+    optcore.lion_step; not in torch.optim. State: ``step``, ``exp_avg``."""
+
+    _kernel = "lion_step"
+    _buffers = (_always("exp_avg"),)
+    _options = ("lr", "betas", "weight_decay", "maximize")
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False):
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay,
+                         maximize=maximize, foreach=foreach, capturable=capturable,
+                         differentiable=differentiable)
+
+
+class LAMB(KernelOptimizer):
+    """LAMB (Adam with a per-tensor trust ratio; You et al. 2019) on
+    optcore.lamb_step; not in torch.optim. State: ``step``, ``exp_avg``,
+    ``exp_avg_sq``."""
+
+    _kernel = "lamb_step"
+    _buffers = (_always("exp_avg"), _always("exp_avg_sq"))
+    _options = ("lr", "betas", "eps", "weight_decay", "maximize")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
+                 *, maximize=False, foreach=None, capturable=False, differentiable=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize, foreach=foreach, capturable=capturable,
+                         differentiable=differentiable)
