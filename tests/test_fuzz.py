@@ -425,6 +425,18 @@ def assert_same_bits(actual, expected, what):
                              f"{i}: {a[i]!r} vs reference {e[i]!r}")
 
 
+def assert_near(actual, expected, what):
+    """Equal within a few ulps of the dtype, NaN and infinities in the same
+    places (for kernels whose norms are summed in another order)."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
+        return assert_same_bits(a, e, what)
+    rtol = 1e-5 if a.dtype.itemsize == 4 else 1e-12
+    fin = np.abs(e[np.isfinite(e)])
+    atol = rtol * float(fin.max()) if fin.size else 0.0   # cancellation: vs the scale
+    np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=what)
+
+
 def _same_value(actual, expected, what):
     if isinstance(expected, float) or isinstance(actual, float):
         assert isinstance(actual, float), (what, type(actual))
@@ -484,7 +496,10 @@ def check_call(entry, spec):
         warnings.simplefilter("ignore")
         expected = entry.call(entry.ref(), _reference_objs(entry, spec.hp, r.objs), dict(spec.hp))
     for i, (x, y) in enumerate(zip(a.owners, r.owners)):
-        assert_same_bits(_as_float(x), _as_float(y), f"{entry.name}: buffer {i}")
+        if entry.exact:
+            assert_same_bits(_as_float(x), _as_float(y), f"{entry.name}: buffer {i}")
+        else:
+            assert_near(_as_float(x), _as_float(y), f"{entry.name}: buffer {i}")
     _compare_result(entry, spec, a, result, expected)
 
 

@@ -12,6 +12,8 @@ from support import TORCH_RTOL
 
 TWINS = [(e, hp) for e in OPTIMIZER_STEPS if e.torch is not None
          for hp in hyper_variants(e)]
+# optcore argument name -> torch.optim state key, where they differ
+TORCH_KEYS = {"state_sum": "sum"}
 
 
 def _poisoned_grads(rng, shape, dtype, steps):
@@ -55,17 +57,24 @@ def test_nonfinite_gradients_propagate_as_in_torch(entry, hp, dtype, torch, rng)
     topt = entry.torch(torch, [tp], hp)
     p = param0.copy()
     state = {b.name: np.zeros(shape, dtype) for b in entry.buffers[2:] if b.needed(hp)}
+    h = dict(hp)
+    if "mu_product" in h:
+        h["mu_product"] = 1.0                  # NAdam's scalar state starts at 1
     for s, g in enumerate(grads, start=1):
         tp.grad = torch.from_numpy(g.copy())
         topt.step()
-        h = dict(hp, step=s)
+        h["step"] = s
         args = [p, g] + [state.get(b.name) for b in entry.buffers[2:] if not b.keyword]
         kwargs = {b.name: state.get(b.name) for b in entry.buffers[2:] if b.keyword}
-        entry.fast()(*args, **kwargs, **h)
+        out = entry.fast()(*args, **kwargs, **h)
         assert_same_nonfinite(p, tp.detach().numpy(), dtype, f"param after step {s}")
         tstate = topt.state[tp]
         for name, buf in state.items():
-            assert_same_nonfinite(buf, tstate[name].numpy(), dtype, f"{name} after step {s}")
+            tbuf = tstate[TORCH_KEYS.get(name, name)].numpy()
+            assert_same_nonfinite(buf, tbuf, dtype, f"{name} after step {s}")
+        if "mu_product" in h:
+            h["mu_product"] = out
+            assert out == pytest.approx(float(tstate["mu_product"]), rel=1e-6)
     assert not np.isfinite(p).all()          # the poison did arrive
 
 
@@ -103,7 +112,8 @@ def test_skipping_nonfinite_steps_leaves_everything_untouched(dtype, rng):
         grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
         scaled = [g * dtype(scale) for g in grads]
         if it in bad_steps:
-            scaled[it % 3].reshape(-1)[it] = [np.inf, np.nan, -np.inf][it % 3]
+            bad = scaled[it % 3].reshape(-1)
+            bad[it % bad.size] = [np.inf, np.nan, -np.inf][it % 3]
         before = [a.tobytes() for a in params + state["exp_avg"] + state["exp_avg_sq"]]
         step, taken = skip_nonfinite_recipe(params, scaled, state, step, 1.0 / scale,
                                             lr=1e-2, weight_decay=0.01)

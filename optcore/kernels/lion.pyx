@@ -88,7 +88,8 @@ cdef inline void _run(void** param, void** grad, void** exp_avg,
     c.one_minus_beta1 = 1.0 - beta1
     c.beta2 = beta2
     c.one_minus_beta2 = 1.0 - beta2
-    c.decay = 1.0 - lr * weight_decay
+    # no decay at weight_decay == 0 (1 - inf * 0 would be NaN), as the reference
+    c.decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0
     c.neg_lr = -lr
     run_segments(fn, &c, sizes, ntensors, num_threads)
 
