@@ -464,3 +464,37 @@ def test_optimizer_classes_resume_bitwise(name, kwargs, tmp_path, rng):
     with pytest.raises(CheckpointError):
         optcore.load(tmp_path / "opt.ckpt", into=bigger)
     assert_identical(bigger.state_dict(), before)
+
+
+def test_torch_drop_in_checkpoint_moves_to_torch_optim_and_back(tmp_path, torch):
+    import optcore.torch as octorch
+    torch.manual_seed(1)
+    data = [torch.randn(4, 3) for _ in range(6)]
+
+    def run(opt_cls, params, batches):
+        opt = opt_cls(params, lr=1e-2, weight_decay=0.01)
+        for x in batches:
+            opt.zero_grad()
+            (params[0] @ x.T).square().sum().backward()
+            opt.step()
+        return opt
+
+    p_oc = [torch.nn.Parameter(torch.randn(5, 3))]
+    optcore.save(run(octorch.AdamW, p_oc, data[:3]), tmp_path / "oc.ckpt")
+    # optcore.torch.AdamW's checkpoint into torch.optim.AdamW, which goes on stepping
+    p_t = [torch.nn.Parameter(p_oc[0].detach().clone())]
+    topt = torch.optim.AdamW(p_t, lr=1e-2, weight_decay=0.01)
+    optcore.load(tmp_path / "oc.ckpt", into=topt)
+    for x in data[3:]:
+        topt.zero_grad()
+        (p_t[0] @ x.T).square().sum().backward()
+        topt.step()
+    # ... and back: torch's checkpoint into optcore.torch.AdamW
+    optcore.save(topt, tmp_path / "t.ckpt")
+    back = octorch.AdamW([torch.nn.Parameter(p_t[0].detach().clone())], lr=0.5)
+    sd = optcore.load(tmp_path / "t.ckpt", into=back)
+    assert back.param_groups[0]["lr"] == 1e-2
+    assert int(sd["state"][0]["step"]) == 6
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(back.state[back.param_groups[0]["params"][0]][key],
+                           topt.state[p_t[0]][key])
