@@ -636,8 +636,11 @@ def _linear_expected_errors(c):
         return [(ValueError, ["reduction"])]
     if c["fault"] == "dtype":
         return [(TypeError, [c["name"], "X"])]
-    if c["fault"] == "layout" and c["detail"] == "list" and c["dtypes"]["X"] == np.float32:
-        return [(TypeError, [c["name"], "X"])]         # a list of floats is float64
+    if c["fault"] == "layout" and c["detail"] == "list":
+        if 0 in sh[c["name"]]:
+            return None           # [] has lost the shape: either outcome is right
+        if c["dtypes"]["X"] == np.float32:
+            return [(TypeError, [c["name"], "X"])]     # a list of floats is float64
     errors = []
     if len(sh["X"]) != 2 or len(sh["w"]) not in (1, 2) or sh["w"][0] != sh["X"][1]:
         errors.append((ValueError, ["X", "w"]))
@@ -661,6 +664,8 @@ def test_fuzz_linear_mse_grad(c):
         loss, gw, gb = optcore.linear_mse_grad(a["X"], a["y"], a["w"], a.get("b"),
                                                reduction=c["reduction"])
     except (TypeError, ValueError) as exc:
+        if expected_errors is None:
+            return
         alts = [n for t, n in expected_errors if isinstance(exc, t)]
         assert alts, f"raised {exc!r} for a valid call {c}"
         assert any(_names_in(str(exc), n) for n in alts), (str(exc), alts)
@@ -668,6 +673,8 @@ def test_fuzz_linear_mse_grad(c):
     finally:
         for k, v in a.items():
             assert copy_of(v) == before[k], f"linear_mse_grad changed {k}"
+    if expected_errors is None:
+        return
     assert not expected_errors, f"accepted an invalid call {c}"
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
