@@ -74,15 +74,21 @@ def _bad_calls(entry, bufs, hp):
             out[name] = make(bufs[name])
         return out
 
-    cases = [(replace(first, lambda a: a.astype(np.int32)), hp),
-             (replace(first, lambda a: np.ones(a.size + 1, a.dtype)), hp)]
+    cases = [(replace(first, lambda a: np.ones(a.shape, np.int32)), hp)]
+    if sum(v is not None for v in bufs.values()) > 1:        # sizes must agree
+        cases.append((replace(first, lambda a: np.ones(a.size + 1, a.dtype)), hp))
     if written:
-        other = [b.name for b in entry.buffers
-                 if b.name != written[0] and bufs[b.name] is not None][0]
         cases.append((replace(written[0], lambda a: np.broadcast_to(a, a.shape)), hp))
-        cases.append((replace(written[0], lambda a: one(bufs[other])), hp))
-    if "step" in hp:
-        cases.append((bufs, dict(hp, step=0)))
+        others = [b.name for b in entry.buffers
+                  if b.name != written[0] and bufs[b.name] is not None]
+        if others:
+            cases.append((replace(written[0], lambda a: one(bufs[others[0]])), hp))
+        elif isinstance(bufs[written[0]], list) and len(bufs[written[0]]) > 1:
+            # the same array twice in one written list
+            cases.append((replace(written[0], lambda a: bufs[written[0]][-2]), hp))
+    for k, v in (("step", 0), ("reduction", "bad"), ("norm_type", -1.0)):
+        if k in hp:
+            cases.append((bufs, dict(hp, **{k: v})))
     n = 0
     for b, h in cases:
         try:
