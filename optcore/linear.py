@@ -49,3 +49,4 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
         total = r.sum() if np.size(b) == 1 else r.sum(axis=0)
         grad_b = np.asarray(total, dtype=X.dtype).reshape(np.shape(b))
     return loss, grad_w, grad_b
+

@@ -395,7 +395,10 @@ def global_norm(arrays, norm_type=2.0):
     if p == np.inf or not 0 < m < np.inf:     # max, 0, inf, or NaN (np.max propagates it)
         return m
     total = sum(float(np.sum((x / m) ** p)) for x in xs)
-    return m * total ** (1.0 / p)
+    try:
+        return m * total ** (1.0 / p)
+    except OverflowError:                     # a tiny p: the norm is past the float range
+        return np.inf
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -421,8 +424,10 @@ def clip_grad_value_(grads, clip_value):
             g[...] = np.nan
             continue
         hi = g.dtype.type(c)
-        np.maximum(g, -hi, out=g)       # NaN in g stays NaN
-        np.minimum(g, hi, out=g)
+        # torch's clamp_min then clamp_max, signed zeros included (np.maximum /
+        # np.minimum may return either zero); NaN in g stays NaN
+        g[...] = np.where(g < -hi, -hi, g)
+        g[...] = np.where(g > hi, hi, g)
 
 
 def all_finite(arrays):

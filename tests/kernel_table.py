@@ -39,8 +39,12 @@ class Entry:
     wild: frozenset = frozenset()               # float hyperparameters also fuzzed with wild values
     invalid: Callable[[dict], set] = lambda hp: set()   # names of hyperparameters torch rejects
     multi: bool = True                          # accepts lists of arrays (multi-tensor)
+    exact: bool = True                          # bitwise equal to the reference (else: a
+                                                # norm is summed in another order: ulps)
     returns: str = "none"                       # "none" | "float" | "array" | "loss_grad"
     reduction: bool = False                     # takes reduction=
+    # torch.optim twin: (torch, params, hp) -> optimizer taking the same options
+    torch: Callable = None
 
     def __repr__(self):
         return self.name
@@ -83,9 +87,9 @@ def beta_ok(x):
 
 def _common_invalid(hp, betas=("beta1", "beta2")):
     bad = set()
-    if hp["step"] < 1:
+    if "step" in hp and hp["step"] < 1:
         bad.add("step")
-    if not lr_ok(hp["lr"]):
+    if "lr" in hp and not lr_ok(hp["lr"]):
         bad.add("lr")
     for name in ("eps", "weight_decay", "momentum", "lr_decay", "momentum_decay"):
         if name in hp and not hp[name] >= 0:
@@ -93,6 +97,17 @@ def _common_invalid(hp, betas=("beta1", "beta2")):
     for name in betas:
         if name in hp and not beta_ok(hp[name]):
             bad.add(name)
+    return bad
+
+
+def _family_invalid(hp):
+    bad = _common_invalid(hp)
+    if "alpha" in hp and not hp["alpha"] >= 0:
+        bad.add("alpha")
+    if "rho" in hp and not 0 <= hp["rho"] <= 1:
+        bad.add("rho")
+    if "norm_type" in hp and not hp["norm_type"] > 0:
+        bad.add("norm_type")
     return bad
 
 
@@ -118,6 +133,10 @@ SGD = Entry(
                weight_decay=st.sampled_from([0.0, 0.01]), maximize=st.booleans()),
     wild=frozenset({"lr", "momentum", "dampening", "weight_decay"}),
     invalid=_sgd_invalid,
+    torch=lambda torch, params, hp: torch.optim.SGD(
+        params, lr=hp["lr"], momentum=hp["momentum"], dampening=hp["dampening"],
+        nesterov=hp["nesterov"], weight_decay=hp["weight_decay"],
+        maximize=hp["maximize"], foreach=False),
 )
 
 _ADAM_HYPER = dict(step=STEPS, lr=small_lr, beta1=unit, beta2=unit,
@@ -135,6 +154,11 @@ ADAM = Entry(
     hyper=dict(_ADAM_HYPER, decoupled_weight_decay=st.booleans()),
     wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
     invalid=_common_invalid,
+    torch=lambda torch, params, hp: (
+        torch.optim.AdamW if hp["decoupled_weight_decay"] else torch.optim.Adam)(
+        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
+        maximize=hp["maximize"], foreach=False),
 )
 
 ADAMW = Entry(
@@ -143,7 +167,137 @@ ADAMW = Entry(
     hyper=_ADAM_HYPER,
     wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
     invalid=_common_invalid,
+    torch=lambda torch, params, hp: torch.optim.AdamW(
+        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
+        maximize=hp["maximize"], foreach=False),
 )
+
+_BETAS = dict(beta1=unit, beta2=unit)
+_WD = st.sampled_from([0.0, 0.01])
+_MOMENT_WILD = frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"})
+
+
+def _state(name, **kw):
+    return Buf(name, WRITE, **kw)
+
+
+RMSPROP = Entry(
+    name="rmsprop_step",
+    buffers=(Buf("param", WRITE), Buf("grad", READ), _state("square_avg", positive=True),
+             _state("momentum_buffer", needed=lambda hp: hp["momentum"] > 0),
+             _state("grad_avg", needed=lambda hp: hp["centered"])),
+    hyper=dict(step=STEPS, lr=small_lr, alpha=unit, eps=st.sampled_from([1e-8, 0.1]),
+               weight_decay=_WD, momentum=st.sampled_from([0.0, 0.9]),
+               centered=st.booleans(), maximize=st.booleans()),
+    wild=frozenset({"lr", "alpha", "eps", "weight_decay", "momentum"}),
+    invalid=_family_invalid,
+    torch=lambda torch, params, hp: torch.optim.RMSprop(
+        params, lr=hp["lr"], alpha=hp["alpha"], eps=hp["eps"],
+        weight_decay=hp["weight_decay"], momentum=hp["momentum"],
+        centered=hp["centered"], maximize=hp["maximize"], foreach=False),
+)
+ADAGRAD = Entry(
+    name="adagrad_step",
+    buffers=(Buf("param", WRITE), Buf("grad", READ), _state("state_sum", positive=True)),
+    hyper=dict(step=STEPS, lr=small_lr, lr_decay=st.sampled_from([0.0, 0.01]),
+               weight_decay=_WD, eps=st.sampled_from([1e-10, 0.1]), maximize=st.booleans()),
+    wild=frozenset({"lr", "lr_decay", "weight_decay", "eps"}),
+    invalid=_family_invalid,
+    torch=lambda torch, params, hp: torch.optim.Adagrad(
+        params, lr=hp["lr"], lr_decay=hp["lr_decay"], weight_decay=hp["weight_decay"],
+        eps=hp["eps"], maximize=hp["maximize"], foreach=False),
+)
+ADADELTA = Entry(
+    name="adadelta_step",
+    buffers=(Buf("param", WRITE), Buf("grad", READ), _state("square_avg", positive=True),
+             _state("acc_delta", positive=True)),
+    hyper=dict(step=STEPS, lr=st.floats(0.0, 2.0), rho=st.floats(0.0, 1.0),
+               eps=st.sampled_from([1e-6, 0.1]), weight_decay=_WD, maximize=st.booleans()),
+    wild=frozenset({"lr", "rho", "eps", "weight_decay"}),
+    invalid=_family_invalid,
+    torch=lambda torch, params, hp: torch.optim.Adadelta(
+        params, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],
+        weight_decay=hp["weight_decay"], maximize=hp["maximize"], foreach=False),
+)
+ADAMAX = Entry(
+    name="adamax_step",
+    buffers=(Buf("param", WRITE), Buf("grad", READ), _state("exp_avg"),
+             _state("exp_inf", positive=True)),
+    hyper=dict(step=STEPS, lr=small_lr, **_BETAS, eps=st.sampled_from([1e-8, 0.1]),
+               weight_decay=_WD, maximize=st.booleans()),
+    wild=_MOMENT_WILD,
+    invalid=_family_invalid,
+    torch=lambda torch, params, hp: torch.optim.Adamax(
+        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], maximize=hp["maximize"], foreach=False),
+)
+_MOMENTS = (Buf("param", WRITE), Buf("grad", READ), _state("exp_avg"),
+            _state("exp_avg_sq", positive=True))
+NADAM = Entry(
+    name="nadam_step",
+    buffers=_MOMENTS,
+    hyper=dict(step=STEPS, mu_product=st.floats(0.0, 1.0), lr=small_lr, **_BETAS,
+               eps=st.sampled_from([1e-8, 0.1]), weight_decay=_WD,
+               momentum_decay=st.sampled_from([4e-3, 0.0, 0.5]),
+               decoupled_weight_decay=st.booleans(), maximize=st.booleans()),
+    wild=_MOMENT_WILD | {"momentum_decay", "mu_product"},
+    invalid=_family_invalid,
+    returns="float",
+    torch=lambda torch, params, hp: torch.optim.NAdam(
+        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], momentum_decay=hp["momentum_decay"],
+        decoupled_weight_decay=hp["decoupled_weight_decay"], maximize=hp["maximize"],
+        foreach=False),
+)
+RADAM = Entry(
+    name="radam_step",
+    buffers=_MOMENTS,
+    hyper=dict(step=STEPS, lr=small_lr, **_BETAS, eps=st.sampled_from([1e-8, 0.1]),
+               weight_decay=_WD, decoupled_weight_decay=st.booleans(),
+               maximize=st.booleans()),
+    wild=_MOMENT_WILD,
+    invalid=_family_invalid,
+    torch=lambda torch, params, hp: torch.optim.RAdam(
+        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
+        maximize=hp["maximize"], foreach=False),
+)
+LION = Entry(
+    name="lion_step",
+    buffers=(Buf("param", WRITE), Buf("grad", READ), _state("exp_avg")),
+    hyper=dict(step=STEPS, lr=small_lr, **_BETAS, weight_decay=_WD, maximize=st.booleans()),
+    wild=frozenset({"lr", "beta1", "beta2", "weight_decay"}),
+    invalid=_family_invalid,
+)
+LAMB = Entry(
+    name="lamb_step",
+    buffers=_MOMENTS,
+    hyper=dict(step=STEPS, lr=small_lr, **_BETAS, eps=st.sampled_from([1e-6, 0.1]),
+               weight_decay=_WD, maximize=st.booleans()),
+    wild=_MOMENT_WILD,
+    invalid=_family_invalid,
+    exact=False,
+)
+
+_NORMS = st.sampled_from([2.0, 1.0, 3.5, math.inf, 0.5])
+GLOBAL_NORM = Entry(
+    name="global_norm", buffers=(Buf("arrays", READ),), hyper=dict(norm_type=_NORMS),
+    wild=frozenset({"norm_type"}), invalid=_family_invalid, returns="float", exact=False)
+CLIP_GRAD_NORM = Entry(
+    name="clip_grad_norm_", buffers=(Buf("grads", WRITE),),
+    hyper=dict(max_norm=st.floats(0.0, 10.0), norm_type=_NORMS),
+    wild=frozenset({"max_norm", "norm_type"}), invalid=_family_invalid, returns="float",
+    exact=False)
+CLIP_GRAD_VALUE = Entry(
+    name="clip_grad_value_", buffers=(Buf("grads", WRITE),),
+    hyper=dict(clip_value=st.floats(0.0, 3.0)), wild=frozenset({"clip_value"}))
+ALL_FINITE = Entry(
+    name="all_finite", buffers=(Buf("arrays", READ),), hyper={}, returns="float")
+UNSCALE = Entry(
+    name="unscale_", buffers=(Buf("grads", WRITE),),
+    hyper=dict(inv_scale=st.sampled_from([1.0, 0.5, 2.0**-16, 3.0])),
+    wild=frozenset({"inv_scale"}), returns="float")
 
 _REDUCTIONS = st.sampled_from(["mean", "sum", "none"])
 
@@ -170,31 +324,28 @@ MSE_LOSS_GRAD = Entry(
     multi=False, returns="loss_grad", reduction=True,
 )
 
-LION = Entry(
-    name="lion_step",
-    buffers=(Buf("param", WRITE), Buf("grad", READ), Buf("exp_avg", WRITE)),
-    hyper=dict(step=STEPS, lr=small_lr, beta1=unit, beta2=unit,
-               weight_decay=st.sampled_from([0.0, 0.01]), maximize=st.booleans()),
-    wild=frozenset({"lr", "beta1", "beta2", "weight_decay"}),
-    invalid=_common_invalid,
-)
-
-LAMB = Entry(
-    name="lamb_step",
-    buffers=(Buf("param", WRITE), Buf("grad", READ), Buf("exp_avg", WRITE),
-             Buf("exp_avg_sq", WRITE, positive=True)),
-    hyper=dict(step=STEPS, lr=small_lr, beta1=unit, beta2=unit,
-               eps=st.sampled_from([1e-6, 1e-3, 0.0]),
-               weight_decay=st.sampled_from([0.0, 0.01]), maximize=st.booleans()),
-    wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
-    invalid=_common_invalid,
-)
 
 # Elementwise/reduction kernels over same-sized buffers, fuzzed through the
 # generic buffer machinery. linear_mse_grad (matrix shapes) has its own test.
-KERNELS = [SGD, ADAM, ADAMW, LION, LAMB, MSE_LOSS, MSE_GRAD, MSE_LOSS_GRAD]
+KERNELS = [SGD, ADAM, ADAMW, RMSPROP, ADAGRAD, ADADELTA, ADAMAX, NADAM, RADAM, LION, LAMB,
+           GLOBAL_NORM, CLIP_GRAD_NORM, CLIP_GRAD_VALUE, ALL_FINITE, UNSCALE,
+           MSE_LOSS, MSE_GRAD, MSE_LOSS_GRAD]
 OPTIMIZER_STEPS = [e for e in KERNELS if e.name.endswith("_step")]
 LOSSES = [e for e in KERNELS if e.reduction]
+
+
+# Every stateful optimizer class, with options that use all of its state.
+OPTIMIZER_CLASSES = [("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
+           ("Adam", dict(lr=1e-3, amsgrad=True)),
+           ("AdamW", dict(lr=1e-3)),
+           ("RMSprop", dict(lr=1e-3, momentum=0.5, centered=True)),
+           ("Adagrad", dict(lr=0.01, lr_decay=0.01)),
+           ("Adadelta", dict(lr=1.0)),
+           ("Adamax", dict(lr=2e-3)),
+           ("NAdam", dict(lr=2e-3)),
+           ("RAdam", dict(lr=1e-3)),
+           ("Lion", dict(lr=1e-4, weight_decay=0.1)),
+           ("LAMB", dict(lr=1e-3, weight_decay=0.01))]
 
 
 def by_name(name):
@@ -209,7 +360,10 @@ def typical_hyper(entry, **overrides):
     the callers' overrides)."""
     base = dict(step=3, lr=0.01, momentum=0.9, dampening=0.1, nesterov=False,
                 weight_decay=0.01, maximize=False, beta1=0.9, beta2=0.999, eps=1e-8,
-                amsgrad=True, decoupled_weight_decay=False, reduction="mean")
+                amsgrad=True, decoupled_weight_decay=False, reduction="mean",
+                alpha=0.99, centered=True, lr_decay=0.01, rho=0.9, momentum_decay=4e-3,
+                mu_product=0.95, norm_type=2.0, max_norm=0.5, clip_value=0.5,
+                inv_scale=0.5)
     hp = {k: base[k] for k in entry.hyper}
     hp.update(overrides)
     return hp
@@ -248,10 +402,13 @@ def hyper_variants(entry):
     if "reduction" in base:
         candidates += [{**base, "reduction": r} for r in ("sum", "none")]
     if "momentum" in base:
-        candidates += [{**base, "momentum": 0.0},
-                       {**base, "nesterov": True, "dampening": 0.0}]
+        candidates.append({**base, "momentum": 0.0})
+    if "nesterov" in base:
+        candidates.append({**base, "nesterov": True, "dampening": 0.0})
     if "weight_decay" in base:
         candidates.append({**base, "weight_decay": 0.0})
+    if "norm_type" in base:
+        candidates += [{**base, "norm_type": p} for p in (1.0, math.inf, 3.5)]
     return [hp for hp in candidates if not entry.invalid(hp)]
 
 
@@ -259,9 +416,11 @@ def run_steps(entry, bufs, hp, steps):
     """Call ``entry`` ``steps`` times (step = 1, 2, ...) on ``bufs``; return the
     results of the calls."""
     out = []
+    h = dict(hp)
     for s in range(1, steps + 1):
-        h = dict(hp)
         if "step" in h:
             h["step"] = s
         out.append(entry.call(entry.fast(), bufs, h))
+        if "mu_product" in h:
+            h["mu_product"] = out[-1]              # NAdam's scalar state carries over
     return out

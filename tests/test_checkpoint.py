@@ -420,3 +420,82 @@ def test_torch_optimizer_round_trip(tmp_path, torch):
         assert torch.equal(a, b)
     with pytest.raises(CheckpointError, match="Adam"):
         optcore.load(path, into=torch.optim.SGD(clone, lr=0.1))
+
+
+# ---- optcore's optimizer classes --------------------------------------------------
+
+from kernel_table import OPTIMIZER_CLASSES  # noqa: E402
+
+
+@pytest.mark.parametrize("name,kwargs", OPTIMIZER_CLASSES, ids=[c[0] for c in OPTIMIZER_CLASSES])
+def test_optimizer_classes_resume_bitwise(name, kwargs, tmp_path, rng):
+    cls = getattr(optcore, name)
+    params0 = [rng.standard_normal(s).astype(np.float32) for s in ((6, 5), (9,))]
+    grads = [[rng.standard_normal(p.shape).astype(np.float32) for p in params0]
+             for _ in range(6)]
+    straight_params = [p.copy() for p in params0]
+    straight = cls(straight_params, **kwargs)
+    for g in grads:
+        straight.step(g)
+
+    first_params = [p.copy() for p in params0]
+    first = cls(first_params, **kwargs)
+    for g in grads[:3]:
+        first.step(g)
+    optcore.save(first, tmp_path / "opt.ckpt")
+    optcore.save({"params": first_params}, tmp_path / "model.ckpt")
+
+    resumed_params = optcore.load(tmp_path / "model.ckpt")["params"]
+    resumed = cls(resumed_params, **kwargs)
+    optcore.load(tmp_path / "opt.ckpt", into=resumed)
+    assert_identical(first.state_dict(), resumed.state_dict())
+    for g in grads[3:]:
+        resumed.step(g)
+    for a, b in zip(straight_params, resumed_params):
+        assert a.tobytes() == b.tobytes(), name
+    assert_identical(straight.state_dict(), resumed.state_dict())
+
+    # the checkpoint of this class does not load into another one, or another model
+    other = OPTIMIZER_CLASSES[(OPTIMIZER_CLASSES.index((name, kwargs)) + 1) % len(OPTIMIZER_CLASSES)]
+    with pytest.raises(CheckpointError):
+        optcore.load(tmp_path / "opt.ckpt", into=getattr(optcore, other[0])(
+            [p.copy() for p in params0], **other[1]))
+    bigger = cls([np.zeros((6, 5), np.float32), np.zeros(10, np.float32)], **kwargs)
+    before = bigger.state_dict()
+    with pytest.raises(CheckpointError):
+        optcore.load(tmp_path / "opt.ckpt", into=bigger)
+    assert_identical(bigger.state_dict(), before)
+
+
+def test_torch_drop_in_checkpoint_moves_to_torch_optim_and_back(tmp_path, torch):
+    import optcore.torch as octorch
+    torch.manual_seed(1)
+    data = [torch.randn(4, 3) for _ in range(6)]
+
+    def run(opt_cls, params, batches):
+        opt = opt_cls(params, lr=1e-2, weight_decay=0.01)
+        for x in batches:
+            opt.zero_grad()
+            (params[0] @ x.T).square().sum().backward()
+            opt.step()
+        return opt
+
+    p_oc = [torch.nn.Parameter(torch.randn(5, 3))]
+    optcore.save(run(octorch.AdamW, p_oc, data[:3]), tmp_path / "oc.ckpt")
+    # optcore.torch.AdamW's checkpoint into torch.optim.AdamW, which goes on stepping
+    p_t = [torch.nn.Parameter(p_oc[0].detach().clone())]
+    topt = torch.optim.AdamW(p_t, lr=1e-2, weight_decay=0.01)
+    optcore.load(tmp_path / "oc.ckpt", into=topt)
+    for x in data[3:]:
+        topt.zero_grad()
+        (p_t[0] @ x.T).square().sum().backward()
+        topt.step()
+    # ... and back: torch's checkpoint into optcore.torch.AdamW
+    optcore.save(topt, tmp_path / "t.ckpt")
+    back = octorch.AdamW([torch.nn.Parameter(p_t[0].detach().clone())], lr=0.5)
+    sd = optcore.load(tmp_path / "t.ckpt", into=back)
+    assert back.param_groups[0]["lr"] == 1e-2
+    assert int(sd["state"][0]["step"]) == 6
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(back.state[back.param_groups[0]["params"][0]][key],
+                           topt.state[p_t[0]][key])

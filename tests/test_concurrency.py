@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import optcore
-from kernel_table import KERNELS, OPTIMIZER_STEPS, hyper_variants, make_buffers, run_steps
+from kernel_table import (OPTIMIZER_CLASSES, OPTIMIZER_STEPS, hyper_variants,
+                          make_buffers, run_steps)
 
 
 def _inside(ticks, intervals):
@@ -86,30 +87,58 @@ def _optimizer_run(entry, hp, seed, threads=None):
     return bufs, results
 
 
-def test_eight_threads_stepping_distinct_optimizers_match_serial():
-    jobs = []
-    for entry in OPTIMIZER_STEPS:
-        jobs += [(entry, hp) for hp in hyper_variants(entry)]
-    jobs = (jobs * 8)[:8] if len(jobs) < 8 else jobs[:8]
-    serial = [_optimizer_run(e, hp, seed=i) for i, (e, hp) in enumerate(jobs)]
-
-    concurrent = [None] * len(jobs)
-    barrier = threading.Barrier(len(jobs))
-    errors = []
+def _in_threads(fn, n):
+    """Run fn(i) for i < n in n threads started together; return the results."""
+    out, errors = [None] * n, []
+    barrier = threading.Barrier(n)
 
     def run(i):
         try:
             barrier.wait()
-            concurrent[i] = _optimizer_run(jobs[i][0], jobs[i][1], seed=i)
+            out[i] = fn(i)
         except BaseException as exc:       # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors
+    return out
+
+
+def _train(name, kwargs, seed, steps=15):
+    rng = np.random.default_rng(seed)
+    # one tensor above the parallel threshold: every step starts an OpenMP team
+    params = [rng.standard_normal(s).astype(np.float32) for s in ((200, 300), (7,), (33,))]
+    opt = getattr(optcore, name)(params, **kwargs)
+    for _ in range(steps):
+        opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in params])
+    return [p.tobytes() for p in params], opt.state_dict()
+
+
+def test_eight_threads_stepping_distinct_optimizer_objects_match_serial():
+    for first in range(0, len(OPTIMIZER_CLASSES), 8):        # every class, 8 threads at a time
+        jobs = [OPTIMIZER_CLASSES[(first + i) % len(OPTIMIZER_CLASSES)] for i in range(8)]
+        serial = [_train(name, kw, seed=i) for i, (name, kw) in enumerate(jobs)]
+        concurrent = _in_threads(lambda i: _train(*jobs[i], seed=i), 8)
+        for (name, _), (sp, ss), (cp, cs) in zip(jobs, serial, concurrent):
+            assert sp == cp, name
+            for idx, entry in ss["state"].items():
+                for key, value in entry.items():
+                    other = cs["state"][idx][key]
+                    assert np.asarray(value).tobytes() == np.asarray(other).tobytes(), \
+                        (name, idx, key)
+
+
+def test_eight_threads_stepping_distinct_kernels_match_serial():
+    jobs = [(e, hyper_variants(e)[0]) for e in OPTIMIZER_STEPS]
+    jobs = [jobs[i % len(jobs)] for i in range(max(8, len(jobs)))]
+    serial = [_optimizer_run(e, hp, seed=i) for i, (e, hp) in enumerate(jobs)]
+
+    concurrent = _in_threads(lambda i: _optimizer_run(jobs[i][0], jobs[i][1], seed=i),
+                             len(jobs))
     for i, ((sb, sr), (cb, cr)) in enumerate(zip(serial, concurrent)):
         for name in sb:
             if sb[name] is None:

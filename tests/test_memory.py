@@ -37,7 +37,7 @@ def workload(n, seed=0):
     """Closures over every kernel: one valid call per entry, and calls that
     raise (bad hyperparameter, wrong size in the last tensor, wrong dtype)."""
     rng = np.random.default_rng(seed)
-    calls = []
+    calls, count = [], 0
     for entry in KERNELS:
         hp = typical_hyper(entry)
         sizes = [n, n] if entry.multi else [n]
@@ -47,7 +47,9 @@ def workload(n, seed=0):
         def valid(entry=entry, bufs=bufs, hp=hp, fn=fn):
             entry.call(fn, bufs, hp)
 
-        bad_hp = dict(hp, step=0) if "step" in hp else dict(hp, reduction="bad")
+        bad_hp = next((dict(hp, **{k: v}) for k, v in
+                       (("step", 0), ("reduction", "bad"), ("norm_type", -1.0)) if k in hp),
+                      None)
         last = [b.name for b in entry.buffers if bufs[b.name] is not None][-1]
         wrong_size = dict(bufs)
         wrong_dtype = dict(bufs)
@@ -58,8 +60,11 @@ def workload(n, seed=0):
             wrong_size[last] = np.ones(n + 1, np.float32)
             wrong_dtype[last] = np.ones(n, np.int32)
 
-        def raising(entry=entry, fn=fn, cases=((bufs, bad_hp), (wrong_size, hp),
-                                              (wrong_dtype, hp))):
+        cases = ((wrong_dtype, hp),) + (((bufs, bad_hp),) if bad_hp else ())
+        if sum(v is not None for v in bufs.values()) > 1:     # sizes must agree
+            cases += ((wrong_size, hp),)
+
+        def raising(entry=entry, fn=fn, cases=cases):
             for b, h in cases:
                 try:
                     entry.call(fn, b, h)
@@ -69,7 +74,8 @@ def workload(n, seed=0):
                     raise AssertionError(f"{entry.name} accepted a bad call")
 
         calls += [valid, raising]
-    return calls, 4 * len(KERNELS)        # calls made by one pass over `calls`
+        count += 1 + len(cases)
+    return calls, count                   # calls made by one pass over `calls`
 
 
 def run(calls, per_pass, total):

@@ -223,9 +223,12 @@ cdef double _global_norm(void** data, const Py_ssize_t* sizes, Py_ssize_t ntenso
     if c.kind == NORM_INF:
         reduce_blocks(fn, &c, _fold_max, &m, sizes, ntensors, 1, num_threads)
         return m
-    reduce_blocks(fn, &c, _fold_sum, &s, sizes, ntensors, 1, num_threads)
-    if s != s or (s >= DBL_MIN_NORMAL and s < HUGE_VAL):
-        return _root(s, c.kind, p)
+    # For p < 1 the root s**(1/p) magnifies the rounding of s by 1/p (all of
+    # it for a tiny p): scale by the largest |x| first, as torch does.
+    if not (c.kind == NORM_P and p < 1.0):
+        reduce_blocks(fn, &c, _fold_sum, &s, sizes, ntensors, 1, num_threads)
+        if s != s or (s >= DBL_MIN_NORMAL and s < HUGE_VAL):
+            return _root(s, c.kind, p)
     # The sum left the normal range (overflow, underflow, or all zeros): redo
     # it scaled by the largest |x|. Never taken for the 2-norm of float32 data.
     c.kind, c.p = NORM_INF, INFINITY
