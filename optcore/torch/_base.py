@@ -63,12 +63,26 @@ def _scalar(value):
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
+_NUMBER_TYPES = (float, int, bool)
+
+
 class _Slot:
     """Cached NumPy views of one parameter and its state, valid while the
     tensors (and their storage) are the ones recorded here."""
 
     __slots__ = ("param", "ptr", "numel", "view", "state", "keys", "tensors",
-                 "views", "scalar_tensors", "scalar_views", "created")
+                 "views", "scalar_views", "entries", "created")
+
+    def valid(self, p, state, needed):
+        # Same parameter over the same contiguous memory, same state tensors.
+        if not (self.param is p and self.state is state and self.keys == needed
+                and self.ptr == p.data_ptr() and self.numel == p.numel()
+                and p.is_contiguous()):
+            return False
+        for key, t in self.entries:
+            if state.get(key) is not t:
+                return False
+        return True
 
 
 class KernelOptimizer(Optimizer):
@@ -200,19 +214,9 @@ class KernelOptimizer(Optimizer):
         """Views of p and its state, checked; builds state on first use."""
         slots = self.__dict__.setdefault("_optcore_slots", {})
         slot = slots.get(id(p))
-        if (slot is not None and slot.param is p and slot.state is state
-                and slot.keys == needed and slot.ptr == p.data_ptr()
-                and slot.numel == p.numel() and p.is_contiguous()):
-            for key, t in zip(slot.keys, slot.tensors):
-                if state.get(key.key) is not t:
-                    break
-            else:
-                for key, t in zip(self._scalars, slot.scalar_tensors):
-                    if state.get(key) is not t:
-                        break
-                else:
-                    slot.created = ()
-                    return slot
+        if slot is not None and slot.valid(p, state, needed):
+            slot.created = ()
+            return slot
         self._check_param(p, gi, j)
         created = self._init_state(state, p, group)
         try:
@@ -226,9 +230,11 @@ class KernelOptimizer(Optimizer):
             slot.tensors = tuple(state[b.key] for b in needed)
             slot.views = tuple(self._state_view(t, p, b.key, gi, j)
                                for b, t in zip(needed, slot.tensors))
-            slot.scalar_tensors = tuple(state[k] for k in self._scalars)
+            scalars = tuple(state[k] for k in self._scalars)
             slot.scalar_views = tuple(self._scalar_view(t, k, gi, j)
-                                      for k, t in zip(self._scalars, slot.scalar_tensors))
+                                      for k, t in zip(self._scalars, scalars))
+            slot.entries = tuple(zip(self._scalars, scalars)) + tuple(
+                (b.key, t) for b, t in zip(needed, slot.tensors))
         except Exception:
             _forget(self.state, p, created)
             raise
@@ -283,10 +289,11 @@ class KernelOptimizer(Optimizer):
     def _kernel_options(self, group):
         kw = {}
         for key in self._options:
+            value = group[key]
             if key == "betas":
-                kw["beta1"], kw["beta2"] = (_scalar(b) for b in group["betas"])
+                kw["beta1"], kw["beta2"] = _scalar(value[0]), _scalar(value[1])
             else:
-                kw[key] = _scalar(group[key])
+                kw[key] = value if type(value) in _NUMBER_TYPES else _scalar(value)
         return kw
 
     def _step_group(self, gi, group):
@@ -325,8 +332,10 @@ class KernelOptimizer(Optimizer):
             return
         # One call for the whole group unless the parameters' scalar state
         # (step count, NAdam's mu product) has diverged.
-        keyed = [tuple(float(v) for v in s.scalar_views) + (bool(s.created),)
-                 for s in slots]
+        if self._scalars:
+            keyed = [tuple(map(float, s.scalar_views)) for s in slots]
+        else:
+            keyed = [(bool(s.created),) for s in slots]
         first = keyed[0]
         if all(k == first for k in keyed):
             buckets = [(first, list(range(len(slots))))]
@@ -354,7 +363,7 @@ class KernelOptimizer(Optimizer):
         else:
             # No step count kept (SGD): buffers created now are initialised by
             # the kernel's first step.
-            step = 1.0 if key[-1] else 2.0
+            step = 1.0 if key[0] else 2.0
         kwargs = dict(options)
         for i, b in enumerate(needed):
             kwargs[b.arg] = [s.views[i] for s in slots]
