@@ -5,6 +5,9 @@ Environment switches:
   OPTCORE_SANITIZE=1       -fsanitize=address,undefined (implies OPTCORE_DEBUG)
   OPTCORE_FAIL_NO_OPENMP=1 fail instead of building single-threaded
   OPTCORE_NO_OPENMP=1      build single-threaded on purpose
+  OPTCORE_BUILD_VARIANTS=none|x86_64_v3,...  instruction-set variants to build
+                           besides the baseline (default: all the compiler
+                           accepts; see build_tools/variants.py)
 """
 
 import os
@@ -16,6 +19,8 @@ from setuptools import Extension, setup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from build_tools.openmp_helpers import openmp_or_warn  # noqa: E402
+from build_tools.variants import (remove_stale, selected_variants,  # noqa: E402
+                                  variant_extensions)
 
 SANITIZE = os.environ.get("OPTCORE_SANITIZE") == "1"
 DEBUG = SANITIZE or os.environ.get("OPTCORE_DEBUG") == "1"
@@ -70,10 +75,15 @@ extensions = [
     for name in KERNEL_MODULES
 ]
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives=directives,
-        annotate=os.environ.get("OPTCORE_ANNOTATE") == "1",
-    ),
+ext_modules = cythonize(
+    extensions,
+    compiler_directives=directives,
+    annotate=os.environ.get("OPTCORE_ANNOTATE") == "1",
 )
+# The same generated C again per instruction-set variant (AVX2, AVX-512 ...),
+# chosen at import by optcore.kernels from the CPU's features.
+variants = [] if DEBUG else selected_variants()
+remove_stale(variants, root=os.path.dirname(os.path.abspath(__file__)))
+ext_modules += variant_extensions(ext_modules, variants, "build")
+
+setup(ext_modules=ext_modules)

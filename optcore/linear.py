@@ -31,6 +31,11 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
             raise TypeError(f"{name} has dtype {a.dtype}; optcore takes float32 or float64")
         if a.dtype != X.dtype:
             raise TypeError(f"{name} has dtype {a.dtype} but X has dtype {X.dtype}")
+    outputs = 1 if w.ndim == 1 else w.shape[1]
+    if b is not None and np.shape(b) not in ((), (1,), (outputs,)):
+        raise ValueError(
+            f"b has shape {np.shape(b)}; expected (), (1,) or ({outputs},) for w of "
+            f"shape {w.shape}")
     pred = X @ w
     if b is not None:
         pred += b
@@ -38,5 +43,9 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
         raise ValueError(f"y has shape {y.shape} but X @ w has shape {pred.shape}")
     loss, r = mse_loss_grad(pred, y, reduction=reduction)
     grad_w = X.T @ r
-    grad_b = None if b is None else r.sum(axis=0).astype(X.dtype).reshape(np.shape(b))
+    grad_b = None
+    if b is not None:
+        # One bias shared by every output sums over everything.
+        total = r.sum() if np.size(b) == 1 else r.sum(axis=0)
+        grad_b = np.asarray(total, dtype=X.dtype).reshape(np.shape(b))
     return loss, grad_w, grad_b

@@ -13,10 +13,23 @@ __all__ = [
     "sgd_step",
     "adam_step",
     "adamw_step",
+    "rmsprop_step",
+    "adagrad_step",
+    "adadelta_step",
+    "adamax_step",
+    "nadam_step",
+    "radam_step",
     "mse_loss",
     "mse_grad",
     "mse_loss_grad",
     "linear_mse_grad",
+    "lion_step",
+    "lamb_step",
+    "global_norm",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "all_finite",
+    "unscale_",
 ]
 
 
@@ -90,13 +103,157 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
               max_exp_avg_sq=max_exp_avg_sq, maximize=maximize)
 
 
+
+def _lerp_(start, end, weight):
+    """``start.lerp_(end, weight)`` in place, with torch.lerp's two-sided formula."""
+    dt = start.dtype.type
+    w = dt(weight)
+    if w < 0.5:
+        start += w * (end - start)
+    else:
+        start[...] = end - (end - start) * (dt(1) - w)
+
+
+def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *,
+                 step, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+    for p, g, sq, buf, ga in _tensors(param, grad, square_avg, momentum_buffer,
+                                      grad_avg):
+        p, g, sq, buf, ga = map(_flat, (p, g, sq, buf, ga))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        sq *= alpha
+        sq += (1 - alpha) * g * g
+        if centered:
+            _lerp_(ga, g, 1 - alpha)
+            avg = np.sqrt(sq - ga * ga)
+        else:
+            avg = np.sqrt(sq)
+        avg += eps
+        if momentum > 0:
+            buf *= momentum
+            buf += g / avg
+            p += -lr * buf
+        else:
+            p += -lr * g / avg
+
+
+def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0,
+                 weight_decay=0.0, eps=1e-10, maximize=False):
+    clr = lr / (1 + (step - 1) * lr_decay)
+    for p, g, s in _tensors(param, grad, state_sum):
+        p, g, s = map(_flat, (p, g, s))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        s += g * g
+        std = np.sqrt(s) + eps
+        p += -clr * g / std
+
+
+def adadelta_step(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9,
+                  eps=1e-6, weight_decay=0.0, maximize=False):
+    for p, g, sq, acc in _tensors(param, grad, square_avg, acc_delta):
+        p, g, sq, acc = map(_flat, (p, g, sq, acc))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        sq *= rho
+        sq += (1 - rho) * g * g
+        std = np.sqrt(sq + eps)
+        delta = np.sqrt(acc + eps) / std * g
+        acc *= rho
+        acc += (1 - rho) * delta * delta
+        p += -lr * delta
+
+
+def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9,
+                beta2=0.999, eps=1e-8, weight_decay=0.0, maximize=False):
+    clr = lr / (1 - beta1**step)
+    for p, g, m, u in _tensors(param, grad, exp_avg, exp_inf):
+        p, g, m, u = map(_flat, (p, g, m, u))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        _lerp_(m, g, 1 - beta1)
+        u *= beta2
+        np.maximum(u, np.abs(g) + eps, out=u)
+        p += -clr * m / u
+
+
+def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3,
+               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+               momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
+    """Returns the new ``mu_product`` (kept in double)."""
+    bias_correction2 = 1 - beta2**step
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    mu_product = float(mu_product) * mu
+    grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+    avg_coef = -lr * mu_next / (1.0 - mu_product * mu_next)
+    for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        p, g, m, v = map(_flat, (p, g, m, v))
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        _lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        denom = np.sqrt(v / bias_correction2) + eps
+        p += grad_coef * g / denom
+        p += avg_coef * m / denom
+    return mu_product
+
+
+def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
+               beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
+               maximize=False):
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    rectified = rho_t > 5.0
+    if rectified:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        p, g, m, v = map(_flat, (p, g, m, v))
+        dt = p.dtype.type
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        _lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        update = m / bias_correction1 * lr
+        if rectified:
+            # torch computes bc2**0.5 / (sqrt(v) + eps) as reciprocal(...) * bc2**0.5
+            adaptive = dt(1) / (np.sqrt(v) + eps) * bias_correction2**0.5
+            update = update * adaptive * rect
+        p -= update
+
 def _check_reduction(reduction):
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+def _check_shapes(pred, target):
+    if np.shape(pred) != np.shape(target):
+        raise ValueError(f"target has shape {np.shape(target)} but pred has shape "
+                         f"{np.shape(pred)}; pred and target must have the same shape "
+                         f"(no broadcasting)")
+
+
 def mse_loss(pred, target, reduction="mean"):
     _check_reduction(reduction)
+    _check_shapes(pred, target)
     d = np.asarray(pred) - np.asarray(target)
     if reduction == "none":
         return d * d
@@ -108,6 +265,7 @@ def mse_loss(pred, target, reduction="mean"):
 
 def mse_grad(pred, target, *, reduction="mean", out=None):
     _check_reduction(reduction)
+    _check_shapes(pred, target)
     pred = np.asarray(pred)
     d = pred - np.asarray(target)
     scale = 2.0 / d.size if (reduction == "mean" and d.size) else 2.0
@@ -132,5 +290,116 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
     loss = mse_loss(pred, y, reduction="sum" if reduction == "sum" else "mean")
     r = mse_grad(pred, y, reduction=reduction)
     grad_w = X.T @ r
-    grad_b = None if b is None else r.sum(axis=0).astype(pred.dtype).reshape(np.shape(b))
+    grad_b = None
+    if b is not None:
+        total = r.sum() if np.size(b) == 1 else r.sum(axis=0)
+        grad_b = np.asarray(total, dtype=pred.dtype).reshape(np.shape(b))
     return loss, grad_w, grad_b
+
+
+# ---- Lion, LAMB ----------------------------------------------------------------
+
+def lion_step(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99,
+              weight_decay=0.0, maximize=False):
+    """Lion (Chen et al. 2023, Algorithm 2; optax.lion)."""
+    for p, g, m in _tensors(param, grad, exp_avg):
+        p, g, m = _flat(p), _flat(g), _flat(m)
+        dt = p.dtype.type
+        g = -g if maximize else g
+        c = dt(beta1) * m + dt(1 - beta1) * g
+        if weight_decay != 0:
+            p *= dt(1 - lr * weight_decay)
+        p += dt(-lr) * np.sign(c)
+        m[...] = dt(beta2) * m + dt(1 - beta2) * g
+
+
+def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
+              beta2=0.999, eps=1e-6, weight_decay=0.0, maximize=False):
+    """LAMB (You et al. 2019, Algorithm 2; optax.lamb): Adam moments with bias
+    correction, a per-tensor trust ratio ||p|| / ||u|| (1 when either is 0)."""
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
+        p, g, m, v = map(_flat, (p, g, m, v))
+        dt = p.dtype.type
+        g = -g if maximize else g
+        m[...] = dt(beta1) * m + dt(1 - beta1) * g
+        v[...] = dt(beta2) * v + dt(1 - beta2) * g * g
+        u = (m / dt(bias_correction1)) / (np.sqrt(v / dt(bias_correction2)) + dt(eps))
+        if weight_decay != 0:
+            u = u + dt(weight_decay) * p
+        p_norm = np.sqrt(np.sum(np.square(p.astype(np.float64))))
+        u_norm = np.sqrt(np.sum(np.square(u.astype(np.float64))))
+        ratio = 1.0 if (p_norm == 0 or u_norm == 0) else p_norm / u_norm
+        p += dt(-(lr * ratio)) * u
+
+
+# ---- gradient utilities --------------------------------------------------------
+
+def _array_list(arrays):
+    if isinstance(arrays, (list, tuple)):
+        return [_flat(a) for a in arrays]
+    return [_flat(arrays)]
+
+
+def _check_norm_type(norm_type):
+    p = float(norm_type)
+    if not p > 0:
+        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r}")
+    return p
+
+
+def global_norm(arrays, norm_type=2.0):
+    """Norm of all elements as one vector, in float64, scaled by max |x|
+    (no overflow or underflow)."""
+    p = _check_norm_type(norm_type)
+    xs = [np.abs(a.astype(np.float64)) for a in _array_list(arrays) if a.size]
+    if not xs:
+        return 0.0
+    m = max(float(np.max(x)) for x in xs)
+    if p == np.inf or not 0 < m < np.inf:     # max, 0, inf, or NaN (np.max propagates it)
+        return m
+    total = sum(float(np.sum((x / m) ** p)) for x in xs)
+    return m * total ** (1.0 / p)
+
+
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    total = global_norm(grads, norm_type)
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(
+            f"The total norm of order {float(norm_type)} for gradients from "
+            "`parameters` is non-finite, so it cannot be clipped. To disable this "
+            "error and scale the gradients by the non-finite norm anyway, set "
+            "`error_if_nonfinite=False`")
+    coef = float(max_norm) / (total + 1e-6)
+    coef = 1.0 if coef > 1.0 else coef        # NaN stays NaN, as torch.clamp
+    if coef != 1.0:
+        for g in _array_list(grads):
+            g *= g.dtype.type(coef)
+    return total
+
+
+def clip_grad_value_(grads, clip_value):
+    c = float(clip_value)
+    for g in _array_list(grads):
+        if np.isnan(c):
+            g[...] = np.nan
+            continue
+        hi = g.dtype.type(c)
+        np.maximum(g, -hi, out=g)       # NaN in g stays NaN
+        np.minimum(g, hi, out=g)
+
+
+def all_finite(arrays):
+    return all(bool(np.isfinite(a).all()) for a in _array_list(arrays))
+
+
+def unscale_(grads, inv_scale):
+    """torch._amp_foreach_non_finite_check_and_unscale_ on CPU: the check is
+    on the values before scaling; inv_scale == 1 leaves them untouched."""
+    found = not all_finite(grads)
+    inv = float(inv_scale)
+    if inv != 1.0:
+        for g in _array_list(grads):
+            g *= g.dtype.type(inv)
+    return found

@@ -12,6 +12,8 @@ import optcore
 # In CI (OPTCORE_REQUIRE_TORCH=1, set by .ci/run) the torch parity tests must
 # run: a missing torch is an error there, not a skip.
 REQUIRE_TORCH = os.environ.get("OPTCORE_REQUIRE_TORCH") == "1"
+# Likewise for the other optional test dependencies (numba, ...).
+REQUIRE_OPTIONAL = REQUIRE_TORCH or os.environ.get("OPTCORE_REQUIRE_OPTIONAL") == "1"
 
 DTYPES = [np.float32, np.float64]
 
@@ -24,9 +26,9 @@ LARGE = 1_000_003
 # Kernel vs NumPy reference. Both evaluate the same operations in the same order
 # in the buffer's dtype, with -ffp-contract=off (no fused multiply-add), so they
 # normally agree to the bit; the bound leaves room for one rounding difference
-# per operation (~10 operations per step) in case a compiler or NumPy build
-# evaluates one of them differently.
-REF_RTOL = {np.float32: 1e-6, np.float64: 1e-13}
+# per operation (~10 operations per step, unit roundoff 6e-8 / 1.1e-16) in case
+# a compiler or NumPy build evaluates one of them differently.
+REF_RTOL = {np.float32: 1e-6, np.float64: 1e-14}
 REF_ATOL = {np.float32: 1e-7, np.float64: 1e-15}
 
 # Kernel vs torch.optim after many steps: torch orders some operations
@@ -46,11 +48,43 @@ def require_torch():
     return torch
 
 
+def require_module(name):
+    """Import an optional test dependency, or skip (fail in CI)."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        if REQUIRE_OPTIONAL:
+            pytest.fail(f"{name} is required in CI but missing: {exc}")
+        pytest.skip(f"{name} not installed")
+
+
 def assert_close(actual, expected, dtype, rtol=None, atol=None, what=""):
     rtol = REF_RTOL[dtype] if rtol is None else rtol
     atol = REF_ATOL[dtype] if atol is None else atol
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol,
                                atol=atol, err_msg=what)
+
+
+def assert_same_bits(actual, expected, what=""):
+    """Bitwise equality (NaN payloads and the sign of zero included), for
+    kernels that perform exactly the reference's IEEE operations in the same
+    order and dtype (every elementwise step so far is such a kernel)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if actual.tobytes() != expected.tobytes():
+        uint = f"u{actual.itemsize}"
+        a_bits = np.ascontiguousarray(actual).reshape(-1).view(uint)
+        e_bits = np.ascontiguousarray(expected).reshape(-1).view(uint)
+        bad = np.flatnonzero(a_bits != e_bits)
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+        finite = diff[np.isfinite(diff)]
+        raise AssertionError(
+            f"{what}: {bad.size} of {actual.size} elements differ in their bits, "
+            f"first at flat index {bad[:5].tolist()}; max finite |diff| "
+            f"{finite.max(initial=0.0):.3g}")
 
 
 def random_array(rng, n, dtype, positive=False, scale=1.0):

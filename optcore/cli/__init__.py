@@ -11,6 +11,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     from optcore.cli import demo
     demo.add_parser(sub)
+    from optcore.cli import bench
+    bench.add_parser(sub)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,5 +1,9 @@
 # Validation and binding of the buffers of one kernel call.
 from cpython.buffer cimport Py_buffer
+from cpython.ref cimport PyObject
+
+cdef enum:
+    MAX_ARGS = 32    # buffer arguments of one call
 
 cdef enum Dtype:
     FLOAT32 = 0
@@ -21,6 +25,8 @@ cdef class BufferSet:
     cdef Py_buffer* views
     cdef int nviews
     cdef list keep              # contiguous copies of non-contiguous inputs
+    cdef PyObject** refs        # NumPy arrays bound without a buffer view (held)
+    cdef Py_ssize_t nrefs
     cdef Py_ssize_t total(self) noexcept
 
 cdef BufferSet bind(tuple names, tuple objs, tuple roles)

@@ -9,10 +9,14 @@ Nothing is written until it returns, so a call that raises changes nothing.
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBuffer_IsContiguous, PyBUF_RECORDS_RO)
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+cimport numpy as cnp
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport qsort
 
 import numpy as np
+
+cnp.import_array()
 
 
 cdef class BufferSet:
@@ -23,9 +27,15 @@ cdef class BufferSet:
         self.sizes = NULL
         self.views = NULL
         self.nviews = 0
+        self.refs = NULL
+        self.nrefs = 0
 
     def __dealloc__(self):
-        cdef int i
+        cdef Py_ssize_t i
+        if self.refs != NULL:
+            for i in range(self.nrefs):
+                Py_XDECREF(self.refs[i])
+            PyMem_Free(self.refs)
         if self.views != NULL:
             for i in range(self.nviews):
                 PyBuffer_Release(&self.views[i])
@@ -51,7 +61,7 @@ cdef int _dtype_of(const Py_buffer* view) noexcept:
         return -1          # no format: raw bytes
     if f[0] == b'@' or f[0] == b'=' or f[0] == b'<':
         # '<' is native on the little-endian machines optcore builds for;
-        # anything else ('>' , '!') is refused below.
+        # a non-native byte order ('>', '!') is refused by the caller.
         f += 1
     if f[0] == b'f' and f[1] == 0 and view.itemsize == 4:
         return FLOAT32
@@ -131,15 +141,43 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
     if bs.data == NULL or bs.sizes == NULL or bs.views == NULL:
         raise MemoryError()
 
+    bs.refs = <PyObject**>PyMem_Malloc(max(1, nargs * k) * sizeof(PyObject*))
+    if bs.refs == NULL:
+        raise MemoryError()
+
     cdef int dtype = -1
     cdef str ref_label = None
+    cdef list copied = None
+    cdef int role_of[MAX_ARGS]
+    if nargs > MAX_ARGS:
+        raise ValueError(f"at most {MAX_ARGS} buffer arguments per call")
+    for a in range(nargs):
+        role_of[a] = roles[a]
     for t in range(k):
         for a in range(nargs):
-            role = roles[a]
+            role = role_of[a]
             if role == ABSENT:
                 bs.data[a * k + t] = NULL
                 continue
             obj = objs[a][t] if is_list else objs[a]
+            # Fast path: a NumPy array that passes every check below is read
+            # from the array struct (no buffer export, no message formatting).
+            # Anything else, including every failing case, takes the general
+            # path, which raises the error.
+            if _ndarray_ok(obj, role, dtype, a, bs.sizes[t] if a > 0 else -1):
+                if dtype < 0:
+                    dtype = FLOAT32 if cnp.PyArray_TYPE(<cnp.ndarray>obj) == cnp.NPY_FLOAT32 \
+                        else FLOAT64
+                    ref_label = _label(names[a], t, is_list)
+                if a == 0:
+                    bs.sizes[t] = cnp.PyArray_SIZE(<cnp.ndarray>obj)
+                bs.data[a * k + t] = cnp.PyArray_DATA(<cnp.ndarray>obj)
+                # Hold the array while the kernel runs (and keep its memory
+                # from being resized away: NumPy refuses while others refer to it).
+                Py_INCREF(obj)
+                bs.refs[bs.nrefs] = <PyObject*>obj
+                bs.nrefs += 1
+                continue
             label = _label(names[a], t, is_list)
             if obj is None:
                 raise ValueError(f"{label} is required for these options but is None")
@@ -147,6 +185,11 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
             try:
                 PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)
             except (TypeError, BufferError, ValueError) as exc:
+                if type(obj).__module__.startswith("torch"):
+                    raise TypeError(
+                        f"{label} is a torch tensor; pass tensor.numpy() (a zero-copy "
+                        f"view of a CPU tensor) or use the optimizers in optcore.torch"
+                    ) from None
                 raise TypeError(
                     f"{label} must be a float32 or float64 array (or buffer), "
                     f"got {_dtype_name(obj, NULL) if hasattr(obj, 'dtype') else type(obj).__name__}"
@@ -154,6 +197,10 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
             bs.nviews += 1
             dt = _dtype_of(view)
             if dt < 0:
+                if view.format != NULL and (view.format[0] == b'>' or view.format[0] == b'!'):
+                    raise TypeError(
+                        f"{label} has dtype {_dtype_name(obj, view)} in non-native "
+                        f"byte order; optcore kernels take native float32 or float64")
                 raise TypeError(
                     f"{label} has dtype {_dtype_name(obj, view)}; optcore kernels "
                     f"take float32 or float64")
@@ -171,6 +218,11 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
                         f"{label} is not C-contiguous; optcore updates it in place and "
                         f"never works on a copy (an update to a copy would be lost)")
                 # A read-only input may be copied: nothing is written to it.
+                # The copy is fresh memory, so remember where the original
+                # lies: a written buffer may not share its elements either.
+                if copied is None:
+                    copied = []
+                copied.append((a * k + t, obj, label) + _extent(view))
                 copy = np.ascontiguousarray(obj)
                 if bs.keep is None:
                     bs.keep = []
@@ -181,7 +233,7 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
                 bs.nviews += 1
             if role == WRITE and view.readonly:
                 raise ValueError(f"{label} is read-only; optcore updates it in place")
-            if (<uintptr_t>view.buf) % <uintptr_t>view.itemsize != 0:
+            if view.len > 0 and (<uintptr_t>view.buf) % <uintptr_t>view.itemsize != 0:
                 raise ValueError(f"{label} is not aligned to its {view.itemsize}-byte elements")
             n = view.len // view.itemsize
             if a == 0:
@@ -193,7 +245,89 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
             bs.data[a * k + t] = view.buf
     bs.dtype = dtype if dtype >= 0 else FLOAT32
     _check_overlap(bs, names, roles)
+    if copied is not None:
+        _check_copied_overlap(bs, objs, names, roles, copied)
     return bs
+
+
+cdef tuple _extent(const Py_buffer* view):
+    """(first, last + 1) byte address spanned by a strided buffer."""
+    cdef uintptr_t lo = <uintptr_t>view.buf, hi = <uintptr_t>view.buf
+    cdef Py_ssize_t d, span
+    for d in range(view.ndim):
+        if view.shape[d] == 0:
+            return (lo, lo)
+        span = (view.shape[d] - 1) * view.strides[d]
+        if span < 0:
+            lo -= <uintptr_t>(-span)
+        else:
+            hi += <uintptr_t>span
+    return (lo, hi + <uintptr_t>view.itemsize)
+
+
+cdef _check_copied_overlap(BufferSet bs, tuple objs, tuple names, tuple roles,
+                           list copied):
+    # Non-contiguous inputs were copied before binding; their originals may
+    # still share elements with a written buffer (e.g. grad = param_memory[::2]).
+    # Address ranges first, then NumPy's exact test where they intersect (a
+    # strided input may interleave with a buffer without sharing an element).
+    cdef Py_ssize_t k = bs.ntensors, t
+    cdef int a
+    cdef int itemsize = 4 if bs.dtype == FLOAT32 else 8
+    cdef uintptr_t start, stop
+    for slot, orig, label, lo, hi in copied:
+        if lo == hi:
+            continue
+        for a in range(bs.nargs):
+            if roles[a] != WRITE:
+                continue
+            for t in range(k):
+                if bs.sizes[t] == 0:
+                    continue
+                start = <uintptr_t>bs.data[a * k + t]
+                stop = start + <uintptr_t>(bs.sizes[t] * itemsize)
+                if stop <= lo or start >= hi:
+                    continue
+                written = objs[a][t] if bs.is_list else objs[a]
+                try:
+                    shared = np.shares_memory(orig, written)
+                except np.exceptions.TooHardError:
+                    shared = True
+                if shared:
+                    raise ValueError(
+                        f"{_label(names[a], t, bs.is_list)} and {label} overlap in "
+                        f"memory; a buffer that is written may not share memory "
+                        f"with another argument")
+cdef inline bint _ndarray_ok(object obj, int role, int dtype, int a,
+                             Py_ssize_t size) noexcept:
+    """True when ``obj`` is exactly a NumPy array that the general path would
+    accept as is: float32/float64 in native byte order (and ``dtype`` when
+    set), C-contiguous, writable if written, aligned, of ``size`` elements
+    (size < 0: any)."""
+    cdef cnp.ndarray arr
+    cdef int tn, dt
+    cdef int itemsize
+    if not cnp.PyArray_CheckExact(obj):
+        return False
+    arr = <cnp.ndarray>obj
+    tn = cnp.PyArray_TYPE(arr)
+    if tn == cnp.NPY_FLOAT32:
+        dt, itemsize = FLOAT32, 4
+    elif tn == cnp.NPY_FLOAT64:
+        dt, itemsize = FLOAT64, 8
+    else:
+        return False
+    if dtype >= 0 and dt != dtype:
+        return False
+    if not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        return False
+    if role == WRITE and not cnp.PyArray_ISWRITEABLE(arr):
+        return False
+    if (<uintptr_t>cnp.PyArray_DATA(arr)) % <uintptr_t>itemsize != 0:
+        return False
+    if size >= 0 and cnp.PyArray_SIZE(arr) != size:
+        return False
+    return True
 
 
 cdef _check_overlap(BufferSet bs, tuple names, tuple roles):
@@ -203,22 +337,27 @@ cdef _check_overlap(BufferSet bs, tuple names, tuple roles):
     cdef int nargs = bs.nargs, a, i, m = 0
     cdef Py_ssize_t nbytes
     cdef int itemsize = 4 if bs.dtype == FLOAT32 else 8
-    if bs.nviews < 2:
+    # Every bound buffer: through a view or (NumPy fast path) a held array.
+    cdef Py_ssize_t nbound = bs.nviews + bs.nrefs
+    if nbound < 2:
         return
-    cdef Interval* iv = <Interval*>PyMem_Malloc(bs.nviews * sizeof(Interval))
+    cdef Interval* iv = <Interval*>PyMem_Malloc(nbound * sizeof(Interval))
     if iv == NULL:
         raise MemoryError()
     cdef uintptr_t max_any = 0, max_w = 0
     cdef int arg_any = -1, arg_w = -1
+    cdef int role_of[MAX_ARGS]
+    for a in range(nargs):
+        role_of[a] = roles[a]
     try:
         for t in range(k):
             for a in range(nargs):
-                if roles[a] == ABSENT or bs.sizes[t] == 0:
+                if role_of[a] == ABSENT or bs.sizes[t] == 0:
                     continue
                 iv[m].start = <uintptr_t>bs.data[a * k + t]
                 iv[m].stop = iv[m].start + <uintptr_t>(bs.sizes[t] * itemsize)
                 iv[m].index = a * <int>k + <int>t
-                iv[m].writable = roles[a] == WRITE
+                iv[m].writable = role_of[a] == WRITE
                 m += 1
         qsort(iv, m, sizeof(Interval), _cmp_interval)
         for i in range(m):

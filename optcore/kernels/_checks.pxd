@@ -27,3 +27,8 @@ cdef inline check_step(long long step):
     if step < 1:
         raise ValueError(
             f"Invalid step: {step} (step is the 1-based count of this update, >= 1)")
+
+cdef inline check_unit_interval(double value, str what, str name):
+    # Closed interval [0, 1] (Adadelta's rho).
+    if not (0.0 <= value <= 1.0):
+        raise ValueError(f"Invalid {what} value: {value} ({name} must be in [0, 1])")

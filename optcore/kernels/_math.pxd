@@ -19,10 +19,13 @@ cdef inline floating fabs_(floating x) noexcept nogil:
 
 
 cdef inline floating maximum(floating a, floating b) noexcept nogil:
-    # torch.maximum / np.maximum: NaN in either argument gives NaN.
-    if a != a:
-        return a
-    return b if (b > a or b != b) else a
+    # torch.maximum / np.maximum: NaN in either argument gives NaN. Three
+    # selects and no early return, so that gcc if-converts it (and vectorises
+    # the loop) even when an argument is computed in the loop body.
+    cdef floating r = b if b > a else a
+    r = b if b != b else r
+    r = a if a != a else r
+    return r
 
 
 cdef inline floating lerp(floating start, floating end, floating w, floating one_minus_w,

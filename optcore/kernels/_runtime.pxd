@@ -34,3 +34,21 @@ cdef Py_ssize_t parallel_threshold() noexcept nogil
 cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil
 cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
                        Py_ssize_t ntensors, int num_threads) noexcept nogil
+
+# Deterministic reductions. Each tensor of a call is cut into blocks of
+# REDUCE_BLOCK elements (the last one shorter); a block function reduces one
+# block into `width` doubles, and reduce_blocks() hands the results of all
+# blocks, in call order (tensor 0 block 0, block 1, ..., tensor 1 ...), to a
+# fold function on the calling thread. Threads only decide who computes a
+# block, so the folded result has the same bits for any thread count.
+cdef enum:
+    REDUCE_BLOCK = 4096
+    REDUCE_MAX_WIDTH = 4
+
+ctypedef void (*block_fn)(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                          Py_ssize_t stop, double* out) noexcept nogil
+ctypedef void (*fold_fn)(void* acc, Py_ssize_t t, const double* out) noexcept nogil
+
+cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
+                        const Py_ssize_t* sizes, Py_ssize_t ntensors, int width,
+                        int num_threads) noexcept nogil

@@ -1,6 +1,7 @@
 """Thread control and the parallel driver shared by all kernels."""
 
-from cython.parallel cimport parallel
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
 
 # Total elements in one call below which a kernel runs on the calling thread:
 # an OpenMP fork/join costs a few microseconds, more than a step over this many
@@ -10,9 +11,29 @@ cdef Py_ssize_t PARALLEL_THRESHOLD = 32768
 # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl); >0: optcore's own setting.
 cdef int _num_threads = 0
 
+# A child forked after this process ran an OpenMP parallel region inherits a
+# thread pool whose threads do not exist in it: GNU libgomp then waits for
+# them forever. Such a child runs every kernel on its calling thread instead.
+cdef int _parallel_used = 0
+cdef int _forked_after_parallel = 0
+
+
+def _after_fork_in_child():
+    global _forked_after_parallel
+    if _parallel_used:
+        _forked_after_parallel = 1
+
+
+import os as _os
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def get_num_threads():
-    """Number of threads a large kernel call uses now."""
+    """Number of threads a large kernel call uses now (1 in a process forked
+    after OpenMP ran in its parent: see threads_for)."""
+    if _forked_after_parallel or not OPTCORE_HAVE_OPENMP:
+        return 1
     if _num_threads > 0:
         return _num_threads
     return omp_get_max_threads()
@@ -60,15 +81,19 @@ cdef Py_ssize_t parallel_threshold() noexcept nogil:
 cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil:
     """Threads for a call over ``total`` elements; ``requested`` <= 0 means the
     process setting (optcore's, else OpenMP's)."""
+    global _parallel_used
     cdef int n = requested
     if n <= 0:
         n = _num_threads if _num_threads > 0 else omp_get_max_threads()
-    if total < PARALLEL_THRESHOLD or n < 1:
+    if (not OPTCORE_HAVE_OPENMP or total < PARALLEL_THRESHOLD or n <= 1
+            or _forked_after_parallel):
         return 1
     # Never more threads than aligned partitions.
     cdef Py_ssize_t parts = (total + PARTITION_ALIGN - 1) // PARTITION_ALIGN
     if n > parts:
         n = <int>parts
+    if n > 1:
+        _parallel_used = 1
     return n
 
 
@@ -91,8 +116,8 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
                        Py_ssize_t ntensors, int num_threads) noexcept nogil:
     """Apply ``fn`` over all elements of all tensors, with ``num_threads``
     threads (<= 0: the process setting; 1: the calling thread only)."""
-    cdef Py_ssize_t total = 0, t, chunk, lo, hi
-    cdef int tid, nt
+    cdef Py_ssize_t total = 0, t, chunk, lo, hi, part
+    cdef int nt
     for t in range(ntensors):
         total += sizes[t]
     if total == 0:
@@ -101,15 +126,88 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
     if nt == 1:
         _run_range(fn, ctx, sizes, ntensors, 0, total)
         return
-    # Static partition: thread i owns one contiguous, aligned range, so every
-    # element is computed by the same code whatever the thread count.
+    # Static partition into nt contiguous, aligned ranges, so every element is
+    # computed by the same code whatever the thread count. The ranges are
+    # handed out by prange: OpenMP may start fewer threads than asked (nested
+    # regions, OMP_THREAD_LIMIT), and every range must still be done.
     chunk = (total + nt - 1) // nt
     chunk = (chunk + PARTITION_ALIGN - 1) // PARTITION_ALIGN * PARTITION_ALIGN
-    with parallel(num_threads=nt):
-        tid = omp_get_thread_num()
-        lo = tid * chunk
+    for part in prange(nt, schedule='static', num_threads=nt):
+        lo = part * chunk
         hi = lo + chunk
         if hi > total:
             hi = total
         if lo < hi:
             _run_range(fn, ctx, sizes, ntensors, lo, hi)
+
+
+cdef inline Py_ssize_t _blocks_of(Py_ssize_t n) noexcept nogil:
+    return (n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+
+
+cdef void _run_blocks(block_fn fn, const void* ctx, const Py_ssize_t* sizes,
+                      Py_ssize_t ntensors, Py_ssize_t first, Py_ssize_t last,
+                      double* out, int width) noexcept nogil:
+    # Blocks [first, last) of the call, block b's results at out[(b - first) * width].
+    cdef Py_ssize_t t = 0, base = 0, j, b, lo, hi
+    while base + _blocks_of(sizes[t]) <= first:
+        base += _blocks_of(sizes[t])
+        t += 1
+    j = first - base
+    for b in range(first, last):
+        while j >= _blocks_of(sizes[t]):     # next tensor (skips empty ones)
+            t += 1
+            j = 0
+        lo = j * REDUCE_BLOCK
+        hi = lo + REDUCE_BLOCK
+        if hi > sizes[t]:
+            hi = sizes[t]
+        fn(ctx, t, lo, hi, out + (b - first) * width)
+        j += 1
+
+
+cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
+                        const Py_ssize_t* sizes, Py_ssize_t ntensors, int width,
+                        int num_threads) noexcept nogil:
+    """Run ``fn`` on every block of the call and ``fold`` the block results in
+    call order. ``width`` <= REDUCE_MAX_WIDTH doubles per block."""
+    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, lo, hi, part
+    cdef double one[REDUCE_MAX_WIDTH]
+    cdef double* partials = NULL
+    cdef int nt
+    for t in range(ntensors):
+        total += sizes[t]
+        nblocks += _blocks_of(sizes[t])
+    if nblocks == 0:
+        return
+    nt = threads_for(total, num_threads)
+    if nt > 1 and nblocks > 1:
+        partials = <double*>malloc(nblocks * width * sizeof(double))
+    if partials == NULL:
+        # One thread (or no memory for the partials): each block is folded as
+        # soon as it is done, the same blocks in the same order.
+        for t in range(ntensors):
+            for j in range(_blocks_of(sizes[t])):
+                lo = j * REDUCE_BLOCK
+                hi = lo + REDUCE_BLOCK
+                if hi > sizes[t]:
+                    hi = sizes[t]
+                fn(ctx, t, lo, hi, one)
+                fold(acc, t, one)
+        return
+    if nt > nblocks:
+        nt = <int>nblocks
+    chunk = (nblocks + nt - 1) // nt
+    for part in prange(nt, schedule='static', num_threads=nt):
+        lo = part * chunk
+        hi = lo + chunk
+        if hi > nblocks:
+            hi = nblocks
+        if lo < hi:
+            _run_blocks(fn, ctx, sizes, ntensors, lo, hi, partials + lo * width, width)
+    b = 0
+    for t in range(ntensors):
+        for j in range(_blocks_of(sizes[t])):
+            fold(acc, t, partials + b * width)
+            b += 1
+    free(partials)

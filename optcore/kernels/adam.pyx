@@ -41,7 +41,8 @@ cdef void _prepare(AdamCall* c, long long step, double lr, double beta1,
     c.grad_sign = -1.0 if maximize else 1.0
     c.use_l2 = weight_decay != 0.0 and not decoupled
     c.l2 = weight_decay if c.use_l2 else 0.0
-    c.decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    # torch skips the decay when weight_decay == 0 (1 - inf * 0 would be NaN)
+    c.decay = 1.0 - lr * weight_decay if (decoupled and weight_decay != 0.0) else 1.0
     c.w1 = 1.0 - beta1
     c.beta2 = beta2
     c.one_minus_beta2 = 1.0 - beta2

@@ -123,6 +123,17 @@ cdef int _reduction_code(str reduction) except -1:
         f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+cdef _check_shapes(pred, target):
+    # Equal sizes in different shapes ((n, 1) against (n,)) would pair the
+    # elements in flat order where NumPy and torch broadcast: refuse them.
+    ps = getattr(pred, "shape", None)
+    ts = getattr(target, "shape", None)
+    if ps is not None and ts is not None and tuple(ps) != tuple(ts):
+        raise ValueError(
+            f"target has shape {tuple(ts)} but pred has shape {tuple(ps)}; "
+            f"pred and target must have the same shape (no broadcasting)")
+
+
 cdef _new_like(pred, int dtype, Py_ssize_t n):
     shape = getattr(pred, "shape", (n,))
     return np.empty(shape, dtype=np.float32 if dtype == FLOAT32 else np.float64)
@@ -141,7 +152,13 @@ cdef tuple _run(pred, target, out, str reduction, bint want_grad, bint want_loss
     """(loss, grad): loss is a float (mean/sum) or an array (none), grad an
     array or None."""
     cdef int red = _reduction_code(reduction)
+    _check_shapes(pred, target)
     cdef BufferSet b
+    # One array per argument: bind() would read a list as a multi-tensor call,
+    # which these single-tensor loops do not handle.
+    for name, obj in (("pred", pred), ("target", target), ("out", out)):
+        if isinstance(obj, (list, tuple)):
+            raise TypeError(f"{name} must be one array, not a {type(obj).__name__}")
     if want_grad:
         if out is None:
             b = bind(_NAMES[:2], (pred, target), (READ, READ))
@@ -183,7 +200,8 @@ cdef tuple _run(pred, target, out, str reduction, bint want_grad, bint want_loss
 
 
 def mse_loss(pred, target, reduction="mean"):
-    """Mean (or summed) squared error of ``pred`` against ``target``.
+    """Mean (or summed) squared error of ``pred`` against ``target`` (arrays
+    of one shape and dtype).
 
     Returns a float for "mean" / "sum" (accumulated in double, the same bits for
     any thread count) and an array of squared errors for "none". An empty input

@@ -1,0 +1,902 @@
+"""``python -m optcore bench``: kernels against the machine's bandwidth ceiling,
+the NumPy reference, torch.optim and DeepSpeed.
+
+Sections (all in one run, written to ``--json``):
+  ceiling    native OpenMP kernels with each kernel's memory traffic
+             (optcore.kernels.bandwidth): the limit a kernel is judged against
+  kernels    each kernel x dtype x size x threads: median time, effective GB/s
+             (bytes per element stated per kernel), % of the ceiling, speed-ups
+  multi      multi-tensor calls: 100 tensors x 1024, and a transformer's mix
+  overhead   per-call cost at 1024 elements (and at 1), against the native pass
+  threshold  the OpenMP fork/join cost and the size from which 2+ threads win,
+             which sets optcore.get_parallel_threshold()
+
+Inputs are random (never zero), built before timing; each measurement warms up,
+then takes the median of repeated samples (each sample times enough calls to
+dwarf the timer's resolution). Adding a kernel is one entry in KERNELS.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+import optcore
+from optcore import reference
+from optcore.kernels import bandwidth
+
+FULL_SIZES = tuple(2 ** k for k in range(10, 27))
+QUICK_SIZES = (2 ** 10, 2 ** 14, 2 ** 18, 2 ** 22)
+STEP = 10                # the step count passed to every call (bias corrections on)
+IMPLS = ("optcore", "reference", "torch", "torch-foreach", "torch-fused", "deepspeed")
+TORCH_IMPLS = {"torch": {"foreach": False}, "torch-foreach": {"foreach": True},
+               "torch-fused": {"fused": True}}
+
+
+# ---- the kernel table ----------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One benchmarked kernel.
+
+    ``func`` names the function in ``optcore`` and ``optcore.reference``;
+    ``buffers`` its array arguments in order; ``traffic`` the bandwidth patterns
+    of its passes over the data (optcore.kernels.bandwidth.PATTERNS), which fix
+    its bytes per element and its ceiling. ``call`` says how it is called:
+      "step"   func(*buffers, step=STEP, **kwargs)       (optimizers)
+      "loss"   func(pred, target, out=out, **kwargs)     (buffers: pred, target, out)
+      "grads"  func(list_of_grads, **kwargs)             (gradient utilities)
+    ``torch`` is a torch.optim class name (for "step") or a function
+    (torch, grads, variant_kwargs) -> callable or None; ``deepspeed`` takes the
+    DeepSpeedCPUAdam mode ("adam" / "adamw").
+    """
+    name: str
+    func: str
+    traffic: tuple
+    buffers: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    positive: tuple = ()
+    call: str = "step"
+    torch: object = None
+    torch_kwargs: dict = dataclasses.field(default_factory=dict)
+    deepspeed: Optional[str] = None
+    multi: bool = True
+
+    def available(self):
+        return hasattr(optcore, self.func) and hasattr(reference, self.func)
+
+    def bytes_per_element(self, itemsize):
+        return sum(bandwidth.bytes_per_element(p, itemsize) for p in self.traffic)
+
+    def describe(self):
+        reads = writes = 0
+        for p in self.traffic:
+            r, w, _ = bandwidth.PATTERNS[p]
+            reads, writes = reads + r, writes + w
+        passes = f" in {len(self.traffic)} passes" if len(self.traffic) > 1 else ""
+        return (f"{self.bytes_per_element(4)} B/element in float32, "
+                f"{self.bytes_per_element(8)} in float64: {reads} reads + "
+                f"{writes} writes{passes}")
+
+
+def _torch_norm(torch, grads, variant):
+    if "fused" in variant or not hasattr(torch.nn.utils, "get_total_norm"):
+        return None
+    return lambda: torch.nn.utils.get_total_norm(grads, 2.0, foreach=variant["foreach"])
+
+
+def _torch_clip_norm(torch, grads, variant):
+    if "fused" in variant:
+        return None
+    params = [torch.empty(0)] * 0
+    for g in grads:
+        p = torch.empty_like(g)
+        p.grad = g
+        params.append(p)
+    return lambda: torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=variant["foreach"])
+
+
+def _torch_clip_value(torch, grads, variant):
+    if "fused" in variant:
+        return None
+    params = []
+    for g in grads:
+        p = torch.empty_like(g)
+        p.grad = g
+        params.append(p)
+    return lambda: torch.nn.utils.clip_grad_value_(params, 1.0, foreach=variant["foreach"])
+
+
+def _torch_all_finite(torch, grads, variant):
+    if variant != {"foreach": False}:
+        return None
+    return lambda: all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+def _torch_unscale(torch, grads, variant):
+    # GradScaler's own kernel (a foreach kernel in torch).
+    if variant != {"foreach": True}:
+        return None
+    found = torch.zeros(1, dtype=torch.float32)
+    inv = torch.ones(1, dtype=torch.float32)
+    return lambda: torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv)
+
+
+_ADAM = ("param", "grad", "exp_avg", "exp_avg_sq")
+
+KERNELS = (
+    Kernel("adam", "adam_step", ("4r3w",), _ADAM, dict(lr=1e-3),
+           positive=("exp_avg_sq",), torch="Adam", torch_kwargs=dict(lr=1e-3),
+           deepspeed="adam"),
+    Kernel("adamw", "adamw_step", ("4r3w",), _ADAM, dict(lr=1e-3, weight_decay=1e-2),
+           positive=("exp_avg_sq",), torch="AdamW",
+           torch_kwargs=dict(lr=1e-3, weight_decay=1e-2), deepspeed="adamw"),
+    Kernel("sgd_momentum", "sgd_step", ("3r2w",), ("param", "grad", "momentum_buffer"),
+           dict(lr=1e-2, momentum=0.9), torch="SGD",
+           torch_kwargs=dict(lr=1e-2, momentum=0.9)),
+    Kernel("rmsprop", "rmsprop_step", ("3r2w",), ("param", "grad", "square_avg"),
+           dict(lr=1e-2), positive=("square_avg",), torch="RMSprop",
+           torch_kwargs=dict(lr=1e-2)),
+    Kernel("adagrad", "adagrad_step", ("3r2w",), ("param", "grad", "state_sum"),
+           dict(lr=1e-2), positive=("state_sum",), torch="Adagrad",
+           torch_kwargs=dict(lr=1e-2)),
+    Kernel("adadelta", "adadelta_step", ("4r3w",),
+           ("param", "grad", "square_avg", "acc_delta"), dict(lr=1.0),
+           positive=("square_avg", "acc_delta"), torch="Adadelta",
+           torch_kwargs=dict(lr=1.0)),
+    Kernel("adamax", "adamax_step", ("4r3w",), ("param", "grad", "exp_avg", "exp_inf"),
+           dict(lr=2e-3), positive=("exp_inf",), torch="Adamax",
+           torch_kwargs=dict(lr=2e-3)),
+    Kernel("nadam", "nadam_step", ("4r3w",), _ADAM, dict(lr=2e-3, mu_product=0.9),
+           positive=("exp_avg_sq",), torch="NAdam", torch_kwargs=dict(lr=2e-3)),
+    Kernel("radam", "radam_step", ("4r3w",), _ADAM, dict(lr=1e-3),
+           positive=("exp_avg_sq",), torch="RAdam", torch_kwargs=dict(lr=1e-3)),
+    Kernel("lion", "lion_step", ("3r2w",), ("param", "grad", "exp_avg"), dict(lr=1e-4)),
+    # LAMB needs the norms of the parameter and of the update before writing:
+    # one pass for the moments and norms, one for the parameter.
+    Kernel("lamb", "lamb_step", ("4r2w", "3r1w"), _ADAM, dict(lr=1e-3),
+           positive=("exp_avg_sq",)),
+    Kernel("mse_loss_grad", "mse_loss_grad", ("triad",), ("pred", "target", "out"),
+           call="loss", multi=False),
+    Kernel("global_norm", "global_norm", ("1r",), ("grad",), call="grads",
+           torch=_torch_norm),
+    Kernel("clip_grad_norm_", "clip_grad_norm_", ("1r", "1r1w"), ("grad",),
+           dict(max_norm=1.0), call="grads", torch=_torch_clip_norm),
+    Kernel("clip_grad_value_", "clip_grad_value_", ("1r1w",), ("grad",),
+           dict(clip_value=1.0), call="grads", torch=_torch_clip_value),
+    Kernel("all_finite", "all_finite", ("1r",), ("grad",), call="grads",
+           torch=_torch_all_finite),
+    Kernel("unscale_", "unscale_", ("1r1w",), ("grad",), dict(inv_scale=1.0),
+           call="grads", torch=_torch_unscale),
+)
+
+
+def available_kernels():
+    """The KERNELS entries whose function exists in optcore and the reference."""
+    return [k for k in KERNELS if k.available()]
+
+
+# ---- inputs and calls ------------------------------------------------------------
+
+def random_array(rng, n, dtype, positive=False):
+    """Random, never-zero data."""
+    if positive:
+        return rng.uniform(0.1, 1.0, n).astype(dtype)
+    a = rng.standard_normal(n, dtype=np.dtype(dtype).type)
+    a[a == 0] = 0.5
+    return a
+
+
+def make_inputs(kernel, sizes, dtype, seed=0):
+    """{buffer name: list of arrays, one per size in ``sizes``}."""
+    rng = np.random.default_rng(seed)
+    return {b: [random_array(rng, n, dtype, b in kernel.positive) for n in sizes]
+            for b in kernel.buffers}
+
+
+def _source_call(fname, nargs, kwargs, lists, call):
+    # A literal call, as a user writes it: no **kwargs unpacking in the loop.
+    args = [f"a{i}" + ("" if lists else "[0]") for i in range(nargs)]
+    kw = [f"{k}={v!r}" for k, v in kwargs.items()]
+    if call == "step":
+        kw.insert(0, f"step={STEP}")
+        text = f"{fname}({', '.join(args + kw)})"
+    elif call == "loss":
+        text = f"{fname}({args[0]}, {args[1]}, {', '.join([f'out={args[2]}'] + kw)})"
+    else:   # grads: one list of arrays
+        text = f"{fname}({', '.join([f'a0' if lists else '[a0[0]]'] + kw)})"
+    return f"lambda: {text}"
+
+
+def make_call(kernel, impl, inputs, lists=False, torch=None):
+    """A zero-argument callable running one call of ``kernel`` by ``impl`` on
+    ``inputs`` (from make_inputs; ``lists``: one multi-tensor call over all
+    arrays, else the first array alone), or None when ``impl`` lacks it."""
+    arrays = [inputs[b] for b in kernel.buffers]
+    if impl in ("optcore", "reference"):
+        module = optcore if impl == "optcore" else reference
+        fn = getattr(module, kernel.func)
+        namespace = {"f": fn}
+        namespace.update({f"a{i}": a for i, a in enumerate(arrays)})
+        return eval(_source_call("f", len(arrays), kernel.kwargs, lists, kernel.call),
+                    namespace)
+    if torch is None:
+        return None
+    chosen = arrays if lists else [a[:1] for a in arrays]
+    if impl == "deepspeed":
+        return _deepspeed_call(kernel, chosen, torch)
+    variant = TORCH_IMPLS[impl]
+    if kernel.torch is None or kernel.call == "loss":
+        return None
+    if callable(kernel.torch):
+        grads = [torch.from_numpy(g) for g in chosen[0]]
+        return kernel.torch(torch, grads, variant)
+    params = []
+    for p, g in zip(chosen[0], chosen[1]):
+        t = torch.from_numpy(p)
+        t.grad = torch.from_numpy(g)
+        params.append(t)
+    try:
+        opt = getattr(torch.optim, kernel.torch)(params, **kernel.torch_kwargs, **variant)
+        opt.step()                           # creates the state; may refuse a dtype
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    return opt.step
+
+
+def _deepspeed_call(kernel, chosen, torch):
+    if kernel.deepspeed is None or chosen[0][0].dtype != np.float32:
+        return None
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+    except Exception:           # not installed, or its native op does not build
+        return None
+    params = []
+    for p, g in zip(chosen[0], chosen[1]):
+        t = torch.from_numpy(p)
+        t.grad = torch.from_numpy(g)
+        params.append(t)
+    try:
+        opt = DeepSpeedCPUAdam(params, adamw_mode=kernel.deepspeed == "adamw",
+                               **kernel.torch_kwargs)
+        opt.step()
+    except Exception:
+        return None
+    return opt.step
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ---- timing ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Timing:
+    budget: float = 0.4            # seconds of samples per measurement
+    sample: float = 0.002          # seconds per sample (calls are repeated to fill it)
+    min_repeat: int = 3
+    max_repeat: int = 31
+
+
+def measure(fn, timing):
+    """Seconds per call, one value per sample (the median is the result)."""
+    t0 = time.perf_counter()
+    fn()
+    est = time.perf_counter() - t0
+    # Warm-up: caches, branch predictors, OpenMP threads, lazily made state.
+    deadline = time.perf_counter() + min(0.02, 2 * est)
+    while time.perf_counter() < deadline:
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    est = max(min(est, time.perf_counter() - t0), 1e-8)
+    number = max(1, int(timing.sample / est))
+    repeat = int(min(timing.max_repeat,
+                     max(timing.min_repeat, timing.budget / (est * number))))
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(repeat):
+        t = clock()
+        for _ in range(number):
+            fn()
+        out.append((clock() - t) * 1e-9 / number)
+    return out
+
+
+def measure_pattern(pattern, buffers, threads, timing):
+    """Seconds per pass of a bandwidth pattern, timed natively."""
+    est = min(bandwidth.run(pattern, buffers, threads, 1, 2))
+    number = max(1, int(timing.sample / max(est, 1e-8)))
+    bandwidth.run(pattern, buffers, threads, number, 1)        # warm-up
+    repeat = int(min(timing.max_repeat,
+                     max(timing.min_repeat, timing.budget / (est * number))))
+    return bandwidth.run(pattern, buffers, threads, number, repeat)
+
+
+class Threads:
+    """Set optcore's (and torch's) thread count; restore on exit."""
+
+    def __init__(self, n, torch=None):
+        self.n, self.torch = n, torch
+
+    def __enter__(self):
+        optcore.set_num_threads(self.n)
+        if self.torch is not None:
+            self.old_torch = self.torch.get_num_threads()
+            self.torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        optcore.set_num_threads(None)
+        if self.torch is not None:
+            self.torch.set_num_threads(self.old_torch)
+
+
+class Progress:
+    """One status line on stderr (rewritten in place on a terminal)."""
+
+    def __init__(self, total, stream=None, enabled=True):
+        self.total, self.done = max(total, 1), 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.last = ""
+
+    def step(self, text):
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        line = f"[{self.done:4d}/{self.total}] {elapsed:6.1f}s  {text}"
+        if self.tty:
+            pad = max(0, len(self.last) - len(line))
+            self.stream.write("\r" + line + " " * pad)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.last = line
+
+    def close(self):
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---- the run ---------------------------------------------------------------------
+
+def _median(samples):
+    return statistics.median(samples) if samples else None
+
+
+def machine_info():
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "optcore": optcore.__version__,
+        "variant": _variant(),
+        "openmp": optcore.openmp_enabled(),
+        "threads": optcore.get_num_threads(),
+        "parallel_threshold": optcore.get_parallel_threshold(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    info["memory_gib"] = round(int(line.split()[1]) / 2 ** 20, 1)
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _variant():
+    from optcore import kernels
+    return getattr(kernels, "VARIANT", "baseline")
+
+
+class Bench:
+    def __init__(self, kernels, sizes, dtypes, threads, timing, torch, sections,
+                 progress=True):
+        self.kernels, self.sizes, self.dtypes = kernels, sizes, dtypes
+        self.threads, self.timing, self.torch = threads, timing, torch
+        self.sections = sections
+        self.progress_enabled = progress
+        self.ceilings = {}          # (pattern, dtype, n, threads) -> samples
+        self.results = {"machine": machine_info(), "ceiling": [], "kernels": [],
+                        "multi": [], "overhead": [], "threshold": {}}
+        if torch is not None:
+            self.results["machine"]["torch"] = torch.__version__
+
+    # -- counting, for the progress line
+    def _impls(self, kernel):
+        names = ["optcore"]
+        if self.torch is not None:
+            names += list(TORCH_IMPLS)
+            if kernel.deepspeed:
+                names.append("deepspeed")
+        return names
+
+    def _count(self):
+        total = 0
+        patterns = {p for k in self.kernels for p in k.traffic}
+        if "kernels" in self.sections:
+            total += len(self.sizes) * len(self.dtypes) * (
+                len(patterns) * len(set(self.threads) | {1})
+                + sum(1 + len(self._impls(k)) * len(self.threads) for k in self.kernels))
+        if "multi" in self.sections:
+            multi = [k for k in self.kernels if k.multi]
+            total += 2 * len(self.dtypes) * sum(
+                1 + len(self._impls(k)) * len(self.threads) for k in multi)
+        if "overhead" in self.sections:
+            total += sum(3 + len(self._impls(k)) for k in self.kernels)
+        if "threshold" in self.sections and max(self.threads) > 1:
+            total += 1 + len([k for k in self.kernels if k.call != "grads"]) * \
+                len(THRESHOLD_SIZES) * 2
+        return total
+
+    def run(self):
+        self.progress = Progress(self._count(), enabled=self.progress_enabled)
+        try:
+            if "kernels" in self.sections:
+                self._kernels()
+            if "multi" in self.sections:
+                self._multi()
+            if "overhead" in self.sections:
+                self._overhead()
+            if "threshold" in self.sections and max(self.threads) > 1:
+                self._threshold()
+        finally:
+            self.progress.close()
+        return self.results
+
+    # -- ceiling
+    def _ceiling(self, pattern, dtype, n, threads):
+        """Median seconds per pass with the best of 1 and ``threads`` threads."""
+        best = None
+        for t in sorted({1, threads}):
+            key = (pattern, np.dtype(dtype).name, n, t)
+            if key not in self.ceilings:
+                bufs = bandwidth.make_buffers(pattern, n, dtype)
+                self.ceilings[key] = measure_pattern(pattern, bufs, t, self.timing)
+                del bufs
+                med = _median(self.ceilings[key])
+                self.results["ceiling"].append({
+                    "pattern": pattern, "dtype": key[1], "n": n, "threads": t,
+                    "bytes_per_element": bandwidth.bytes_per_element(
+                        pattern, np.dtype(dtype).itemsize),
+                    "median_s": med, "samples": self.ceilings[key],
+                    "gbs": bandwidth.bytes_per_element(
+                        pattern, np.dtype(dtype).itemsize) * n / med / 1e9})
+                self.progress.step(f"ceiling {pattern} {key[1]} n={_pow2(n)} threads={t}")
+            med = _median(self.ceilings[key])
+            best = med if best is None else min(best, med)
+        return best
+
+    def _row(self, section, kernel, dtype, n, threads, times, ceiling_s, **extra):
+        itemsize = np.dtype(dtype).itemsize
+        nbytes = kernel.bytes_per_element(itemsize) * n
+        med = {k: _median(v) for k, v in times.items() if v}
+        base = med.get("optcore")
+        row = {"kernel": kernel.name, "dtype": np.dtype(dtype).name, "n": n,
+               "threads": threads, "bytes_per_element": kernel.bytes_per_element(itemsize),
+               "ceiling_s": ceiling_s,
+               "ceiling_gbs": nbytes / ceiling_s / 1e9 if ceiling_s else None,
+               "median_s": med, "samples": times,
+               "gbs": {k: nbytes / v / 1e9 for k, v in med.items()},
+               "pct_ceiling": {k: 100.0 * ceiling_s / v for k, v in med.items()}
+               if ceiling_s else {},
+               "speedup": {k: v / base for k, v in med.items() if k != "optcore"}
+               if base else {}}
+        row.update(extra)
+        self.results[section].append(row)
+        return row
+
+    def _time_impls(self, kernel, inputs, lists, threads, label):
+        times = {}
+        with Threads(threads, self.torch):
+            for impl in self._impls(kernel):
+                fn = make_call(kernel, impl, inputs, lists=lists, torch=self.torch)
+                if fn is not None:
+                    times[impl] = measure(fn, self.timing)
+                    del fn
+                self.progress.step(f"{label} threads={threads} {impl}")
+        return times
+
+    def _time_reference(self, kernel, inputs, lists, label):
+        fn = make_call(kernel, "reference", inputs, lists=lists)
+        samples = measure(fn, self.timing)
+        self.progress.step(f"{label} reference")
+        return samples
+
+    # -- kernels x sizes
+    def _kernels(self):
+        for dtype in self.dtypes:
+            for n in self.sizes:
+                for kernel in self.kernels:
+                    inputs = make_inputs(kernel, [n], dtype, seed=n)
+                    label = f"{kernel.name} {np.dtype(dtype).name} n={_pow2(n)}"
+                    ref = self._time_reference(kernel, inputs, False, label)
+                    for t in self.threads:
+                        ceiling = sum(self._ceiling(p, dtype, n, t) for p in kernel.traffic)
+                        times = self._time_impls(kernel, inputs, False, t, label)
+                        times["reference"] = ref
+                        self._row("kernels", kernel, dtype, n, t, times, ceiling)
+                    del inputs
+
+    # -- multi-tensor
+    def _multi(self):
+        cases = (("100x1024", [1024] * 100), ("mix", transformer_sizes()))
+        for dtype in self.dtypes:
+            for case, sizes in cases:
+                total = sum(sizes)
+                for kernel in [k for k in self.kernels if k.multi]:
+                    inputs = make_inputs(kernel, sizes, dtype, seed=len(sizes))
+                    label = f"{kernel.name} {np.dtype(dtype).name} {case}"
+                    ref = self._time_reference(kernel, inputs, True, label)
+                    for t in self.threads:
+                        ceiling = sum(self._ceiling(p, dtype, total, t)
+                                      for p in kernel.traffic)
+                        times = self._time_impls(kernel, inputs, True, t, label)
+                        times["reference"] = ref
+                        self._row("multi", kernel, dtype, total, t, times, ceiling,
+                                  case=case, tensors=len(sizes))
+                    del inputs
+
+    # -- per-call overhead
+    def _overhead(self):
+        n = 1024
+        for kernel in self.kernels:
+            inputs = make_inputs(kernel, [n, 1], np.float32, seed=1)
+            tiny = {b: [a[1]] for b, a in inputs.items()}
+            label = f"overhead {kernel.name}"
+            ceiling = sum(self._ceiling(p, np.float32, n, 1) for p in kernel.traffic)
+            with Threads(1):
+                one = measure(make_call(kernel, "optcore", tiny), self.timing)
+            self.progress.step(f"{label} n=1")
+            times = self._time_impls(kernel, {b: a[:1] for b, a in inputs.items()},
+                                     False, 1, label)
+            times["reference"] = self._time_reference(
+                kernel, {b: a[:1] for b, a in inputs.items()}, False, label)
+            self._row("overhead", kernel, np.float32, n, 1, times, ceiling,
+                      optcore_n1_s=_median(one), native_pass_s=ceiling)
+
+    # -- the single-thread threshold
+    def _threshold(self):
+        nt = max(self.threads)
+        fork = bandwidth.fork_join(nt, 2000, 31)
+        self.progress.step(f"threshold fork/join threads={nt}")
+        out = {"threads": nt, "fork_join_s": _median(fork), "fork_join_samples": fork,
+               "current": optcore.get_parallel_threshold(), "kernels": []}
+        old = optcore.get_parallel_threshold()
+        for kernel in [k for k in self.kernels if k.call != "grads"]:
+            inputs = make_inputs(kernel, THRESHOLD_SIZES, np.float32, seed=2)
+            single, parallel = [], []
+            for i, n in enumerate(THRESHOLD_SIZES):
+                one = {b: [a[i]] for b, a in inputs.items()}
+                fn = make_call(kernel, "optcore", one)
+                with Threads(1):
+                    single.append(_median(measure(fn, self.timing)))
+                self.progress.step(f"threshold {kernel.name} n={n} threads=1")
+                try:
+                    optcore.set_parallel_threshold(0)
+                    with Threads(nt):
+                        parallel.append(_median(measure(fn, self.timing)))
+                finally:
+                    optcore.set_parallel_threshold(old)
+                self.progress.step(f"threshold {kernel.name} n={n} threads={nt}")
+            out["kernels"].append({
+                "kernel": kernel.name, "sizes": list(THRESHOLD_SIZES),
+                "single_s": single, "parallel_s": parallel,
+                "crossover": crossover(THRESHOLD_SIZES, single, parallel)})
+        cross = [k["crossover"] for k in out["kernels"] if k["crossover"] is not None]
+        out["recommended"] = max(cross) if cross else None
+        self.results["threshold"] = out
+
+
+THRESHOLD_SIZES = tuple(sorted({int(2 ** (k / 2)) // 16 * 16 for k in range(20, 37)}))
+
+
+def crossover(sizes, single, parallel):
+    """Smallest size from which the parallel time beats the single-thread time
+    at every measured size (None if it never does)."""
+    best = None
+    for n, s, p in reversed(list(zip(sizes, single, parallel))):
+        if p < s:
+            best = n
+        else:
+            break
+    return best
+
+
+def transformer_sizes(d=384, layers=6, vocab=8192, context=256):
+    """Parameter sizes of a small GPT-style transformer (the "mix" case):
+    embeddings, then per layer two layer norms, attention (qkv, projection) and
+    an MLP (4x), each weight with its bias."""
+    sizes = [vocab * d, context * d]
+    for _ in range(layers):
+        sizes += [d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d, 4 * d, 4 * d * d, d]
+    sizes += [d, d]
+    return sizes
+
+
+# ---- output ----------------------------------------------------------------------
+
+def _pow2(n):
+    k = math.log2(n) if n > 0 else -1
+    return f"2^{int(k)}" if k == int(k) else str(n)
+
+
+def _fmt_time(s):
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.2f} us"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def _fmt_x(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _table(headers, rows, out):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(str(h).rjust(w) for h, w in zip(headers, widths))
+    out.write(line + "\n" + "-" * len(line) + "\n")
+    for r in rows:
+        out.write("  ".join(str(c).rjust(w) for c, w in zip(r, widths)) + "\n")
+
+
+_COMPARED = (("reference", "x ref"), ("torch", "x torch"),
+             ("torch-foreach", "x foreach"), ("torch-fused", "x fused"),
+             ("deepspeed", "x deepspeed"))
+
+
+def _kernel_rows(rows, first_col):
+    out = []
+    for r in rows:
+        t = r["median_s"].get("optcore")
+        out.append([first_col(r), r["threads"], _fmt_time(t),
+                    f"{r['gbs'].get('optcore', 0):.1f}",
+                    f"{r['pct_ceiling'].get('optcore', 0):.0f}%",
+                    f"{r['ceiling_gbs']:.1f}" if r["ceiling_gbs"] else "-"]
+                   + [_fmt_x(r["speedup"].get(k)) for k, _ in _COMPARED])
+    return out
+
+
+def print_report(results, kernels, out=sys.stdout):
+    m = results["machine"]
+    out.write(f"optcore {m['optcore']} bench: {m['cpu']}, {m['cores']} cores, "
+              f"{m.get('memory_gib', '?')} GiB; kernels variant {m['variant']}, "
+              f"OpenMP {'on' if m['openmp'] else 'off'}, parallel threshold "
+              f"{m['parallel_threshold']}; numpy {m['numpy']}"
+              + (f", torch {m['torch']}" if "torch" in m else ", torch not installed")
+              + "\n")
+    out.write("Times are medians per call; GB/s counts each kernel's bytes per "
+              "element; % ceil is the native bandwidth kernel with the same traffic "
+              "(best of 1..threads) over the kernel's time; N x = other's time / "
+              "optcore's.\n")
+    headers = ["n", "thr", "optcore", "GB/s", "% ceil", "ceil GB/s"] + \
+        [h for _, h in _COMPARED]
+    by_kernel = {k.name: k for k in kernels}
+    for kernel in kernels:
+        for dtype in ("float32", "float64"):
+            rows = [r for r in results["kernels"]
+                    if r["kernel"] == kernel.name and r["dtype"] == dtype]
+            if not rows:
+                continue
+            out.write(f"\n{kernel.name} ({kernel.func}), {dtype}: {kernel.describe()}\n")
+            _table(headers, _kernel_rows(rows, lambda r: _pow2(r["n"])), out)
+    if results["multi"]:
+        out.write("\nmulti-tensor: one call over 100 tensors x 1024 elements, and over "
+                  f"a transformer's {len(transformer_sizes())} tensors "
+                  f"({sum(transformer_sizes()) / 1e6:.1f} M elements)\n")
+        rows = results["multi"]
+        _table(["kernel / dtype / case"] + headers[1:],
+               _kernel_rows(rows, lambda r: f"{r['kernel']} {r['dtype']} {r['case']}"),
+               out)
+    if results["overhead"]:
+        out.write("\nper-call cost, float32, one thread: a call at 1024 elements, at 1 "
+                  "element, and the native pass over 1024 elements without Python\n")
+        rows = []
+        for r in results["overhead"]:
+            med = r["median_s"]
+            rows.append([r["kernel"], _fmt_time(med.get("optcore")),
+                         _fmt_time(r["optcore_n1_s"]), _fmt_time(r["native_pass_s"])]
+                        + [_fmt_time(med.get(k)) for k, _ in _COMPARED])
+        _table(["kernel", "optcore n=1024", "optcore n=1", "native pass"]
+               + [k for k, _ in _COMPARED], rows, out)
+    th = results["threshold"]
+    if th:
+        out.write(f"\nsingle-thread threshold: an empty OpenMP region of {th['threads']} "
+                  f"threads costs {_fmt_time(th['fork_join_s'])}; time per call, "
+                  f"float32, 1 thread vs {th['threads']} threads (forced parallel)\n")
+        sizes = th["kernels"][0]["sizes"] if th["kernels"] else []
+        rows = []
+        for i, n in enumerate(sizes):
+            row = [n]
+            for k in th["kernels"]:
+                row.append(f"{_fmt_time(k['single_s'][i])} / "
+                           f"{_fmt_time(k['parallel_s'][i])}")
+            rows.append(row)
+        _table(["n"] + [k["kernel"] for k in th["kernels"]], rows, out)
+        for k in th["kernels"]:
+            out.write(f"  {k['kernel']}: {th['threads']} threads win from n = "
+                      f"{k['crossover']}\n")
+        out.write(f"  recommended threshold: {th['recommended']} "
+                  f"(current: {th['current']})\n")
+    del by_kernel
+
+
+def write_plot(results, kernels, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["kernels"]
+    if not rows:
+        return
+    dtype = "float32" if any(r["dtype"] == "float32" for r in rows) else "float64"
+    names = [k.name for k in kernels if any(r["kernel"] == k.name for r in rows)]
+    ncols = min(3, len(names))
+    nrows = (len(names) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows),
+                             squeeze=False)
+    tmax = max(r["threads"] for r in rows)
+    for ax, name in zip(axes.flat, names):
+        sel = [r for r in rows if r["kernel"] == name and r["dtype"] == dtype]
+        for label, threads, key, style in (
+                ("ceiling", tmax, "ceiling", "k--"),
+                (f"optcore {tmax} thr", tmax, "optcore", "C0-o"),
+                ("optcore 1 thr", 1, "optcore", "C0:"),
+                ("reference", tmax, "reference", "C1-"),
+                ("torch foreach=False", tmax, "torch", "C2-"),
+                ("torch foreach=True", tmax, "torch-foreach", "C3-"),
+                ("torch fused=True", tmax, "torch-fused", "C4-"),
+                ("DeepSpeedCPUAdam", tmax, "deepspeed", "C5-")):
+            pts = [r for r in sel if r["threads"] == threads]
+            if key == "ceiling":
+                xy = [(r["n"], r["ceiling_gbs"]) for r in pts if r["ceiling_gbs"]]
+            else:
+                xy = [(r["n"], r["gbs"][key]) for r in pts if key in r["gbs"]]
+            if xy:
+                xs, ys = zip(*xy)
+                ax.plot(xs, ys, style, label=label, markersize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{name} ({dtype})")
+        ax.set_xlabel("elements")
+        ax.set_ylabel("effective GB/s")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    m = results["machine"]
+    fig.suptitle(f"optcore bench: {m['cpu']}, {m['cores']} cores, variant {m['variant']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- command line ------------------------------------------------------------------
+
+def _int_list(text):
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if part.startswith("2**") or part.startswith("2^"):
+            out.append(2 ** int(part[3 if part.startswith("2**") else 2:]))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+SECTIONS = ("kernels", "multi", "overhead", "threshold")
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "bench", help="measure the kernels against the bandwidth ceiling, the "
+        "reference and torch.optim",
+        description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help=f"sizes {', '.join(_pow2(n) for n in QUICK_SIZES)}, shorter "
+                   "measurements (under two minutes)")
+    p.add_argument("--sizes", type=_int_list,
+                   help="comma-separated element counts (2**k accepted); default "
+                   "2**10..2**26")
+    p.add_argument("--kernels", help="comma-separated kernel names (default: all of "
+                   + ", ".join(k.name for k in KERNELS) + " that optcore has)")
+    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--threads", type=_int_list,
+                   help="thread counts (default: 1 and all)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"any of {', '.join(SECTIONS)}")
+    p.add_argument("--budget", type=float,
+                   help="seconds of samples per measurement (default 0.4, quick 0.05)")
+    p.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
+    p.add_argument("--json", metavar="FILE", help="write every measurement as JSON")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="GB/s against size per implementation (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args):
+    kernels = available_kernels()
+    if args.kernels:
+        wanted = [k.strip() for k in args.kernels.split(",") if k.strip()]
+        known = {k.name: k for k in kernels}
+        missing = [w for w in wanted if w not in known]
+        if missing:
+            print(f"bench: unknown or unavailable kernel(s) {missing}; available: "
+                  f"{sorted(known)}", file=sys.stderr)
+            return 2
+        kernels = [known[w] for w in wanted]
+    sizes = args.sizes or (list(QUICK_SIZES) if args.quick else list(FULL_SIZES))
+    dtypes = [np.dtype(d.strip()).type for d in args.dtypes.split(",") if d.strip()]
+    for d in dtypes:
+        if d not in (np.float32, np.float64):
+            print(f"bench: dtype {np.dtype(d).name} is not float32/float64",
+                  file=sys.stderr)
+            return 2
+    all_threads = optcore.get_num_threads()
+    threads = args.threads or sorted({1, all_threads})
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        print(f"bench: unknown section(s) {bad}; known: {list(SECTIONS)}",
+              file=sys.stderr)
+        return 2
+    timing = Timing()
+    if args.quick:
+        timing = Timing(budget=0.05, sample=0.001, min_repeat=3, max_repeat=15)
+    if args.budget is not None:
+        timing.budget = args.budget
+    torch = None if args.no_torch else import_torch()
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("bench: --plot needs matplotlib (pip install 'optcore[plot]')",
+                  file=sys.stderr)
+            return 2
+    bench = Bench(kernels, sizes, dtypes, threads, timing, torch, sections,
+                  progress=not args.quiet)
+    started = time.perf_counter()
+    results = bench.run()
+    results["config"] = {"sizes": sizes, "dtypes": [np.dtype(d).name for d in dtypes],
+                         "threads": threads, "sections": sections,
+                         "kernels": [k.name for k in kernels],
+                         "budget_s": timing.budget, "quick": bool(args.quick),
+                         "seconds": time.perf_counter() - started,
+                         "command": " ".join(["python -m optcore"] + sys.argv[1:])}
+    print_report(results, kernels)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.plot:
+        write_plot(results, kernels, args.plot)
+    return 0

@@ -1,0 +1,121 @@
+"""``python -m optcore demo``: train the linear model and the MLP with optcore's
+kernels and with the NumPy reference; print final losses and times.
+
+The problems and training loops live in ``optcore.cli.demo_training``.
+"""
+
+import time
+
+import numpy as np
+
+from optcore.cli import demo_training
+
+QUICK_SCALE = 0.25
+PLOT_TITLES = {"linear": "linear model 10 -> 1", "mlp": "MLP 10 -> ReLU(10) -> 1"}
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "demo", help="train small models with optcore vs the NumPy reference",
+        description=(
+            "Train a linear model (10 -> 1) with full-batch GD, SGD, mini-batch GD and "
+            "Adam, and an MLP (10 -> ReLU(10) -> 1) with Adam, on synthetic data under "
+            "MSE. Each run is done twice from the same initial weights: with optcore's "
+            "kernels and with optcore.reference (pure NumPy)."))
+    p.add_argument("--seed", type=int, default=0, help="seed of data, weights and batches (default 0)")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--scale", type=float, default=1.0, metavar="S",
+                       help="multiply every method's step count by S (default 1)")
+    steps.add_argument("--quick", action="store_const", dest="scale", const=QUICK_SCALE,
+                       help=f"a quarter of the steps (--scale {QUICK_SCALE})")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of data and parameters (default float32)")
+    p.add_argument("--plot", metavar="FILE.png", help="save the loss curves (needs matplotlib)")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args):
+    if args.scale <= 0:
+        raise SystemExit(f"optcore demo: --scale must be > 0, got {args.scale}")
+    if args.plot:
+        _figure_class()               # fail before training, not after
+    started = time.perf_counter()
+    problems = demo_training.make_problems(args.seed, dtype=np.dtype(args.dtype))
+    runs = demo_training.run_all(problems, scale=args.scale, seed=args.seed)
+    X = problems["linear"].X
+    print(f"optcore demo: {X.shape[0]} samples x {X.shape[1]} features, {args.dtype}, "
+          f"seed {args.seed}; label noise variance {problems['linear'].noise_var:g} "
+          "(the lowest expected MSE)\n")
+    print("\n".join(format_table(runs)))
+    if args.plot:
+        plot(runs, problems, args.plot)
+        print(f"\nloss curves written to {args.plot}")
+    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def format_table(runs):
+    """Lines of an aligned table: one row per method, a final-MSE and a time
+    column per backend (a backend without a run of that method shows "-")."""
+    backends = list(dict.fromkeys(r.backend for r in runs))
+    rows = {}
+    for r in runs:
+        rows.setdefault((r.method.model, r.method.name), {})[r.backend] = r
+    name_w = max(len(name) for _, name in rows)
+    w = max(10, *(len(b) for b in backends))
+
+    def cells(by_backend, value):
+        return " ".join(f"{value(by_backend[b]):>{w}}" if b in by_backend else f"{'-':>{w}}"
+                        for b in backends)
+
+    left = f"{'model':<7} {'method':<{name_w}} {'steps':>6}"
+    names = " ".join(f"{b:>{w}}" for b in backends)
+    lines = [f"{'':<{len(left)}}  {'final MSE':^{len(names)}}  {'time [ms]':^{len(names)}}",
+             f"{left}  {names}  {names}"]
+    lines.append("-" * len(lines[-1]))
+    for (model, name), by_backend in rows.items():
+        steps = next(iter(by_backend.values())).method.steps
+        lines.append(f"{model:<7} {name:<{name_w}} {steps:>6}  "
+                     f"{cells(by_backend, lambda r: f'{r.final_loss:.4e}')}  "
+                     f"{cells(by_backend, lambda r: f'{r.seconds * 1e3:.1f}')}")
+    return [line.rstrip() for line in lines]
+
+
+def _figure_class():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise SystemExit("optcore demo: --plot needs matplotlib "
+                         "(pip install matplotlib, or optcore[plot])") from None
+    return Figure
+
+
+def plot(runs, problems, path):
+    """One panel per model: full-data MSE against step, a color per method and
+    a line style per backend (drawn over each other: they coincide)."""
+    fig = _figure_class()(figsize=(11, 4.5), layout="constrained")
+    models = list(dict.fromkeys(r.method.model for r in runs))
+    backends = list(dict.fromkeys(r.backend for r in runs))
+    # the first backend thick and colored, the others thin black over it
+    dashes = ("-", "--", "-.", ":")
+    styles = {b: dict(linestyle=dashes[i % 4], linewidth=3.0, alpha=0.7) if i == 0 else
+              dict(linestyle=dashes[i % 4], linewidth=1.0, color="black")
+              for i, b in enumerate(backends)}
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        colors = {}
+        for r in runs:
+            if r.method.model == model:
+                new = r.method.name not in colors
+                color = colors.setdefault(r.method.name, f"C{len(colors)}")
+                ax.plot(r.curve_steps, r.curve_loss, label=r.method.name if new else None,
+                        **{"color": color, **styles[r.backend]})
+        for b in backends:
+            ax.plot([], [], label=b, **{"color": "gray", **styles[b]})
+        ax.axhline(problems[model].noise_var, color="black", linestyle=":",
+                   linewidth=1, label="noise variance")
+        ax.set(xscale="symlog", xlim=(0, None), yscale="log", xlabel="step",
+               ylabel="training MSE", title=PLOT_TITLES.get(model, model))
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=100)

@@ -1,0 +1,588 @@
+"""Gradient utilities: global norm, clipping by norm and by value, the
+non-finite check and AMP unscaling, over one array or a list of arrays in one
+native call.
+
+Semantics are torch's (``torch.nn.utils.clip_grad_norm_`` /
+``clip_grad_value_``, ``torch._amp_foreach_non_finite_check_and_unscale_``),
+with the norm accumulated in double: it has the same bits for any thread count
+(fixed blocks folded in a fixed order, see _runtime.reduce_blocks) and does not
+overflow or underflow where the exact norm is representable (a sum of powers
+that leaves the normal double range is redone scaled by the largest |x|).
+"""
+
+from cython cimport floating
+from libc.math cimport pow, sqrt, fabs, INFINITY, NAN, HUGE_VAL
+from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
+
+from optcore.kernels._math cimport fabs_, maximum
+from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
+                                       block_fn)
+from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
+
+cdef extern from * nogil:
+    """
+    /* A flag raised by any thread of a parallel region and read by the others
+       (relaxed atomics: only the final value matters). */
+    #if defined(__GNUC__) || defined(__clang__)
+    static inline void optcore_flag_raise(int* f) { __atomic_store_n(f, 1, __ATOMIC_RELAXED); }
+    static inline int optcore_flag_get(const int* f) { return __atomic_load_n(f, __ATOMIC_RELAXED); }
+    #else
+    static inline void optcore_flag_raise(int* f) { *(volatile int*)f = 1; }
+    static inline int optcore_flag_get(const int* f) { return *(const volatile int*)f; }
+    #endif
+    """
+    void optcore_flag_raise(int* f)
+    int optcore_flag_get(const int* f)
+
+cdef enum:
+    LANES = 8          # independent accumulators inside a block
+    CHECK_EVERY = 2048 # all_finite looks at the other threads' result this often
+
+cdef enum NormKind:
+    NORM_1 = 0
+    NORM_2 = 1
+    NORM_INF = 2
+    NORM_P = 3
+
+cdef double DBL_MIN_NORMAL = 2.2250738585072014e-308
+
+
+# ---- norms -------------------------------------------------------------------
+
+cdef struct NormCall:
+    void** data
+    int kind
+    double p
+    double divisor         # |x| / divisor; 1 on the first pass
+    bint scaled
+
+
+cdef inline double _lanes_sum(const double* acc) noexcept nogil:
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef double _max_abs_f32(const float* x, Py_ssize_t n) noexcept nogil:
+    # For |x| the IEEE bit patterns order like unsigned integers, NaNs above
+    # +inf: an integer max over the sign-cleared bits is max |x|, or a NaN if
+    # any x is NaN. Integer max vectorises; a float max with NaN rules does not
+    # (without -ffast-math).
+    cdef uint32_t acc[LANES]
+    cdef uint32_t a, best
+    cdef uint32_t magnitude = 0x7fffffff
+    cdef float result
+    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
+    for j in range(LANES):
+        acc[j] = 0
+    for r in range(nfull // LANES):
+        i = r * LANES
+        for j in range(LANES):
+            memcpy(&a, x + i + j, 4)
+            a = a & magnitude
+            acc[j] = a if a > acc[j] else acc[j]
+    for i in range(nfull, n):
+        memcpy(&a, x + i, 4)
+        a = a & magnitude
+        j = i - nfull
+        acc[j] = a if a > acc[j] else acc[j]
+    best = acc[0]
+    for j in range(1, LANES):
+        best = acc[j] if acc[j] > best else best
+    memcpy(&result, &best, 4)
+    return result
+
+
+cdef double _max_abs_f64(const double* x, Py_ssize_t n) noexcept nogil:
+    # The same for float64 needs 64-bit integer compares, which SSE2 lacks:
+    # eight independent scalar chains, NaN-sticky.
+    cdef double acc[LANES]
+    cdef double a
+    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
+    for j in range(LANES):
+        acc[j] = 0.0
+    for r in range(nfull // LANES):
+        i = r * LANES
+        for j in range(LANES):
+            a = fabs(x[i + j])
+            acc[j] = a if (a > acc[j] or a != a) else acc[j]
+    for i in range(nfull, n):
+        a = fabs(x[i])
+        j = i - nfull
+        acc[j] = a if (a > acc[j] or a != a) else acc[j]
+    return maximum(maximum(maximum(acc[0], acc[1]), maximum(acc[2], acc[3])),
+                   maximum(maximum(acc[4], acc[5]), maximum(acc[6], acc[7])))
+
+
+cdef inline double _max_abs(const floating* x, Py_ssize_t n) noexcept nogil:
+    # max |x|, NaN if any x is NaN (torch's inf-norm).
+    if floating is float:
+        return _max_abs_f32(x, n)
+    else:
+        return _max_abs_f64(x, n)
+
+
+cdef double _sum_abs(const floating* x, Py_ssize_t n) noexcept nogil:
+    cdef double acc[LANES]
+    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
+    for j in range(LANES):
+        acc[j] = 0.0
+    for r in range(nfull // LANES):
+        i = r * LANES
+        for j in range(LANES):
+            acc[j] += <double>fabs_(x[i + j])
+    for i in range(nfull, n):
+        acc[i - nfull] += <double>fabs_(x[i])
+    return _lanes_sum(acc)
+
+
+cdef double _sum_sq(const floating* x, Py_ssize_t n) noexcept nogil:
+    cdef double acc[LANES]
+    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
+    for j in range(LANES):
+        acc[j] = 0.0
+    for r in range(nfull // LANES):
+        i = r * LANES
+        for j in range(LANES):
+            acc[j] += <double>x[i + j] * <double>x[i + j]
+    for i in range(nfull, n):
+        acc[i - nfull] += <double>x[i] * <double>x[i]
+    return _lanes_sum(acc)
+
+
+cdef double _sum_pow(const floating* x, Py_ssize_t n, int kind, double p,
+                     double divisor) noexcept nogil:
+    # sum (|x| / divisor)**p: any p (the general norm, and the rescaled pass).
+    cdef double acc[LANES]
+    cdef double d
+    cdef Py_ssize_t i, j
+    for j in range(LANES):
+        acc[j] = 0.0
+    for i in range(n):
+        d = <double>fabs_(x[i]) / divisor
+        if kind == NORM_1:
+            acc[i % LANES] += d
+        elif kind == NORM_2:
+            acc[i % LANES] += d * d
+        else:
+            acc[i % LANES] += pow(d, p)
+    return _lanes_sum(acc)
+
+
+cdef void _norm_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                      Py_ssize_t stop, double* out, floating dtype_tag) noexcept nogil:
+    cdef const NormCall* c = <const NormCall*>ctx
+    cdef const floating* x = <const floating*>c.data[t] + start
+    cdef Py_ssize_t n = stop - start
+    if c.kind == NORM_INF:
+        out[0] = _max_abs(x, n)
+    elif c.scaled or c.kind == NORM_P:
+        out[0] = _sum_pow(x, n, c.kind, c.p, c.divisor)
+    elif c.kind == NORM_2:
+        out[0] = _sum_sq(x, n)
+    else:
+        out[0] = _sum_abs(x, n)
+
+
+cdef void _norm_block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                          Py_ssize_t stop, double* out) noexcept nogil:
+    _norm_block[float](ctx, t, start, stop, out, 0)
+
+
+cdef void _norm_block_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                          Py_ssize_t stop, double* out) noexcept nogil:
+    _norm_block[double](ctx, t, start, stop, out, 0)
+
+
+cdef void _fold_sum(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
+    (<double*>acc)[0] += out[0]
+
+
+cdef void _fold_max(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
+    (<double*>acc)[0] = maximum((<double*>acc)[0], out[0])
+
+
+cdef inline double _root(double s, int kind, double p) noexcept nogil:
+    if kind == NORM_1:
+        return s
+    if kind == NORM_2:
+        return sqrt(s)
+    return pow(s, 1.0 / p)
+
+
+cdef double _global_norm(void** data, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                         double p, bint is_f32, int num_threads) noexcept nogil:
+    cdef NormCall c
+    cdef double s = 0.0, m = 0.0
+    cdef block_fn fn = _norm_block_f32 if is_f32 else _norm_block_f64
+    if not (p > 0.0):
+        return NAN
+    c.data = data
+    c.p = p
+    c.divisor = 1.0
+    c.scaled = False
+    c.kind = NORM_INF if p == INFINITY else (
+        NORM_1 if p == 1.0 else (NORM_2 if p == 2.0 else NORM_P))
+    if c.kind == NORM_INF:
+        reduce_blocks(fn, &c, _fold_max, &m, sizes, ntensors, 1, num_threads)
+        return m
+    reduce_blocks(fn, &c, _fold_sum, &s, sizes, ntensors, 1, num_threads)
+    if s != s or (s >= DBL_MIN_NORMAL and s < HUGE_VAL):
+        return _root(s, c.kind, p)
+    # The sum left the normal range (overflow, underflow, or all zeros): redo
+    # it scaled by the largest |x|. Never taken for the 2-norm of float32 data.
+    c.kind, c.p = NORM_INF, INFINITY
+    reduce_blocks(fn, &c, _fold_max, &m, sizes, ntensors, 1, num_threads)
+    if m == 0.0 or m == INFINITY:
+        return m
+    c.kind = NORM_1 if p == 1.0 else (NORM_2 if p == 2.0 else NORM_P)
+    c.p = p
+    c.divisor = m
+    c.scaled = True
+    s = 0.0
+    reduce_blocks(fn, &c, _fold_sum, &s, sizes, ntensors, 1, num_threads)
+    return m * _root(s, c.kind, p)
+
+
+# ---- elementwise passes --------------------------------------------------------
+
+cdef struct ElementCall:
+    void** data
+    double factor          # clip_grad_norm_: coefficient; unscale_: inv_scale
+    double clip            # clip_grad_value_
+    bint scale             # unscale_: multiply (inv_scale != 1)
+    int found              # any non-finite value seen (raised by any thread)
+
+
+cdef void _scale_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                         Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+    cdef const ElementCall* c = <const ElementCall*>ctx
+    cdef floating* g = <floating*>c.data[t] + start
+    cdef floating f = <floating>c.factor
+    cdef Py_ssize_t i
+    for i in range(stop - start):
+        g[i] = g[i] * f
+
+
+cdef void _clip_value_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                              Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+    # torch: clamp_min(-clip) then clamp_max(clip); NaN stays NaN. A NaN clip
+    # value makes every element NaN (torch.clamp with a NaN bound).
+    cdef const ElementCall* c = <const ElementCall*>ctx
+    cdef floating* g = <floating*>c.data[t] + start
+    cdef floating hi = <floating>c.clip
+    cdef floating lo = -hi
+    cdef floating x
+    cdef Py_ssize_t i, n = stop - start
+    if hi != hi:
+        for i in range(n):
+            g[i] = hi
+        return
+    for i in range(n):
+        x = g[i]
+        x = lo if x < lo else x
+        g[i] = hi if x > hi else x
+
+
+cdef inline bint _has_nonfinite(const floating* x, Py_ssize_t n) noexcept nogil:
+    # x - x is 0 for a finite x and NaN for +-inf and NaN.
+    cdef floating acc[LANES]
+    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
+    for j in range(LANES):
+        acc[j] = 0
+    for r in range(nfull // LANES):
+        i = r * LANES
+        for j in range(LANES):
+            acc[j] += x[i + j] - x[i + j]
+    for i in range(nfull, n):
+        acc[i - nfull] += x[i] - x[i]
+    return (((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+            ((acc[4] + acc[5]) + (acc[6] + acc[7]))) != 0
+
+
+cdef void _finite_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                          Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+    # Stops early once any thread has found a non-finite value.
+    cdef ElementCall* c = <ElementCall*>ctx
+    cdef const floating* x = <const floating*>c.data[t]
+    cdef Py_ssize_t lo = start, hi
+    while lo < stop:
+        if optcore_flag_get(&c.found):
+            return
+        hi = lo + CHECK_EVERY
+        if hi > stop:
+            hi = stop
+        if _has_nonfinite(x + lo, hi - lo):
+            optcore_flag_raise(&c.found)
+            return
+        lo = hi
+
+
+cdef void _unscale_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                           Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+    # torch's CPU kernel: the check is on the values before scaling.
+    cdef ElementCall* c = <ElementCall*>ctx
+    cdef floating* g = <floating*>c.data[t] + start
+    cdef floating f = <floating>c.factor
+    cdef floating acc[LANES]
+    cdef floating x
+    cdef Py_ssize_t i, j, r, n = stop - start, nfull = n - n % LANES
+    if not c.scale:
+        if _has_nonfinite(g, n):
+            optcore_flag_raise(&c.found)
+        return
+    for j in range(LANES):
+        acc[j] = 0
+    for r in range(nfull // LANES):
+        i = r * LANES
+        for j in range(LANES):
+            x = g[i + j]
+            acc[j] += x - x
+            g[i + j] = x * f
+    for i in range(nfull, n):
+        x = g[i]
+        acc[i - nfull] += x - x
+        g[i] = x * f
+    if (((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+            ((acc[4] + acc[5]) + (acc[6] + acc[7]))) != 0:
+        optcore_flag_raise(&c.found)
+
+
+cdef void _scale_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _scale_segment[float](ctx, t, a, b, 0)
+
+cdef void _scale_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _scale_segment[double](ctx, t, a, b, 0)
+
+cdef void _clip_value_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _clip_value_segment[float](ctx, t, a, b, 0)
+
+cdef void _clip_value_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _clip_value_segment[double](ctx, t, a, b, 0)
+
+cdef void _finite_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _finite_segment[float](ctx, t, a, b, 0)
+
+cdef void _finite_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _finite_segment[double](ctx, t, a, b, 0)
+
+cdef void _unscale_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _unscale_segment[float](ctx, t, a, b, 0)
+
+cdef void _unscale_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    _unscale_segment[double](ctx, t, a, b, 0)
+
+
+cdef inline double _clip_coef(double max_norm, double total_norm) noexcept nogil:
+    # torch: clamp(max_norm / (total_norm + 1e-6), max=1.0); NaN stays NaN.
+    cdef double coef = max_norm / (total_norm + 1e-6)
+    return 1.0 if coef > 1.0 else coef
+
+
+cdef void _clip_by_norm(void** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                        double max_norm, double total_norm, bint is_f32,
+                        int num_threads) noexcept nogil:
+    cdef ElementCall c
+    c.data = grads
+    c.factor = _clip_coef(max_norm, total_norm)
+    if c.factor == 1.0:
+        return             # multiplying by 1 changes nothing
+    run_segments(_scale_f32 if is_f32 else _scale_f64, &c, sizes, ntensors,
+                 num_threads)
+
+
+cdef void _clip_value(void** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                      double clip_value, bint is_f32, int num_threads) noexcept nogil:
+    cdef ElementCall c
+    c.data = grads
+    c.clip = clip_value
+    run_segments(_clip_value_f32 if is_f32 else _clip_value_f64, &c, sizes, ntensors,
+                 num_threads)
+
+
+cdef bint _all_finite(void** data, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                      bint is_f32, int num_threads) noexcept nogil:
+    cdef ElementCall c
+    c.data = data
+    c.found = 0
+    run_segments(_finite_f32 if is_f32 else _finite_f64, &c, sizes, ntensors,
+                 num_threads)
+    return not c.found
+
+
+cdef bint _unscale(void** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                   double inv_scale, bint is_f32, int num_threads) noexcept nogil:
+    cdef ElementCall c
+    c.data = grads
+    c.factor = inv_scale
+    c.scale = inv_scale != 1.0
+    c.found = 0
+    run_segments(_unscale_f32 if is_f32 else _unscale_f64, &c, sizes, ntensors,
+                 num_threads)
+    return c.found != 0
+
+
+# ---- C-level API (grad_utils.pxd) ----------------------------------------------
+
+cdef double global_norm_f32(const float** arrays, const Py_ssize_t* sizes,
+                            Py_ssize_t ntensors, double norm_type,
+                            int num_threads) noexcept nogil:
+    return _global_norm(<void**>arrays, sizes, ntensors, norm_type, True, num_threads)
+
+
+cdef double global_norm_f64(const double** arrays, const Py_ssize_t* sizes,
+                            Py_ssize_t ntensors, double norm_type,
+                            int num_threads) noexcept nogil:
+    return _global_norm(<void**>arrays, sizes, ntensors, norm_type, False, num_threads)
+
+
+cdef double clip_grad_norm_f32(float** grads, const Py_ssize_t* sizes,
+                               Py_ssize_t ntensors, double max_norm, double norm_type,
+                               int num_threads) noexcept nogil:
+    cdef double total = _global_norm(<void**>grads, sizes, ntensors, norm_type, True,
+                                     num_threads)
+    _clip_by_norm(<void**>grads, sizes, ntensors, max_norm, total, True, num_threads)
+    return total
+
+
+cdef double clip_grad_norm_f64(double** grads, const Py_ssize_t* sizes,
+                               Py_ssize_t ntensors, double max_norm, double norm_type,
+                               int num_threads) noexcept nogil:
+    cdef double total = _global_norm(<void**>grads, sizes, ntensors, norm_type, False,
+                                     num_threads)
+    _clip_by_norm(<void**>grads, sizes, ntensors, max_norm, total, False, num_threads)
+    return total
+
+
+cdef void clip_grad_value_f32(float** grads, const Py_ssize_t* sizes,
+                              Py_ssize_t ntensors, double clip_value,
+                              int num_threads) noexcept nogil:
+    _clip_value(<void**>grads, sizes, ntensors, clip_value, True, num_threads)
+
+
+cdef void clip_grad_value_f64(double** grads, const Py_ssize_t* sizes,
+                              Py_ssize_t ntensors, double clip_value,
+                              int num_threads) noexcept nogil:
+    _clip_value(<void**>grads, sizes, ntensors, clip_value, False, num_threads)
+
+
+cdef bint all_finite_f32(const float** arrays, const Py_ssize_t* sizes,
+                         Py_ssize_t ntensors, int num_threads) noexcept nogil:
+    return _all_finite(<void**>arrays, sizes, ntensors, True, num_threads)
+
+
+cdef bint all_finite_f64(const double** arrays, const Py_ssize_t* sizes,
+                         Py_ssize_t ntensors, int num_threads) noexcept nogil:
+    return _all_finite(<void**>arrays, sizes, ntensors, False, num_threads)
+
+
+cdef bint unscale_f32(float** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                      double inv_scale, int num_threads) noexcept nogil:
+    return _unscale(<void**>grads, sizes, ntensors, inv_scale, True, num_threads)
+
+
+cdef bint unscale_f64(double** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                      double inv_scale, int num_threads) noexcept nogil:
+    return _unscale(<void**>grads, sizes, ntensors, inv_scale, False, num_threads)
+
+
+# ---- Python API ------------------------------------------------------------------
+
+cdef double _norm_type(norm_type) except? -1.0:
+    cdef double p = float(norm_type)
+    if not (p > 0.0):
+        raise ValueError(
+            f"norm_type must be a positive number or inf, got {norm_type!r}")
+    return p
+
+
+cdef BufferSet _bind(str name, arrays, int role):
+    return bind((name,), (arrays,), (role,))
+
+
+def global_norm(arrays, norm_type=2.0):
+    """The ``norm_type``-norm of all elements of ``arrays`` (one array or a
+    list), as if concatenated into one vector: ``torch.nn.utils.get_total_norm``.
+
+    ``norm_type`` is any p > 0 or ``inf`` (max |x|). Accumulated in double, the
+    same bits for any thread count, and free of overflow/underflow where the
+    norm itself is representable. NaN anywhere gives NaN; an infinity (and no
+    NaN) gives inf. An empty list gives 0.0.
+    """
+    cdef double p = _norm_type(norm_type)
+    cdef BufferSet b = _bind("arrays", arrays, READ)
+    cdef bint is_f32 = b.dtype == FLOAT32
+    cdef double total
+    with nogil:
+        total = _global_norm(b.data, b.sizes, b.ntensors, p, is_f32, 0)
+    return total
+
+
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale ``grads`` in place so that their global norm is at most
+    ``max_norm``; returns the norm before clipping (a float).
+
+    ``torch.nn.utils.clip_grad_norm_``'s rule: ``grads *= min(max_norm /
+    (total_norm + 1e-6), 1)``, a NaN coefficient (NaN norm) included; with an
+    infinite norm the coefficient is 0 (finite values become 0, infinities
+    NaN). With ``error_if_nonfinite`` a NaN or infinite norm raises
+    RuntimeError and nothing is written. The norm is ``global_norm``'s
+    (double; torch accumulates float32 gradients in float32); the coefficient
+    is computed in double and rounded once to the gradients' dtype.
+    """
+    cdef double p = _norm_type(norm_type)
+    cdef double mx = float(max_norm)
+    cdef BufferSet b = _bind("grads", grads, WRITE)
+    cdef bint is_f32 = b.dtype == FLOAT32
+    cdef double total
+    with nogil:
+        total = _global_norm(b.data, b.sizes, b.ntensors, p, is_f32, 0)
+    if error_if_nonfinite and not (-HUGE_VAL < total < HUGE_VAL):
+        raise RuntimeError(
+            f"The total norm of order {p} for gradients from `parameters` is "
+            f"non-finite, so it cannot be clipped. To disable this error and scale "
+            f"the gradients by the non-finite norm anyway, set "
+            f"`error_if_nonfinite=False`")
+    with nogil:
+        _clip_by_norm(b.data, b.sizes, b.ntensors, mx, total, is_f32, 0)
+    return total
+
+
+def clip_grad_value_(grads, clip_value):
+    """Clamp ``grads`` in place to ``[-clip_value, clip_value]``
+    (``torch.nn.utils.clip_grad_value_``: clamp_min then clamp_max; NaN
+    gradients stay NaN, a NaN ``clip_value`` makes every element NaN)."""
+    cdef double c = float(clip_value)
+    cdef BufferSet b = _bind("grads", grads, WRITE)
+    cdef bint is_f32 = b.dtype == FLOAT32
+    with nogil:
+        _clip_value(b.data, b.sizes, b.ntensors, c, is_f32, 0)
+
+
+def all_finite(arrays):
+    """True when no element of ``arrays`` (one array or a list) is NaN, +inf
+    or -inf. Stops early once a non-finite value is found."""
+    cdef BufferSet b = _bind("arrays", arrays, READ)
+    cdef bint is_f32 = b.dtype == FLOAT32
+    cdef bint ok
+    with nogil:
+        ok = _all_finite(b.data, b.sizes, b.ntensors, is_f32, 0)
+    return ok
+
+
+def unscale_(grads, inv_scale):
+    """``grads *= inv_scale`` in place, in one pass that also reports whether
+    any gradient was NaN or infinite: returns ``found_inf`` (bool).
+
+    The CPU semantics of ``torch._amp_foreach_non_finite_check_and_unscale_``:
+    the check is on the values before scaling, and ``inv_scale == 1`` leaves
+    the values untouched. ``inv_scale`` is used in the gradients' dtype (torch
+    keeps it as a float32 tensor; the two agree for the power-of-two scales
+    GradScaler uses).
+    """
+    cdef double inv = float(inv_scale)
+    cdef BufferSet b = _bind("grads", grads, WRITE)
+    cdef bint is_f32 = b.dtype == FLOAT32
+    cdef bint found
+    with nogil:
+        found = _unscale(b.data, b.sizes, b.ntensors, inv, is_f32, 0)
+    return found

@@ -1,0 +1,41 @@
+# RAdam kernels: the C-level API for Cython code (`cimport`).
+#
+# Contract (nothing is checked here; the Python wrapper checks everything):
+# - buffers are contiguous, hold `n` elements, and written buffers (param,
+#   exp_avg, exp_avg_sq) overlap no other buffer; both start at zero
+#   (torch.optim.RAdam's state keys);
+# - `step` is the 1-based count of this update; the bias corrections, rho_t
+#   and the rectification term are computed inside (rectified when rho_t > 5,
+#   as torch.optim.RAdam);
+# - num_threads: 1 runs on the calling thread (use it inside your own prange or
+#   nogil threads), 0 uses optcore's process setting; calls below the parallel
+#   threshold always run on the calling thread.
+# The update is torch.optim.RAdam's (decoupled_weight_decay: RAdamW's decay).
+
+cdef void radam_step_f32(float* param, const float* grad, float* exp_avg,
+                         float* exp_avg_sq, Py_ssize_t n, long long step, double lr,
+                         double beta1, double beta2, double eps, double weight_decay,
+                         bint decoupled_weight_decay, bint maximize,
+                         int num_threads) noexcept nogil
+
+cdef void radam_step_f64(double* param, const double* grad, double* exp_avg,
+                         double* exp_avg_sq, Py_ssize_t n, long long step, double lr,
+                         double beta1, double beta2, double eps, double weight_decay,
+                         bint decoupled_weight_decay, bint maximize,
+                         int num_threads) noexcept nogil
+
+# Multi-tensor forms: arrays of `ntensors` pointers and sizes, one parallel region.
+cdef void radam_step_multi_f32(float** param, const float** grad, float** exp_avg,
+                               float** exp_avg_sq, const Py_ssize_t* sizes,
+                               Py_ssize_t ntensors, long long step, double lr,
+                               double beta1, double beta2, double eps,
+                               double weight_decay, bint decoupled_weight_decay,
+                               bint maximize, int num_threads) noexcept nogil
+
+cdef void radam_step_multi_f64(double** param, const double** grad,
+                               double** exp_avg, double** exp_avg_sq,
+                               const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                               long long step, double lr, double beta1,
+                               double beta2, double eps, double weight_decay,
+                               bint decoupled_weight_decay, bint maximize,
+                               int num_threads) noexcept nogil

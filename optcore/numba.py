@@ -1,0 +1,73 @@
+"""optcore's C-level kernels as ctypes function objects that numba-jitted
+code can call (nopython mode), found through the extension modules' exported
+C functions (``numba.extending.get_cython_function_address``).
+
+    from optcore.numba import adam_step_f32
+
+    @numba.njit
+    def train(...):
+        ...
+        adam_step_f32(w.ctypes, g.ctypes, m.ctypes, v.ctypes, v.ctypes, w.size,
+                      step, lr, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0, 1)
+
+Arguments and contract are those of ``optcore/kernels/__init__.pxd``: pointers
+(``array.ctypes``), the element count, ``step``, the hyperparameters as floats,
+flags as 0/1 ints, and ``num_threads`` last (1: the calling thread). Nothing
+is checked: pass contiguous arrays of the right dtype and size. Pointers that
+a call does not use (``max_exp_avg_sq`` without amsgrad, ``momentum_buffer``
+without momentum, ``grad`` of a loss without a gradient) may be any valid
+pointer; they are not touched (likewise RMSprop's ``momentum_buffer`` without
+momentum and ``grad_avg`` unless centered). ``nadam_step_*`` returns the new
+``mu_product``.
+
+Requires numba (imported here only).
+"""
+
+import ctypes
+
+from numba.extending import get_cython_function_address
+
+_F32 = ctypes.POINTER(ctypes.c_float)
+_F64 = ctypes.POINTER(ctypes.c_double)
+_N = ctypes.c_ssize_t
+_STEP = ctypes.c_longlong
+_D = ctypes.c_double
+_I = ctypes.c_int
+
+# name -> (module, result type, argument types with "P" for the dtype's pointer)
+_SIGNATURES = {
+    "sgd_step": ("sgd", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _I, _D, _I, _I)),
+    "adam_step": ("adam", None, ("P", "P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
+                                 _I, _I, _I, _I)),
+    "mse_loss_grad": ("mse", _D, ("P", "P", "P", _N, _D, _I)),
+    "rmsprop_step": ("rmsprop", None, ("P", "P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D,
+                                       _D, _I, _I, _I)),
+    "adagrad_step": ("adagrad", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
+    "adadelta_step": ("adadelta", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D,
+                                         _I, _I)),
+    "adamax_step": ("adamax", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
+                                     _I, _I)),
+    # returns the new mu_product
+    "nadam_step": ("nadam", _D, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _D,
+                                 _D, _I, _I, _I)),
+    "radam_step": ("radam", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
+                                   _I, _I, _I)),
+    "lion_step": ("lion", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
+    "lamb_step": ("lamb", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _I,
+                                 _I)),
+}
+
+__all__ = []
+
+
+def _bind(name, module, restype, argtypes, suffix, pointer):
+    address = get_cython_function_address(f"optcore.kernels.{module}", f"{name}_{suffix}")
+    types = [pointer if a == "P" else a for a in argtypes]
+    return ctypes.CFUNCTYPE(restype, *types)(address)
+
+
+for _name, (_module, _restype, _argtypes) in _SIGNATURES.items():
+    for _suffix, _pointer in (("f32", _F32), ("f64", _F64)):
+        globals()[f"{_name}_{_suffix}"] = _bind(_name, _module, _restype, _argtypes,
+                                                _suffix, _pointer)
+        __all__.append(f"{_name}_{_suffix}")

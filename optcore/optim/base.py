@@ -1,0 +1,715 @@
+"""The machinery shared by optcore's stateful optimizers (torch.optim-style
+classes over NumPy parameters).
+
+An optimizer holds ``param_groups`` (dicts of hyperparameters, each with its
+``params``: NumPy arrays updated in place, never copied) and per-parameter
+``state`` dicts with torch.optim's keys. Every tensor state of a group lives
+in ONE contiguous, 64-byte aligned arena per state kind (and dtype); the
+per-parameter entries of ``state`` are views into it. A step over a group is
+therefore one multi-tensor call of the functional kernel (``optcore.<x>_step``)
+over the group's parameters, gradients and state views.
+
+A subclass declares the kernel, its state, and its constructor; see
+``optcore/optim/family.py``.
+"""
+
+import copy
+import importlib
+import numbers
+
+import numpy as np
+
+__all__ = ["Optimizer"]
+
+# Arena slots start on cache-line (and SIMD) boundaries.
+_ALIGN = 64
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---- hyperparameter checks (torch.optim's wording) -------------------------
+
+def _real(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _nonneg(label):
+    def check(name, value):
+        if not 0.0 <= _real(name, value):       # NaN fails too
+            raise ValueError(f"Invalid {label}: {value}")
+    return check
+
+
+def _unit_closed(name, value):
+    if not 0.0 <= _real(name, value) <= 1.0:
+        raise ValueError(f"Invalid {name} value: {value}")
+
+
+def _any_real(name, value):
+    if _real(name, value) != _real(name, value):
+        raise ValueError(f"Invalid {name} value: {value}")
+
+
+def _betas(name, value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
+    for i, beta in enumerate(value):
+        if not 0.0 <= _real(f"betas[{i}]", beta) < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+_CHECKS = {
+    "lr": _nonneg("learning rate"),
+    "eps": _nonneg("epsilon value"),
+    "weight_decay": _nonneg("weight_decay value"),
+    "momentum": _nonneg("momentum value"),
+    "alpha": _nonneg("alpha value"),
+    "lr_decay": _nonneg("lr_decay value"),
+    "initial_accumulator_value": _nonneg("initial_accumulator_value value"),
+    "momentum_decay": _nonneg("momentum_decay value"),
+    "dampening": _any_real,
+    "rho": _unit_closed,
+    "betas": _betas,
+    "amsgrad": _flag,
+    "maximize": _flag,
+    "nesterov": _flag,
+    "centered": _flag,
+    "decoupled_weight_decay": _flag,
+}
+
+
+def _unsupported_torch_flags(cls_name, capturable=False, differentiable=False):
+    """torch.optim's device/autograd switches: meaningless for NumPy arrays;
+    ``foreach``/``fused`` are accepted and ignored (a step is always one fused
+    multi-tensor call), these two cannot be honoured."""
+    if capturable:
+        raise ValueError(f"{cls_name}: capturable=True (CUDA graphs) does not apply to "
+                         f"NumPy parameters")
+    if differentiable:
+        raise ValueError(f"{cls_name}: differentiable=True (autograd through the step) "
+                         f"is not supported by optcore's in-place kernels")
+
+
+# ---- parameters ------------------------------------------------------------
+
+def _check_param(p, label):
+    if not isinstance(p, np.ndarray):
+        raise TypeError(
+            f"{label} is a {type(p).__module__}.{type(p).__name__}; optcore optimizers "
+            f"update NumPy arrays in place (use optcore.torch for torch tensors)")
+    if p.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{label} has dtype {p.dtype}; optcore optimizers take "
+                        f"float32 or float64 parameters")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{label} is not C-contiguous; optcore updates parameters in "
+                         f"place and never works on a copy (an update to a copy would "
+                         f"be lost)")
+    if not p.flags.writeable:
+        raise ValueError(f"{label} is read-only; optcore updates parameters in place")
+    if not p.flags.aligned:
+        raise ValueError(f"{label} is not aligned to its {p.itemsize}-byte elements")
+
+
+def _as_param_list(params, what):
+    if isinstance(params, np.ndarray):
+        return [params]
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(f"{what} must be an ordered collection (list or tuple) of arrays; "
+                        f"a set has no stable order")
+    return list(params)
+
+
+def _check_no_overlap(params):
+    """No parameter may appear twice or share memory with another: both would
+    be written by one native call."""
+    spans = []
+    seen = {}
+    for i, p in enumerate(params):
+        if id(p) in seen:
+            raise ValueError(f"parameter {i} is the same array as parameter {seen[id(p)]}; "
+                             f"a parameter may appear only once in an optimizer")
+        seen[id(p)] = i
+        if p.size:
+            start = p.__array_interface__["data"][0]
+            spans.append((start, start + p.nbytes, i))
+    spans.sort()
+    for (s0, e0, i), (s1, e1, j) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise ValueError(f"parameters {min(i, j)} and {max(i, j)} share memory; every "
+                             f"parameter must be its own array (they are updated in place)")
+
+
+def _aligned_empty(n, dtype):
+    """A 1-D array of ``n`` elements whose first element is _ALIGN-byte aligned."""
+    itemsize = dtype.itemsize
+    raw = np.empty(n + _ALIGN // itemsize, dtype)
+    shift = (-raw.ctypes.data % _ALIGN) // itemsize
+    return raw[shift:shift + n]
+
+
+def _slot(n, itemsize):
+    per = _ALIGN // itemsize
+    return (n + per - 1) // per * per
+
+
+class _Layout:
+    """Where each parameter of a group sits in the group's arenas: one arena
+    per (state kind, dtype); ``offsets[j]`` is parameter j's first element in
+    the arena of its dtype."""
+
+    def __init__(self, params):
+        self.offsets = []
+        self.totals = {}
+        for p in params:
+            off = self.totals.get(p.dtype, 0)
+            self.offsets.append(off)
+            self.totals[p.dtype] = off + _slot(p.size, p.itemsize)
+
+
+class OptimizerState:
+    """``optimizer.state``: per-parameter state dicts, keyed by the parameter's
+    global index (its position over all groups, as in ``state_dict()``); the
+    parameter array itself is accepted as a key too, like torch's
+    ``optimizer.state[p]``. Parameters that have not been stepped yet have no
+    entry (state is created lazily on the first step, as in torch.optim)."""
+
+    __slots__ = ("_opt",)
+
+    def __init__(self, opt):
+        self._opt = opt
+
+    def _index(self, key):
+        if isinstance(key, np.ndarray):
+            idx = self._opt._index.get(id(key))
+            if idx is None or self._opt._param(idx) is not key:
+                raise KeyError("this array is not a parameter of the optimizer")
+            return idx
+        if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+            return int(key)
+        raise KeyError(key)
+
+    def __getitem__(self, key):
+        return self._opt._state[self._index(key)]
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key):
+        try:
+            return self._index(key) in self._opt._state
+        except KeyError:
+            return False
+
+    def __iter__(self):
+        return iter(sorted(self._opt._state))
+
+    def __len__(self):
+        return len(self._opt._state)
+
+    def keys(self):
+        return list(self)
+
+    def values(self):
+        return [self._opt._state[i] for i in self]
+
+    def items(self):
+        return [(i, self._opt._state[i]) for i in self]
+
+    def __repr__(self):
+        return f"OptimizerState({dict(self.items())!r})"
+
+
+# ---- the optimizer ---------------------------------------------------------
+
+class Optimizer:
+    """Base class: parameter groups, arena-backed state, step, state_dict.
+
+    Subclasses set:
+
+    - ``_kernel``: the functional kernel's name in ``optcore`` (looked up at
+      the first step);
+    - ``_scalars``: per-parameter scalar state and its initial value
+      (``{"step": 0}`` for most);
+    - ``_kinds``: every tensor state kind it can hold (torch.optim's state
+      keys), and ``_buffers(group)``: those the group's options need (all of
+      them unless overridden);
+    - optionally ``_kernel_args`` (state key -> kernel argument name where they
+      differ), ``_not_kernel`` (hyperparameters the kernel does not take),
+      ``_fill(kind, group)`` (initial value of a state kind), ``_eager``
+      (create state at construction, as torch's Adagrad does), ``_check_group``
+      (cross-option checks) and ``_call`` (how the kernel is called).
+    """
+
+    _kernel = None
+    _kinds = ()
+    _scalars = {"step": 0}
+    _kernel_args = {}
+    _not_kernel = ()
+    _eager = False
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        for name, value in self.defaults.items():
+            self._check_value(name, value)
+        self._check_group(self.defaults)
+        self.param_groups = []
+        self._layouts = []          # per group: _Layout
+        self._arenas = []           # per group: {(kind, dtype): 1-D arena}
+        self._state = {}            # global parameter index -> state dict
+        self._index = {}            # id(param) -> global index
+        self._starts = []           # per group: global index of its first parameter
+        self.state = OptimizerState(self)
+
+        if isinstance(params, np.ndarray):
+            raise TypeError("params must be an iterable of arrays or of dicts (parameter "
+                            "groups), got a single ndarray; wrap it in a list")
+        if isinstance(params, dict):
+            raise TypeError("params must be an iterable of arrays or of dicts (parameter "
+                            "groups), got a dict; pass a list of dicts")
+        groups = _as_param_list(params, "params")
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- subclass hooks (defaults) --
+
+    def _buffers(self, group):
+        return self._kinds
+
+    def _fill(self, kind, group):
+        return 0.0
+
+    def _check_group(self, group):
+        pass
+
+    def _call(self, fn, params, grads, buffers, scalars, fresh, hyper):
+        step = scalars["step"] + 1
+        fn(params, grads, **buffers, step=step, **hyper)
+        return {"step": step}
+
+    # -- validation --
+
+    @staticmethod
+    def _check_value(name, value):
+        check = _CHECKS.get(name)
+        if check is not None:
+            check(name, value)
+
+    def _check_hyper(self, group, where):
+        try:
+            for name in self.defaults:
+                if name not in group:
+                    raise ValueError(f"missing hyperparameter {name!r}")
+                self._check_value(name, group[name])
+            self._check_group(group)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+
+    # -- groups --
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters (dict with ``"params"`` and any
+        hyperparameters; missing ones take the optimizer's defaults)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError("param_group has no 'params'")
+        params = _as_param_list(param_group["params"], "param_group['params']")
+        g = len(self.param_groups)
+        start = sum(len(gr["params"]) for gr in self.param_groups)
+        for j, p in enumerate(params):
+            _check_param(p, f"parameter {start + j} (group {g}, index {j})")
+        _check_no_overlap([p for gr in self.param_groups for p in gr["params"]] + params)
+        group = {k: v for k, v in param_group.items() if k != "params"}
+        for name, value in self.defaults.items():
+            group.setdefault(name, copy.deepcopy(value))
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+        self._check_hyper(group, f"param group {g}")
+        group["params"] = params
+
+        self.param_groups.append(group)
+        self._layouts.append(_Layout(params))
+        self._arenas.append({})
+        self._starts.append(start)
+        for j, p in enumerate(params):
+            self._index[id(p)] = start + j
+        if self._eager:
+            self._init_group_state(g)
+
+    def _param(self, idx):
+        for g in range(len(self.param_groups) - 1, -1, -1):
+            if idx >= self._starts[g]:
+                return self.param_groups[g]["params"][idx - self._starts[g]]
+        raise IndexError(idx)
+
+    # -- arenas --
+
+    def _ensure_arenas(self, g, kinds):
+        """Allocate the group's arenas for ``kinds`` that have none yet, and
+        attach views to the state entries that lack them."""
+        group, layout, arenas = self.param_groups[g], self._layouts[g], self._arenas[g]
+        for kind in kinds:
+            for dt, total in layout.totals.items():
+                if (kind, dt) in arenas:
+                    continue
+                arena = _aligned_empty(total, dt)
+                arena.fill(self._fill(kind, group))
+                arenas[kind, dt] = arena
+            for j in range(len(group["params"])):
+                st = self._state.get(self._starts[g] + j)
+                if st is not None and kind not in st:
+                    st[kind] = self._view(g, j, kind)
+
+    def _view(self, g, j, kind):
+        p = self.param_groups[g]["params"][j]
+        off = self._layouts[g].offsets[j]
+        return self._arenas[g][kind, p.dtype][off:off + p.size].reshape(p.shape)
+
+    def _new_entry(self, g, j, kinds):
+        st = dict(self._scalars)
+        for kind in kinds:
+            st[kind] = self._view(g, j, kind)
+        self._state[self._starts[g] + j] = st
+        return st
+
+    def _init_group_state(self, g):
+        kinds = self._buffers(self.param_groups[g])
+        self._ensure_arenas(g, kinds)
+        for j in range(len(self.param_groups[g]["params"])):
+            if self._starts[g] + j not in self._state:
+                self._new_entry(g, j, kinds)
+
+    def arena(self, group=0, kind=None, dtype=None):
+        """The 1-D arena holding state ``kind`` of every parameter of ``group``
+        (of ``dtype``, needed only when the group mixes dtypes). The entries of
+        ``state`` are views into it. KeyError before the state exists."""
+        arenas = self._arenas[group]
+        matches = [a for (k, dt), a in arenas.items()
+                   if k == kind and (dtype is None or dt == np.dtype(dtype))]
+        if len(matches) != 1:
+            if not matches:
+                raise KeyError(f"group {group} has no {kind!r} state"
+                               + (f" of dtype {np.dtype(dtype)}" if dtype else ""))
+            raise KeyError(f"group {group} has {kind!r} arenas of several dtypes; "
+                           f"pass dtype=")
+        return matches[0]
+
+    # -- stepping --
+
+    def _kernel_fn(self):
+        cls = type(self)
+        fn = cls.__dict__.get("_kernel_cache")
+        if fn is None:
+            fn = getattr(importlib.import_module("optcore"), self._kernel, None)
+            if fn is None:
+                raise NotImplementedError(
+                    f"{cls.__name__} needs optcore.{self._kernel}, which this build "
+                    f"of optcore does not have")
+            cls._kernel_cache = fn
+        return fn
+
+    def _hyper(self, group):
+        hyper = {}
+        for name in self.defaults:
+            if name in self._not_kernel:
+                continue
+            if name == "betas":
+                hyper["beta1"], hyper["beta2"] = group["betas"]
+            else:
+                hyper[name] = group[name]
+        return hyper
+
+    def _plan(self, grads):
+        """Split ``grads`` per group and check everything a step needs, so that
+        a step that raises changes nothing."""
+        ngroups = len(self.param_groups)
+        sizes = [len(gr["params"]) for gr in self.param_groups]
+        if isinstance(grads, dict):
+            plan = {}
+            for g, gs in grads.items():
+                if not isinstance(g, (int, np.integer)) or not 0 <= g < ngroups:
+                    raise ValueError(f"grads has key {g!r}, not a parameter group index "
+                                     f"(0..{ngroups - 1})")
+                plan[int(g)] = gs
+            plan = sorted(plan.items())
+        elif isinstance(grads, (list, tuple)):
+            nested = (len(grads) == ngroups and len(grads) > 0
+                      and all(isinstance(gs, (list, tuple)) for gs in grads))
+            if nested:
+                plan = list(enumerate(grads))
+            else:
+                total = sum(sizes)
+                if len(grads) != total:
+                    raise ValueError(f"grads has {len(grads)} entries but the optimizer has "
+                                     f"{total} parameters (pass one gradient per parameter, "
+                                     f"or one list per parameter group)")
+                plan, pos = [], 0
+                for g, n in enumerate(sizes):
+                    plan.append((g, grads[pos:pos + n]))
+                    pos += n
+        else:
+            raise TypeError(f"grads must be a list of arrays (one per parameter), a list of "
+                            f"lists (one per group) or a dict {{group index: list}}, got "
+                            f"{type(grads).__name__}")
+        checked = []
+        for g, gs in plan:
+            group = self.param_groups[g]
+            if not isinstance(gs, (list, tuple)):
+                raise TypeError(f"grads for group {g} must be a list, got {type(gs).__name__}")
+            if len(gs) != sizes[g]:
+                raise ValueError(f"grads for group {g} has {len(gs)} entries but the group "
+                                 f"has {sizes[g]} parameters")
+            self._check_hyper(group, f"param group {g}")
+            out = []
+            for j, (p, gr) in enumerate(zip(group["params"], gs)):
+                if gr is None:
+                    out.append(None)
+                    continue
+                label = f"grad of parameter {self._starts[g] + j} (group {g}, index {j})"
+                if not isinstance(gr, np.ndarray):
+                    try:
+                        gr = np.asarray(gr)
+                    except Exception as exc:
+                        raise TypeError(f"{label} is not an array: {exc}") from None
+                if gr.dtype != p.dtype:
+                    raise TypeError(f"{label} has dtype {gr.dtype} but the parameter has "
+                                    f"dtype {p.dtype}")
+                if gr.shape != p.shape:
+                    raise ValueError(f"{label} has shape {gr.shape} but the parameter has "
+                                     f"shape {p.shape}")
+                out.append(gr)
+            checked.append((g, out))
+        return checked
+
+    def step(self, grads):
+        """One optimizer step for every parameter with a gradient.
+
+        ``grads``: one array per parameter in order over all groups; or one list
+        per group; or a dict ``{group index: list}`` stepping only those groups.
+        A ``None`` gradient skips its parameter (as a missing ``.grad`` does in
+        torch). Each group is one multi-tensor kernel call (per dtype and step
+        count, which normally coincide for the whole group).
+        """
+        plan = self._plan(grads)
+        fn = self._kernel_fn()
+        for g, gs in plan:
+            self._step_group(fn, g, gs)
+
+    def _step_group(self, fn, g, grads):
+        group = self.param_groups[g]
+        kinds = self._buffers(group)
+        keep_state = bool(kinds) or bool(self._scalars)
+        if keep_state:
+            self._ensure_arenas(g, kinds)
+        start = self._starts[g]
+        scalar_names = tuple(self._scalars)
+        buckets = {}
+        for j, (p, gr) in enumerate(zip(group["params"], grads)):
+            if gr is None:
+                continue
+            st = self._state.get(start + j)
+            fresh = st is None and keep_state
+            if fresh:
+                st = self._new_entry(g, j, kinds)
+            key = (p.dtype, tuple(st[k] for k in scalar_names) if st else (), fresh)
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = ([], [], [])
+            bucket[0].append(p)
+            bucket[1].append(gr)
+            bucket[2].append(st)
+        hyper = self._hyper(group)
+        for (_, scalars, fresh), (params, gs, entries) in buckets.items():
+            buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
+                       for kind in kinds}
+            new = self._call(fn, params, gs, buffers, dict(zip(scalar_names, scalars)),
+                             fresh, hyper)
+            if new:
+                for st in entries:
+                    st.update(new)
+
+    def zero_state(self):
+        """Forget all optimizer state (moments, step counts): the next step is a
+        first step again, as for a new optimizer. Parameters are untouched."""
+        self._state = {}
+        self._arenas = [{} for _ in self.param_groups]
+        if self._eager:
+            for g in range(len(self.param_groups)):
+                self._init_group_state(g)
+
+    # -- state_dict --
+
+    def state_dict(self):
+        """A deep copy of the state, in torch.optim's layout::
+
+            {"state": {index: {"step": int, "exp_avg": ndarray, ...}},
+             "param_groups": [{"lr": ..., ..., "params": [indices]}]}
+
+        Only plain Python containers, numbers, strings and NumPy arrays."""
+        state = {}
+        for idx in sorted(self._state):
+            state[idx] = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                          for k, v in self._state[idx].items()}
+        groups = []
+        for g, group in enumerate(self.param_groups):
+            saved = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            saved["params"] = list(range(self._starts[g],
+                                         self._starts[g] + len(group["params"])))
+            groups.append(saved)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Load a ``state_dict()`` (deep-copied). Everything is checked first
+        (layout, group and parameter counts, hyperparameters, state keys,
+        shapes, dtypes): a load that raises leaves the optimizer unchanged."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict has no {key!r} entry")
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_groups, (list, tuple)):
+            raise TypeError("state_dict['param_groups'] must be a list of dicts")
+        if not isinstance(saved_state, dict):
+            raise TypeError("state_dict['state'] must be a dict {parameter index: dict}")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups "
+                             f"but the optimizer has {len(self.param_groups)}")
+
+        # Saved parameter index -> (group, position), and the new groups.
+        where, new_groups = {}, []
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if not isinstance(saved, dict):
+                raise TypeError(f"state_dict['param_groups'][{g}] must be a dict")
+            if "params" not in saved:
+                raise ValueError(f"state_dict['param_groups'][{g}] has no 'params'")
+            ids = saved["params"]
+            if not isinstance(ids, (list, tuple)) or len(ids) != len(group["params"]):
+                n = len(ids) if isinstance(ids, (list, tuple)) else ids
+                raise ValueError(f"loaded parameter group {g} has {n} parameters but the "
+                                 f"optimizer's group {g} has {len(group['params'])}")
+            for j, idx in enumerate(ids):
+                if idx in where:
+                    raise ValueError(f"parameter index {idx!r} appears twice in the loaded "
+                                     f"param_groups")
+                where[idx] = (g, j)
+            new = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+            if isinstance(new.get("betas"), list):
+                new["betas"] = tuple(new["betas"])
+            self._check_hyper(new, f"loaded param group {g}")
+            new["params"] = group["params"]
+            new_groups.append(new)
+
+        # Check every state entry against its parameter.
+        scalar_names = set(self._scalars)
+        entries = {}              # (g, j) -> {key: value}
+        for idx, saved in saved_state.items():
+            if idx not in where:
+                raise ValueError(f"loaded state has an entry for parameter {idx!r}, which "
+                                 f"no loaded param_group lists")
+            g, j = where[idx]
+            p = self.param_groups[g]["params"][j]
+            label = f"loaded state of parameter {idx!r}"
+            if not isinstance(saved, dict):
+                raise TypeError(f"{label} must be a dict, got {type(saved).__name__}")
+            needed = set(self._buffers(new_groups[g])) | scalar_names
+            missing = needed - set(saved)
+            if missing:
+                raise ValueError(f"{label} lacks {sorted(missing)} (needed by "
+                                 f"{type(self).__name__} with these options)")
+            allowed = set(self._kinds) | scalar_names
+            extra = set(saved) - allowed
+            if extra:
+                raise ValueError(f"{label} has unknown keys {sorted(map(str, extra))} "
+                                 f"({type(self).__name__} state keys: {sorted(allowed)})")
+            entry = {}
+            for key, value in saved.items():
+                if key in scalar_names:
+                    entry[key] = self._load_scalar(key, value, label)
+                    continue
+                if not isinstance(value, np.ndarray):
+                    raise TypeError(f"{label}: {key!r} must be a NumPy array, got "
+                                    f"{type(value).__name__}")
+                if value.dtype != p.dtype:
+                    raise TypeError(f"{label}: {key!r} has dtype {value.dtype} but the "
+                                    f"parameter has dtype {p.dtype}")
+                if value.shape != p.shape:
+                    raise ValueError(f"{label}: {key!r} has shape {value.shape} but the "
+                                     f"parameter has shape {p.shape}")
+                entry[key] = value
+            entries[g, j] = entry
+
+        # Build the new arenas and state, then swap them in.
+        new_arenas = [{} for _ in self.param_groups]
+        new_state = {}
+        for g, group in enumerate(new_groups):
+            layout = self._layouts[g]
+            kinds = {k for (gg, _), e in entries.items() if gg == g
+                     for k in e if k not in scalar_names}
+            for kind in sorted(kinds):
+                for dt, total in layout.totals.items():
+                    arena = _aligned_empty(total, dt)
+                    arena.fill(self._fill(kind, group))
+                    new_arenas[g][kind, dt] = arena
+            for j, p in enumerate(group["params"]):
+                entry = entries.get((g, j))
+                if entry is None:
+                    continue
+                off = layout.offsets[j]
+                st = {}
+                for key, value in entry.items():
+                    if key in scalar_names:
+                        st[key] = value
+                    else:
+                        view = new_arenas[g][key, p.dtype][off:off + p.size].reshape(p.shape)
+                        view[...] = value
+                        st[key] = view
+                new_state[self._starts[g] + j] = st
+
+        self._arenas = new_arenas
+        self._state = new_state
+        for group, new in zip(self.param_groups, new_groups):
+            group.clear()
+            group.update(new)
+        if self._eager:
+            for g in range(len(self.param_groups)):
+                self._init_group_state(g)
+
+    def _load_scalar(self, key, value, label):
+        if isinstance(value, np.ndarray) and value.shape == ():
+            value = value[()]
+        if key == "step":
+            ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+                  and 0 <= value < 2**62 and value == int(value))    # NaN/inf fail
+            if not ok:
+                raise ValueError(f"{label}: 'step' must be a non-negative integer, got "
+                                 f"{value!r}")
+            return int(value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{label}: {key!r} must be a real number, got {value!r}")
+        return float(value)
+
+    # -- display --
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for g, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {g}")
+            for key in sorted(k for k in group if k != "params"):
+                lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)

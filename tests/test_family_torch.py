@@ -1,0 +1,167 @@
+"""RMSprop, Adagrad, Adadelta, Adamax, NAdam and RAdam against torch.optim
+(single-tensor form, foreach=False): the same trajectory, step after step, for
+random options; and the same hyperparameter errors. Required in CI."""
+
+import numpy as np
+import pytest
+
+from support import DTYPES, TORCH_RTOL, require_torch
+from family import OPTIMIZERS, BY_NAME, random_states, call
+
+pytestmark = pytest.mark.torch
+
+STEPS = 100
+CHECK_AT = (1, 5, 50, 100)
+SEEDS = [0, 1, 2]
+FORMS = {"single": [1000], "multi": [3, 17, 1000, 4099]}
+
+
+def random_options(opt, rng):
+    """Options drawn around each optimizer's useful range; every flag random."""
+    o = {"lr": float(10 ** rng.uniform(-4, -1.5)),
+         "weight_decay": float(rng.choice([0.0, 10 ** rng.uniform(-3, -1)])),
+         "maximize": bool(rng.integers(2))}
+    if opt.name == "rmsprop":
+        o.update(alpha=float(rng.uniform(0.8, 0.999)),
+                 momentum=float(rng.choice([0.0, rng.uniform(0.5, 0.95)])),
+                 centered=bool(rng.integers(2)),
+                 eps=float(10 ** rng.uniform(-8, -4)))
+    elif opt.name == "adagrad":
+        o.update(lr_decay=float(rng.choice([0.0, 10 ** rng.uniform(-3, -1)])),
+                 eps=float(10 ** rng.uniform(-10, -6)))
+    elif opt.name == "adadelta":
+        o.update(lr=float(rng.uniform(0.1, 1.0)), rho=float(rng.uniform(0.8, 0.99)),
+                 eps=float(10 ** rng.uniform(-7, -5)))
+    else:
+        o.update(beta1=float(rng.uniform(0.5, 0.95)),
+                 beta2=float(rng.uniform(0.9, 0.9999)),
+                 eps=float(10 ** rng.uniform(-9, -6)))
+        if opt.name in ("nadam", "radam"):
+            o["decoupled_weight_decay"] = bool(rng.integers(2))
+        if opt.name == "nadam":
+            o["momentum_decay"] = float(10 ** rng.uniform(-3, -2))
+    return o
+
+
+def torch_options(opts):
+    t = dict(opts)
+    if "beta1" in t:
+        t["betas"] = (t.pop("beta1"), t.pop("beta2"))
+    return t
+
+
+@pytest.fixture
+def torch_env(torch):
+    """One torch thread (these tensors are small; several OpenMP runtimes
+    spinning on a busy 2-core machine cost far more than they give), and
+    torch's default dtype set per run: torch keeps scalar state (NAdam's
+    mu_product) in it, and optcore keeps it in double, so float64 runs use
+    float64 there too."""
+    prev_dtype, prev_threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def use(dtype):
+        torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
+    yield use
+    torch.set_default_dtype(prev_dtype)
+    torch.set_num_threads(prev_threads)
+
+
+def _scale_close(ours, theirs, dtype, what):
+    """|ours - theirs| <= TORCH_RTOL * max|theirs| (rounding differences of a
+    few ulps per step accumulate, relative to the buffer's scale)."""
+    theirs = np.asarray(theirs)
+    scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+    np.testing.assert_allclose(ours, theirs, rtol=0,
+                               atol=TORCH_RTOL[dtype] * max(scale, 1e-30),
+                               err_msg=what)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=str)
+def test_trajectory_matches_torch(opt, dtype, form, seed, torch, torch_env):
+    torch_env(dtype)
+    rng = np.random.default_rng([seed, OPTIMIZERS.index(opt), DTYPES.index(dtype)])
+    sizes = FORMS[form]
+    opts = random_options(opt, rng)
+    topts = torch_options(opts)
+    states = [{s: np.zeros(n, dtype) for s in opt.states} for n in sizes]
+    if opt.name == "adagrad":
+        # torch's initial_accumulator_value is optcore's caller's state init
+        init = float(rng.uniform(0.0, 0.5))
+        topts["initial_accumulator_value"] = init
+        for st_ in states:
+            st_["state_sum"][...] = init
+    need = opt.required(opts)
+    states = [{s: (a if s in need else None) for s, a in st_.items()} for st_ in states]
+
+    params = [rng.standard_normal(n).astype(dtype) for n in sizes]
+    tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+    topt = getattr(torch.optim, opt.torch_class)(tparams, foreach=False, **topts)
+    mu_product = 1.0
+    single = form == "single"
+    for step in range(1, STEPS + 1):
+        grads = [rng.standard_normal(n).astype(dtype) for n in sizes]
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+        if single:
+            mu_product = call(opt.fast, opt, params[0], grads[0], states[0], step,
+                              opts, mu_product)
+        else:
+            lists = {s: (None if states[0][s] is None else [d[s] for d in states])
+                     for s in opt.states}
+            mu_product = call(opt.fast, opt, params, grads, lists, step, opts,
+                              mu_product)
+        if step not in CHECK_AT:
+            continue
+        for t, tp in enumerate(tparams):
+            what = f"{opt} {opts} step {step} tensor {t}"
+            _scale_close(params[t], tp.detach().numpy(), dtype, f"param: {what}")
+            tstate = topt.state[tp]
+            for s in need:
+                _scale_close(states[t][s], tstate[opt.torch_key(s)].numpy(), dtype,
+                             f"{s}: {what}")
+            if opt.scalar_state:
+                # float32 runs: torch rounds it to float32 (down to subnormals)
+                theirs = tstate[opt.scalar_state].item()
+                f32 = dtype == np.float32
+                np.testing.assert_allclose(mu_product, theirs, rtol=1e-6 if f32 else 1e-15,
+                                           atol=1e-37 if f32 else 0)
+
+
+# Our hyperparameter errors begin with torch's message for the same value.
+TORCH_BAD = {
+    "rmsprop": [{"lr": -0.5}, {"eps": -1.0}, {"weight_decay": -1.0},
+                {"momentum": -0.5}, {"alpha": -0.5}],
+    "adagrad": [{"lr": -0.5}, {"eps": -1.0}, {"weight_decay": -1.0},
+                {"lr_decay": -0.5}],
+    "adadelta": [{"lr": -0.5}, {"eps": -1.0}, {"weight_decay": -1.0},
+                 {"rho": 1.5}, {"rho": -0.5}],
+    "adamax": [{"lr": -0.5}, {"eps": -1.0}, {"weight_decay": -1.0},
+               {"beta1": 1.0}, {"beta2": -0.5}],
+    "nadam": [{"lr": -0.5}, {"eps": -1.0}, {"weight_decay": -1.0},
+              {"beta1": 1.0}, {"beta2": 1.5}, {"momentum_decay": -0.1}],
+    "radam": [{"lr": -0.5}, {"eps": -1.0}, {"weight_decay": -1.0},
+              {"beta1": -0.1}, {"beta2": 1.0}],
+}
+
+
+@pytest.mark.parametrize("name, bad", [pytest.param(n, b, id=f"{n}-{b}")
+                                       for n, cases in TORCH_BAD.items() for b in cases])
+def test_error_wording_is_torchs(name, bad, torch):
+    opt = BY_NAME[name]
+    topts = torch_options(dict({"beta1": 0.9, "beta2": 0.999} if "beta1" in bad
+                               or "beta2" in bad else {}, **bad))
+    with pytest.raises(ValueError) as theirs:
+        getattr(torch.optim, opt.torch_class)([torch.nn.Parameter(torch.zeros(2))],
+                                              **topts)
+    rng = np.random.default_rng(0)
+    p, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    states = random_states(opt, rng, 4, np.float32)
+    with pytest.raises(ValueError) as ours:
+        call(opt.fast, opt, p, g, states, 1, bad)
+    assert str(ours.value).startswith(str(theirs.value)), (str(ours.value),
+                                                           str(theirs.value))
