@@ -1,79 +1,81 @@
-"""``python -m optcore demo --torch``: the seed's MLP as a torch.nn.Module,
-trained with torch.optim.Adam and with optcore.torch.Adam from the same
-initial weights; prints both loss curves' end points, the optimizer step
-times, and how far apart the two runs end up.
-
-Also runnable alone: ``python -m optcore.cli.demo_torch [--steps N] ...``.
+"""``python -m optcore demo --torch``: the demo's MLP problem (10 -> ReLU(10)
+-> 1, MSE, full-batch Adam) trained as a real torch.nn.Module with
+torch.optim.Adam, torch.optim.Adam(fused=True) and optcore.torch.Adam, all
+from the problem's initial weights, beside the NumPy run with optcore's
+kernels. Prints the demo's table (final MSE and time per backend), the median
+optimizer.step() times, and how far the curves are apart.
 """
 
-import argparse
 import statistics
 import sys
 import time
 
 import numpy as np
 
-DEFAULTS = dict(steps=1000, samples=1000, lr=0.01, seed=0, dtype="float32")
+import optcore
+from optcore.cli import demo, demo_training
 
 # The loss curves coincide when they differ by less than this fraction of the
-# curve's scale (its largest loss). Adam amplifies last-bit rounding
-# differences near convergence, so the parameters drift apart more (relative
-# 1e-4..1e-3 after 1000 float32 steps), exactly as between torch's own fused
-# and single-tensor Adam; the demo prints that pair as the yardstick.
+# curve's scale (its largest loss), or by no more than torch's own two Adam
+# implementations (fused and single-tensor) differ from each other, within a
+# factor YARDSTICK. Near convergence Adam's updates are steps of about lr
+# whatever the gradient's size, so last-bit rounding differences grow over
+# thousands of float32 steps: the curves stay together (gaps ~1e-4 of the
+# scale) while the weights wander apart, for torch's pair just as for optcore.
 AGREEMENT = {"float32": 1e-5, "float64": 1e-12}
+YARDSTICK = 10.0
+
+REFERENCE = "torch.optim"          # the backend the others are compared with
 
 
-def add_arguments(parser):
-    """Options of the torch demo (for a parser that does not define them)."""
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"],
-                        help="full-batch Adam steps (default %(default)s)")
-    parser.add_argument("--samples", type=int, default=DEFAULTS["samples"],
-                        help="synthetic samples (default %(default)s)")
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"],
-                        help="Adam learning rate (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"],
-                        help="data and weight seed (default %(default)s)")
-    parser.add_argument("--dtype", choices=["float32", "float64"],
-                        default=DEFAULTS["dtype"], help="default %(default)s")
+def _variants(torch, ot):
+    return ((REFERENCE, lambda ps, lr: torch.optim.Adam(ps, lr=lr)),
+            ("torch fused", lambda ps, lr: torch.optim.Adam(ps, lr=lr, fused=True)),
+            ("optcore.torch", lambda ps, lr: ot.Adam(ps, lr=lr)))
 
 
-def _option(args, name):
-    value = getattr(args, name, None)
-    return DEFAULTS[name] if value is None else value
+def _module(torch, problem):
+    """torch.nn version of demo_training.MLP, with the problem's weights."""
+    W1, b1, W2, b2 = (torch.from_numpy(p.copy()) for p in problem.init_params)
+    model = torch.nn.Sequential(torch.nn.Linear(W1.shape[1], W1.shape[0]),
+                                torch.nn.ReLU(), torch.nn.Linear(W1.shape[0], 1))
+    model.to(W1.dtype).load_state_dict(
+        {"0.weight": W1, "0.bias": b1, "2.weight": W2, "2.bias": b2})
+    return model
 
 
-def _data(torch, n, seed, dtype):
-    """y = a linear signal plus a ReLU bump plus noise: what an MLP can fit
-    better than a line."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, 10))
-    w, v = rng.standard_normal(10), rng.standard_normal(10)
-    y = X @ w * 0.5 + np.maximum(X @ v, 0.0) + 0.1 * rng.standard_normal(n)
-    return (torch.from_numpy(X).to(dtype), torch.from_numpy(y[:, None]).to(dtype))
+def train_torch(torch, method, problem, backend, make_optimizer):
+    """Full-batch training of the torch.nn MLP; returns the demo's ``Run``,
+    the trained module and the optimizer.step() times."""
+    if method.batch is not None:
+        raise ValueError("the torch demo trains full-batch methods")
+    model = _module(torch, problem)
+    X, y = torch.from_numpy(problem.X), torch.from_numpy(problem.y)
+    opt = make_optimizer(model.parameters(), method.lr)
+    mse = torch.nn.functional.mse_loss
 
+    def full_loss():
+        with torch.no_grad():
+            return mse(model(X)[:, 0], y).item()
 
-def _model(torch, seed, dtype):
-    # The seed's network: Dense(10, relu) then Dense(1), on 10 features.
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.ReLU(),
-                                   torch.nn.Linear(10, 1)).to(dtype)
-
-
-def _train(torch, model, opt, X, y, steps):
-    """Full-batch training; returns the loss per step and the step times."""
-    loss_fn = torch.nn.MSELoss()
-    losses, times = [], []
+    record = set(demo_training.curve_points(method.steps).tolist())
+    curve, step_times = [full_loss()], []
+    seconds = 0.0
     clock = time.perf_counter
-    for _ in range(steps):
+    start = clock()
+    for step in range(1, method.steps + 1):
         opt.zero_grad()
-        loss = loss_fn(model(X), y)
-        loss.backward()
+        mse(model(X)[:, 0], y).backward()
         t0 = clock()
         opt.step()
-        times.append(clock() - t0)
-        losses.append(loss.item())
-    return np.array(losses), np.array(times)
+        step_times.append(clock() - t0)
+        if step in record:
+            seconds += clock() - start
+            curve.append(full_loss())
+            start = clock()
+    run = demo_training.Run(method, backend, curve[-1], seconds,
+                            demo_training.curve_points(method.steps), np.array(curve))
+    return run, model, step_times
 
 
 def run(args):
@@ -81,72 +83,60 @@ def run(args):
         import torch
         import optcore.torch as ot
     except ImportError as exc:
-        print(f"demo --torch needs PyTorch: {exc}", file=sys.stderr)
+        print(f"optcore demo --torch needs PyTorch: {exc}", file=sys.stderr)
         return 2
-    steps, n, lr = _option(args, "steps"), _option(args, "samples"), _option(args, "lr")
-    seed, dtype_name = _option(args, "seed"), _option(args, "dtype")
-    dtype = getattr(torch, dtype_name)
-    X, y = _data(torch, n, seed, dtype)
-    initial = _model(torch, seed, dtype)
+    started = time.perf_counter()
+    dtype_name = str(np.dtype(args.dtype))
+    problems = demo_training.make_problems(args.seed, dtype=np.dtype(args.dtype))
+    problem = problems["mlp"]
+    method = demo_training.scaled(
+        next(m for m in demo_training.METHODS if m.model == "mlp"), args.scale)
 
-    variants = (("torch.optim.Adam", lambda ps: torch.optim.Adam(ps, lr=lr)),
-                ("torch Adam(fused=True)", lambda ps: torch.optim.Adam(ps, lr=lr,
-                                                                      fused=True)),
-                ("optcore.torch.Adam", lambda ps: ot.Adam(ps, lr=lr)))
-    runs = {}
-    for label, make in variants:
-        model = _model(torch, seed, dtype)
-        model.load_state_dict(initial.state_dict())
-        opt = make(model.parameters())
-        t0 = time.perf_counter()
-        losses, times = _train(torch, model, opt, X, y, steps)
-        runs[label] = (model, losses, times, time.perf_counter() - t0)
+    runs = [demo_training.train(method, problem, optcore, seed=args.seed)]
+    models, step_times = {}, {}
+    for backend, make in _variants(torch, ot):
+        r, models[backend], step_times[backend] = train_torch(torch, method, problem,
+                                                              backend, make)
+        runs.append(r)
 
-    print(f"optcore demo --torch: the seed's MLP (10 -> ReLU(10) -> 1, MSE loss) as a "
-          f"torch.nn.Module,\nfull-batch Adam(lr={lr}), {steps} steps on {n} synthetic "
-          f"samples, {dtype_name}, the same initial weights for every run.\n")
-    marks = sorted({0, min(9, steps - 1), min(99, steps - 1), steps - 1})
-    head = "".join(f"{'loss@' + str(m + 1):>12}" for m in marks)
-    print(f"{'optimizer':<24}{head}{'step() median':>15}{'training':>10}")
-    for label, (_, losses, times, total) in runs.items():
-        cols = "".join(f"{losses[m]:12.6g}" for m in marks)
-        print(f"{label:<24}{cols}{statistics.median(times) * 1e6:12.1f} us"
-              f"{total:8.2f} s")
+    X = problem.X
+    print(f"optcore demo --torch: the MLP (10 -> ReLU(10) -> 1, MSE) as a torch.nn.Module, "
+          f"{method.name}, lr {method.lr}, {method.steps} steps;\n{X.shape[0]} samples x "
+          f"{X.shape[1]} features, {dtype_name}, seed {args.seed}. Every run starts from the "
+          f"same weights; \"optcore\" is the NumPy run of `python -m optcore demo`.\n")
+    print("\n".join(demo.format_table(runs)))
 
-    ref_model, ref_losses, ref_times, _ = runs["torch.optim.Adam"]
+    print("\noptimizer.step() median: " + ", ".join(
+        f"{b} {statistics.median(t) * 1e6:.1f} us" for b, t in step_times.items()))
+    ours = statistics.median(step_times["optcore.torch"])
+    print("speed-up of optcore.torch.Adam: " + ", ".join(
+        f"{statistics.median(t) / ours:.2f}x over {b}"
+        for b, t in step_times.items() if b != "optcore.torch"))
 
-    @torch.no_grad()
-    def deviations(label):
-        model, losses, _, _ = runs[label]
-        curve = float(np.max(np.abs(losses - ref_losses)) / np.max(np.abs(ref_losses)))
-        params = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
-                     for a, b in zip(ref_model.parameters(), model.parameters()))
-        return curve, params
-
-    print(f"\ndifference from torch.optim.Adam over all {steps} steps "
-          f"(loss: largest gap / largest loss; parameters: largest relative gap at the end)")
-    for label in ("torch Adam(fused=True)", "optcore.torch.Adam"):
-        curve, params = deviations(label)
-        print(f"  {label:<24} loss {curve:.2e}   parameters {params:.2e}")
-    curve, _ = deviations("optcore.torch.Adam")
-    ours = statistics.median(runs["optcore.torch.Adam"][2])
-    fused = statistics.median(runs["torch Adam(fused=True)"][2])
-    print(f"speed-up of optimizer.step() (medians): {statistics.median(ref_times) / ours:.2f}x "
-          f"over torch.optim.Adam, {fused / ours:.2f}x over torch.optim.Adam(fused=True)")
-    bound = AGREEMENT[dtype_name]
-    if curve <= bound:
-        print(f"The loss curves coincide (gap below {bound:g} of the curve's scale).")
+    by_backend = {r.backend: r for r in runs}
+    ref = by_backend[REFERENCE]
+    print(f"\ndistance from {REFERENCE} (loss curve: largest gap / largest loss; "
+          f"parameters: largest relative gap after the last step)")
+    gaps = {}
+    with torch.no_grad():
+        for backend in ("torch fused", "optcore.torch"):
+            curve = float(np.max(np.abs(by_backend[backend].curve_loss - ref.curve_loss))
+                          / np.max(np.abs(ref.curve_loss)))
+            params = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
+                         for a, b in zip(models[REFERENCE].parameters(),
+                                         models[backend].parameters()))
+            gaps[backend] = curve
+            print(f"  {backend:<14} loss curve {curve:.2e}   parameters {params:.2e}")
+    if args.plot:
+        demo.plot(runs, {"mlp": problem}, args.plot)
+        print(f"\nloss curves written to {args.plot}")
+    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+    bound = max(AGREEMENT[dtype_name], YARDSTICK * gaps["torch fused"])
+    if gaps["optcore.torch"] <= bound:
+        print(f"optcore.torch.Adam and torch.optim.Adam: the loss curves coincide (gap "
+              f"{gaps['optcore.torch']:.1e} of the curve's scale; torch's own fused and "
+              f"single-tensor Adam: {gaps['torch fused']:.1e}).")
         return 0
-    print(f"The loss curves DIFFER (gap above {bound:g} of the curve's scale).")
+    print(f"optcore.torch.Adam and torch.optim.Adam: the loss curves DIFFER (gap "
+          f"{gaps['optcore.torch']:.1e} of the curve's scale, above {bound:.1e}).")
     return 1
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m optcore.cli.demo_torch",
-                                     description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
