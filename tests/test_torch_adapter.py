@@ -67,7 +67,7 @@ TWINS = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NA
          "RAdam"]
 
 
-@pytest.mark.parametrize("draw", range(3))
+@pytest.mark.parametrize("draw", range(2))
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 @pytest.mark.parametrize("name", TWINS)
 def test_trajectory_matches_torch(torch, ot, ts, rng, name, dtype_name, draw):
@@ -78,62 +78,90 @@ def test_trajectory_matches_torch(torch, ot, ts, rng, name, dtype_name, draw):
     X, y = ts.make_data(rng, dtype)
     ref_opt = ts.torch_twin(name, ref_model.parameters(), options)
     opt = getattr(ot, name)(model.parameters(), foreach=False, **options)
-    rtol = ts.rtol_for(dtype)
+    probe = ts.nudged(ref_model)
+    probe_opt = ts.torch_twin(name, probe.parameters(), options)
     for step in range(1, STEPS + 1):
-        ref_loss = ts.train_step(ref_model, ref_opt, X, y)
-        loss = ts.train_step(model, opt, X, y)
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
+        ts.copy_grads(ref_model, probe)
+        probe_opt.step()
         if step % 10 == 0:
             dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
-            assert dev <= rtol, f"step {step}: parameters deviate by {dev:.3g} ({options})"
-            assert loss == pytest.approx(ref_loss, rel=100 * rtol, abs=1e-300)
-    ts.assert_same_state(ref_opt, opt, dtype)
+            limit = ts.bound(dtype, ref_model.parameters(), probe.parameters())
+            assert dev <= limit, (f"step {step}: parameters deviate by {dev:.3g} > "
+                                  f"{limit:.3g} ({options})")
+    ts.assert_same_state(ref_opt, opt, dtype, rtol=limit)
 
 
-def _reference_train(ts, name, model, options, X, y, steps):
-    """The same training run with optcore.reference's functional kernel, state
-    kept in NumPy arrays (the truth for optimizers torch.optim lacks)."""
-    import optcore.reference as reference
-    import torch
-    kernel = getattr(reference, f"{name.lower()}_step")
+@pytest.mark.parametrize("name", TWINS)
+def test_free_running_training_matches_torch(torch, ot, ts, rng, name):
+    """Each run on its own gradients, as a training script would (float64:
+    in float32 the ReLU kinks carry last-bit differences to ~1e-2 within 100
+    steps, for torch against itself as well)."""
+    dtype = torch.float64
+    options = ts.sample_options(name, rng)
+    ref_model = ts.make_model(rng, dtype)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    ref_opt = ts.torch_twin(name, ref_model.parameters(), options)
+    opt = getattr(ot, name)(model.parameters(), foreach=False, **options)
+    probe = ts.nudged(ref_model)
+    probe_opt = ts.torch_twin(name, probe.parameters(), options)
+    for _ in range(STEPS):
+        ref_loss = ts.train_step(ref_model, ref_opt, X, y)
+        loss = ts.train_step(model, opt, X, y)
+        ts.train_step(probe, probe_opt, X, y)
+    limit = ts.bound(dtype, ref_model.parameters(), probe.parameters())
+    assert loss == pytest.approx(ref_loss, rel=limit)
+    dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
+    assert dev <= limit, f"parameters deviate by {dev:.3g} > {limit:.3g} ({options})"
+    ts.assert_same_state(ref_opt, opt, dtype, rtol=limit)
+
+
+def _reference_step(kernel, name, params, states, step, options):
+    """optcore.reference's functional step on each tensor (the truth for the
+    optimizers torch.optim lacks), state in NumPy arrays."""
     opts = dict(options)
     beta1, beta2 = opts.pop("betas")
-    params = list(model.parameters())
-    states = [dict(exp_avg=np.zeros(tuple(p.shape), ts.NP_DTYPE[p.dtype]),
-                   exp_avg_sq=np.zeros(tuple(p.shape), ts.NP_DTYPE[p.dtype]))
-              for p in params]
-    for step in range(1, steps + 1):
-        for p in params:
-            p.grad = None
-        ts.loss_of(model, X, y).backward()
-        with torch.no_grad():
-            for p, st in zip(params, states):
-                bufs = [st["exp_avg"]] + ([st["exp_avg_sq"]] if name == "LAMB" else [])
-                kernel(p.detach().numpy(), p.grad.numpy(), *bufs, step=step,
-                       beta1=beta1, beta2=beta2, **opts)
-    return states
+    for p, st in zip(params, states):
+        bufs = [st["exp_avg"]] + ([st["exp_avg_sq"]] if name == "LAMB" else [])
+        kernel(p.detach().numpy(), p.grad.numpy(), *bufs, step=step, beta1=beta1,
+               beta2=beta2, **opts)
 
 
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
 @pytest.mark.parametrize("name", ["Lion", "LAMB"])
 def test_trajectory_matches_reference(torch, ot, ts, rng, name, dtype_name):
+    import optcore.reference
     dtype = _dtype(torch, dtype_name)
     options = ts.sample_options(name, rng)
     ref_model = ts.make_model(rng, dtype)
     model = ts.twin(ref_model)
     X, y = ts.make_data(rng, dtype)
-    ref_states = _reference_train(ts, name, ref_model, options, X, y, STEPS)
+    kernel = getattr(optcore.reference, f"{name.lower()}_step")
+    ref_params = list(ref_model.parameters())
+    states = [{k: np.zeros(tuple(p.shape), ts.NP_DTYPE[dtype])
+               for k in ("exp_avg", "exp_avg_sq")} for p in ref_params]
     opt = getattr(ot, name)(model.parameters(), **options)
-    for _ in range(STEPS):
-        ts.train_step(model, opt, X, y)
-    dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
+    for step in range(1, STEPS + 1):
+        opt.zero_grad()
+        for p in ref_params:
+            p.grad = None
+        loss = ts.loss_of(ref_model, X, y)
+        (-loss if options["maximize"] else loss).backward()
+        for rp, p in zip(ref_params, model.parameters()):
+            p.grad = rp.grad.clone()
+        with torch.no_grad():
+            _reference_step(kernel, name, ref_params, states, step, options)
+        opt.step()
+    dev = ts.max_rel_dev(ref_params, list(model.parameters()))
     assert dev <= ts.rtol_for(dtype), f"parameters deviate by {dev:.3g} ({options})"
-    for p, st in zip(model.parameters(), ref_states):
+    for p, st in zip(model.parameters(), states):
         state = opt.state[p]
         assert float(state["step"]) == STEPS
         for key, ref in st.items():
             if key in state:
-                np.testing.assert_allclose(state[key].numpy(), ref,
-                                           rtol=ts.rtol_for(dtype), atol=1e-30)
+                assert ts.max_rel_dev([torch.from_numpy(ref)], [state[key]]) <= \
+                    ts.rtol_for(dtype), key
 
 
 # ---- state_dict round trips -----------------------------------------------
@@ -173,11 +201,10 @@ def test_state_dict_moves_between_torch_and_optcore(torch, ot, ts, rng, name, dt
     resumed_opt = second(resumed)
     resumed_opt.load_state_dict(saved_opt)
     for _ in range(20):
-        ts.train_step(model, opt, X, y)
-        ts.train_step(resumed, resumed_opt, X, y)
+        ts.step_pair(model, opt, resumed, resumed_opt, X, y)
     dev = ts.max_rel_dev(list(model.parameters()), list(resumed.parameters()))
     assert dev <= ts.rtol_for(dtype), f"deviation {dev:.3g} after resuming ({options})"
-    ts.assert_same_state(opt, resumed_opt, dtype)
+    ts.assert_same_state(opt, resumed_opt, dtype, loaded=True)
 
 
 @pytest.mark.parametrize("name", TWINS + ["Lion", "LAMB"])
@@ -235,13 +262,13 @@ def _schedulers(L):
         "LambdaLR": lambda o: L.LambdaLR(o, lambda e: 0.95 ** e),
         "MultiplicativeLR": lambda o: L.MultiplicativeLR(o, lambda e: 0.97),
         "StepLR": lambda o: L.StepLR(o, step_size=7, gamma=0.5),
-        "MultiStepLR": lambda o: L.MultiStepLR(o, milestones=[5, 15, 30], gamma=0.3),
+        "MultiStepLR": lambda o: L.MultiStepLR(o, milestones=[5, 15, 25], gamma=0.3),
         "ConstantLR": lambda o: L.ConstantLR(o, factor=0.5, total_iters=10),
         "LinearLR": lambda o: L.LinearLR(o, start_factor=0.1, total_iters=20),
         "ExponentialLR": lambda o: L.ExponentialLR(o, gamma=0.95),
         "SequentialLR": lambda o: L.SequentialLR(
             o, [L.LinearLR(o, start_factor=0.1, total_iters=10),
-                L.CosineAnnealingLR(o, T_max=30)], milestones=[10]),
+                L.CosineAnnealingLR(o, T_max=20)], milestones=[10]),
         "CosineAnnealingLR": lambda o: L.CosineAnnealingLR(o, T_max=20, eta_min=1e-4),
         "ChainedScheduler": lambda o: L.ChainedScheduler(
             [L.ConstantLR(o, factor=0.5, total_iters=5), L.ExponentialLR(o, gamma=0.9)]),
@@ -249,8 +276,8 @@ def _schedulers(L):
         "CyclicLR": lambda o: L.CyclicLR(o, base_lr=1e-3, max_lr=1e-2, step_size_up=5),
         "CosineAnnealingWarmRestarts": lambda o: L.CosineAnnealingWarmRestarts(
             o, T_0=10, T_mult=2),
-        "OneCycleLR": lambda o: L.OneCycleLR(o, max_lr=5e-2, total_steps=60),
-        "PolynomialLR": lambda o: L.PolynomialLR(o, total_iters=30, power=2.0),
+        "OneCycleLR": lambda o: L.OneCycleLR(o, max_lr=5e-2, total_steps=40),
+        "PolynomialLR": lambda o: L.PolynomialLR(o, total_iters=25, power=2.0),
     }
 
 
@@ -283,9 +310,8 @@ def test_lr_scheduler_drives_optcore_like_torch(torch, ot, ts, rng, sched_name, 
     ref_opt = ts.torch_twin(opt_name, ref_model.parameters(), options)
     opt = getattr(ot, opt_name)(model.parameters(), foreach=False, **options)
     ref_sched, sched = make(ref_opt), make(opt)
-    for _ in range(40):
-        ref_loss = ts.train_step(ref_model, ref_opt, X, y)
-        loss = ts.train_step(model, opt, X, y)
+    for _ in range(30):
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
         if sched_name == "ReduceLROnPlateau":
             # A flat metric, so that the plateau logic does reduce the rate.
             ref_sched.step(1.0)
@@ -294,7 +320,6 @@ def test_lr_scheduler_drives_optcore_like_torch(torch, ot, ts, rng, sched_name, 
             ref_sched.step()
             sched.step()
         assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in ref_opt.param_groups]
-        assert loss == pytest.approx(ref_loss, rel=1e-9)
     dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
     assert dev <= ts.rtol_for(dtype)
     ts.assert_same_state(ref_opt, opt, dtype)
@@ -323,8 +348,7 @@ def test_add_param_group_midway(torch, ot, ts, rng, name):
                                                  ref_model.gain], **extra))
             opt.add_param_group(dict(params=[model.out.weight, model.out.bias,
                                              model.gain], **extra))
-        ts.train_step(ref_model, ref_opt, X, y)
-        ts.train_step(model, opt, X, y)
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
     dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
     assert dev <= ts.rtol_for(dtype)
     ts.assert_same_state(ref_opt, opt, dtype)
@@ -345,8 +369,7 @@ def test_parameters_without_grad_keep_their_own_step(torch, ot, ts, rng, name):
         for m in (ref_model, model):
             m.out.bias.requires_grad_(step >= 12)
             m.gain.requires_grad_(step < 5 or step >= 20)
-        ts.train_step(ref_model, ref_opt, X, y)
-        ts.train_step(model, opt, X, y)
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
     dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
     assert dev <= ts.rtol_for(dtype)
     ts.assert_same_state(ref_opt, opt, dtype)
@@ -366,8 +389,7 @@ def test_named_parameters_and_per_group_options(torch, ot, ts, rng):
     ref_opt = torch.optim.AdamW(groups(ref_model), foreach=False)
     opt = ot.AdamW(groups(model), foreach=False)
     for _ in range(20):
-        ts.train_step(ref_model, ref_opt, X, y)
-        ts.train_step(model, opt, X, y)
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
     names = [n for n, _ in model.named_parameters()]
     assert opt.state_dict()["param_groups"][0]["param_names"] == names[:2]
     ts.assert_same_state(ref_opt, opt, dtype)
@@ -422,8 +444,7 @@ def test_tensor_lr(torch, ot, ts, rng):
     opt = ot.Adam(model.parameters(), lr=torch.tensor(1e-2), foreach=False)
     sched = [torch.optim.lr_scheduler.ExponentialLR(o, 0.9) for o in (ref_opt, opt)]
     for _ in range(10):
-        ts.train_step(ref_model, ref_opt, X, y)
-        ts.train_step(model, opt, X, y)
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
         for s in sched:
             s.step()
     # torch evaluates lr / bias_correction in the float32 dtype of the lr tensor

@@ -97,7 +97,6 @@ class KernelOptimizer(Optimizer):
     _buffers: tuple[StateBuffer, ...] = ()       # tensor state, torch.optim's key order
     _scalars: dict[str, float] = {"step": 0.0}   # 0-dim state tensors and initial values
     _options: tuple[str, ...] = ()               # group options passed to the kernel
-    _returns: str | None = None                  # scalar state the kernel returns (NAdam)
     _eager_state = False                         # state created at construction (Adagrad)
 
     def __init__(self, params, **defaults):
@@ -356,6 +355,11 @@ class KernelOptimizer(Optimizer):
                     f"list positions are the group's parameters that have a gradient")
                 raise
 
+    def _scalar_args(self, scalars, step, options, views):
+        """Kernel arguments for the scalar state other than ``step``, and the
+        values to store in it after the call (see NAdam)."""
+        return {}, {}
+
     def _call(self, kernel, slots, grads, key, needed, options):
         scalars = dict(zip(self._scalars, key))
         if "step" in scalars:
@@ -367,18 +371,14 @@ class KernelOptimizer(Optimizer):
         kwargs = dict(options)
         for i, b in enumerate(needed):
             kwargs[b.arg] = [s.views[i] for s in slots]
-        for name, value in scalars.items():
-            if name != "step":
-                kwargs[name] = value
-        params = [s.view for s in slots]
-        result = kernel(params, grads, step=int(step), **kwargs)
-        # Commit the scalar state (in the tensors' own dtype, as torch does).
+        extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)
+        kwargs.update(extra)
+        store["step"] = step
+        kernel([s.view for s in slots], grads, step=int(step), **kwargs)
+        # Commit the scalar state (rounded to the tensors' dtype, as torch's is).
         for s in slots:
             for name, view in zip(self._scalars, s.scalar_views):
-                if name == "step":
-                    view[()] = step
-                elif name == self._returns:
-                    view[()] = result
+                view[()] = store[name]
         increment_version([s.param for s in slots] + [t for s in slots for t in s.tensors])
 
     def _rollback(self, slots):
