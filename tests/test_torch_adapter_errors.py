@@ -213,3 +213,21 @@ def test_overlapping_parameters_are_refused(torch, ot):
     with pytest.raises(ValueError, match="overlap"):
         opt.step()
     assert not flat.any()
+
+
+def test_state_moved_to_shared_memory_is_followed(torch, ot, ts, rng):
+    """share_memory_() swaps a tensor's storage: the step must write the new
+    storage, never a stale view of the old one."""
+    model = ts.make_model(rng, torch.float64, hidden=8)
+    ref = ts.twin(model)
+    X, y = ts.make_data(rng, torch.float64)
+    opt = ot.Adagrad(model.parameters(), lr=0.1, foreach=False)
+    ref_opt = torch.optim.Adagrad(ref.parameters(), lr=0.1, foreach=False)
+    ts.step_pair(ref, ref_opt, model, opt, X, y)
+    ptrs = [opt.state[p]["sum"].data_ptr() for p in model.parameters()]
+    opt.share_memory()
+    assert [opt.state[p]["sum"].data_ptr() for p in model.parameters()] != ptrs
+    for _ in range(3):
+        ts.step_pair(ref, ref_opt, model, opt, X, y)
+    ts.assert_same_state(ref_opt, opt, torch.float64)
+    assert ts.max_rel_dev(list(ref.parameters()), list(model.parameters())) <= 1e-12

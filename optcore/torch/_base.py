@@ -70,17 +70,19 @@ class _Slot:
     """Cached NumPy views of one parameter and its state, valid while the
     tensors (and their storage) are the ones recorded here."""
 
-    __slots__ = ("param", "ptr", "numel", "view", "state", "keys", "tensors",
-                 "views", "scalar_views", "entries", "created")
+    __slots__ = ("param", "ptr", "numel", "view_dtype", "view", "state", "keys",
+                 "tensors", "views", "scalar_views", "entries", "created")
 
     def valid(self, p, state, needed):
-        # Same parameter over the same contiguous memory, same state tensors.
+        # Same parameter over the same contiguous memory, the same state
+        # tensors over the same memory (share_memory_(), set_() or `.data =`
+        # move a tensor's storage and would leave a cached view dangling).
         if not (self.param is p and self.state is state and self.keys == needed
                 and self.ptr == p.data_ptr() and self.numel == p.numel()
-                and p.is_contiguous()):
+                and p.dtype is self.view_dtype and p.is_contiguous()):
             return False
-        for key, t in self.entries:
-            if state.get(key) is not t:
+        for key, t, ptr in self.entries:
+            if state.get(key) is not t or t.data_ptr() != ptr:
                 return False
         return True
 
@@ -181,9 +183,12 @@ class KernelOptimizer(Optimizer):
         """Create missing state entries (torch.optim's lazy initialisation);
         returns the keys created."""
         created = []
+        # torch keeps scalar state in float32 for fused optimizers, else in
+        # the default dtype.
+        scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
         for key, value in self._scalars.items():
             if key not in state:
-                state[key] = torch.tensor(value, dtype=_get_scalar_dtype())
+                state[key] = torch.tensor(value, dtype=scalar_dtype)
                 created.append(key)
         for b in self._needed(group):
             if state.get(b.key) is None:
@@ -199,14 +204,14 @@ class KernelOptimizer(Optimizer):
             for key in self.defaults:
                 if key not in group and key in static:
                     group[key] = static[key]
+            scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
             for p in group["params"]:
                 p_state = self.state.get(p)
                 if not p_state:
                     continue
                 for key in self._scalars:
                     if key in p_state and not torch.is_tensor(p_state[key]):
-                        p_state[key] = torch.tensor(float(p_state[key]),
-                                                    dtype=_get_scalar_dtype())
+                        p_state[key] = torch.tensor(float(p_state[key]), dtype=scalar_dtype)
         self.__dict__.pop("_optcore_slots", None)
 
     def _slot(self, p, state, group, needed, gi, j):
@@ -223,6 +228,7 @@ class KernelOptimizer(Optimizer):
             slot.param = p
             slot.ptr = p.data_ptr()
             slot.numel = p.numel()
+            slot.view_dtype = p.dtype
             slot.view = p.detach().numpy()
             slot.state = state
             slot.keys = needed
@@ -232,8 +238,9 @@ class KernelOptimizer(Optimizer):
             scalars = tuple(state[k] for k in self._scalars)
             slot.scalar_views = tuple(self._scalar_view(t, k, gi, j)
                                       for k, t in zip(self._scalars, scalars))
-            slot.entries = tuple(zip(self._scalars, scalars)) + tuple(
-                (b.key, t) for b, t in zip(needed, slot.tensors))
+            slot.entries = tuple(
+                (key, t, t.data_ptr()) for key, t in
+                zip((*self._scalars, *(b.key for b in needed)), (*scalars, *slot.tensors)))
         except Exception:
             _forget(self.state, p, created)
             raise

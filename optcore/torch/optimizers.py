@@ -113,6 +113,13 @@ class Adagrad(KernelOptimizer):
                          foreach=foreach, maximize=maximize,
                          differentiable=differentiable, fused=fused)
 
+    def share_memory(self):
+        """Move the ``sum`` state tensors to shared memory (as torch's
+        Adagrad.share_memory; the next step picks up the new storage)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["sum"].share_memory_()
+
 
 class Adadelta(KernelOptimizer):
     """torch.optim.Adadelta on optcore.adadelta_step (state: ``step``,
