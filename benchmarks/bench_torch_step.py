@@ -6,7 +6,8 @@ and torch.optim.Adam(foreach=False), on two models:
   ~15.3 M elements in all).
 
 Gradients are set once; each timed call is one ``opt.step()`` (Adam's update
-over every parameter). Prints medians (and the fastest call) per optimizer.
+over every parameter); the optimizers take turns step by step. Prints medians
+(and the fastest call) per optimizer.
 
     python benchmarks/bench_torch_step.py [--dtype float32] [--repeat 30] [--json FILE]
 
@@ -46,20 +47,28 @@ OPTIMIZERS = {
 }
 
 
-def time_steps(make, params, repeat, warmup=3):
-    # Each optimizer gets its own copy of the parameters and gradients.
-    params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+def time_steps(params, repeat, warmup=3):
+    """Step times per optimizer. Every optimizer has its own copy of the
+    parameters and gradients; the optimizers take turns, one step each, so
+    that a change in the machine's load hits them alike."""
     gen = torch.Generator().manual_seed(1)
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype) * 1e-2
-    opt = make(params)
-    for _ in range(warmup):
-        opt.step()
-    times = []
+    grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) * 1e-2 for p in params]
+    opts = {}
+    for label, make in OPTIMIZERS.items():
+        copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for p, g in zip(copies, grads):
+            p.grad = g.clone()
+        opts[label] = make(copies)
+    for opt in opts.values():
+        for _ in range(warmup):
+            opt.step()
+    times = {label: [] for label in opts}
+    clock = time.perf_counter
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        opt.step()
-        times.append(time.perf_counter() - t0)
+        for label, opt in opts.items():
+            t0 = clock()
+            opt.step()
+            times[label].append(clock() - t0)
     return times
 
 
@@ -83,10 +92,8 @@ def main(argv=None):
         repeat = args.repeat or repeat
         print(f"\n{model}: {len(params)} tensors, {n:,} elements, {repeat} timed steps")
         print(f"  {'optimizer':<28}{'median':>12}{'fastest':>12}{'vs optcore':>12}")
-        rows = {}
-        for label, make in OPTIMIZERS.items():
-            times = time_steps(make, params, repeat)
-            rows[label] = dict(median_s=statistics.median(times), min_s=min(times))
+        rows = {label: dict(median_s=statistics.median(t), min_s=min(t))
+                for label, t in time_steps(params, repeat).items()}
         ours = rows["optcore.torch.Adam"]["median_s"]
         for label, row in rows.items():
             print(f"  {label:<28}{_fmt(row['median_s']):>12}{_fmt(row['min_s']):>12}"
