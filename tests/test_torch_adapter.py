@@ -227,7 +227,7 @@ def test_state_dict_round_trip_continues_exactly(torch, ot, ts, rng, name):
         assert torch.equal(a, b)
 
 
-def test_state_layout_matches_torch_before_and_after_steps(torch, ot, ts, rng):
+def test_state_layout_matches_torch_before_any_step(torch, ot, ts, rng):
     # Adagrad creates its state at construction; the others on the first step.
     for name in TWINS:
         model = ts.make_model(rng, torch.float32, hidden=8)
@@ -373,6 +373,29 @@ def test_parameters_without_grad_keep_their_own_step(torch, ot, ts, rng, name):
     dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
     assert dev <= ts.rtol_for(dtype)
     ts.assert_same_state(ref_opt, opt, dtype)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "NAdam"])
+def test_group_mixing_float32_and_float64(torch, ot, ts, rng, name):
+    """One group, parameters of both dtypes: one kernel call per dtype."""
+    options = ts.sample_options(name, rng)
+    values = [torch.from_numpy(rng.standard_normal(n)).to(dt)
+              for n, dt in ((40, torch.float32), (7, torch.float64),
+                            (33, torch.float32), (1, torch.float64))]
+    ref = [torch.nn.Parameter(v.clone()) for v in values]
+    ours = [torch.nn.Parameter(v.clone()) for v in values]
+    ref_opt = ts.torch_twin(name, ref, options)
+    opt = getattr(ot, name)(ours, foreach=False, **options)
+    for _ in range(20):
+        for a, b in zip(ref, ours):
+            a.grad = torch.from_numpy(rng.standard_normal(a.shape)).to(a.dtype)
+            b.grad = a.grad.clone()
+        ref_opt.step()
+        opt.step()
+    for a, b in zip(ref, ours):
+        assert b.dtype == a.dtype
+        assert ts.max_rel_dev([a], [b]) <= ts.rtol_for(a.dtype)
+    ts.assert_same_state(ref_opt, opt, torch.float32)
 
 
 def test_named_parameters_and_per_group_options(torch, ot, ts, rng):

@@ -7,8 +7,9 @@ options it passes on. Everything else lives here:
 - parameters are checked when they join the optimizer and again whenever their
   storage changes: CPU, dense, C-contiguous float32/float64, never copied;
 - each step is ONE multi-tensor kernel call per parameter group (one per
-  distinct step count when the parameters of a group have diverged), on NumPy
-  views that share memory with the tensors;
+  dtype and distinct step count when a group mixes float32 and float64 or its
+  parameters' step counts have diverged), on NumPy views that share memory
+  with the tensors;
 - state tensors are torch tensors under torch.optim's keys, so state_dict() and
   load_state_dict() are the base class's own and interchange with torch.optim;
 - a step that raises leaves the group as it was (state created for the step is
@@ -336,12 +337,13 @@ class KernelOptimizer(Optimizer):
             raise
         if not slots:
             return
-        # One call for the whole group unless the parameters' scalar state
-        # (step count, NAdam's mu product) has diverged.
+        # One call for the whole group unless its parameters differ in dtype
+        # (a kernel call takes one) or their scalar state (step count, NAdam's
+        # mu product) has diverged.
         if self._scalars:
-            keyed = [tuple(map(float, s.scalar_views)) for s in slots]
+            keyed = [(*map(float, s.scalar_views), s.view_dtype) for s in slots]
         else:
-            keyed = [(bool(s.created),) for s in slots]
+            keyed = [(bool(s.created), s.view_dtype) for s in slots]
         first = keyed[0]
         if all(k == first for k in keyed):
             buckets = [(first, list(range(len(slots))))]
