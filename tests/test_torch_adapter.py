@@ -573,3 +573,27 @@ def test_empty_and_scalar_parameters(torch, ot):
             o.step()
     assert torch.equal(scalar, ref[1])
     assert float(opt.state[empty]["step"]) == 3.0
+
+
+def test_grad_scaler_and_autocast(torch, ot, ts, rng):
+    """torch.amp on CPU: bfloat16 autocast, a GradScaler that unscales the
+    grads and skips the step whose grads overflowed."""
+    ref_model = ts.make_model(rng, torch.float32, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, torch.float32)
+    for m, opt in ((ref_model, torch.optim.Adam(ref_model.parameters(), lr=1e-2,
+                                                foreach=False)),
+                   (model, ot.Adam(model.parameters(), lr=1e-2, foreach=False))):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+        for i in range(12):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = ts.loss_of(m, X, y)
+            scaler.scale(loss.float()).backward()
+            if i == 5:
+                m.gain.grad.fill_(float("inf"))
+            scaler.step(opt)
+            scaler.update()
+        assert float(opt.state[m.gain]["step"]) == 11     # the overflow step skipped
+        assert scaler.get_scale() == 2.0 ** 15
+    assert ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters())) <= 1e-4
