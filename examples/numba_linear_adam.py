@@ -13,15 +13,24 @@ from optcore.numba import adam_step_f64
 @numba.njit(cache=False)
 def train_linear_adam(X, y, w, steps, lr):
     """Full-batch Adam on loss = mean((X @ w - y)**2); returns the loss per step."""
-    n = X.shape[0]
+    n, d = X.shape
     g = np.empty_like(w)
     m = np.zeros_like(w)
     v = np.zeros_like(w)
     losses = np.empty(steps)
     for step in range(1, steps + 1):
-        r = X @ w - y
-        losses[step - 1] = (r * r).sum() / n
-        g[:] = (2.0 / n) * (X.T @ r)
+        # Forward and backward as plain loops (numba compiles them; its matrix
+        # products would need SciPy).
+        g[:] = 0.0
+        loss = 0.0
+        for i in range(n):
+            r = -y[i]
+            for j in range(d):
+                r += X[i, j] * w[j]
+            loss += r * r
+            for j in range(d):
+                g[j] += (2.0 / n) * r * X[i, j]
+        losses[step - 1] = loss / n
         # param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq (unused), n, step,
         # lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize,
         # num_threads (1: this thread)

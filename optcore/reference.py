@@ -7,6 +7,8 @@ benchmarks use it as the baseline. Buffers are updated in place; every buffer
 argument is one array or a list of arrays.
 """
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -127,7 +129,8 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *
         sq += (1 - alpha) * g * g
         if centered:
             _lerp_(ga, g, 1 - alpha)
-            avg = np.sqrt(sq - ga * ga)
+            # where ga*ga overflows, torch's fused addcmul keeps sq = +inf
+            avg = np.sqrt(np.where(np.isposinf(sq) & np.isfinite(ga), sq, sq - ga * ga))
         else:
             avg = np.sqrt(sq)
         avg += eps
@@ -245,10 +248,16 @@ def _check_reduction(reduction):
 
 
 def _check_shapes(pred, target):
-    if np.shape(pred) != np.shape(target):
-        raise ValueError(f"target has shape {np.shape(target)} but pred has shape "
-                         f"{np.shape(pred)}; pred and target must have the same shape "
-                         f"(no broadcasting)")
+    ps, ts = np.shape(pred), np.shape(target)
+    if ps == ts or math.prod(ps) != math.prod(ts):
+        return
+    try:
+        paired = math.prod(np.broadcast_shapes(ps, ts)) == math.prod(ps)
+    except ValueError:
+        paired = False
+    if not paired:
+        raise ValueError(f"target has shape {ts} but pred has shape {ps}; they would "
+                         f"broadcast to a larger shape (pass arrays of the same shape)")
 
 
 def mse_loss(pred, target, reduction="mean"):
@@ -313,23 +322,47 @@ def lion_step(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99,
         m[...] = dt(beta2) * m + dt(1 - beta2) * g
 
 
+_BLOCK, _LANES = 4096, 8
+
+
+def _sum_squares_blocked(x):
+    """sum(x * x) in float64, added in the kernels' order (so that the LAMB
+    trust ratio has the kernel's bits): blocks of 4096 elements added in
+    order, each block over 8 running lane sums (element i of the full groups
+    to lane i % 8, then the tail to lanes 0, 1, ...) combined pairwise."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    total = 0.0
+    for start in range(0, x.size, _BLOCK):
+        sq = np.square(x[start:start + _BLOCK])
+        nfull = sq.size - sq.size % _LANES
+        lanes = np.zeros(_LANES)
+        if nfull:
+            # cumsum is sequential by definition: lane by lane, in order.
+            lanes = np.cumsum(sq[:nfull].reshape(-1, _LANES), axis=0)[-1].copy()
+        lanes[:sq.size - nfull] += sq[nfull:]
+        total += float(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+                       + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])))
+    return total
+
+
 def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
               beta2=0.999, eps=1e-6, weight_decay=0.0, maximize=False):
     """LAMB (You et al. 2019, Algorithm 2; optax.lamb): Adam moments with bias
     correction, a per-tensor trust ratio ||p|| / ||u|| (1 when either is 0)."""
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
+    # The bias corrections as products with their reciprocals (as the kernel).
+    inv_bias_correction1 = 1 / (1 - beta1**step)
+    inv_bias_correction2 = 1 / (1 - beta2**step)
     for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
         p, g, m, v = map(_flat, (p, g, m, v))
         dt = p.dtype.type
         g = -g if maximize else g
         m[...] = dt(beta1) * m + dt(1 - beta1) * g
         v[...] = dt(beta2) * v + dt(1 - beta2) * g * g
-        u = (m / dt(bias_correction1)) / (np.sqrt(v / dt(bias_correction2)) + dt(eps))
+        u = (m * dt(inv_bias_correction1)) / (np.sqrt(v * dt(inv_bias_correction2)) + dt(eps))
         if weight_decay != 0:
             u = u + dt(weight_decay) * p
-        p_norm = np.sqrt(np.sum(np.square(p.astype(np.float64))))
-        u_norm = np.sqrt(np.sum(np.square(u.astype(np.float64))))
+        p_norm = np.sqrt(_sum_squares_blocked(p))
+        u_norm = np.sqrt(_sum_squares_blocked(u))
         ratio = 1.0 if (p_norm == 0 or u_norm == 0) else p_norm / u_norm
         p += dt(-(lr * ratio)) * u
 
@@ -337,6 +370,8 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
 # ---- gradient utilities --------------------------------------------------------
 
 def _array_list(arrays):
+    if hasattr(arrays, "__next__"):
+        arrays = list(arrays)
     if isinstance(arrays, (list, tuple)):
         return [_flat(a) for a in arrays]
     return [_flat(arrays)]
@@ -356,7 +391,7 @@ def global_norm(arrays, norm_type=2.0):
     xs = [np.abs(a.astype(np.float64)) for a in _array_list(arrays) if a.size]
     if not xs:
         return 0.0
-    m = max(float(np.max(x)) for x in xs)
+    m = float(np.max([np.max(x) for x in xs]))      # NaN if any (Python's max drops it)
     if p == np.inf or not 0 < m < np.inf:     # max, 0, inf, or NaN (np.max propagates it)
         return m
     total = sum(float(np.sum((x / m) ** p)) for x in xs)

@@ -170,9 +170,29 @@ MSE_LOSS_GRAD = Entry(
     multi=False, returns="loss_grad", reduction=True,
 )
 
+LION = Entry(
+    name="lion_step",
+    buffers=(Buf("param", WRITE), Buf("grad", READ), Buf("exp_avg", WRITE)),
+    hyper=dict(step=STEPS, lr=small_lr, beta1=unit, beta2=unit,
+               weight_decay=st.sampled_from([0.0, 0.01]), maximize=st.booleans()),
+    wild=frozenset({"lr", "beta1", "beta2", "weight_decay"}),
+    invalid=_common_invalid,
+)
+
+LAMB = Entry(
+    name="lamb_step",
+    buffers=(Buf("param", WRITE), Buf("grad", READ), Buf("exp_avg", WRITE),
+             Buf("exp_avg_sq", WRITE, positive=True)),
+    hyper=dict(step=STEPS, lr=small_lr, beta1=unit, beta2=unit,
+               eps=st.sampled_from([1e-6, 1e-3, 0.0]),
+               weight_decay=st.sampled_from([0.0, 0.01]), maximize=st.booleans()),
+    wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
+    invalid=_common_invalid,
+)
+
 # Elementwise/reduction kernels over same-sized buffers, fuzzed through the
 # generic buffer machinery. linear_mse_grad (matrix shapes) has its own test.
-KERNELS = [SGD, ADAM, ADAMW, MSE_LOSS, MSE_GRAD, MSE_LOSS_GRAD]
+KERNELS = [SGD, ADAM, ADAMW, LION, LAMB, MSE_LOSS, MSE_GRAD, MSE_LOSS_GRAD]
 OPTIMIZER_STEPS = [e for e in KERNELS if e.name.endswith("_step")]
 LOSSES = [e for e in KERNELS if e.reduction]
 

@@ -95,3 +95,18 @@ def random_array(rng, n, dtype, positive=False, scale=1.0):
         a = rng.standard_normal(n) * scale
         a[a == 0] = 0.5
     return a.astype(dtype)
+
+
+def run_python(args, **kwargs):
+    """Run ``python *args`` against the optcore these tests import (an in-place
+    build or the installed package) -- never against a source tree without
+    compiled modules that happens to be the working directory: the child runs
+    in optcore's parent directory, which also leads its PYTHONPATH."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(optcore.__file__)))
+    env = dict(kwargs.pop("env", None) or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    kwargs.setdefault("cwd", root)
+    return subprocess.run([sys.executable, *args], env=env, **kwargs)

@@ -519,8 +519,8 @@ def test_mse_size_mismatch(func, rng):
     expect_mse_error(func, ValueError, ["pred", "target"], pred, target[:-1])
 
 
-@pytest.mark.parametrize("shapes", [((12, 1), (12,)), ((12,), (1, 12)), ((3, 4), (4, 3))],
-                         ids=["column-vs-flat", "flat-vs-row", "transposed-shape"])
+@pytest.mark.parametrize("shapes", [((12, 1), (12,)), ((12,), (12, 1)), ((3, 4), (4, 3))],
+                         ids=["column-vs-flat", "flat-vs-column", "transposed-shape"])
 @pytest.mark.parametrize("func", MSE_FUNCS)
 def test_mse_shape_mismatch_of_equal_size(func, shapes, rng):
     # NumPy and torch would broadcast (n, 1) against (n,); pairing in flat
@@ -534,6 +534,21 @@ def test_mse_shape_mismatch_of_equal_size(func, shapes, rng):
     assert str(shapes[0]) in msg and str(shapes[1]) in msg
     with pytest.raises(ValueError, match="shape"):
         call_mse(func, pred, target, module=reference, **kw)
+
+
+@pytest.mark.parametrize("shapes", [((12,), (1, 12)), ((1,), ()), ((1, 2, 3), (2, 3))],
+                         ids=["flat-vs-row", "one-vs-scalar", "leading-ones"])
+@pytest.mark.parametrize("func", MSE_FUNCS)
+def test_mse_shapes_that_pair_the_same_elements_are_accepted(func, shapes, rng):
+    # Broadcasting these shapes pairs the same elements as flat order does.
+    n = int(np.prod(shapes[0]))
+    pred = random_array(rng, n, np.float32).reshape(shapes[0])
+    target = random_array(rng, n, np.float32).reshape(shapes[1])
+    got = call_mse(func, pred, target)
+    want = call_mse(func, pred.ravel(), target.ravel())
+    for g, w in zip(got if isinstance(got, tuple) else (got,),
+                    want if isinstance(want, tuple) else (want,)):
+        np.testing.assert_array_equal(np.ravel(g), np.ravel(w))
 
 
 @pytest.mark.parametrize("func", MSE_FUNCS)
@@ -667,3 +682,16 @@ def test_hyperparameter_messages_use_torch_wording(torch, family, bad, name, rng
     with pytest.raises(ValueError) as info:
         family.call(True, _bufs(rng, family), 1, opts)
     assert theirs in str(info.value)
+
+
+@pytest.mark.parametrize("step", [1.9, 2.0, np.float64(2.0), "2", None])
+def test_step_must_be_an_integer(step, rng):
+    # A float step would be truncated by the C conversion (1.9 -> 1 would even
+    # re-initialise SGD's momentum buffer): it is refused before any write.
+    p, g, buf = (random_array(rng, 5, np.float32) for _ in range(3))
+    snap = [a.copy() for a in (p, g, buf)]
+    with pytest.raises(TypeError, match="step"):
+        optcore.sgd_step(p, g, buf, step=step, lr=0.1, momentum=0.9)
+    for a, b in zip((p, g, buf), snap):
+        np.testing.assert_array_equal(a, b)
+    optcore.sgd_step(p, g, buf, step=np.int64(2), lr=0.1, momentum=0.9)   # NumPy ints are fine

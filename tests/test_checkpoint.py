@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import optcore
+from support import run_python
 from optcore import CheckpointError
 from optcore import checkpoint as ckpt
 
@@ -295,8 +296,8 @@ CRASHING_SAVE = textwrap.dedent("""
 @pytest.mark.parametrize("crash_at_write", [1, 3, 4])
 def test_killed_save_leaves_the_previous_checkpoint(tmp_path, rng, crash_at_write):
     path, state = _small_checkpoint(tmp_path, rng)
-    proc = subprocess.run([sys.executable, "-c", CRASHING_SAVE, str(path),
-                           str(crash_at_write)], timeout=120, capture_output=True)
+    proc = run_python(["-c", CRASHING_SAVE, str(path), str(crash_at_write)],
+                      timeout=120, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
     assert_identical(optcore.load(path), state)
     leftovers = [p for p in glob.glob(str(tmp_path / ".small.ckpt.tmp-*"))]

@@ -12,7 +12,7 @@ import optcore
 from optcore.cli import main
 from optcore.cli import demo, demo_training
 
-from support import DTYPES
+from support import DTYPES, run_python
 
 METHOD_NAMES = [m.name for m in demo_training.METHODS]
 
@@ -108,11 +108,8 @@ def test_cli_in_process(capsys):
 
 def test_cli_subprocess():
     # `python -m optcore` with the optcore these tests import
-    root = os.path.dirname(os.path.dirname(os.path.abspath(optcore.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p))
-    done = subprocess.run([sys.executable, "-m", "optcore", "demo", "--quick"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = run_python(["-m", "optcore", "demo", "--quick"], capture_output=True,
+                      text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     _check_output(done.stdout)
 

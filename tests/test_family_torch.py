@@ -5,6 +5,8 @@ random options; and the same hyperparameter errors. Required in CI."""
 import numpy as np
 import pytest
 
+import optcore
+
 from support import DTYPES, TORCH_RTOL, require_torch
 from family import OPTIMIZERS, BY_NAME, random_states, call
 
@@ -165,3 +167,19 @@ def test_error_wording_is_torchs(name, bad, torch):
         call(opt.fast, opt, p, g, states, 1, bad)
     assert str(ours.value).startswith(str(theirs.value)), (str(ours.value),
                                                            str(theirs.value))
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e22), (np.float64, 1e160)])
+def test_centered_rmsprop_where_the_square_overflows(torch, dtype, big):
+    # grad_avg**2 overflows while square_avg is already +inf: torch's fused
+    # addcmul keeps +inf (no update), an unfused subtraction would give NaN.
+    p = np.array([0.5, -0.25], dtype)
+    g = np.array([big, -big], dtype)
+    sq, ga = np.zeros(2, dtype), np.zeros(2, dtype)
+    optcore.rmsprop_step(p, g, sq, None, ga, step=1, centered=True)
+    t = torch.tensor([0.5, -0.25], dtype=getattr(torch, np.dtype(dtype).name),
+                     requires_grad=True)
+    opt = torch.optim.RMSprop([t], centered=True, foreach=False)
+    t.grad = torch.from_numpy(g.copy())
+    opt.step()
+    np.testing.assert_array_equal(p, t.detach().numpy())

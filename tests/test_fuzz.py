@@ -359,7 +359,8 @@ def oracle(entry, hp, objs):
                     copied = True          # a read-only input may be copied
             if b.role == WRITE and info["readonly"]:
                 exp.errors.append((ValueError, [lab]))
-            if not copied and info["lo"] % info["itemsize"]:
+            # An empty buffer is never read or written: its alignment is moot.
+            if not copied and info["size"] and info["lo"] % info["itemsize"]:
                 exp.errors.append((ValueError, [lab]))
             if b is first:
                 size0 = info["size"]
@@ -410,7 +411,10 @@ def assert_same_bits(actual, expected, what):
     a, e = a.ravel(), e.ravel()
     uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}.get(a.dtype.itemsize)
     if uint is None:
-        assert a.tobytes() == e.tobytes(), what
+        # float128 (x87 extended) carries padding bytes with no meaning: compare
+        # values, signs and NaN-ness instead of raw bytes.
+        same = ((a == e) & (np.signbit(a) == np.signbit(e))) | (np.isnan(a) & np.isnan(e))
+        assert same.all(), what
         return
     same = (a.view(uint) == e.view(uint)) | (np.isnan(a) & np.isnan(e))
     if not same.all():

@@ -115,6 +115,17 @@ def test_global_norm_inputs():
             optcore.global_norm(x, bad)
     with pytest.raises(TypeError, match="dtype"):
         optcore.global_norm([np.ones(2), np.ones(2, np.float32)])
+    # NaN in a later tensor than the largest value (hypothesis found the
+    # reference dropping it).
+    for fn in (optcore.global_norm, ref.global_norm):
+        for p in NORM_TYPES:
+            assert math.isnan(fn([np.array([0.0, 5.0]), np.array([NAN])], p))
+    # Iterators of arrays, as torch takes them.
+    gs = [np.full(4, 2.0), np.full(5, -3.0)]
+    assert optcore.global_norm(g for g in gs) == optcore.global_norm(gs)
+    assert optcore.clip_grad_norm_(iter(gs), 1.0) == pytest.approx(math.sqrt(61))
+    assert optcore.global_norm(gs) == pytest.approx(1.0, rel=1e-5)
+    assert optcore.all_finite(g for g in gs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

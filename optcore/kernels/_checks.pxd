@@ -1,3 +1,5 @@
+from cpython.number cimport PyNumber_Index
+
 # Hyperparameter checks shared by the kernel wrappers, with torch.optim's
 # wording where torch has one. Written as `not (lo <= x)` so that NaN fails.
 
@@ -23,10 +25,19 @@ cdef inline check_nonneg(double value, str what, str name):
     if not (0.0 <= value):
         raise ValueError(f"Invalid {what} value: {value} ({name} must be >= 0)")
 
-cdef inline check_step(long long step):
+cdef inline object check_step(object step):
+    # An integer (Python, NumPy, or anything with __index__); a float step
+    # would be truncated by the C conversion, so it is refused here.
+    try:
+        step = PyNumber_Index(step)
+    except TypeError:
+        raise TypeError(
+            f"step must be an integer (the 1-based count of this update), got "
+            f"{step!r}") from None
     if step < 1:
         raise ValueError(
             f"Invalid step: {step} (step is the 1-based count of this update, >= 1)")
+    return step
 
 cdef inline check_unit_interval(double value, str what, str name):
     # Closed interval [0, 1] (Adadelta's rho).

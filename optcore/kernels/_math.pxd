@@ -34,3 +34,31 @@ cdef inline floating lerp(floating start, floating end, floating w, floating one
     if low_weight:
         return start + w * (end - start)
     return end - (end - start) * one_minus_w
+
+
+cdef inline floating centered_variance(floating s, floating a) noexcept nogil:
+    # s - a*a as torch's fused addcmul computes it where a*a alone overflows:
+    # s = +inf with a finite stays +inf (the unfused inf - inf would be NaN;
+    # a NaN s stays NaN either way).
+    # Only quiet comparisons (NaN tests, ==): the select then vectorises.
+    cdef floating d = s - a * a
+    cdef bint keep = (d != d) & (a - a == 0)
+    return s if keep else d
+cdef enum:
+    SUM_LANES = 8      # independent double accumulators of the blocked sums
+
+
+cdef inline double sum_squares(const floating* x, Py_ssize_t n) noexcept nogil:
+    # sum x*x in double over SUM_LANES accumulators combined pairwise: a fixed
+    # order (the same bits every time) that the compiler vectorises.
+    cdef double acc[SUM_LANES]
+    cdef Py_ssize_t i, j, r, nfull = n - n % SUM_LANES
+    for j in range(SUM_LANES):
+        acc[j] = 0.0
+    for r in range(nfull // SUM_LANES):
+        i = r * SUM_LANES
+        for j in range(SUM_LANES):
+            acc[j] += <double>x[i + j] * <double>x[i + j]
+    for i in range(nfull, n):
+        acc[i - nfull] += <double>x[i] * <double>x[i]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))

@@ -129,7 +129,7 @@ cdef void adadelta_step_multi_f64(double** param, const double** grad,
 cdef tuple _NAMES = ("param", "grad", "square_avg", "acc_delta")
 
 
-def adadelta_step(param, grad, square_avg, acc_delta, *, long long step,
+def adadelta_step(param, grad, square_avg, acc_delta, *, step,
                   double lr=1.0, double rho=0.9, double eps=1e-6,
                   double weight_decay=0.0, bint maximize=False):
     """One Adadelta step in place (torch.optim.Adadelta's update).
@@ -140,7 +140,7 @@ def adadelta_step(param, grad, square_avg, acc_delta, *, long long step,
     (Adadelta's rule does not depend on it; it is checked for consistency with
     the other steps).
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_unit_interval(rho, "rho", "rho")
     check_eps(eps)

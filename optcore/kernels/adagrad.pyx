@@ -117,7 +117,7 @@ cdef void adagrad_step_multi_f64(double** param, const double** grad,
 cdef tuple _NAMES = ("param", "grad", "state_sum")
 
 
-def adagrad_step(param, grad, state_sum, *, long long step, double lr=1e-2,
+def adagrad_step(param, grad, state_sum, *, step, double lr=1e-2,
                  double lr_decay=0.0, double weight_decay=0.0, double eps=1e-10,
                  bint maximize=False):
     """One Adagrad step in place (torch.optim.Adagrad's dense update).
@@ -128,7 +128,7 @@ def adagrad_step(param, grad, state_sum, *, long long step, double lr=1e-2,
     is ``lr / (1 + (step - 1) * lr_decay)``. Each buffer argument is one array
     or a list of arrays (one native call for the list).
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_nonneg(lr_decay, "lr_decay", "lr_decay")
     check_weight_decay(weight_decay)
@@ -137,5 +137,5 @@ def adagrad_step(param, grad, state_sum, *, long long step, double lr=1e-2,
     cdef Py_ssize_t k = b.ntensors
     cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
     with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, step, lr, lr_decay,
+        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, c_step, lr, lr_decay,
              weight_decay, eps, maximize, 0, fn)

@@ -180,10 +180,10 @@ cdef void adam_step_multi_f64(double** param, const double** grad, double** exp_
 cdef tuple _NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
-cdef _adam(param, grad, exp_avg, exp_avg_sq, long long step, double lr,
+cdef _adam(param, grad, exp_avg, exp_avg_sq, step, double lr,
            double beta1, double beta2, double eps, double weight_decay,
            bint decoupled, bint amsgrad, max_exp_avg_sq, bint maximize):
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_beta(beta1, 0, "beta1")
@@ -196,11 +196,11 @@ cdef _adam(param, grad, exp_avg, exp_avg_sq, long long step, double lr,
     cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
     with nogil:
         _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.data + 4 * k,
-             b.sizes, k, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+             b.sizes, k, c_step, lr, beta1, beta2, eps, weight_decay, decoupled,
              amsgrad, maximize, 0, fn)
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-3,
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, double lr=1e-3,
               double beta1=0.9, double beta2=0.999, double eps=1e-8,
               double weight_decay=0.0, bint decoupled_weight_decay=False,
               bint amsgrad=False, max_exp_avg_sq=None, bint maximize=False):
@@ -217,7 +217,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-
           weight_decay, decoupled_weight_decay, amsgrad, max_exp_avg_sq, maximize)
 
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-3,
+def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, double lr=1e-3,
                double beta1=0.9, double beta2=0.999, double eps=1e-8,
                double weight_decay=1e-2, bint amsgrad=False, max_exp_avg_sq=None,
                bint maximize=False):

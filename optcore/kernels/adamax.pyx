@@ -138,7 +138,7 @@ cdef void adamax_step_multi_f64(double** param, const double** grad,
 cdef tuple _NAMES = ("param", "grad", "exp_avg", "exp_inf")
 
 
-def adamax_step(param, grad, exp_avg, exp_inf, *, long long step, double lr=2e-3,
+def adamax_step(param, grad, exp_avg, exp_inf, *, step, double lr=2e-3,
                 double beta1=0.9, double beta2=0.999, double eps=1e-8,
                 double weight_decay=0.0, bint maximize=False):
     """One Adamax step in place (torch.optim.Adamax's update).
@@ -148,7 +148,7 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, long long step, double lr=2e-3
     call for the list). ``step`` is the 1-based count of this update (it sets
     the bias correction ``1 - beta1**step``).
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_beta(beta1, 0, "beta1")
@@ -159,5 +159,5 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, long long step, double lr=2e-3
     cdef Py_ssize_t k = b.ntensors
     cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
     with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, step,
+        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, c_step,
              lr, beta1, beta2, eps, weight_decay, maximize, 0, fn)

@@ -7,7 +7,7 @@
 # global_norm_*: the norm_type-norm (p > 0, or INFINITY) of all elements as one
 #   vector, in double, the same bits for any thread count; NaN for p <= 0.
 # clip_grad_norm_*: grads *= min(max_norm / (norm + 1e-6), 1) (torch's rule);
-#   returns the norm before clipping. Check the norm with global_norm_* first
+#   returns the norm before clipping (NaN, grads untouched, for p <= 0). Check the norm with global_norm_* first
 #   for torch's error_if_nonfinite behaviour.
 # clip_grad_value_*: clamp to [-clip_value, clip_value]; NaN stays NaN.
 # all_finite_*: 1 when no element is NaN or +-inf (stops early otherwise).

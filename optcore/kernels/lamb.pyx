@@ -5,13 +5,17 @@ With ``g`` the gradient (negated when maximizing), per tensor::
 
     m = beta1 * m + (1 - beta1) * g                 # exp_avg
     v = beta2 * v + (1 - beta2) * g * g             # exp_avg_sq
-    u = (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps) + weight_decay * p
+    u = (m * c1) / (sqrt(v * c2) + eps) + weight_decay * p
+          with c1 = 1 / (1 - beta1**step), c2 = 1 / (1 - beta2**step)
     r = ||p|| / ||u||     (r = 1 when either norm is 0, as optax does)
     p = p - (lr * r) * u
 
 The norms are those of each tensor (layer-wise trust ratio), accumulated in
 double over fixed blocks added in a fixed order, so the update has the same
-bits for any thread count.
+bits for any thread count. The bias corrections are applied as products with
+their reciprocals (computed once in double): optax divides, which differs by
+an ulp at most and costs two more divisions per element and pass (the kernel
+is bound by its divisions and square root, not by memory, in float32).
 
 Passes: (1) one blocked reduction over the whole call updates m and v and
 produces the block sums of p*p and u*u (reduce_blocks); the sums are folded per
@@ -26,15 +30,14 @@ from libc.math cimport pow, sqrt
 from libc.string cimport memset
 from libc.stdlib cimport malloc, free
 
-from optcore.kernels._math cimport fsqrt
+from optcore.kernels._math cimport fsqrt, sum_squares
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
-                                       block_fn)
+                                       block_fn, REDUCE_BLOCK)
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
 from optcore.kernels._checks cimport (check_lr, check_eps, check_beta,
                                       check_weight_decay, check_step)
 
 cdef enum:
-    LANES = 8          # independent accumulators inside a block
     STACK_TENSORS = 8  # per-tensor sums kept on the stack up to this many tensors
 
 
@@ -49,8 +52,8 @@ cdef struct LambCall:
     double one_minus_beta1
     double beta2
     double one_minus_beta2
-    double bias_correction1    # 1 - beta1**step
-    double bias_correction2    # 1 - beta2**step
+    double inv_bias_correction1    # 1 / (1 - beta1**step)
+    double inv_bias_correction2    # 1 / (1 - beta2**step)
     double eps
     double weight_decay
     # per tensor: sums of p*p and u*u (pass 1), then -lr * r (pass 2)
@@ -58,11 +61,12 @@ cdef struct LambCall:
     double* neg_step
 
 
-cdef inline floating _update(floating mi, floating vi, floating pi, floating bc1,
-                             floating bc2, floating eps, floating wd,
+cdef inline floating _update(floating mi, floating vi, floating pi, floating c1,
+                             floating c2, floating eps, floating wd,
                              bint use_wd) noexcept nogil:
-    # u = m_hat / (sqrt(v_hat) + eps) + wd * p, in the buffer's type.
-    cdef floating u = (mi / bc1) / (fsqrt(vi / bc2) + eps)
+    # u = m_hat / (sqrt(v_hat) + eps) + wd * p, in the buffer's type;
+    # c1, c2: reciprocals of the bias corrections.
+    cdef floating u = (mi * c1) / (fsqrt(vi * c2) + eps)
     if use_wd:
         u = u + wd * pi
     return u
@@ -70,51 +74,36 @@ cdef inline floating _update(floating mi, floating vi, floating pi, floating bc1
 
 cdef void _moments_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
                          Py_ssize_t stop, double* out, floating dtype_tag) noexcept nogil:
-    # Pass 1 over one block: update m and v; out = (sum p*p, sum u*u).
+    # Pass 1 over one block: update m and v; out = (sum p*p, sum u*u). u goes
+    # through a block-sized buffer on the stack (it stays in L1): two simple
+    # loops vectorise better than one that also carries 16 accumulators.
     cdef const LambCall* c = <const LambCall*>ctx
     cdef const floating* p = <const floating*>c.param[t] + start
     cdef const floating* g = <const floating*>c.grad[t] + start
     cdef floating* m = <floating*>c.exp_avg[t] + start
     cdef floating* v = <floating*>c.exp_avg_sq[t] + start
-    cdef Py_ssize_t i, j, r, n = stop - start, nfull = n - n % LANES
+    cdef Py_ssize_t i, n = stop - start
     cdef floating sign = <floating>c.grad_sign
     cdef floating b1 = <floating>c.beta1
     cdef floating omb1 = <floating>c.one_minus_beta1
     cdef floating b2 = <floating>c.beta2
     cdef floating omb2 = <floating>c.one_minus_beta2
-    cdef floating bc1 = <floating>c.bias_correction1
-    cdef floating bc2 = <floating>c.bias_correction2
+    cdef floating c1 = <floating>c.inv_bias_correction1
+    cdef floating c2 = <floating>c.inv_bias_correction2
     cdef floating eps = <floating>c.eps
     cdef floating wd = <floating>c.weight_decay
     cdef bint use_wd = c.weight_decay != 0.0
-    cdef floating gi, mi, vi, ui
-    cdef double pp[LANES]
-    cdef double uu[LANES]
-    for j in range(LANES):
-        pp[j] = 0.0
-        uu[j] = 0.0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
-            gi = g[i + j] * sign
-            mi = b1 * m[i + j] + omb1 * gi
-            vi = b2 * v[i + j] + omb2 * gi * gi
-            m[i + j] = mi
-            v[i + j] = vi
-            ui = _update(mi, vi, p[i + j], bc1, bc2, eps, wd, use_wd)
-            pp[j] += <double>p[i + j] * <double>p[i + j]
-            uu[j] += <double>ui * <double>ui
-    for i in range(nfull, n):
+    cdef floating gi, mi, vi
+    cdef floating u[REDUCE_BLOCK]
+    for i in range(n):
         gi = g[i] * sign
         mi = b1 * m[i] + omb1 * gi
         vi = b2 * v[i] + omb2 * gi * gi
         m[i] = mi
         v[i] = vi
-        ui = _update(mi, vi, p[i], bc1, bc2, eps, wd, use_wd)
-        pp[i - nfull] += <double>p[i] * <double>p[i]
-        uu[i - nfull] += <double>ui * <double>ui
-    out[0] = ((pp[0] + pp[1]) + (pp[2] + pp[3])) + ((pp[4] + pp[5]) + (pp[6] + pp[7]))
-    out[1] = ((uu[0] + uu[1]) + (uu[2] + uu[3])) + ((uu[4] + uu[5]) + (uu[6] + uu[7]))
+        u[i] = _update(mi, vi, p[i], c1, c2, eps, wd, use_wd)
+    out[0] = sum_squares(p, n)
+    out[1] = sum_squares(<const floating*>u, n)
 
 
 cdef void _apply_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
@@ -125,14 +114,14 @@ cdef void _apply_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
     cdef const floating* m = <const floating*>c.exp_avg[t] + start
     cdef const floating* v = <const floating*>c.exp_avg_sq[t] + start
     cdef Py_ssize_t i, n = stop - start
-    cdef floating bc1 = <floating>c.bias_correction1
-    cdef floating bc2 = <floating>c.bias_correction2
+    cdef floating c1 = <floating>c.inv_bias_correction1
+    cdef floating c2 = <floating>c.inv_bias_correction2
     cdef floating eps = <floating>c.eps
     cdef floating wd = <floating>c.weight_decay
     cdef bint use_wd = c.weight_decay != 0.0
     cdef floating neg_step = <floating>c.neg_step[t]
     for i in range(n):
-        p[i] = p[i] + neg_step * _update(m[i], v[i], p[i], bc1, bc2, eps, wd, use_wd)
+        p[i] = p[i] + neg_step * _update(m[i], v[i], p[i], c1, c2, eps, wd, use_wd)
 
 
 cdef void _block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
@@ -179,8 +168,8 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
     c.one_minus_beta1 = 1.0 - beta1
     c.beta2 = beta2
     c.one_minus_beta2 = 1.0 - beta2
-    c.bias_correction1 = 1.0 - pow(beta1, <double>step)
-    c.bias_correction2 = 1.0 - pow(beta2, <double>step)
+    c.inv_bias_correction1 = 1.0 / (1.0 - pow(beta1, <double>step))
+    c.inv_bias_correction2 = 1.0 / (1.0 - pow(beta2, <double>step))
     c.eps = eps
     c.weight_decay = weight_decay
     c.sums = scratch
@@ -263,14 +252,14 @@ cdef int lamb_step_multi_f64(double** param, const double** grad, double** exp_a
 cdef tuple _NAMES = ("param", "grad", "exp_avg", "exp_avg_sq")
 
 
-def lamb_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-3,
+def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, double lr=1e-3,
               double beta1=0.9, double beta2=0.999, double eps=1e-6,
               double weight_decay=0.0, bint maximize=False):
     """One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb).
 
     Adam moments with bias correction,
-    ``u = (exp_avg / (1 - beta1**step)) / (sqrt(exp_avg_sq / (1 - beta2**step)) + eps)
-    + weight_decay * param``, then ``param -= lr * r * u`` with the trust ratio
+    ``u = exp_avg_hat / (sqrt(exp_avg_sq_hat) + eps) + weight_decay * param``
+    (``x_hat = x * (1 / (1 - beta**step))``), then ``param -= lr * r * u`` with the trust ratio
     ``r = ||param|| / ||u||`` of each tensor (1 when either norm is 0). The
     moments are ``exp_avg = beta1 * exp_avg + (1 - beta1) * grad`` and
     ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad**2`` (``grad``
@@ -278,7 +267,7 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-
     arrays (one native call; one trust ratio per tensor of the list). The
     norms are accumulated in double and have the same bits for any thread count.
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_beta(beta1, 0, "beta1")
@@ -292,6 +281,6 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-
     if scratch == NULL:
         raise MemoryError()
     with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, step,
+        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, c_step,
              lr, beta1, beta2, eps, weight_decay, maximize, 0, is_f32, scratch)
     free(scratch)

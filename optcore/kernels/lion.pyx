@@ -88,7 +88,8 @@ cdef inline void _run(void** param, void** grad, void** exp_avg,
     c.one_minus_beta1 = 1.0 - beta1
     c.beta2 = beta2
     c.one_minus_beta2 = 1.0 - beta2
-    c.decay = 1.0 - lr * weight_decay
+    # No decay term at all without weight decay (lr = inf must not give 0 * inf).
+    c.decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0
     c.neg_lr = -lr
     run_segments(fn, &c, sizes, ntensors, num_threads)
 
@@ -134,7 +135,7 @@ cdef void lion_step_multi_f64(double** param, const double** grad, double** exp_
 cdef tuple _NAMES = ("param", "grad", "exp_avg")
 
 
-def lion_step(param, grad, exp_avg, *, long long step, double lr=1e-4,
+def lion_step(param, grad, exp_avg, *, step, double lr=1e-4,
               double beta1=0.9, double beta2=0.99, double weight_decay=0.0,
               bint maximize=False):
     """One Lion step in place (Chen et al. 2023, Algorithm 2; optax.lion).
@@ -147,7 +148,7 @@ def lion_step(param, grad, exp_avg, *, long long step, double lr=1e-4,
     arrays (one native call). Lion has no bias correction: ``step`` (the
     1-based count of this update) is checked but does not change the update.
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_beta(beta1, 0, "beta1")
     check_beta(beta2, 1, "beta2")

@@ -11,6 +11,8 @@ from cython.parallel cimport prange
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdlib cimport malloc, free
 
+import math
+
 import numpy as np
 
 from optcore.kernels._runtime cimport threads_for
@@ -124,14 +126,25 @@ cdef int _reduction_code(str reduction) except -1:
 
 
 cdef _check_shapes(pred, target):
-    # Equal sizes in different shapes ((n, 1) against (n,)) would pair the
-    # elements in flat order where NumPy and torch broadcast: refuse them.
+    # Equal sizes in shapes that broadcast to something larger ((n, 1) against
+    # (n,)) would pair the elements in flat order where NumPy and torch
+    # broadcast: refuse them. Shapes that differ only by leading ones pair the
+    # same elements either way. Differing sizes are bind()'s to report.
     ps = getattr(pred, "shape", None)
     ts = getattr(target, "shape", None)
-    if ps is not None and ts is not None and tuple(ps) != tuple(ts):
+    if ps is None or ts is None or tuple(ps) == tuple(ts):
+        return
+    n = math.prod(ps)
+    if n != math.prod(ts):
+        return
+    try:
+        paired = math.prod(np.broadcast_shapes(tuple(ps), tuple(ts))) == n
+    except ValueError:
+        paired = False
+    if not paired:
         raise ValueError(
-            f"target has shape {tuple(ts)} but pred has shape {tuple(ps)}; "
-            f"pred and target must have the same shape (no broadcasting)")
+            f"target has shape {tuple(ts)} but pred has shape {tuple(ps)}; they "
+            f"would broadcast to a larger shape (pass arrays of the same shape)")
 
 
 cdef _new_like(pred, int dtype, Py_ssize_t n):

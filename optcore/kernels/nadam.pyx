@@ -189,7 +189,7 @@ cdef double nadam_step_multi_f64(double** param, const double** grad,
 cdef tuple _NAMES = ("param", "grad", "exp_avg", "exp_avg_sq")
 
 
-def nadam_step(param, grad, exp_avg, exp_avg_sq, *, long long step,
+def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step,
                double mu_product, double lr=2e-3, double beta1=0.9,
                double beta2=0.999, double eps=1e-8, double weight_decay=0.0,
                double momentum_decay=4e-3, bint decoupled_weight_decay=False,
@@ -206,7 +206,7 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, *, long long step,
     ``decoupled_weight_decay`` the decay is ``param *= 1 - lr * weight_decay``
     (NAdamW), else L2 added to the gradient.
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_beta(beta1, 0, "beta1")
@@ -220,6 +220,6 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, *, long long step,
     cdef double result
     with nogil:
         result = _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes,
-                      k, step, mu_product, lr, beta1, beta2, eps, weight_decay,
+                      k, c_step, mu_product, lr, beta1, beta2, eps, weight_decay,
                       momentum_decay, decoupled_weight_decay, maximize, 0, fn)
     return result

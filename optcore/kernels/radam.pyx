@@ -197,7 +197,7 @@ cdef void radam_step_multi_f64(double** param, const double** grad,
 cdef tuple _NAMES = ("param", "grad", "exp_avg", "exp_avg_sq")
 
 
-def radam_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e-3,
+def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, double lr=1e-3,
                double beta1=0.9, double beta2=0.999, double eps=1e-8,
                double weight_decay=0.0, bint decoupled_weight_decay=False,
                bint maximize=False):
@@ -212,7 +212,7 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e
     ``decoupled_weight_decay`` the decay is ``param *= 1 - lr * weight_decay``,
     else L2 added to the gradient.
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_beta(beta1, 0, "beta1")
@@ -223,6 +223,6 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, long long step, double lr=1e
     cdef Py_ssize_t k = b.ntensors
     cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
     with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, step,
+        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, c_step,
              lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize,
              0, fn)

@@ -13,7 +13,7 @@ Element update, in torch's operation order:
 
 from cython cimport floating
 
-from optcore.kernels._math cimport fsqrt, lerp
+from optcore.kernels._math cimport centered_variance, fsqrt, lerp
 from optcore.kernels._runtime cimport run_segments, segment_fn
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
@@ -80,7 +80,7 @@ cdef void _rmsprop_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si
             ga[i] = ai
-            avg = fsqrt(si - ai * ai) + eps
+            avg = fsqrt(centered_variance(si, ai)) + eps
             p[i] = p[i] + neg_lr * gi / avg
     elif ga == NULL:
         for i in range(n):
@@ -102,7 +102,7 @@ cdef void _rmsprop_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si
             ga[i] = ai
-            avg = fsqrt(si - ai * ai) + eps
+            avg = fsqrt(centered_variance(si, ai)) + eps
             bi = buf[i] * mom + gi / avg
             buf[i] = bi
             p[i] = p[i] + neg_lr * bi
@@ -192,7 +192,7 @@ cdef tuple _NAMES = ("param", "grad", "square_avg", "momentum_buffer", "grad_avg
 
 
 def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *,
-                 long long step, double lr=1e-2, double alpha=0.99, double eps=1e-8,
+                 step, double lr=1e-2, double alpha=0.99, double eps=1e-8,
                  double weight_decay=0.0, double momentum=0.0, bint centered=False,
                  bint maximize=False):
     """One RMSprop step in place (torch.optim.RMSprop's update).
@@ -204,7 +204,7 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *
     ``step`` is the 1-based count of this update (RMSprop's rule does not
     depend on it; it is checked for consistency with the other steps).
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     check_eps(eps)
     check_nonneg(momentum, "momentum", "momentum")

@@ -134,7 +134,7 @@ cdef void sgd_step_multi_f64(double** param, const double** grad,
 cdef tuple _NAMES = ("param", "grad", "momentum_buffer")
 
 
-def sgd_step(param, grad, momentum_buffer=None, *, long long step, double lr,
+def sgd_step(param, grad, momentum_buffer=None, *, step, double lr,
              double momentum=0.0, double dampening=0.0, bint nesterov=False,
              double weight_decay=0.0, bint maximize=False):
     """One SGD step in place (torch.optim.SGD's update).
@@ -143,7 +143,7 @@ def sgd_step(param, grad, momentum_buffer=None, *, long long step, double lr,
     ``step == 1`` it is set to the (decayed, maximized) gradient. Each buffer
     argument is one array or a list of arrays (one native call for the list).
     """
-    check_step(step)
+    cdef long long c_step = check_step(step)
     check_lr(lr)
     if not (0.0 <= momentum):
         raise ValueError(f"Invalid momentum value: {momentum} (momentum must be >= 0)")
@@ -157,5 +157,5 @@ def sgd_step(param, grad, momentum_buffer=None, *, long long step, double lr,
     cdef Py_ssize_t k = b.ntensors
     cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
     with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, step, lr, momentum,
+        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, c_step, lr, momentum,
              dampening, nesterov, weight_decay, maximize, 0, fn)

@@ -16,8 +16,10 @@ A subclass declares the kernel, its state, and its constructor; see
 import copy
 import importlib
 import numbers
+from operator import itemgetter
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 __all__ = ["Optimizer"]
 
@@ -30,6 +32,8 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # ---- hyperparameter checks (torch.optim's wording) -------------------------
 
 def _real(name, value):
+    if type(value) is float or type(value) is int:
+        return float(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     return float(value)
@@ -265,6 +269,9 @@ class Optimizer:
         self.param_groups = []
         self._layouts = []          # per group: _Layout
         self._arenas = []           # per group: {(kind, dtype): 1-D arena}
+        self._ready = []            # per group: state kinds with arenas and views
+        self._hyper_cache = []      # per group: (values checked, kernel keywords)
+        self._calls = []            # per group: the one-call step's arguments, cached
         self._state = {}            # global parameter index -> state dict
         self._index = {}            # id(param) -> global index
         self._starts = []           # per group: global index of its first parameter
@@ -344,6 +351,9 @@ class Optimizer:
         self.param_groups.append(group)
         self._layouts.append(_Layout(params))
         self._arenas.append({})
+        self._ready.append(set())
+        self._hyper_cache.append(None)
+        self._calls.append(None)
         self._starts.append(start)
         for j, p in enumerate(params):
             self._index[id(p)] = start + j
@@ -361,6 +371,10 @@ class Optimizer:
     def _ensure_arenas(self, g, kinds):
         """Allocate the group's arenas for ``kinds`` that have none yet, and
         attach views to the state entries that lack them."""
+        ready = self._ready[g]
+        if ready.issuperset(kinds):
+            return
+        self._calls[g] = None
         group, layout, arenas = self.param_groups[g], self._layouts[g], self._arenas[g]
         for kind in kinds:
             for dt, total in layout.totals.items():
@@ -373,6 +387,7 @@ class Optimizer:
                 st = self._state.get(self._starts[g] + j)
                 if st is not None and kind not in st:
                     st[kind] = self._view(g, j, kind)
+            ready.add(kind)
 
     def _view(self, g, j, kind):
         p = self.param_groups[g]["params"][j]
@@ -384,6 +399,7 @@ class Optimizer:
         for kind in kinds:
             st[kind] = self._view(g, j, kind)
         self._state[self._starts[g] + j] = st
+        self._calls[g] = None
         return st
 
     def _init_group_state(self, g):
@@ -421,6 +437,27 @@ class Optimizer:
                     f"of optcore does not have")
             cls._kernel_cache = fn
         return fn
+
+    def _group_hyper(self, g):
+        """The kernel keywords of group g, checked again whenever a value of
+        the group changed since the last step (users edit param_groups)."""
+        group = self.param_groups[g]
+        try:
+            values = tuple([tuple(v) if type(v) is list else v
+                            for v in [group[k] for k in self.defaults]])
+        except KeyError:
+            values = None
+        cached = self._hyper_cache[g]
+        try:
+            unchanged = values is not None and cached is not None and cached[0] == values
+        except (TypeError, ValueError):      # e.g. an array put in the group
+            unchanged = False
+        if unchanged:
+            return cached[1]
+        self._check_hyper(group, f"param group {g}")
+        hyper = self._hyper(group)
+        self._hyper_cache[g] = (values, hyper)
+        return hyper
 
     def _hyper(self, group):
         hyper = {}
@@ -473,11 +510,16 @@ class Optimizer:
             if len(gs) != sizes[g]:
                 raise ValueError(f"grads for group {g} has {len(gs)} entries but the group "
                                  f"has {sizes[g]} parameters")
-            self._check_hyper(group, f"param group {g}")
+            hyper = self._group_hyper(g)
             out = []
+            complete = True
             for j, (p, gr) in enumerate(zip(group["params"], gs)):
                 if gr is None:
                     out.append(None)
+                    complete = False
+                    continue
+                if type(gr) is np.ndarray and gr.dtype is p.dtype and gr.shape == p.shape:
+                    out.append(gr)
                     continue
                 label = f"grad of parameter {self._starts[g] + j} (group {g}, index {j})"
                 if not isinstance(gr, np.ndarray):
@@ -492,7 +534,7 @@ class Optimizer:
                     raise ValueError(f"{label} has shape {gr.shape} but the parameter has "
                                      f"shape {p.shape}")
                 out.append(gr)
-            checked.append((g, out))
+            checked.append((g, out, hyper, complete))
         return checked
 
     def step(self, grads):
@@ -506,19 +548,85 @@ class Optimizer:
         """
         plan = self._plan(grads)
         fn = self._kernel_fn()
-        for g, gs in plan:
-            self._step_group(fn, g, gs)
+        if len(plan) > 1:
+            # Several kernel calls: each checks its own buffers before writing,
+            # so check here what could make a later call fail after an earlier
+            # one wrote.
+            self._check_grads_disjoint(plan)
+        for g, gs, hyper, complete in plan:
+            self._step_group(fn, g, gs, hyper, complete)
 
-    def _step_group(self, fn, g, grads):
+    def _check_grads_disjoint(self, plan):
+        """No gradient may share memory with a parameter or a state arena."""
+        spans = []
+        for g, gs, _, _ in plan:
+            for j, (p, gr) in enumerate(zip(self.param_groups[g]["params"], gs)):
+                if p.size:
+                    lo = p.__array_interface__["data"][0]
+                    spans.append((lo, lo + p.nbytes, True, f"parameter {self._starts[g] + j}"))
+                if gr is not None and gr.size:
+                    lo, hi = byte_bounds(gr)
+                    spans.append((lo, hi, False,
+                                  f"the grad of parameter {self._starts[g] + j}"))
+            for (kind, _), arena in self._arenas[g].items():
+                if arena.size:
+                    lo = arena.__array_interface__["data"][0]
+                    spans.append((lo, lo + arena.nbytes, True,
+                                  f"the {kind!r} state of group {g}"))
+        spans.sort(key=lambda s: s[0])
+        # Sweep by start: an interval overlaps an earlier one of the other kind
+        # iff that kind's furthest end so far lies past its start. (Written
+        # buffers are disjoint by construction; gradients may share memory.)
+        furthest = {True: (0, None), False: (0, None)}
+        for lo, hi, written, what in spans:
+            end, other = furthest[not written]
+            if other is not None and end > lo:
+                raise ValueError(f"{other} and {what} share memory; a gradient may not "
+                                 f"overlap a parameter or optimizer state")
+            if hi > furthest[written][0]:
+                furthest[written] = (hi, what)
+
+    def _step_group(self, fn, g, grads, hyper, complete):
         group = self.param_groups[g]
         kinds = self._buffers(group)
         keep_state = bool(kinds) or bool(self._scalars)
         if keep_state:
             self._ensure_arenas(g, kinds)
-        start = self._starts[g]
+        params = group["params"]
         scalar_names = tuple(self._scalars)
+        if complete and len(self._layouts[g].totals) == 1:
+            # The usual case, fast: one dtype, every parameter has a gradient and
+            # state with the same step count -> one call over the whole group,
+            # with its state arguments cached until the state's structure changes.
+            if not keep_state:
+                self._call(fn, params, grads, {}, {}, False, hyper)
+                return
+            call = self._calls[g]
+            if call is not None:
+                # state entries are the truth: rebuild if a user replaced an array
+                try:
+                    if call[0] != kinds or list(map(call[4], call[1])) != call[5]:
+                        call = None
+                except (TypeError, ValueError):      # arrays compared by value
+                    call = None
+            if call is None:
+                call = self._one_call(g, kinds)
+            if call is not None:
+                entries, buffers, scalars_of = call[1:4]
+                values = list(map(scalars_of, entries)) if scalars_of else [()]
+                first = values[0]
+                if values.count(first) == len(values):
+                    if len(scalar_names) == 1:
+                        first = (first,)
+                    new = self._call(fn, params, grads, buffers,
+                                     dict(zip(scalar_names, first)), False, hyper)
+                    if new:
+                        for st in entries:
+                            st.update(new)
+                    return
+        start = self._starts[g]
         buckets = {}
-        for j, (p, gr) in enumerate(zip(group["params"], grads)):
+        for j, (p, gr) in enumerate(zip(params, grads)):
             if gr is None:
                 continue
             st = self._state.get(start + j)
@@ -532,7 +640,8 @@ class Optimizer:
             bucket[0].append(p)
             bucket[1].append(gr)
             bucket[2].append(st)
-        hyper = self._hyper(group)
+        if len(buckets) > 1:
+            self._check_grads_disjoint([(g, grads, hyper, False)])
         for (_, scalars, fresh), (params, gs, entries) in buckets.items():
             buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
                        for kind in kinds}
@@ -542,11 +651,31 @@ class Optimizer:
                 for st in entries:
                     st.update(new)
 
+    def _one_call(self, g, kinds):
+        """(kinds, state entries, kernel state arguments, scalar getter,
+        state array getter, state arrays) for a step of the whole group in one
+        call, or None while some parameter has no state yet."""
+        start = self._starts[g]
+        entries = [self._state.get(i)
+                   for i in range(start, start + len(self.param_groups[g]["params"]))]
+        if None in entries:
+            return None
+        buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
+                   for kind in kinds}
+        names = tuple(self._scalars)
+        arrays_of = itemgetter(*kinds)
+        call = (kinds, entries, buffers, itemgetter(*names) if names else None,
+                arrays_of, list(map(arrays_of, entries)))
+        self._calls[g] = call
+        return call
+
     def zero_state(self):
         """Forget all optimizer state (moments, step counts): the next step is a
         first step again, as for a new optimizer. Parameters are untouched."""
         self._state = {}
         self._arenas = [{} for _ in self.param_groups]
+        self._ready = [set() for _ in self.param_groups]
+        self._calls = [None] * len(self.param_groups)
         if self._eager:
             for g in range(len(self.param_groups)):
                 self._init_group_state(g)
@@ -681,6 +810,9 @@ class Optimizer:
                 new_state[self._starts[g] + j] = st
 
         self._arenas = new_arenas
+        self._ready = [set() for _ in new_arenas]   # views get attached on the next step
+        self._hyper_cache = [None] * len(self.param_groups)
+        self._calls = [None] * len(self.param_groups)
         self._state = new_state
         for group, new in zip(self.param_groups, new_groups):
             group.clear()
@@ -702,6 +834,17 @@ class Optimizer:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError(f"{label}: {key!r} must be a real number, got {value!r}")
         return float(value)
+
+    # -- copy and pickle: rebuilt through state_dict, so that the copy's state
+    # lives in its own arenas again (a plain deepcopy would detach the views) --
+
+    def __getstate__(self):
+        return {"defaults": self.defaults, "param_groups": self.param_groups,
+                "state_dict": self.state_dict()}
+
+    def __setstate__(self, saved):
+        Optimizer.__init__(self, [dict(g) for g in saved["param_groups"]], saved["defaults"])
+        self.load_state_dict(saved["state_dict"])
 
     # -- display --
 
