@@ -31,6 +31,9 @@ def add_parser(sub):
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of data and parameters (default float32)")
     p.add_argument("--plot", metavar="FILE.png", help="save the loss curves (needs matplotlib)")
+    p.add_argument("--torch", action="store_true",
+                   help="train the MLP as a torch.nn.Module with torch.optim.Adam and "
+                        "optcore.torch.Adam instead (needs torch)")
     p.set_defaults(run=run)
     return p
 
@@ -40,6 +43,9 @@ def run(args):
         raise SystemExit(f"optcore demo: --scale must be > 0, got {args.scale}")
     if args.plot:
         _figure_class()               # fail before training, not after
+    if args.torch:
+        from optcore.cli import demo_torch
+        return demo_torch.run(args)
     started = time.perf_counter()
     problems = demo_training.make_problems(args.seed, dtype=np.dtype(args.dtype))
     runs = demo_training.run_all(problems, scale=args.scale, seed=args.seed)

@@ -7,8 +7,9 @@ options it passes on. Everything else lives here:
 - parameters are checked when they join the optimizer and again whenever their
   storage changes: CPU, dense, C-contiguous float32/float64, never copied;
 - each step is ONE multi-tensor kernel call per parameter group (one per
-  distinct step count when the parameters of a group have diverged), on NumPy
-  views that share memory with the tensors;
+  dtype and distinct step count when a group mixes float32 and float64 or its
+  parameters' step counts have diverged), on NumPy views that share memory
+  with the tensors;
 - state tensors are torch tensors under torch.optim's keys, so state_dict() and
   load_state_dict() are the base class's own and interchange with torch.optim;
 - a step that raises leaves the group as it was (state created for the step is
@@ -63,12 +64,28 @@ def _scalar(value):
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
+_NUMBER_TYPES = (float, int, bool)
+
+
 class _Slot:
     """Cached NumPy views of one parameter and its state, valid while the
     tensors (and their storage) are the ones recorded here."""
 
-    __slots__ = ("param", "ptr", "numel", "view", "state", "keys", "tensors",
-                 "views", "scalar_tensors", "scalar_views", "created")
+    __slots__ = ("param", "ptr", "numel", "view_dtype", "view", "state", "keys",
+                 "tensors", "views", "scalar_views", "entries", "created")
+
+    def valid(self, p, state, needed):
+        # Same parameter over the same contiguous memory, the same state
+        # tensors over the same memory (share_memory_(), set_() or `.data =`
+        # move a tensor's storage and would leave a cached view dangling).
+        if not (self.param is p and self.state is state and self.keys == needed
+                and self.ptr == p.data_ptr() and self.numel == p.numel()
+                and p.dtype is self.view_dtype and p.is_contiguous()):
+            return False
+        for key, t, ptr in self.entries:
+            if state.get(key) is not t or t.data_ptr() != ptr:
+                return False
+        return True
 
 
 class KernelOptimizer(Optimizer):
@@ -83,7 +100,6 @@ class KernelOptimizer(Optimizer):
     _buffers: tuple[StateBuffer, ...] = ()       # tensor state, torch.optim's key order
     _scalars: dict[str, float] = {"step": 0.0}   # 0-dim state tensors and initial values
     _options: tuple[str, ...] = ()               # group options passed to the kernel
-    _returns: str | None = None                  # scalar state the kernel returns (NAdam)
     _eager_state = False                         # state created at construction (Adagrad)
 
     def __init__(self, params, **defaults):
@@ -168,9 +184,12 @@ class KernelOptimizer(Optimizer):
         """Create missing state entries (torch.optim's lazy initialisation);
         returns the keys created."""
         created = []
+        # torch keeps scalar state in float32 for fused optimizers, else in
+        # the default dtype.
+        scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
         for key, value in self._scalars.items():
             if key not in state:
-                state[key] = torch.tensor(value, dtype=_get_scalar_dtype())
+                state[key] = torch.tensor(value, dtype=scalar_dtype)
                 created.append(key)
         for b in self._needed(group):
             if state.get(b.key) is None:
@@ -186,33 +205,23 @@ class KernelOptimizer(Optimizer):
             for key in self.defaults:
                 if key not in group and key in static:
                     group[key] = static[key]
+            scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
             for p in group["params"]:
                 p_state = self.state.get(p)
                 if not p_state:
                     continue
                 for key in self._scalars:
                     if key in p_state and not torch.is_tensor(p_state[key]):
-                        p_state[key] = torch.tensor(float(p_state[key]),
-                                                    dtype=_get_scalar_dtype())
+                        p_state[key] = torch.tensor(float(p_state[key]), dtype=scalar_dtype)
         self.__dict__.pop("_optcore_slots", None)
 
     def _slot(self, p, state, group, needed, gi, j):
         """Views of p and its state, checked; builds state on first use."""
         slots = self.__dict__.setdefault("_optcore_slots", {})
         slot = slots.get(id(p))
-        if (slot is not None and slot.param is p and slot.state is state
-                and slot.keys == needed and slot.ptr == p.data_ptr()
-                and slot.numel == p.numel() and p.is_contiguous()):
-            for key, t in zip(slot.keys, slot.tensors):
-                if state.get(key.key) is not t:
-                    break
-            else:
-                for key, t in zip(self._scalars, slot.scalar_tensors):
-                    if state.get(key) is not t:
-                        break
-                else:
-                    slot.created = ()
-                    return slot
+        if slot is not None and slot.valid(p, state, needed):
+            slot.created = ()
+            return slot
         self._check_param(p, gi, j)
         created = self._init_state(state, p, group)
         try:
@@ -220,15 +229,19 @@ class KernelOptimizer(Optimizer):
             slot.param = p
             slot.ptr = p.data_ptr()
             slot.numel = p.numel()
+            slot.view_dtype = p.dtype
             slot.view = p.detach().numpy()
             slot.state = state
             slot.keys = needed
             slot.tensors = tuple(state[b.key] for b in needed)
             slot.views = tuple(self._state_view(t, p, b.key, gi, j)
                                for b, t in zip(needed, slot.tensors))
-            slot.scalar_tensors = tuple(state[k] for k in self._scalars)
+            scalars = tuple(state[k] for k in self._scalars)
             slot.scalar_views = tuple(self._scalar_view(t, k, gi, j)
-                                      for k, t in zip(self._scalars, slot.scalar_tensors))
+                                      for k, t in zip(self._scalars, scalars))
+            slot.entries = tuple(
+                (key, t, t.data_ptr()) for key, t in
+                zip((*self._scalars, *(b.key for b in needed)), (*scalars, *slot.tensors)))
         except Exception:
             _forget(self.state, p, created)
             raise
@@ -283,10 +296,11 @@ class KernelOptimizer(Optimizer):
     def _kernel_options(self, group):
         kw = {}
         for key in self._options:
+            value = group[key]
             if key == "betas":
-                kw["beta1"], kw["beta2"] = (_scalar(b) for b in group["betas"])
+                kw["beta1"], kw["beta2"] = _scalar(value[0]), _scalar(value[1])
             else:
-                kw[key] = _scalar(group[key])
+                kw[key] = value if type(value) in _NUMBER_TYPES else _scalar(value)
         return kw
 
     def _step_group(self, gi, group):
@@ -323,10 +337,13 @@ class KernelOptimizer(Optimizer):
             raise
         if not slots:
             return
-        # One call for the whole group unless the parameters' scalar state
-        # (step count, NAdam's mu product) has diverged.
-        keyed = [tuple(float(v) for v in s.scalar_views) + (bool(s.created),)
-                 for s in slots]
+        # One call for the whole group unless its parameters differ in dtype
+        # (a kernel call takes one) or their scalar state (step count, NAdam's
+        # mu product) has diverged.
+        if self._scalars:
+            keyed = [(*map(float, s.scalar_views), s.view_dtype) for s in slots]
+        else:
+            keyed = [(bool(s.created), s.view_dtype) for s in slots]
         first = keyed[0]
         if all(k == first for k in keyed):
             buckets = [(first, list(range(len(slots))))]
@@ -347,6 +364,11 @@ class KernelOptimizer(Optimizer):
                     f"list positions are the group's parameters that have a gradient")
                 raise
 
+    def _scalar_args(self, scalars, step, options, views):
+        """Kernel arguments for the scalar state other than ``step``, and the
+        values to store in it after the call (see NAdam)."""
+        return {}, {}
+
     def _call(self, kernel, slots, grads, key, needed, options):
         scalars = dict(zip(self._scalars, key))
         if "step" in scalars:
@@ -354,22 +376,18 @@ class KernelOptimizer(Optimizer):
         else:
             # No step count kept (SGD): buffers created now are initialised by
             # the kernel's first step.
-            step = 1.0 if key[-1] else 2.0
+            step = 1.0 if key[0] else 2.0
         kwargs = dict(options)
         for i, b in enumerate(needed):
             kwargs[b.arg] = [s.views[i] for s in slots]
-        for name, value in scalars.items():
-            if name != "step":
-                kwargs[name] = value
-        params = [s.view for s in slots]
-        result = kernel(params, grads, step=int(step), **kwargs)
-        # Commit the scalar state (in the tensors' own dtype, as torch does).
+        extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)
+        kwargs.update(extra)
+        store["step"] = step
+        kernel([s.view for s in slots], grads, step=int(step), **kwargs)
+        # Commit the scalar state (rounded to the tensors' dtype, as torch's is).
         for s in slots:
             for name, view in zip(self._scalars, s.scalar_views):
-                if name == "step":
-                    view[()] = step
-                elif name == self._returns:
-                    view[()] = result
+                view[()] = store[name]
         increment_version([s.param for s in slots] + [t for s in slots for t in s.tensors])
 
     def _rollback(self, slots):

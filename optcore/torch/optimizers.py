@@ -113,6 +113,13 @@ class Adagrad(KernelOptimizer):
                          foreach=foreach, maximize=maximize,
                          differentiable=differentiable, fused=fused)
 
+    def share_memory(self):
+        """Move the ``sum`` state tensors to shared memory (as torch's
+        Adagrad.share_memory; the next step picks up the new storage)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["sum"].share_memory_()
+
 
 class Adadelta(KernelOptimizer):
     """torch.optim.Adadelta on optcore.adadelta_step (state: ``step``,
@@ -151,9 +158,20 @@ class NAdam(KernelOptimizer):
     _kernel = "nadam_step"
     _buffers = (_always("exp_avg"), _always("exp_avg_sq"))
     _scalars = {"step": 0.0, "mu_product": 1.0}
-    _returns = "mu_product"
     _options = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
                 "decoupled_weight_decay", "maximize")
+
+    def _scalar_args(self, scalars, step, options, views):
+        # torch updates the mu_product tensor in its own dtype (float32 unless
+        # the default dtype is float64), `mu_product *= mu`, and uses the
+        # rounded product in this step; the kernel multiplies in double. Hand
+        # the kernel the factor that makes its product torch's, so both take
+        # the same step (even float64 parameters differ by ~1e-9 otherwise).
+        mu = options["beta1"] * (1.0 - 0.5 * 0.96 ** (step * options["momentum_decay"]))
+        dtype = views[1].dtype.type
+        product = float(dtype(scalars["mu_product"]) * dtype(mu))
+        kernel_arg = product / mu if mu != 0.0 else scalars["mu_product"]
+        return {"mu_product": kernel_arg}, {"mu_product": product}
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,

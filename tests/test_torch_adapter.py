@@ -1,0 +1,599 @@
+"""optcore.torch against torch.optim: trajectories, state_dicts, schedulers,
+parameter groups (torch is required in CI; these fail there without it)."""
+
+import copy
+import inspect
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.torch
+
+STEPS = 100
+DTYPE_NAMES = ["float32", "float64"]
+
+
+@pytest.fixture
+def ot(torch):
+    import optcore.torch
+    return optcore.torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _threads():
+    """torch's own ops on one thread (the models are tiny; on a busy machine
+    its thread pool only adds waiting); optcore's kernels on two, so that the
+    large embedding table takes the multi-threaded kernel path."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    import optcore
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    optcore.set_num_threads(2)
+    try:
+        yield
+    finally:
+        optcore.set_num_threads(None)
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def ts(torch):
+    import torch_adapter_support
+    return torch_adapter_support
+
+
+def _dtype(torch, name):
+    return getattr(torch, name)
+
+
+def test_import_optcore_does_not_import_torch():
+    code = ("import sys, optcore, optcore.reference; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- 100-step trajectories ---------------------------------------------------
+
+TWINS = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
+         "RAdam"]
+
+
+@pytest.mark.parametrize("draw", range(2))
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+@pytest.mark.parametrize("name", TWINS)
+def test_trajectory_matches_torch(torch, ot, ts, rng, name, dtype_name, draw):
+    dtype = _dtype(torch, dtype_name)
+    options = ts.sample_options(name, rng)
+    ref_model = ts.make_model(rng, dtype)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    ref_opt = ts.torch_twin(name, ref_model.parameters(), options)
+    opt = getattr(ot, name)(model.parameters(), foreach=False, **options)
+    probe = ts.nudged(ref_model)
+    probe_opt = ts.torch_twin(name, probe.parameters(), options)
+    for step in range(1, STEPS + 1):
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
+        ts.copy_grads(ref_model, probe)
+        probe_opt.step()
+        if step % 10 == 0:
+            dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
+            limit = ts.bound(dtype, ref_model.parameters(), probe.parameters())
+            assert dev <= limit, (f"step {step}: parameters deviate by {dev:.3g} > "
+                                  f"{limit:.3g} ({options})")
+    ts.assert_same_state(ref_opt, opt, dtype, rtol=limit)
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_free_running_training_matches_torch(torch, ot, ts, rng, name):
+    """Each run on its own gradients, as a training script would (float64:
+    in float32 the ReLU kinks carry last-bit differences to ~1e-2 within 100
+    steps, for torch against itself as well)."""
+    dtype = torch.float64
+    options = ts.sample_options(name, rng)
+    ref_model = ts.make_model(rng, dtype)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    ref_opt = ts.torch_twin(name, ref_model.parameters(), options)
+    opt = getattr(ot, name)(model.parameters(), foreach=False, **options)
+    probe = ts.nudged(ref_model)
+    probe_opt = ts.torch_twin(name, probe.parameters(), options)
+    for _ in range(STEPS):
+        ref_loss = ts.train_step(ref_model, ref_opt, X, y)
+        loss = ts.train_step(model, opt, X, y)
+        ts.train_step(probe, probe_opt, X, y)
+    limit = ts.bound(dtype, ref_model.parameters(), probe.parameters())
+    assert loss == pytest.approx(ref_loss, rel=limit)
+    dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
+    assert dev <= limit, f"parameters deviate by {dev:.3g} > {limit:.3g} ({options})"
+    ts.assert_same_state(ref_opt, opt, dtype, rtol=limit)
+
+
+def _reference_step(kernel, name, params, states, step, options):
+    """optcore.reference's functional step on each tensor (the truth for the
+    optimizers torch.optim lacks), state in NumPy arrays."""
+    opts = dict(options)
+    beta1, beta2 = opts.pop("betas")
+    for p, st in zip(params, states):
+        bufs = [st["exp_avg"]] + ([st["exp_avg_sq"]] if name == "LAMB" else [])
+        kernel(p.detach().numpy(), p.grad.numpy(), *bufs, step=step, beta1=beta1,
+               beta2=beta2, **opts)
+
+
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+@pytest.mark.parametrize("name", ["Lion", "LAMB"])
+def test_trajectory_matches_reference(torch, ot, ts, rng, name, dtype_name):
+    import optcore.reference
+    dtype = _dtype(torch, dtype_name)
+    options = ts.sample_options(name, rng)
+    ref_model = ts.make_model(rng, dtype)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    kernel = getattr(optcore.reference, f"{name.lower()}_step")
+    ref_params = list(ref_model.parameters())
+    states = [{k: np.zeros(tuple(p.shape), ts.NP_DTYPE[dtype])
+               for k in ("exp_avg", "exp_avg_sq")} for p in ref_params]
+    opt = getattr(ot, name)(model.parameters(), **options)
+    for step in range(1, STEPS + 1):
+        opt.zero_grad()
+        for p in ref_params:
+            p.grad = None
+        loss = ts.loss_of(ref_model, X, y)
+        (-loss if options["maximize"] else loss).backward()
+        for rp, p in zip(ref_params, model.parameters()):
+            p.grad = rp.grad.clone()
+        with torch.no_grad():
+            _reference_step(kernel, name, ref_params, states, step, options)
+        opt.step()
+    dev = ts.max_rel_dev(ref_params, list(model.parameters()))
+    assert dev <= ts.rtol_for(dtype), f"parameters deviate by {dev:.3g} ({options})"
+    for p, st in zip(model.parameters(), states):
+        state = opt.state[p]
+        assert float(state["step"]) == STEPS
+        for key, ref in st.items():
+            if key in state:
+                assert ts.max_rel_dev([torch.from_numpy(ref)], [state[key]]) <= \
+                    ts.rtol_for(dtype), key
+
+
+# ---- state_dict round trips -----------------------------------------------
+
+def _round_trip(torch, sd):
+    """torch.save / torch.load (weights_only, torch's safe default)."""
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("direction", ["torch_to_optcore", "optcore_to_torch"])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+@pytest.mark.parametrize("name", TWINS)
+def test_state_dict_moves_between_torch_and_optcore(torch, ot, ts, rng, name, dtype_name,
+                                                    direction):
+    """Train 20 steps with one implementation, save, load into the other and
+    continue 20 steps: the same as the first implementation continuing."""
+    dtype = _dtype(torch, dtype_name)
+    options = ts.sample_options(name, rng)
+    model = ts.make_model(rng, dtype, hidden=16)
+    X, y = ts.make_data(rng, dtype)
+    make_torch = lambda m: ts.torch_twin(name, m.parameters(), options)  # noqa: E731
+    make_optcore = lambda m: getattr(ot, name)(m.parameters(), foreach=False,  # noqa: E731
+                                               **options)
+    first, second = ((make_torch, make_optcore) if direction == "torch_to_optcore"
+                     else (make_optcore, make_torch))
+    opt = first(model)
+    for _ in range(20):
+        ts.train_step(model, opt, X, y)
+    saved_model = _round_trip(torch, model.state_dict())
+    saved_opt = _round_trip(torch, opt.state_dict())
+
+    resumed = ts.twin(model)
+    resumed.load_state_dict(saved_model)
+    resumed_opt = second(resumed)
+    resumed_opt.load_state_dict(saved_opt)
+    for _ in range(20):
+        ts.step_pair(model, opt, resumed, resumed_opt, X, y)
+    dev = ts.max_rel_dev(list(model.parameters()), list(resumed.parameters()))
+    assert dev <= ts.rtol_for(dtype), f"deviation {dev:.3g} after resuming ({options})"
+    ts.assert_same_state(opt, resumed_opt, dtype, loaded=True)
+
+
+@pytest.mark.parametrize("name", TWINS + ["Lion", "LAMB"])
+def test_state_dict_round_trip_continues_exactly(torch, ot, ts, rng, name):
+    """optcore -> torch.save/load -> optcore resumes bit for bit."""
+    dtype = torch.float32
+    options = ts.sample_options(name, rng)
+    model = ts.make_model(rng, dtype, hidden=16)
+    X, y = ts.make_data(rng, dtype)
+    opt = getattr(ot, name)(model.parameters(), **options)
+    for _ in range(10):
+        ts.train_step(model, opt, X, y)
+    resumed = ts.twin(model)
+    resumed_opt = getattr(ot, name)(resumed.parameters(), **options)
+    resumed_opt.load_state_dict(_round_trip(torch, opt.state_dict()))
+    for _ in range(10):
+        ts.train_step(model, opt, X, y)
+        ts.train_step(resumed, resumed_opt, X, y)
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_state_layout_matches_torch_before_any_step(torch, ot, ts, rng):
+    # Adagrad creates its state at construction; the others on the first step.
+    for name in TWINS:
+        model = ts.make_model(rng, torch.float32, hidden=8)
+        ref = ts.torch_twin(name, model.parameters(), {})
+        opt = getattr(ot, name)(model.parameters(), foreach=False)
+        ts.assert_same_state(ref, opt, torch.float32)
+        assert ref.defaults == opt.defaults
+
+
+def test_loaded_state_from_older_torch_without_tensor_step(torch, ot, ts, rng):
+    """Old torch state_dicts stored `step` as a Python number; loading
+    converts it to a tensor, as torch does."""
+    model = ts.make_model(rng, torch.float32, hidden=8)
+    X, y = ts.make_data(rng, torch.float32)
+    opt = ot.Adam(model.parameters(), lr=1e-2)
+    ts.train_step(model, opt, X, y)
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        st["step"] = float(st["step"])
+    del sd["param_groups"][0]["decoupled_weight_decay"]
+    opt2 = ot.Adam(ts.twin(model).parameters(), lr=1e-2)
+    opt2.load_state_dict(sd)
+    for st in opt2.state.values():
+        assert isinstance(st["step"], torch.Tensor) and st["step"].dtype == torch.float32
+    assert opt2.param_groups[0]["decoupled_weight_decay"] is False
+
+
+# ---- lr schedulers -----------------------------------------------------------
+
+def _schedulers(L):
+    return {
+        "LambdaLR": lambda o: L.LambdaLR(o, lambda e: 0.95 ** e),
+        "MultiplicativeLR": lambda o: L.MultiplicativeLR(o, lambda e: 0.97),
+        "StepLR": lambda o: L.StepLR(o, step_size=7, gamma=0.5),
+        "MultiStepLR": lambda o: L.MultiStepLR(o, milestones=[5, 15, 25], gamma=0.3),
+        "ConstantLR": lambda o: L.ConstantLR(o, factor=0.5, total_iters=10),
+        "LinearLR": lambda o: L.LinearLR(o, start_factor=0.1, total_iters=20),
+        "ExponentialLR": lambda o: L.ExponentialLR(o, gamma=0.95),
+        "SequentialLR": lambda o: L.SequentialLR(
+            o, [L.LinearLR(o, start_factor=0.1, total_iters=10),
+                L.CosineAnnealingLR(o, T_max=20)], milestones=[10]),
+        "CosineAnnealingLR": lambda o: L.CosineAnnealingLR(o, T_max=20, eta_min=1e-4),
+        "ChainedScheduler": lambda o: L.ChainedScheduler(
+            [L.ConstantLR(o, factor=0.5, total_iters=5), L.ExponentialLR(o, gamma=0.9)]),
+        "ReduceLROnPlateau": lambda o: L.ReduceLROnPlateau(o, factor=0.5, patience=2),
+        "CyclicLR": lambda o: L.CyclicLR(o, base_lr=1e-3, max_lr=1e-2, step_size_up=5),
+        "CosineAnnealingWarmRestarts": lambda o: L.CosineAnnealingWarmRestarts(
+            o, T_0=10, T_mult=2),
+        "OneCycleLR": lambda o: L.OneCycleLR(o, max_lr=5e-2, total_steps=40),
+        "PolynomialLR": lambda o: L.PolynomialLR(o, total_iters=25, power=2.0),
+    }
+
+
+def test_every_scheduler_class_is_covered(torch):
+    L = torch.optim.lr_scheduler
+    public = {n for n in L.__all__ if n != "LRScheduler"}
+    assert public <= set(_schedulers(L)), public - set(_schedulers(L))
+
+
+SCHEDULER_NAMES = ["LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR",
+                   "LinearLR", "ExponentialLR", "SequentialLR", "CosineAnnealingLR",
+                   "ChainedScheduler", "ReduceLROnPlateau", "CyclicLR",
+                   "CosineAnnealingWarmRestarts", "OneCycleLR", "PolynomialLR"]
+
+
+@pytest.mark.parametrize("opt_name,options", [
+    ("SGD", dict(lr=1e-2, momentum=0.9)),
+    ("Adam", dict(lr=1e-2)),
+    ("RMSprop", dict(lr=1e-3, momentum=0.5)),
+], ids=["SGD", "Adam", "RMSprop"])
+@pytest.mark.parametrize("sched_name", SCHEDULER_NAMES)
+def test_lr_scheduler_drives_optcore_like_torch(torch, ot, ts, rng, sched_name, opt_name,
+                                                options):
+    L = torch.optim.lr_scheduler
+    make = _schedulers(L)[sched_name]
+    dtype = torch.float64
+    ref_model = ts.make_model(rng, dtype, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    ref_opt = ts.torch_twin(opt_name, ref_model.parameters(), options)
+    opt = getattr(ot, opt_name)(model.parameters(), foreach=False, **options)
+    ref_sched, sched = make(ref_opt), make(opt)
+    for _ in range(30):
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
+        if sched_name == "ReduceLROnPlateau":
+            # A flat metric, so that the plateau logic does reduce the rate.
+            ref_sched.step(1.0)
+            sched.step(1.0)
+        else:
+            ref_sched.step()
+            sched.step()
+        assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in ref_opt.param_groups]
+    dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
+    assert dev <= ts.rtol_for(dtype)
+    ts.assert_same_state(ref_opt, opt, dtype)
+
+
+# ---- parameter groups ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", TWINS)
+def test_add_param_group_midway(torch, ot, ts, rng, name):
+    dtype = torch.float64
+    options = ts.sample_options(name, rng)
+    ref_model = ts.make_model(rng, dtype, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+
+    def build(m, cls):
+        opt = cls([m.hidden.weight, m.hidden.bias], foreach=False, **options)
+        return opt
+
+    ref_opt = build(ref_model, getattr(torch.optim, name))
+    opt = build(model, getattr(ot, name))
+    for step in range(30):
+        if step == 10:
+            extra = dict(lr=options["lr"] * 0.5)
+            ref_opt.add_param_group(dict(params=[ref_model.out.weight, ref_model.out.bias,
+                                                 ref_model.gain], **extra))
+            opt.add_param_group(dict(params=[model.out.weight, model.out.bias,
+                                             model.gain], **extra))
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
+    dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
+    assert dev <= ts.rtol_for(dtype)
+    ts.assert_same_state(ref_opt, opt, dtype)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "NAdam", "Adagrad"])
+def test_parameters_without_grad_keep_their_own_step(torch, ot, ts, rng, name):
+    """A parameter that has no gradient for a while falls behind in step count;
+    the group then runs one kernel call per distinct step, like torch."""
+    dtype = torch.float64
+    options = ts.sample_options(name, rng)
+    ref_model = ts.make_model(rng, dtype, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    ref_opt = ts.torch_twin(name, ref_model.parameters(), options)
+    opt = getattr(ot, name)(model.parameters(), foreach=False, **options)
+    for step in range(30):
+        for m in (ref_model, model):
+            m.out.bias.requires_grad_(step >= 12)
+            m.gain.requires_grad_(step < 5 or step >= 20)
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
+    dev = ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters()))
+    assert dev <= ts.rtol_for(dtype)
+    ts.assert_same_state(ref_opt, opt, dtype)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "NAdam"])
+def test_group_mixing_float32_and_float64(torch, ot, ts, rng, name):
+    """One group, parameters of both dtypes: one kernel call per dtype."""
+    options = ts.sample_options(name, rng)
+    values = [torch.from_numpy(rng.standard_normal(n)).to(dt)
+              for n, dt in ((40, torch.float32), (7, torch.float64),
+                            (33, torch.float32), (1, torch.float64))]
+    ref = [torch.nn.Parameter(v.clone()) for v in values]
+    ours = [torch.nn.Parameter(v.clone()) for v in values]
+    ref_opt = ts.torch_twin(name, ref, options)
+    opt = getattr(ot, name)(ours, foreach=False, **options)
+    for _ in range(20):
+        for a, b in zip(ref, ours):
+            a.grad = torch.from_numpy(rng.standard_normal(a.shape)).to(a.dtype)
+            b.grad = a.grad.clone()
+        ref_opt.step()
+        opt.step()
+    for a, b in zip(ref, ours):
+        assert b.dtype == a.dtype
+        assert ts.max_rel_dev([a], [b]) <= ts.rtol_for(a.dtype)
+    ts.assert_same_state(ref_opt, opt, torch.float32)
+
+
+def test_named_parameters_and_per_group_options(torch, ot, ts, rng):
+    dtype = torch.float32
+    ref_model = ts.make_model(rng, dtype, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+
+    def groups(m):
+        named = list(m.named_parameters())
+        return [dict(params=named[:2], lr=1e-2, weight_decay=0.1),
+                dict(params=named[2:], lr=3e-3, amsgrad=True)]
+
+    ref_opt = torch.optim.AdamW(groups(ref_model), foreach=False)
+    opt = ot.AdamW(groups(model), foreach=False)
+    for _ in range(20):
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
+    names = [n for n, _ in model.named_parameters()]
+    assert opt.state_dict()["param_groups"][0]["param_names"] == names[:2]
+    ts.assert_same_state(ref_opt, opt, dtype)
+
+
+# ---- API parity ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TWINS)
+def test_constructor_signature_is_torchs(torch, ot, name):
+    def sig(cls):
+        return [(p.name, p.kind, p.default)
+                for p in inspect.signature(cls.__init__).parameters.values()]
+    assert sig(getattr(ot, name)) == sig(getattr(torch.optim, name))
+
+
+def test_class_hierarchy(torch, ot):
+    for name in TWINS + ["Lion", "LAMB"]:
+        assert issubclass(getattr(ot, name), torch.optim.Optimizer)
+    assert issubclass(ot.AdamW, ot.Adam)
+
+
+def test_closure_and_return_value(torch, ot, ts, rng):
+    dtype = torch.float64
+    ref_model = ts.make_model(rng, dtype, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    ref_opt = torch.optim.Adam(ref_model.parameters(), lr=1e-2, foreach=False)
+    opt = ot.Adam(model.parameters(), lr=1e-2, foreach=False)
+
+    def closure_for(m, o):
+        def closure():
+            o.zero_grad()
+            loss = ts.loss_of(m, X, y)
+            loss.backward()
+            return loss
+        return closure
+
+    for _ in range(5):
+        with torch.no_grad():   # the closure runs with grad enabled regardless
+            ref_loss = ref_opt.step(closure_for(ref_model, ref_opt))
+            loss = opt.step(closure_for(model, opt))
+        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
+    assert opt.step() is None
+
+
+def test_tensor_lr(torch, ot, ts, rng):
+    dtype = torch.float64
+    ref_model = ts.make_model(rng, dtype, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, dtype)
+    ref_opt = torch.optim.Adam(ref_model.parameters(), lr=torch.tensor(1e-2), foreach=False)
+    opt = ot.Adam(model.parameters(), lr=torch.tensor(1e-2), foreach=False)
+    sched = [torch.optim.lr_scheduler.ExponentialLR(o, 0.9) for o in (ref_opt, opt)]
+    for _ in range(10):
+        ts.step_pair(ref_model, ref_opt, model, opt, X, y)
+        for s in sched:
+            s.step()
+    # torch evaluates lr / bias_correction in the float32 dtype of the lr tensor
+    # (optcore in double, from the same float32 lr), hence float32-level agreement.
+    assert ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters())) <= 1e-6
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+
+
+def test_hooks(torch, ot, ts, rng):
+    from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                       register_optimizer_step_pre_hook)
+    model = ts.make_model(rng, torch.float32, hidden=8)
+    X, y = ts.make_data(rng, torch.float32)
+    opt = ot.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    calls = []
+    handles = [
+        opt.register_step_pre_hook(lambda o, a, k: calls.append("pre")),
+        opt.register_step_post_hook(lambda o, a, k: calls.append("post")),
+        opt.register_state_dict_pre_hook(lambda o: calls.append("sd_pre")),
+        opt.register_state_dict_post_hook(lambda o, sd: calls.append("sd_post")),
+        opt.register_load_state_dict_pre_hook(lambda o, sd: calls.append("load_pre")),
+        opt.register_load_state_dict_post_hook(lambda o: calls.append("load_post")),
+        register_optimizer_step_pre_hook(lambda o, a, k: calls.append("global_pre")),
+        register_optimizer_step_post_hook(lambda o, a, k: calls.append("global_post")),
+    ]
+    try:
+        ts.train_step(model, opt, X, y)
+        opt.load_state_dict(opt.state_dict())
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == ["global_pre", "pre", "post", "global_post", "sd_pre", "sd_post",
+                     "load_pre", "load_post"]
+    ts.train_step(model, opt, X, y)
+    assert len(calls) == 8
+
+
+def test_zero_grad_both_modes(torch, ot, ts, rng):
+    model = ts.make_model(rng, torch.float32, hidden=8)
+    X, y = ts.make_data(rng, torch.float32)
+    opt = ot.Adam(model.parameters())
+    ts.loss_of(model, X, y).backward()
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_updates_in_place_zero_copy(torch, ot, ts, rng):
+    model = ts.make_model(rng, torch.float32, hidden=8)
+    X, y = ts.make_data(rng, torch.float32)
+    opt = ot.Adam(model.parameters(), lr=1e-2)
+    params = list(model.parameters())
+    ptrs = [p.data_ptr() for p in params]
+    ts.train_step(model, opt, X, y)
+    state_ptrs = [opt.state[p]["exp_avg"].data_ptr() for p in params]
+    versions = [p._version for p in params]
+    before = [p.detach().clone() for p in params]
+    ts.train_step(model, opt, X, y)
+    assert [p.data_ptr() for p in params] == ptrs
+    assert [opt.state[p]["exp_avg"].data_ptr() for p in params] == state_ptrs
+    assert all(not torch.equal(a, b) for a, b in zip(before, params))
+    # autograd learns of the in-place update (its saved-tensor checks rely on it)
+    assert all(p._version > v for p, v in zip(params, versions))
+
+
+def test_version_bump_catches_stale_graph(torch, ot, ts, rng):
+    model = ts.make_model(rng, torch.float32, hidden=8)
+    X, y = ts.make_data(rng, torch.float32)
+    opt = ot.SGD(model.parameters(), lr=1e-2)
+    ts.train_step(model, opt, X, y)
+    loss = ts.loss_of(model, X, y)
+    opt.step()    # updates the weights the graph saved
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_deepcopy_of_model_and_optimizer_continues_identically(torch, ot, ts, rng):
+    model = ts.make_model(rng, torch.float32, hidden=16)
+    X, y = ts.make_data(rng, torch.float32)
+    opt = ot.Adam(model.parameters(), lr=1e-2, amsgrad=True)
+    for _ in range(5):
+        ts.train_step(model, opt, X, y)
+    model2, opt2 = copy.deepcopy((model, opt))
+    for _ in range(5):
+        ts.train_step(model, opt, X, y)
+        ts.train_step(model2, opt2, X, y)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+        assert a.data_ptr() != b.data_ptr()
+
+
+def test_empty_and_scalar_parameters(torch, ot):
+    empty = torch.nn.Parameter(torch.zeros(0))
+    scalar = torch.nn.Parameter(torch.tensor(2.0))
+    ref = [torch.nn.Parameter(t.detach().clone()) for t in (empty, scalar)]
+    opt = ot.Adam([empty, scalar], lr=0.1)
+    ref_opt = torch.optim.Adam(ref, lr=0.1, foreach=False)
+    for ps, o in (([empty, scalar], opt), (ref, ref_opt)):
+        for _ in range(3):
+            for p in ps:
+                p.grad = torch.ones_like(p)
+            o.step()
+    assert torch.equal(scalar, ref[1])
+    assert float(opt.state[empty]["step"]) == 3.0
+
+
+def test_grad_scaler_and_autocast(torch, ot, ts, rng):
+    """torch.amp on CPU: bfloat16 autocast, a GradScaler that unscales the
+    grads and skips the step whose grads overflowed."""
+    ref_model = ts.make_model(rng, torch.float32, hidden=16)
+    model = ts.twin(ref_model)
+    X, y = ts.make_data(rng, torch.float32)
+    for m, opt in ((ref_model, torch.optim.Adam(ref_model.parameters(), lr=1e-2,
+                                                foreach=False)),
+                   (model, ot.Adam(model.parameters(), lr=1e-2, foreach=False))):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+        for i in range(12):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = ts.loss_of(m, X, y)
+            scaler.scale(loss.float()).backward()
+            if i == 5:
+                m.gain.grad.fill_(float("inf"))
+            scaler.step(opt)
+            scaler.update()
+        assert float(opt.state[m.gain]["step"]) == 11     # the overflow step skipped
+        assert scaler.get_scale() == 2.0 ** 15
+    assert ts.max_rel_dev(list(ref_model.parameters()), list(model.parameters())) <= 1e-4
