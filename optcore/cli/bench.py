@@ -715,7 +715,25 @@ def _fmt_x(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
+class MarkdownOut:
+    """A stream wrapper under which the report's tables come out as Markdown."""
+    markdown = True
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        self.stream.write(text)
+
+
 def _table(headers, rows, out):
+    if getattr(out, "markdown", False):
+        out.write("\n| " + " | ".join(str(h) for h in headers) + " |\n|"
+                  + "|".join("---:" for _ in headers) + "|\n")
+        for r in rows:
+            out.write("| " + " | ".join(str(c) for c in r) + " |\n")
+        out.write("\n")
+        return
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     line = "  ".join(str(h).rjust(w) for h, w in zip(headers, widths))
@@ -972,6 +990,7 @@ def add_parser(sub):
     p.add_argument("--json", metavar="FILE", help="write every measurement as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="GB/s against size per implementation (needs matplotlib)")
+    p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(run=run)
     return p
@@ -1032,6 +1051,10 @@ def run(args):
                          "command": " ".join(["python -m optcore"] + sys.argv[1:])}
     print_report(results, kernels)
     print_scorecard(results)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            print_report(results, kernels, MarkdownOut(f))
+            print_scorecard(results, MarkdownOut(f))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
