@@ -424,6 +424,17 @@ def machine_info():
                     break
     except OSError:
         pass
+    # NumPy's BLAS does not run in these kernels, but note how it was set up
+    # (OPENBLAS_CORETYPE pins an older OpenBLAS kernel on some machines).
+    info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
+    try:
+        from threadpoolctl import threadpool_info
+        info["threadpools"] = [
+            {k: d.get(k) for k in ("user_api", "internal_api", "version",
+                                   "architecture", "num_threads")}
+            for d in threadpool_info()]
+    except Exception:       # optional; any failure only loses this note
+        pass
     return info
 
 
