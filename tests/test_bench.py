@@ -184,6 +184,12 @@ def test_crossover():
     assert bench.crossover([1, 2, 4, 8], [1, 2, 4, 8], [3, 3, 3, 3]) == 4
     assert bench.crossover([1, 2, 4, 8], [1, 5, 1, 8], [3, 3, 3, 3]) == 8
     assert bench.crossover([1, 2], [1, 1], [2, 2]) is None
+    # one noisy point among many wins does not move the crossover
+    sizes = list(range(1, 12))
+    single = [float(n) for n in sizes]
+    parallel = [3.0] * 11
+    parallel[9] = 100.0
+    assert bench.crossover(sizes, single, parallel) == 4
 
 
 def test_plot(tmp_path):

@@ -427,6 +427,12 @@ def machine_info():
     # NumPy's BLAS does not run in these kernels, but note how it was set up
     # (OPENBLAS_CORETYPE pins an older OpenBLAS kernel on some machines).
     info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
+    # Thread placement: on a busy machine the scheduler may put both threads
+    # of a parallel region on one core (a region then waits a whole time
+    # slice); OMP_PROC_BIND=spread OMP_PLACES=cores pins them apart, for
+    # optcore's and torch's OpenMP alike.
+    info["omp_proc_bind"] = os.environ.get("OMP_PROC_BIND")
+    info["omp_places"] = os.environ.get("OMP_PLACES")
     try:
         from threadpoolctl import threadpool_info
         info["threadpools"] = [
@@ -671,15 +677,16 @@ THRESHOLD_SIZES = tuple(sorted({int(2 ** (k / 2)) // 16 * 16 for k in range(20, 
 QUICK_THRESHOLD_SIZES = tuple(2 ** k for k in range(10, 19))
 
 
-def crossover(sizes, single, parallel):
+def crossover(sizes, single, parallel, share=0.8):
     """Smallest size from which the parallel time beats the single-thread time
-    at every measured size (None if it never does)."""
+    at no fewer than ``share`` of the measured sizes from there up (a lone
+    noisy point does not move it); None if there is no such size."""
+    wins = [p < s for s, p in zip(single, parallel)]
     best = None
-    for n, s, p in reversed(list(zip(sizes, single, parallel))):
-        if p < s:
-            best = n
-        else:
-            break
+    for i in range(len(sizes) - 1, -1, -1):
+        tail = wins[i:]
+        if wins[i] and sum(tail) >= share * len(tail):
+            best = sizes[i]
     return best
 
 
@@ -776,7 +783,8 @@ def print_report(results, kernels, out=None):
     out.write(f"optcore {m['optcore']} bench: {m['cpu']}, {m['cores']} cores, "
               f"{m.get('memory_gib', '?')} GiB; kernels variant {m['variant']}, "
               f"OpenMP {'on' if m['openmp'] else 'off'}, parallel threshold "
-              f"{m['parallel_threshold']}; numpy {m['numpy']}"
+              f"{m['parallel_threshold']}; OMP_PROC_BIND={m.get('omp_proc_bind')}, "
+              f"OMP_PLACES={m.get('omp_places')}; numpy {m['numpy']}"
               + (f", torch {m['torch']}" if "torch" in m else ", torch not installed")
               + "\n")
     out.write("Times are medians per call; GB/s counts each kernel's bytes per "
