@@ -33,7 +33,7 @@ from optcore import reference
 from optcore.kernels import bandwidth
 
 FULL_SIZES = tuple(2 ** k for k in range(10, 27))
-QUICK_SIZES = (2 ** 10, 2 ** 14, 2 ** 18, 2 ** 22)
+QUICK_SIZES = (2 ** 10, 2 ** 14, 2 ** 18, 2 ** 21)
 STEP = 10                # the step count passed to every call (bias corrections on)
 IMPLS = ("optcore", "reference", "torch", "torch-foreach", "torch-fused", "deepspeed")
 TORCH_IMPLS = {"torch": {"foreach": False}, "torch-foreach": {"foreach": True},
@@ -129,6 +129,19 @@ def _torch_unscale(torch, grads, variant):
     return lambda: torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv)
 
 
+def _torch_mse(torch, tensors, variant):
+    # torch's own loss and gradient kernels: F.mse_loss and its backward op.
+    if variant != {"foreach": False}:
+        return None
+    (pred,), (target,), _ = tensors
+    one = torch.ones((), dtype=pred.dtype)
+
+    def call():
+        loss = torch.nn.functional.mse_loss(pred, target)
+        return loss, torch.ops.aten.mse_loss_backward(one, pred, target, 1)
+    return call
+
+
 _ADAM = ("param", "grad", "exp_avg", "exp_avg_sq")
 
 KERNELS = (
@@ -164,7 +177,7 @@ KERNELS = (
     Kernel("lamb", "lamb_step", ("4r2w", "3r1w"), _ADAM, dict(lr=1e-3),
            positive=("exp_avg_sq",)),
     Kernel("mse_loss_grad", "mse_loss_grad", ("triad",), ("pred", "target", "out"),
-           call="loss", multi=False),
+           call="loss", multi=False, torch=_torch_mse),
     Kernel("global_norm", "global_norm", ("1r",), ("grad",), call="grads",
            torch=_torch_norm),
     Kernel("clip_grad_norm_", "clip_grad_norm_", ("1r", "1r1w"), ("grad",),
@@ -233,8 +246,11 @@ def make_call(kernel, impl, inputs, lists=False, torch=None):
     if impl == "deepspeed":
         return _deepspeed_call(kernel, chosen, torch)
     variant = TORCH_IMPLS[impl]
-    if kernel.torch is None or kernel.call == "loss":
+    if kernel.torch is None:
         return None
+    if kernel.call == "loss":
+        return kernel.torch(torch, [[torch.from_numpy(a) for a in c] for c in chosen],
+                            variant)
     if callable(kernel.torch):
         grads = [torch.from_numpy(g) for g in chosen[0]]
         return kernel.torch(torch, grads, variant)
@@ -284,7 +300,7 @@ def import_torch():
 
 @dataclasses.dataclass
 class Timing:
-    budget: float = 0.4            # seconds of samples per measurement
+    budget: float = 0.25           # seconds of samples per measurement
     sample: float = 0.002          # seconds per sample (calls are repeated to fill it)
     min_repeat: int = 3
     max_repeat: int = 31
@@ -295,13 +311,16 @@ def measure(fn, timing):
     t0 = time.perf_counter()
     fn()
     est = time.perf_counter() - t0
-    # Warm-up: caches, branch predictors, OpenMP threads, lazily made state.
-    deadline = time.perf_counter() + min(0.02, 2 * est)
-    while time.perf_counter() < deadline:
+    if est < 0.05:
+        # Warm-up: caches, branch predictors, OpenMP threads, lazily made state
+        # (a slow call has warmed up in its first run).
+        deadline = time.perf_counter() + min(0.02, 4 * est)
+        while time.perf_counter() < deadline:
+            fn()
+        t0 = time.perf_counter()
         fn()
-    t0 = time.perf_counter()
-    fn()
-    est = max(min(est, time.perf_counter() - t0), 1e-8)
+        est = min(est, time.perf_counter() - t0)
+    est = max(est, 1e-8)
     number = max(1, int(timing.sample / est))
     repeat = int(min(timing.max_repeat,
                      max(timing.min_repeat, timing.budget / (est * number))))
@@ -405,6 +424,23 @@ def machine_info():
                     break
     except OSError:
         pass
+    # NumPy's BLAS does not run in these kernels, but note how it was set up
+    # (OPENBLAS_CORETYPE pins an older OpenBLAS kernel on some machines).
+    info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
+    # Thread placement: on a busy machine the scheduler may put both threads
+    # of a parallel region on one core (a region then waits a whole time
+    # slice); OMP_PROC_BIND=spread OMP_PLACES=cores pins them apart, for
+    # optcore's and torch's OpenMP alike.
+    info["omp_proc_bind"] = os.environ.get("OMP_PROC_BIND")
+    info["omp_places"] = os.environ.get("OMP_PLACES")
+    try:
+        from threadpoolctl import threadpool_info
+        info["threadpools"] = [
+            {k: d.get(k) for k in ("user_api", "internal_api", "version",
+                                   "architecture", "num_threads")}
+            for d in threadpool_info()]
+    except Exception:       # optional; any failure only loses this note
+        pass
     return info
 
 
@@ -415,8 +451,12 @@ def _variant():
 
 class Bench:
     def __init__(self, kernels, sizes, dtypes, threads, timing, torch, sections,
-                 progress=True):
+                 progress=True, multi_cases=None, threshold_sizes=None,
+                 multi_dtypes=None):
         self.kernels, self.sizes, self.dtypes = kernels, sizes, dtypes
+        self.multi_cases = multi_cases or MULTI_CASES
+        self.multi_dtypes = list(dtypes) if multi_dtypes is None else multi_dtypes
+        self.threshold_sizes = threshold_sizes or THRESHOLD_SIZES
         self.threads, self.timing, self.torch = threads, timing, torch
         self.sections = sections
         self.progress_enabled = progress
@@ -436,22 +476,37 @@ class Bench:
         return names
 
     def _count(self):
+        """Measurements the run will make (for the progress line)."""
         total = 0
-        patterns = {p for k in self.kernels for p in k.traffic}
+        ceilings = set()
+
+        def ceiling_keys(kernel, dtype, n, t):
+            for p in kernel.traffic:
+                for tt in {1, t}:
+                    ceilings.add((p, np.dtype(dtype).name, n, tt))
+
         if "kernels" in self.sections:
-            total += len(self.sizes) * len(self.dtypes) * (
-                len(patterns) * len(set(self.threads) | {1})
-                + sum(1 + len(self._impls(k)) * len(self.threads) for k in self.kernels))
+            for dtype in self.dtypes:
+                for n in self.sizes:
+                    for k in self.kernels:
+                        total += 1 + len(self._impls(k)) * len(self.threads)
+                        for t in self.threads:
+                            ceiling_keys(k, dtype, n, t)
         if "multi" in self.sections:
-            multi = [k for k in self.kernels if k.multi]
-            total += 2 * len(self.dtypes) * sum(
-                1 + len(self._impls(k)) * len(self.threads) for k in multi)
+            for dtype in self.multi_dtypes:
+                for _, sizes, _ in self.multi_cases:
+                    for k in [k for k in self.kernels if k.multi]:
+                        total += 1 + len(self._impls(k)) * len(self.threads)
+                        for t in self.threads:
+                            ceiling_keys(k, dtype, sum(sizes), t)
         if "overhead" in self.sections:
-            total += sum(3 + len(self._impls(k)) for k in self.kernels)
+            for k in self.kernels:
+                total += 2 + len(self._impls(k))
+                ceiling_keys(k, np.float32, 1024, 1)
         if "threshold" in self.sections and max(self.threads) > 1:
             total += 1 + len([k for k in self.kernels if k.call != "grads"]) * \
-                len(THRESHOLD_SIZES) * 2
-        return total
+                len(self.threshold_sizes) * 2
+        return total + len(ceilings)
 
     def run(self):
         self.progress = Progress(self._count(), enabled=self.progress_enabled)
@@ -544,9 +599,8 @@ class Bench:
 
     # -- multi-tensor
     def _multi(self):
-        cases = (("100x1024", [1024] * 100), ("mix", transformer_sizes()))
-        for dtype in self.dtypes:
-            for case, sizes in cases:
+        for dtype in self.multi_dtypes:
+            for case, sizes, about in self.multi_cases:
                 total = sum(sizes)
                 for kernel in [k for k in self.kernels if k.multi]:
                     inputs = make_inputs(kernel, sizes, dtype, seed=len(sizes))
@@ -558,7 +612,7 @@ class Bench:
                         times = self._time_impls(kernel, inputs, True, t, label)
                         times["reference"] = ref
                         self._row("multi", kernel, dtype, total, t, times, ceiling,
-                                  case=case, tensors=len(sizes))
+                                  case=case, tensors=len(sizes), about=about)
                     del inputs
 
     # -- per-call overhead
@@ -583,14 +637,21 @@ class Bench:
     def _threshold(self):
         nt = max(self.threads)
         fork = bandwidth.fork_join(nt, 2000, 31)
+        # After an idle spell OpenMP's workers sleep, and waking them costs more
+        # (a training loop calls the optimizer between long forward passes).
+        cold = []
+        for _ in range(11):
+            time.sleep(0.02)
+            cold += bandwidth.fork_join(nt, 1, 1)
         self.progress.step(f"threshold fork/join threads={nt}")
         out = {"threads": nt, "fork_join_s": _median(fork), "fork_join_samples": fork,
+               "fork_join_cold_s": _median(cold), "fork_join_cold_samples": cold,
                "current": optcore.get_parallel_threshold(), "kernels": []}
         old = optcore.get_parallel_threshold()
         for kernel in [k for k in self.kernels if k.call != "grads"]:
-            inputs = make_inputs(kernel, THRESHOLD_SIZES, np.float32, seed=2)
+            inputs = make_inputs(kernel, self.threshold_sizes, np.float32, seed=2)
             single, parallel = [], []
-            for i, n in enumerate(THRESHOLD_SIZES):
+            for i, n in enumerate(self.threshold_sizes):
                 one = {b: [a[i]] for b, a in inputs.items()}
                 fn = make_call(kernel, "optcore", one)
                 with Threads(1):
@@ -604,26 +665,28 @@ class Bench:
                     optcore.set_parallel_threshold(old)
                 self.progress.step(f"threshold {kernel.name} n={n} threads={nt}")
             out["kernels"].append({
-                "kernel": kernel.name, "sizes": list(THRESHOLD_SIZES),
+                "kernel": kernel.name, "sizes": list(self.threshold_sizes),
                 "single_s": single, "parallel_s": parallel,
-                "crossover": crossover(THRESHOLD_SIZES, single, parallel)})
+                "crossover": crossover(self.threshold_sizes, single, parallel)})
         cross = [k["crossover"] for k in out["kernels"] if k["crossover"] is not None]
         out["recommended"] = max(cross) if cross else None
         self.results["threshold"] = out
 
 
 THRESHOLD_SIZES = tuple(sorted({int(2 ** (k / 2)) // 16 * 16 for k in range(20, 37)}))
+QUICK_THRESHOLD_SIZES = tuple(2 ** k for k in range(10, 19))
 
 
-def crossover(sizes, single, parallel):
+def crossover(sizes, single, parallel, share=0.8):
     """Smallest size from which the parallel time beats the single-thread time
-    at every measured size (None if it never does)."""
+    at no fewer than ``share`` of the measured sizes from there up (a lone
+    noisy point does not move it); None if there is no such size."""
+    wins = [p < s for s, p in zip(single, parallel)]
     best = None
-    for n, s, p in reversed(list(zip(sizes, single, parallel))):
-        if p < s:
-            best = n
-        else:
-            break
+    for i in range(len(sizes) - 1, -1, -1):
+        tail = wins[i:]
+        if wins[i] and sum(tail) >= share * len(tail):
+            best = sizes[i]
     return best
 
 
@@ -639,6 +702,17 @@ def transformer_sizes(d=384, layers=6, vocab=8192, context=256):
 
 
 # ---- output ----------------------------------------------------------------------
+
+MULTI_CASES = (
+    ("100x1024", [1024] * 100, "100 tensors x 1024"),
+    ("mix", transformer_sizes(), "a GPT-style transformer: 6 layers, d=384, vocab 8192"),
+)
+QUICK_MULTI_CASES = (
+    MULTI_CASES[0],
+    ("mix", transformer_sizes(d=256, layers=4, vocab=4096, context=128),
+     "a GPT-style transformer: 4 layers, d=256, vocab 4096"),
+)
+
 
 def _pow2(n):
     k = math.log2(n) if n > 0 else -1
@@ -659,7 +733,25 @@ def _fmt_x(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
+class MarkdownOut:
+    """A stream wrapper under which the report's tables come out as Markdown."""
+    markdown = True
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        self.stream.write(text)
+
+
 def _table(headers, rows, out):
+    if getattr(out, "markdown", False):
+        out.write("\n| " + " | ".join(str(h) for h in headers) + " |\n|"
+                  + "|".join("---:" for _ in headers) + "|\n")
+        for r in rows:
+            out.write("| " + " | ".join(str(c) for c in r) + " |\n")
+        out.write("\n")
+        return
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     line = "  ".join(str(h).rjust(w) for h, w in zip(headers, widths))
@@ -685,12 +777,14 @@ def _kernel_rows(rows, first_col):
     return out
 
 
-def print_report(results, kernels, out=sys.stdout):
+def print_report(results, kernels, out=None):
+    out = sys.stdout if out is None else out
     m = results["machine"]
     out.write(f"optcore {m['optcore']} bench: {m['cpu']}, {m['cores']} cores, "
               f"{m.get('memory_gib', '?')} GiB; kernels variant {m['variant']}, "
               f"OpenMP {'on' if m['openmp'] else 'off'}, parallel threshold "
-              f"{m['parallel_threshold']}; numpy {m['numpy']}"
+              f"{m['parallel_threshold']}; OMP_PROC_BIND={m.get('omp_proc_bind')}, "
+              f"OMP_PLACES={m.get('omp_places')}; numpy {m['numpy']}"
               + (f", torch {m['torch']}" if "torch" in m else ", torch not installed")
               + "\n")
     out.write("Times are medians per call; GB/s counts each kernel's bytes per "
@@ -709,9 +803,10 @@ def print_report(results, kernels, out=sys.stdout):
             out.write(f"\n{kernel.name} ({kernel.func}), {dtype}: {kernel.describe()}\n")
             _table(headers, _kernel_rows(rows, lambda r: _pow2(r["n"])), out)
     if results["multi"]:
-        out.write("\nmulti-tensor: one call over 100 tensors x 1024 elements, and over "
-                  f"a transformer's {len(transformer_sizes())} tensors "
-                  f"({sum(transformer_sizes()) / 1e6:.1f} M elements)\n")
+        out.write("\nmulti-tensor: one call over all tensors of a case\n")
+        for c, t, n, about in sorted({(r["case"], r["tensors"], r["n"], r["about"])
+                                      for r in results["multi"]}):
+            out.write(f"  {c}: {about}; {t} tensors, {n / 1e6:.2f} M elements\n")
         rows = results["multi"]
         _table(["kernel / dtype / case"] + headers[1:],
                _kernel_rows(rows, lambda r: f"{r['kernel']} {r['dtype']} {r['case']}"),
@@ -730,8 +825,9 @@ def print_report(results, kernels, out=sys.stdout):
     th = results["threshold"]
     if th:
         out.write(f"\nsingle-thread threshold: an empty OpenMP region of {th['threads']} "
-                  f"threads costs {_fmt_time(th['fork_join_s'])}; time per call, "
-                  f"float32, 1 thread vs {th['threads']} threads (forced parallel)\n")
+                  f"threads costs {_fmt_time(th['fork_join_s'])} back to back, "
+                  f"{_fmt_time(th['fork_join_cold_s'])} after 20 ms idle; time per "
+                  f"call, float32, 1 thread / {th['threads']} threads (forced parallel)\n")
         sizes = th["kernels"][0]["sizes"] if th["kernels"] else []
         rows = []
         for i, n in enumerate(sizes):
@@ -747,6 +843,80 @@ def print_report(results, kernels, out=sys.stdout):
         out.write(f"  recommended threshold: {th['recommended']} "
                   f"(current: {th['current']})\n")
     del by_kernel
+
+
+def _find(rows, **want):
+    for r in rows:
+        if all(r.get(k) == v for k, v in want.items()):
+            return r
+    return None
+
+
+def scorecard(results):
+    """The performance goals, checked against this run's medians: a list of
+    (goal, measured, met) where met is True/False (None: not measured)."""
+    rows, tmax = results["kernels"], max([r["threads"] for r in results["kernels"]] or [1])
+    out = []
+
+    def pct(r, dtype_ok=True):
+        return r["pct_ceiling"].get("optcore") if r else None
+
+    for n in (2 ** 24, 2 ** 26):
+        r = _find(rows, kernel="adam", dtype="float32", n=n, threads=tmax)
+        if r:
+            out.append((f"adam f32 2^{n.bit_length() - 1}: >= 90% of ceiling",
+                        f"{pct(r):.0f}%", pct(r) >= 90))
+            fused = r["speedup"].get("torch-fused")
+            out.append((f"adam f32 2^{n.bit_length() - 1}: >= 1.15x torch fused",
+                        _fmt_x(fused), None if fused is None else fused >= 1.15))
+            ref = r["speedup"].get("reference")
+            out.append((f"adam f32 2^{n.bit_length() - 1}: >= 8x reference",
+                        _fmt_x(ref), ref >= 8))
+        for name in ("sgd_momentum", "mse_loss_grad"):
+            r = _find(rows, kernel=name, dtype="float32", n=n, threads=tmax)
+            if r:
+                out.append((f"{name} f32 2^{n.bit_length() - 1}: >= 90% of ceiling",
+                            f"{pct(r):.0f}%", pct(r) >= 90))
+        for name in ("adam", "sgd_momentum", "mse_loss_grad"):
+            r32 = _find(rows, kernel=name, dtype="float32", n=n, threads=tmax)
+            r64 = _find(rows, kernel=name, dtype="float64", n=n, threads=tmax)
+            if r32 and r64:
+                a, b = pct(r32), pct(r64)
+                out.append((f"{name} f64 2^{n.bit_length() - 1}: % of ceiling within 10% "
+                            f"of f32's", f"{b:.0f}% vs {a:.0f}%", b >= 0.9 * a))
+    for n in (2 ** 16, 2 ** 20):
+        r = _find(rows, kernel="adam", dtype="float32", n=n, threads=tmax)
+        fused = r["speedup"].get("torch-fused") if r else None
+        if r:
+            out.append((f"adam f32 2^{n.bit_length() - 1}: >= 1.5x torch fused",
+                        _fmt_x(fused), None if fused is None else fused >= 1.5))
+    r = _find(results["overhead"], kernel="adam")
+    if r:
+        t = r["median_s"]["optcore"]
+        out.append(("adam f32 1024 elements, one call: <= 2 us", _fmt_time(t), t <= 2e-6))
+    r = _find(results["multi"], kernel="adam", dtype="float32", case="100x1024",
+              threads=tmax)
+    if r:
+        t = r["median_s"]["optcore"]
+        out.append(("adam f32 100 x 1024, one multi-tensor call: <= 100 us",
+                    _fmt_time(t), t <= 100e-6))
+    r1 = _find(rows, kernel="adam", dtype="float32", n=2 ** 20, threads=1)
+    r2 = _find(rows, kernel="adam", dtype="float32", n=2 ** 20, threads=tmax)
+    if r1 and r2 and tmax > 1:
+        x = r1["median_s"]["optcore"] / r2["median_s"]["optcore"]
+        out.append((f"adam f32 2^20: {tmax} threads >= 1.7x one thread", _fmt_x(x),
+                    x >= 1.7))
+    return out
+
+
+def print_scorecard(results, out=None):
+    out = sys.stdout if out is None else out
+    card = scorecard(results)
+    if not card:
+        return
+    out.write("\ngoals (medians of this run)\n")
+    _table(["goal", "measured", "met"],
+           [[g, m, {True: "yes", False: "NO", None: "-"}[ok]] for g, m, ok in card], out)
 
 
 def write_plot(results, kernels, path):
@@ -834,11 +1004,12 @@ def add_parser(sub):
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"any of {', '.join(SECTIONS)}")
     p.add_argument("--budget", type=float,
-                   help="seconds of samples per measurement (default 0.4, quick 0.05)")
+                   help="seconds of samples per measurement (default 0.25, quick 0.03)")
     p.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
     p.add_argument("--json", metavar="FILE", help="write every measurement as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="GB/s against size per implementation (needs matplotlib)")
+    p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(run=run)
     return p
@@ -872,7 +1043,7 @@ def run(args):
         return 2
     timing = Timing()
     if args.quick:
-        timing = Timing(budget=0.05, sample=0.001, min_repeat=3, max_repeat=15)
+        timing = Timing(budget=0.03, sample=0.001, min_repeat=3, max_repeat=11)
     if args.budget is not None:
         timing.budget = args.budget
     torch = None if args.no_torch else import_torch()
@@ -884,7 +1055,11 @@ def run(args):
                   file=sys.stderr)
             return 2
     bench = Bench(kernels, sizes, dtypes, threads, timing, torch, sections,
-                  progress=not args.quiet)
+                  progress=not args.quiet,
+                  multi_cases=QUICK_MULTI_CASES if args.quick else MULTI_CASES,
+                  threshold_sizes=QUICK_THRESHOLD_SIZES if args.quick else THRESHOLD_SIZES,
+                  # quick: multi-tensor calls in float32 only
+                  multi_dtypes=dtypes[:1] if args.quick else None)
     started = time.perf_counter()
     results = bench.run()
     results["config"] = {"sizes": sizes, "dtypes": [np.dtype(d).name for d in dtypes],
@@ -894,6 +1069,11 @@ def run(args):
                          "seconds": time.perf_counter() - started,
                          "command": " ".join(["python -m optcore"] + sys.argv[1:])}
     print_report(results, kernels)
+    print_scorecard(results)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            print_report(results, kernels, MarkdownOut(f))
+            print_scorecard(results, MarkdownOut(f))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
