@@ -776,3 +776,277 @@ def test_replaced_state_arrays_are_used(rng):
     opt.state[0]["step"] = 10
     opt.step([g])
     assert opt.state[0]["step"] == 11
+
+
+# ---- a step that raises changes nothing, however many kernel calls ---------
+
+def assert_params(opt, before):
+    for p, q in zip(all_params(opt), before):
+        np.testing.assert_array_equal(p, q)
+
+
+def assert_same_state(opt, other):
+    assert sorted(opt.state) == sorted(other.state)
+    for i, st in opt.state.items():
+        assert sorted(st) == sorted(other.state[i])
+        for key, value in st.items():
+            np.testing.assert_array_equal(value, other.state[i][key], err_msg=key)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids(ALL))
+def test_a_refused_first_step_creates_no_state(cls, rng):
+    """A first step the kernel refuses (a parameter passed as its own
+    gradient) registers no state entry: the next step is still a first step."""
+    opts = random_options(cls, rng)
+    if cls is optcore.SGD:
+        opts.update(momentum=0.9)
+    params = [random_array(rng, 7, np.float64), random_array(rng, 5, np.float64)]
+    opt = cls([p.copy() for p in params], **opts)
+    twin = cls([p.copy() for p in params], **opts)
+    snap = snapshot(opt)
+    mine = all_params(opt)
+    with pytest.raises(ValueError, match="overlap|share memory"):
+        opt.step([random_array(rng, 7, np.float64), mine[1]])
+    assert_unchanged(opt, snap)
+    assert_params(opt, params)
+    for _ in range(2):
+        grads = [random_array(rng, 7, np.float64), random_array(rng, 5, np.float64)]
+        opt.step(grads)
+        twin.step(grads)
+        assert_params(opt, all_params(twin))
+        assert_same_state(opt, twin)
+
+
+def test_sgd_momentum_starts_from_the_gradient_after_a_refused_step(rng):
+    p = random_array(rng, 6, np.float64)
+    before = p.copy()
+    opt = optcore.SGD([p], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="overlap"):
+        opt.step([p])
+    assert len(opt.state) == 0
+    g = random_array(rng, 6, np.float64)
+    opt.step([g])
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], g)     # torch's first step
+    np.testing.assert_array_equal(p, before - 0.1 * g)
+
+
+def test_a_refused_first_step_next_to_stepped_parameters_changes_nothing(rng):
+    """One group, two kernel calls (a parameter with state, a fresh one):
+    the fresh one's refusal comes before the other call writes."""
+    p0, p1 = random_array(rng, 6, np.float64), random_array(rng, 4, np.float64)
+    opt = optcore.Adam([p0, p1], lr=0.1)
+    opt.step([random_array(rng, 6, np.float64), None])
+    snap, before = snapshot(opt), [p0.copy(), p1.copy()]
+    with pytest.raises(ValueError, match="overlap|share memory"):
+        opt.step([random_array(rng, 6, np.float64), p1])
+    assert_unchanged(opt, snap)
+    assert_params(opt, before)
+    assert sorted(opt.state) == [0]
+
+
+def misaligned(n, dtype=np.float64):
+    """A writable C-contiguous array of n elements one byte off alignment."""
+    itemsize = np.dtype(dtype).itemsize
+    a = np.frombuffer(bytearray(itemsize * n + 1), dtype, n, 1)
+    assert a.flags.writeable and a.flags.c_contiguous and not a.flags.aligned
+    return a
+
+
+def spoilers():
+    """(what, spoil(opt) -> grads, error, match) for a two-group Adam whose
+    group 1 (parameters 1 and 2) holds the defect: each would make group 1's
+    kernel call fail, or alias a buffer group 0's call writes."""
+    here = r"parameter 2 \(group 1, index 1\), state 'exp_avg'"
+
+    def state(key, make):
+        def spoil(opt):
+            opt.state[2][key] = make(opt.state[2][key])
+        return spoil
+
+    def delete(key):
+        def spoil(opt):
+            del opt.state[2][key]
+        return spoil
+
+    def readonly(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    yield "state of the wrong dtype", state("exp_avg", lambda a: a.astype(np.float32)), \
+        TypeError, here + ": dtype float32"
+    yield "state of the wrong size", state("exp_avg", lambda a: np.zeros(a.size + 1)), \
+        ValueError, here + ": 5 elements"
+    yield "read-only state", state("exp_avg", readonly), ValueError, here + ": read-only"
+
+    def freeze_view(opt):
+        opt.state[2]["exp_avg"].flags.writeable = False
+    yield "state view made read-only", freeze_view, ValueError, \
+        r"'exp_avg' state of parameter 2 \(group 1, index 1\) is read-only"
+    yield "strided state", state("exp_avg", lambda a: np.zeros(2 * a.size)[::2]), \
+        ValueError, here + ": not C-contiguous"
+    yield "misaligned state", state("exp_avg", lambda a: misaligned(a.size)), \
+        ValueError, here + ": not aligned"
+    yield "state not an array", state("exp_avg", lambda a: a.tolist()), TypeError, here
+    yield "deleted state", delete("exp_avg"), ValueError, here + ": missing"
+    yield "deleted step", delete("step"), ValueError, r"state 'step': missing"
+    yield "fractional step", state("step", lambda s: 2.5), TypeError, r"'step': must be an int"
+    yield "negative step", state("step", lambda s: -4), ValueError, r"'step': must be a non"
+    yield "step not a number", state("step", lambda s: "2"), TypeError, r"'step'"
+
+    def readonly_param(opt):
+        opt.param_groups[1]["params"][0].flags.writeable = False
+    yield "read-only parameter", readonly_param, ValueError, r"parameter 1 .*read-only"
+
+    def state_is_a_parameter(opt):
+        opt.state[1]["exp_avg"] = opt.param_groups[0]["params"][0]
+    yield "state aliasing another group's parameter", state_is_a_parameter, ValueError, \
+        "share memory"
+
+    def state_of_two_parameters(opt):
+        opt.state[1]["exp_avg_sq"] = opt.state[0]["exp_avg_sq"]
+    yield "one state array for two parameters", state_of_two_parameters, ValueError, \
+        "share memory"
+
+    def grad_is_other_groups_state(opt):
+        mine = np.zeros(6)
+        opt.state[0]["exp_avg"] = mine
+        return [np.ones(6), mine, np.ones(4)]
+    yield "grad aliasing another group's replaced state", grad_is_other_groups_state, \
+        ValueError, "share memory"
+
+
+SPOILERS = list(spoilers())
+
+
+@pytest.mark.parametrize("what, spoil, error, match", SPOILERS, ids=[s[0] for s in SPOILERS])
+def test_a_refused_step_over_several_groups_changes_nothing(what, spoil, error, match, rng):
+    """SPEC §8 across kernel calls: group 0's call must not run when group
+    1's would be refused (or would alias what group 0's call writes)."""
+    groups = [{"params": [random_array(rng, 6, np.float64)]},
+              {"params": [random_array(rng, 6, np.float64), random_array(rng, 4, np.float64)],
+               "lr": 0.01}]
+    opt = optcore.Adam(copy.deepcopy(groups), lr=0.1)
+    for _ in range(2):
+        opt.step(grads_like(rng, groups))
+    grads = spoil(opt) or [random_array(rng, 6, np.float64), random_array(rng, 6, np.float64),
+                           random_array(rng, 4, np.float64)]
+    snap, before = snapshot(opt), [p.copy() for p in all_params(opt)]
+    with pytest.raises(error, match=match):
+        opt.step(grads)
+    assert_unchanged(opt, snap)
+    assert_params(opt, before)
+
+
+def test_a_refused_step_over_several_dtypes_changes_nothing(rng):
+    """One group, a float32 and a float64 parameter: two kernel calls."""
+    spoilers = [(lambda st: st.pop("momentum_buffer"), ValueError),
+                (lambda st: st.update(square_avg=np.zeros(3, np.float32)), TypeError),
+                (lambda st: st.update(step=1.0), TypeError)]
+    for spoil, error in spoilers:
+        p32, p64 = random_array(rng, 5, np.float32), random_array(rng, 3, np.float64)
+        opt = optcore.RMSprop([p32, p64], lr=0.01, momentum=0.5)
+        opt.step([random_array(rng, 5, np.float32), random_array(rng, 3, np.float64)])
+        spoil(opt.state[1])
+        snap, before = snapshot(opt), [p32.copy(), p64.copy()]
+        with pytest.raises(error, match=r"parameter 1 \(group 0, index 1\), state"):
+            opt.step([random_array(rng, 5, np.float32), random_array(rng, 3, np.float64)])
+        assert_unchanged(opt, snap)
+        assert_params(opt, before)
+
+
+def test_a_refused_nadam_step_changes_nothing(rng):
+    groups = [{"params": [random_array(rng, 4, np.float32)]},
+              {"params": [random_array(rng, 3, np.float32)]}]
+    opt = optcore.NAdam(copy.deepcopy(groups))
+    opt.step(grads_like(rng, groups))
+    opt.state[1]["mu_product"] = "0.9"
+    snap, before = snapshot(opt), [p.copy() for p in all_params(opt)]
+    with pytest.raises(TypeError, match=r"parameter 1 \(group 1, index 0\), state 'mu_product'"):
+        opt.step(grads_like(rng, groups))
+    assert_unchanged(opt, snap)
+    assert_params(opt, before)
+
+
+def test_misaligned_grads_are_read_through_an_aligned_copy(rng):
+    """Gradients are only read: a misaligned one (in any group) is copied,
+    and the step equals the step with an aligned gradient."""
+    groups = [{"params": [random_array(rng, 6, np.float64)]},
+              {"params": [random_array(rng, 4, np.float64)], "lr": 0.01}]
+    opt = optcore.Adam(copy.deepcopy(groups), lr=0.1)
+    twin = optcore.Adam(copy.deepcopy(groups), lr=0.1)
+    for _ in range(3):
+        g0, g1 = random_array(rng, 6, np.float64), random_array(rng, 4, np.float64)
+        odd = misaligned(4)
+        odd[:] = g1
+        opt.step([g0, odd])
+        twin.step([g0, g1])
+        assert_params(opt, all_params(twin))
+        assert_same_state(opt, twin)
+    # one group too: the functional kernel would refuse the misaligned array
+    p = random_array(rng, 4, np.float64)
+    single, ref = optcore.SGD([p.copy()], lr=0.1), optcore.SGD([p.copy()], lr=0.1)
+    single.step([odd])
+    ref.step([np.array(odd)])
+    assert_params(single, all_params(ref))
+
+
+def test_a_misaligned_grad_overlapping_a_parameter_is_refused(rng):
+    """The aligned copy must not hide that the gradient shares memory with a
+    parameter (which the kernel writes while the gradient would be read)."""
+    raw = np.zeros(6 * 8 + 8, np.uint8)
+    p = raw[:48].view(np.float64)
+    p[:] = random_array(rng, 6, np.float64)
+    before = p.copy()
+    opt = optcore.Adam([p], lr=0.1)
+    with pytest.raises(ValueError, match="share memory"):
+        opt.step([raw[1:49].view(np.float64)])
+    np.testing.assert_array_equal(p, before)
+    assert len(opt.state) == 0
+
+
+@pytest.mark.parametrize("cls, kind", [(optcore.Adam, "exp_avg"), (optcore.Adam, "exp_avg_sq"),
+                                       (optcore.SGD, "momentum_buffer")])
+def test_an_equal_valued_replacement_of_size_1_state_is_used(cls, kind):
+    """The cached one-call step compares state arrays by identity: a copy
+    put into the state (equal in value, one element) is the array updated,
+    not the arena view it replaced."""
+    opts = dict(lr=0.1, momentum=0.9) if cls is optcore.SGD else dict(lr=0.1)
+    p, q = np.ones(1), np.ones(1)
+    opt, twin = cls([p], **opts), cls([q], **opts)
+    for _ in range(2):
+        opt.step([np.ones(1)])
+        twin.step([np.ones(1)])
+    st = opt.state[0]
+    st[kind] = st[kind].copy()
+    arena = opt.arena(0, kind).copy()
+    opt.step([np.ones(1)])
+    twin.step([np.ones(1)])
+    np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(st[kind], twin.state[0][kind])
+    assert not np.array_equal(st[kind], arena[:1])               # it was updated ...
+    np.testing.assert_array_equal(opt.arena(0, kind), arena)      # ... not the old view
+
+
+def test_a_strided_grad_spanning_a_parameter_without_sharing_is_fine(rng):
+    """Across groups, memory is compared element-exactly: a strided gradient
+    whose address range spans another group's parameter but shares no
+    element with it is an ordinary input."""
+    raw = random_array(rng, 5, np.float64)
+    p0 = raw[2:3]                                   # between the gradient's elements
+    opt = optcore.Adam([{"params": [p0]}, {"params": [random_array(rng, 2, np.float64)]}])
+    twin = optcore.Adam([{"params": [p0.copy()]}, {"params": [all_params(opt)[1].copy()]}])
+    g0 = random_array(rng, 1, np.float64)
+    strided = raw.copy()[0::4]
+    opt.step([g0, raw[0::4]])
+    twin.step([g0, strided])
+    assert_params(opt, all_params(twin))
+
+
+def test_numpy_integer_step_counts_are_kept(rng):
+    p = random_array(rng, 3, np.float32)
+    opt = optcore.NAdam([p])
+    opt.step([random_array(rng, 3, np.float32)])
+    opt.state[0]["step"] = np.int64(10)
+    opt.step([random_array(rng, 3, np.float32)])
+    assert opt.state[0]["step"] == 11

@@ -390,3 +390,95 @@ cdef int _find_overlap(Interval* iv, int i, bint any_kind):
 
 cdef str _name_of(tuple names, int index, Py_ssize_t k, bint is_list):
     return _label(names[index // k], index % k, is_list)
+
+
+cdef bint _array_extent(cnp.ndarray arr, uintptr_t* lo, uintptr_t* hi) noexcept:
+    """Byte range spanned by ``arr`` (any strides); False when it is empty."""
+    cdef uintptr_t start = <uintptr_t>cnp.PyArray_DATA(arr), stop = start
+    cdef int d
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(arr)
+    cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(arr)
+    cdef cnp.npy_intp span
+    for d in range(cnp.PyArray_NDIM(arr)):
+        if shape[d] == 0:
+            return False
+        span = (shape[d] - 1) * strides[d]
+        if span < 0:
+            start -= <uintptr_t>(-span)
+        else:
+            stop += <uintptr_t>span
+    lo[0] = start
+    hi[0] = stop + <uintptr_t>cnp.PyArray_ITEMSIZE(arr)
+    return True
+
+
+cdef object _shared_pair(Interval* iv, int i, list arrays):
+    # Interval i's range meets an earlier one of a kind that matters: confirm
+    # (two dense buffers share memory iff their ranges meet; a strided one may
+    # interleave without sharing an element) and name the pair, written first.
+    cdef int j
+    cdef cnp.ndarray a, b
+    for j in range(i):
+        if iv[j].stop <= iv[i].start or not (iv[i].writable or iv[j].writable):
+            continue
+        a = arrays[iv[i].index]
+        b = arrays[iv[j].index]
+        if not ((cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)) and
+                (cnp.PyArray_IS_C_CONTIGUOUS(b) or cnp.PyArray_IS_F_CONTIGUOUS(b))):
+            try:
+                if not np.shares_memory(a, b):
+                    continue
+            except np.exceptions.TooHardError:
+                pass
+        if iv[i].writable:
+            return (iv[i].index, iv[j].index)
+        return (iv[j].index, iv[i].index)
+    return None
+
+
+def find_overlap(list written, list read):
+    """bind()'s memory rule across several kernel calls, for callers that
+    must check them all before the first one writes (the stateful
+    optimizers): ``(i, j)`` when ``written[i]`` shares memory with buffer
+    ``j`` of ``written + read`` (``j != i``), else None. Inputs in ``read``
+    may share memory with each other. Every buffer is a NumPy array."""
+    cdef list arrays = written + read
+    cdef Py_ssize_t nw = len(written), n = len(arrays), i
+    cdef int m = 0
+    cdef uintptr_t lo, hi, max_any = 0, max_w = 0
+    cdef bint any_seen = False, w_seen = False
+    if n < 2:
+        return None
+    if n > 0x7fffffff:
+        raise ValueError("too many buffers")
+    for obj in arrays:
+        if not cnp.PyArray_Check(obj):
+            raise TypeError(f"find_overlap takes NumPy arrays, got {type(obj).__name__}")
+    cdef Interval* iv = <Interval*>PyMem_Malloc(n * sizeof(Interval))
+    if iv == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            if not _array_extent(<cnp.ndarray>arrays[i], &lo, &hi):
+                continue
+            iv[m].start = lo
+            iv[m].stop = hi
+            iv[m].index = <int>i
+            iv[m].writable = i < nw
+            m += 1
+        qsort(iv, m, sizeof(Interval), _cmp_interval)
+        for i in range(m):
+            if (iv[i].writable and any_seen and max_any > iv[i].start) or \
+               (not iv[i].writable and w_seen and max_w > iv[i].start):
+                pair = _shared_pair(iv, <int>i, arrays)
+                if pair is not None:
+                    return pair
+            if not any_seen or iv[i].stop > max_any:
+                max_any = iv[i].stop
+                any_seen = True
+            if iv[i].writable and (not w_seen or iv[i].stop > max_w):
+                max_w = iv[i].stop
+                w_seen = True
+        return None
+    finally:
+        PyMem_Free(iv)

@@ -16,10 +16,12 @@ A subclass declares the kernel, its state, and its constructor; see
 import copy
 import importlib
 import numbers
+import operator
 from operator import itemgetter
 
 import numpy as np
-from numpy.lib.array_utils import byte_bounds
+
+from optcore.kernels._buffers import find_overlap
 
 __all__ = ["Optimizer"]
 
@@ -27,6 +29,9 @@ __all__ = ["Optimizer"]
 _ALIGN = 64
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Largest step count kept in state (the kernels take a 64-bit step).
+_MAX_STEP = 2**62
 
 
 # ---- hyperparameter checks (torch.optim's wording) -------------------------
@@ -177,6 +182,69 @@ class _Layout:
             self.totals[p.dtype] = off + _slot(p.size, p.itemsize)
 
 
+class _NewKinds:
+    """State kinds a group is getting now (see ``Optimizer._new_kinds``):
+    their new arenas, and views for existing entries, attached only once a
+    kernel call that uses them has returned."""
+
+    __slots__ = ("g", "kinds", "arenas", "views", "done")
+
+    def __init__(self, g, kinds):
+        self.g = g
+        self.kinds = kinds
+        self.arenas = {}        # (kind, dtype) -> new arena
+        self.views = {}         # (index in group, kind) -> view for an existing entry
+        self.done = False
+
+
+class _Call:
+    """One kernel call of a step, prepared (and checked) before any call of
+    the step runs. ``entries`` are the state entries it advances (not yet
+    registered when ``fresh``: a first step), ``indices`` their global
+    parameter indices."""
+
+    __slots__ = ("g", "indices", "params", "grads", "entries", "kinds", "buffers",
+                 "scalars", "fresh", "hyper", "new_kinds")
+
+    def __init__(self, g, indices, params, grads, entries, kinds, buffers, scalars, fresh,
+                 hyper, new_kinds=None):
+        self.g = g
+        self.indices = indices
+        self.params = params
+        self.grads = grads
+        self.entries = entries
+        self.kinds = kinds
+        self.buffers = buffers
+        self.scalars = scalars
+        self.fresh = fresh
+        self.hyper = hyper
+        self.new_kinds = new_kinds
+
+
+def _check_state_array(a, p, kind, label):
+    """A state array as the kernels take it for parameter ``p`` (users may
+    put their own arrays into the state; they are updated in place)."""
+    if type(a) is np.ndarray and a.dtype is p.dtype and a.size == p.size:
+        flags = a.flags
+        if flags.c_contiguous and flags.writeable and flags.aligned:
+            return
+    where = f"{label}, state {kind!r}"
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{where}: a {type(a).__module__}.{type(a).__name__}, not a NumPy "
+                        f"array")
+    if a.dtype != p.dtype:
+        raise TypeError(f"{where}: dtype {a.dtype} but the parameter has dtype {p.dtype}")
+    if a.size != p.size:
+        raise ValueError(f"{where}: {a.size} elements but the parameter has {p.size}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{where}: not C-contiguous; optcore updates state in place and "
+                         f"never works on a copy")
+    if not a.flags.writeable:
+        raise ValueError(f"{where}: read-only; optcore updates it in place")
+    if not a.flags.aligned:
+        raise ValueError(f"{where}: not aligned to its {a.itemsize}-byte elements")
+
+
 class OptimizerState:
     """``optimizer.state``: per-parameter state dicts, keyed by the parameter's
     global index (its position over all groups, as in ``state_dict()``); the
@@ -275,6 +343,7 @@ class Optimizer:
         self._state = {}            # global parameter index -> state dict
         self._index = {}            # id(param) -> global index
         self._starts = []           # per group: global index of its first parameter
+        self._scalar_names = tuple(self._scalars)
         self.state = OptimizerState(self)
 
         if isinstance(params, np.ndarray):
@@ -368,46 +437,71 @@ class Optimizer:
 
     # -- arenas --
 
-    def _ensure_arenas(self, g, kinds):
-        """Allocate the group's arenas for ``kinds`` that have none yet, and
-        attach views to the state entries that lack them."""
+    def _new_kinds(self, g, kinds):
+        """What giving group g the state ``kinds`` takes, or None when it has
+        them all: arenas not allocated yet and views for the existing entries
+        that lack a kind. Nothing is attached until ``_attach_kinds``, so that
+        a step that raises later leaves the state as it was."""
         ready = self._ready[g]
         if ready.issuperset(kinds):
-            return
-        self._calls[g] = None
+            return None
         group, layout, arenas = self.param_groups[g], self._layouts[g], self._arenas[g]
+        new = _NewKinds(g, kinds)
         for kind in kinds:
+            if kind in ready:
+                continue
             for dt, total in layout.totals.items():
-                if (kind, dt) in arenas:
-                    continue
-                arena = _aligned_empty(total, dt)
-                arena.fill(self._fill(kind, group))
-                arenas[kind, dt] = arena
+                if (kind, dt) not in arenas:
+                    arena = _aligned_empty(total, dt)
+                    arena.fill(self._fill(kind, group))
+                    new.arenas[kind, dt] = arena
             for j in range(len(group["params"])):
                 st = self._state.get(self._starts[g] + j)
                 if st is not None and kind not in st:
-                    st[kind] = self._view(g, j, kind)
-            ready.add(kind)
+                    new.views[j, kind] = self._view(g, j, kind, new.arenas)
+        return new
 
-    def _view(self, g, j, kind):
+    def _attach_kinds(self, new):
+        """Apply ``_new_kinds``: from now on the group holds those kinds."""
+        if new.done:
+            return
+        g = new.g
+        self._arenas[g].update(new.arenas)
+        for (j, kind), view in new.views.items():
+            st = self._state.get(self._starts[g] + j)
+            if st is not None and kind not in st:
+                st[kind] = view
+        self._ready[g].update(new.kinds)
+        self._calls[g] = None
+        new.done = True
+
+    def _view(self, g, j, kind, new_arenas=None):
         p = self.param_groups[g]["params"][j]
         off = self._layouts[g].offsets[j]
-        return self._arenas[g][kind, p.dtype][off:off + p.size].reshape(p.shape)
+        arena = new_arenas.get((kind, p.dtype)) if new_arenas else None
+        if arena is None:
+            arena = self._arenas[g][kind, p.dtype]
+        return arena[off:off + p.size].reshape(p.shape)
 
-    def _new_entry(self, g, j, kinds):
+    def _new_entry(self, g, j, kinds, new=None):
+        """A first-step state entry for parameter j of group g: initial
+        scalars and views into the arenas. Not registered: the caller puts it
+        into ``_state`` once the step that creates it cannot fail any more."""
         st = dict(self._scalars)
+        arenas = new.arenas if new is not None else None
         for kind in kinds:
-            st[kind] = self._view(g, j, kind)
-        self._state[self._starts[g] + j] = st
-        self._calls[g] = None
+            st[kind] = self._view(g, j, kind, arenas)
         return st
 
     def _init_group_state(self, g):
         kinds = self._buffers(self.param_groups[g])
-        self._ensure_arenas(g, kinds)
+        new = self._new_kinds(g, kinds)
+        if new is not None:
+            self._attach_kinds(new)
         for j in range(len(self.param_groups[g]["params"])):
             if self._starts[g] + j not in self._state:
-                self._new_entry(g, j, kinds)
+                self._state[self._starts[g] + j] = self._new_entry(g, j, kinds)
+        self._calls[g] = None
 
     def arena(self, group=0, kind=None, dtype=None):
         """The 1-D arena holding state ``kind`` of every parameter of ``group``
@@ -471,8 +565,11 @@ class Optimizer:
         return hyper
 
     def _plan(self, grads):
-        """Split ``grads`` per group and check everything a step needs, so that
-        a step that raises changes nothing."""
+        """Split ``grads`` per group and check them. Returns ``(checked,
+        copied)``: per group ``(g, grads, hyperparameters, complete)``, and
+        ``(g, j, original)`` for every gradient replaced by an aligned copy
+        (gradients are only read, so a misaligned one is copied rather than
+        refused; the original still may not overlap a written buffer)."""
         ngroups = len(self.param_groups)
         sizes = [len(gr["params"]) for gr in self.param_groups]
         if isinstance(grads, dict):
@@ -502,7 +599,7 @@ class Optimizer:
             raise TypeError(f"grads must be a list of arrays (one per parameter), a list of "
                             f"lists (one per group) or a dict {{group index: list}}, got "
                             f"{type(grads).__name__}")
-        checked = []
+        checked, copied = [], []
         for g, gs in plan:
             group = self.param_groups[g]
             if not isinstance(gs, (list, tuple)):
@@ -518,7 +615,8 @@ class Optimizer:
                     out.append(None)
                     complete = False
                     continue
-                if type(gr) is np.ndarray and gr.dtype is p.dtype and gr.shape == p.shape:
+                if (type(gr) is np.ndarray and gr.dtype is p.dtype and gr.shape == p.shape
+                        and gr.flags.aligned):
                     out.append(gr)
                     continue
                 label = f"grad of parameter {self._starts[g] + j} (group {g}, index {j})"
@@ -533,9 +631,12 @@ class Optimizer:
                 if gr.shape != p.shape:
                     raise ValueError(f"{label} has shape {gr.shape} but the parameter has "
                                      f"shape {p.shape}")
+                if not gr.flags.aligned:
+                    copied.append((g, j, gr))
+                    gr = np.array(gr, order="C")
                 out.append(gr)
             checked.append((g, out, hyper, complete))
-        return checked
+        return checked, copied
 
     def step(self, grads):
         """One optimizer step for every parameter with a gradient.
@@ -545,129 +646,239 @@ class Optimizer:
         A ``None`` gradient skips its parameter (as a missing ``.grad`` does in
         torch). Each group is one multi-tensor kernel call (per dtype and step
         count, which normally coincide for the whole group).
+
+        Every kernel call of the step is prepared and checked before the first
+        one runs, so a step that raises changes nothing (no parameter, no
+        state, and no new state entry).
         """
-        plan = self._plan(grads)
+        plan, copied = self._plan(grads)
         fn = self._kernel_fn()
-        if len(plan) > 1:
-            # Several kernel calls: each checks its own buffers before writing,
-            # so check here what could make a later call fail after an earlier
-            # one wrote.
-            self._check_grads_disjoint(plan)
+        calls = []
         for g, gs, hyper, complete in plan:
-            self._step_group(fn, g, gs, hyper, complete)
+            calls += self._group_calls(g, gs, hyper, complete)
+        if len(calls) > 1 or copied:
+            # Each kernel call checks its own buffers before it writes; what
+            # could make a later call fail (or read memory an earlier one
+            # wrote) is checked here, over all of them.
+            self._check_calls(calls, copied)
+        for call in calls:
+            self._run(fn, call)
 
-    def _check_grads_disjoint(self, plan):
-        """No gradient may share memory with a parameter or a state arena."""
-        spans = []
-        for g, gs, _, _ in plan:
-            for j, (p, gr) in enumerate(zip(self.param_groups[g]["params"], gs)):
-                if p.size:
-                    lo = p.__array_interface__["data"][0]
-                    spans.append((lo, lo + p.nbytes, True, f"parameter {self._starts[g] + j}"))
-                if gr is not None and gr.size:
-                    lo, hi = byte_bounds(gr)
-                    spans.append((lo, hi, False,
-                                  f"the grad of parameter {self._starts[g] + j}"))
-            for (kind, _), arena in self._arenas[g].items():
-                if arena.size:
-                    lo = arena.__array_interface__["data"][0]
-                    spans.append((lo, lo + arena.nbytes, True,
-                                  f"the {kind!r} state of group {g}"))
-        spans.sort(key=lambda s: s[0])
-        # Sweep by start: an interval overlaps an earlier one of the other kind
-        # iff that kind's furthest end so far lies past its start. (Written
-        # buffers are disjoint by construction; gradients may share memory.)
-        furthest = {True: (0, None), False: (0, None)}
-        for lo, hi, written, what in spans:
-            end, other = furthest[not written]
-            if other is not None and end > lo:
-                raise ValueError(f"{other} and {what} share memory; a gradient may not "
-                                 f"overlap a parameter or optimizer state")
-            if hi > furthest[written][0]:
-                furthest[written] = (hi, what)
+    def _run(self, fn, call):
+        new = self._call(fn, call.params, call.grads, call.buffers, call.scalars,
+                         call.fresh, call.hyper)
+        # The kernel returned: only now does the step's new state become state.
+        if call.new_kinds is not None:
+            self._attach_kinds(call.new_kinds)
+        if call.fresh:
+            for idx, st in zip(call.indices, call.entries):
+                self._state[idx] = st
+            self._calls[call.g] = None
+        if new and call.entries:
+            for st in call.entries:
+                st.update(new)
 
-    def _step_group(self, fn, g, grads, hyper, complete):
+    def _group_calls(self, g, grads, hyper, complete):
+        """The kernel calls that step group g, prepared and checked, with the
+        state they create (first-step entries, newly needed kinds) kept aside
+        until they have run."""
         group = self.param_groups[g]
-        kinds = self._buffers(group)
-        keep_state = bool(kinds) or bool(self._scalars)
-        if keep_state:
-            self._ensure_arenas(g, kinds)
         params = group["params"]
-        scalar_names = tuple(self._scalars)
-        if complete and len(self._layouts[g].totals) == 1:
-            # The usual case, fast: one dtype, every parameter has a gradient and
-            # state with the same step count -> one call over the whole group,
-            # with its state arguments cached until the state's structure changes.
-            if not keep_state:
-                self._call(fn, params, grads, {}, {}, False, hyper)
-                return
-            call = self._calls[g]
-            if call is not None:
-                # state entries are the truth: rebuild if a user replaced an array
-                try:
-                    if call[0] != kinds or list(map(call[4], call[1])) != call[5]:
-                        call = None
-                except (TypeError, ValueError):      # arrays compared by value
-                    call = None
-            if call is None:
-                call = self._one_call(g, kinds)
-            if call is not None:
-                entries, buffers, scalars_of = call[1:4]
-                values = list(map(scalars_of, entries)) if scalars_of else [()]
-                first = values[0]
-                if values.count(first) == len(values):
-                    if len(scalar_names) == 1:
-                        first = (first,)
-                    new = self._call(fn, params, grads, buffers,
-                                     dict(zip(scalar_names, first)), False, hyper)
-                    if new:
-                        for st in entries:
-                            st.update(new)
-                    return
+        kinds = self._buffers(group)
+        single_dtype = len(self._layouts[g].totals) == 1
         start = self._starts[g]
+        if not kinds and not self._scalars:            # stateless (SGD without momentum)
+            if complete and single_dtype:
+                return [_Call(g, range(start, start + len(params)), params, grads, None,
+                              (), {}, {}, False, hyper)]
+            new = None
+        else:
+            new = self._new_kinds(g, kinds)
+            if complete and single_dtype and new is None:
+                call = self._cached_call(g, kinds, grads, hyper)
+                if call is not None:
+                    return [call]
+        # The general case: one call per (dtype, scalar state, first step).
+        scalar_names = self._scalar_names
+        keep_state = bool(kinds) or bool(scalar_names)
         buckets = {}
         for j, (p, gr) in enumerate(zip(params, grads)):
             if gr is None:
                 continue
-            st = self._state.get(start + j)
+            idx = start + j
+            st = self._state.get(idx) if keep_state else None
             fresh = st is None and keep_state
             if fresh:
-                st = self._new_entry(g, j, kinds)
-            key = (p.dtype, tuple(st[k] for k in scalar_names) if st else (), fresh)
+                st = self._new_entry(g, j, kinds, new)
+                arrays = [st[kind] for kind in kinds]
+                scalars = tuple(st[k] for k in scalar_names)
+            elif keep_state:
+                arrays = self._state_arrays(g, j, st, kinds, new)
+                scalars = self._entry_scalars(st, g, j)
+            else:
+                arrays, scalars = (), ()
+            key = (p.dtype, scalars, fresh)
             bucket = buckets.get(key)
             if bucket is None:
-                bucket = buckets[key] = ([], [], [])
-            bucket[0].append(p)
-            bucket[1].append(gr)
-            bucket[2].append(st)
-        if len(buckets) > 1:
-            self._check_grads_disjoint([(g, grads, hyper, False)])
-        for (_, scalars, fresh), (params, gs, entries) in buckets.items():
-            buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
-                       for kind in kinds}
-            new = self._call(fn, params, gs, buffers, dict(zip(scalar_names, scalars)),
-                             fresh, hyper)
-            if new:
-                for st in entries:
-                    st.update(new)
+                bucket = buckets[key] = ([], [], [], [], [[] for _ in kinds])
+            bucket[0].append(idx)
+            bucket[1].append(p)
+            bucket[2].append(gr)
+            bucket[3].append(st)
+            for column, a in zip(bucket[4], arrays):
+                column.append(a)
+        calls = []
+        for (_, scalars, fresh), (indices, ps, gs, entries, columns) in buckets.items():
+            buffers = {self._kernel_args.get(kind, kind): column
+                       for kind, column in zip(kinds, columns)}
+            calls.append(_Call(g, indices, ps, gs, entries if keep_state else None, kinds,
+                               buffers, dict(zip(scalar_names, scalars)), fresh, hyper, new))
+        return calls
+
+    def _cached_call(self, g, kinds, grads, hyper):
+        """The usual case, fast: one dtype, every parameter has a gradient and
+        state with the same scalar state -> one call over the whole group,
+        with its state arguments cached until the state changes; None when
+        the group needs the general case."""
+        call = self._calls[g]
+        if call is not None:
+            # State entries are the truth: rebuild if a user replaced (or
+            # deleted) an array. Compared by identity, never by value (an
+            # equal-valued replacement is still another array); the cache
+            # holds the arrays, so no other object can take their place.
+            entries = call[1]
+            try:
+                if call[0] != kinds or not all([all(map(operator.is_, map(get, entries),
+                                                        column))
+                                                for get, column in call[4]]):
+                    call = None
+            except KeyError:
+                call = None
+        if call is None:
+            call = self._one_call(g, kinds)
+            if call is None:
+                return None
+        entries, buffers, scalars_of = call[1:4]
+        try:
+            values = list(map(scalars_of, entries)) if scalars_of else [()]
+        except KeyError:            # a deleted scalar: the general case names it
+            return None
+        first = values[0]
+        if values.count(first) != len(values):
+            return None
+        names = self._scalar_names
+        if len(names) == 1:
+            first = (first,)
+        scalars = self._checked_scalars(first, g, 0)
+        start = self._starts[g]
+        return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
+                     grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
 
     def _one_call(self, g, kinds):
         """(kinds, state entries, kernel state arguments, scalar getter,
-        state array getter, state arrays) for a step of the whole group in one
-        call, or None while some parameter has no state yet."""
+        [(state array getter, the arrays it gave)]) for a step of the whole
+        group in one call, or None while some parameter has no state yet.
+        The state arrays are checked here."""
         start = self._starts[g]
         entries = [self._state.get(i)
                    for i in range(start, start + len(self.param_groups[g]["params"]))]
         if None in entries:
             return None
-        buffers = {self._kernel_args.get(kind, kind): [st[kind] for st in entries]
-                   for kind in kinds}
-        names = tuple(self._scalars)
-        arrays_of = itemgetter(*kinds)
+        arrays = [self._state_arrays(g, j, st, kinds, None) for j, st in enumerate(entries)]
+        columns = [[a[k] for a in arrays] for k in range(len(kinds))]
+        buffers = {self._kernel_args.get(kind, kind): column
+                   for kind, column in zip(kinds, columns)}
+        names = self._scalar_names
         call = (kinds, entries, buffers, itemgetter(*names) if names else None,
-                arrays_of, list(map(arrays_of, entries)))
+                [(itemgetter(kind), column) for kind, column in zip(kinds, columns)])
         self._calls[g] = call
         return call
+
+    # -- checks of a step, before its first kernel call --
+
+    def _state_arrays(self, g, j, st, kinds, new):
+        """The arrays of ``kinds`` in parameter j's state entry (or, for a kind
+        the group gets only now, its new view), each checked as the kernel
+        would: a step's later call must not fail after an earlier one wrote."""
+        p = self.param_groups[g]["params"][j]
+        out = []
+        for kind in kinds:
+            a = st.get(kind)
+            if a is None:
+                a = new.views.get((j, kind)) if new is not None else None
+                if a is None:
+                    raise ValueError(
+                        f"{self._label(g, j)}, state {kind!r}: missing (deleted from the "
+                        f"state entry?); {type(self).__name__} with these options needs it")
+            else:
+                _check_state_array(a, p, kind, self._label(g, j))
+            out.append(a)
+        return out
+
+    def _checked_scalars(self, values, g, j):
+        """The scalar state (in ``_scalars`` order) of parameter j of group g,
+        checked as the kernel would check it."""
+        for name, value in zip(self._scalar_names, values):
+            if name == "step":
+                if type(value) is int and 0 <= value < _MAX_STEP:
+                    continue
+                if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+                    raise TypeError(f"{self._label(g, j)}, state 'step': must be an "
+                                    f"integer, got {value!r}")
+                if not 0 <= operator.index(value) < _MAX_STEP:
+                    raise ValueError(f"{self._label(g, j)}, state 'step': must be a "
+                                     f"non-negative integer, got {value!r}")
+            elif type(value) is not float and (isinstance(value, (bool, np.bool_))
+                                               or not isinstance(value, numbers.Real)):
+                raise TypeError(f"{self._label(g, j)}, state {name!r}: must be a real "
+                                f"number, got {value!r}")
+        return values
+
+    def _entry_scalars(self, st, g, j):
+        try:
+            values = tuple([st[name] for name in self._scalar_names])
+        except KeyError as exc:
+            raise ValueError(f"{self._label(g, j)}, state {exc.args[0]!r}: missing "
+                             f"(deleted from the state entry?)") from None
+        return self._checked_scalars(values, g, j)
+
+    def _label(self, g, j):
+        return f"parameter {self._starts[g] + j} (group {g}, index {j})"
+
+    def _check_calls(self, calls, copied):
+        """What each kernel call cannot see: its buffers against the other
+        calls' (no gradient may share memory with a parameter or state of any
+        call, no written buffer with another), the originals of copied
+        gradients, and the writability of everything written."""
+        written, read = [], []
+        for call in calls:
+            written += call.params
+            for column in call.buffers.values():
+                written += column
+            read += call.grads
+        read += [original for _, _, original in copied]
+        for k, a in enumerate(written):
+            if not a.flags.writeable:
+                raise ValueError(f"{self._describe(calls, copied, k)} is read-only; optcore "
+                                 f"updates it in place")
+        pair = find_overlap(written, read)
+        if pair is not None:
+            i, j = (self._describe(calls, copied, k) for k in pair)
+            raise ValueError(f"{i} and {j} share memory; a gradient may not overlap a "
+                             f"parameter or optimizer state, nor may two of those overlap")
+
+    def _describe(self, calls, copied, k):
+        """Name buffer k of ``_check_calls``' written + read lists (error path)."""
+        written, read = [], []
+        for call in calls:
+            start = self._starts[call.g]
+            labels = [self._label(call.g, idx - start) for idx in call.indices]
+            written += labels
+            for kind in call.kinds:
+                written += [f"the {kind!r} state of {label}" for label in labels]
+            read += [f"the grad of {label}" for label in labels]
+        read += [f"the grad of {self._label(g, j)}" for g, j, _ in copied]
+        return (written + read)[k]
 
     def zero_state(self):
         """Forget all optimizer state (moments, step counts): the next step is a
