@@ -28,10 +28,10 @@ def run(name, dtype, rng, steps, lockstep):
     """(optcore's deviation from torch, torch's from itself one ulp away or
     None when not lockstep, options)."""
     options = ts.sample_options(name, rng)
-    ref_model = ts.make_model(rng, dtype)
+    ref_model = ts.make_model(rng, dtype, table=ts.LARGE_TABLE)
     model = copy.deepcopy(ref_model)
     probe = ts.nudged(ref_model)
-    X, y = ts.make_data(rng, dtype)
+    X, y = ts.make_data(rng, dtype, table=ts.LARGE_TABLE)
     ref_opt = ts.torch_twin(name, ref_model.parameters(), options)
     opt = getattr(ot, name)(model.parameters(), foreach=False, **options)
     probe_opt = ts.torch_twin(name, probe.parameters(), options)
