@@ -6,8 +6,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -18,7 +16,7 @@ from optcore import kernels as kernels_pkg
 from optcore.cli import bench
 from optcore.kernels import bandwidth
 
-from support import DTYPES
+from support import DTYPES, run_python
 
 
 # ---- ceiling kernels ------------------------------------------------------------
@@ -259,8 +257,8 @@ def test_variants_give_identical_bits():
     results = {}
     for variant in runnable:
         env = dict(os.environ, OPTCORE_VARIANT=variant)
-        proc = subprocess.run([sys.executable, "-c", _HASH_SCRIPT], env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = run_python(["-c", _HASH_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         lines = [line.split() for line in proc.stdout.strip().splitlines()]
         assert [line[0] for line in lines] == [variant, variant]   # really loaded
@@ -273,7 +271,7 @@ def test_variants_give_identical_bits():
 
 def test_forcing_an_unbuilt_variant_fails_clearly():
     env = dict(os.environ, OPTCORE_VARIANT="x86_64_v9")
-    proc = subprocess.run([sys.executable, "-c", "import optcore"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_python(["-c", "import optcore"], env=env, capture_output=True,
+                      text=True, timeout=120)
     assert proc.returncode != 0
     assert "OPTCORE_VARIANT='x86_64_v9'" in proc.stderr

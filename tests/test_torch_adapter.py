@@ -4,11 +4,11 @@ parameter groups (torch is required in CI; these fail there without it)."""
 import copy
 import inspect
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from support import run_python
 
 pytestmark = pytest.mark.torch
 
@@ -56,8 +56,7 @@ def _dtype(torch, name):
 def test_import_optcore_does_not_import_torch():
     code = ("import sys, optcore, optcore.reference; "
             "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = run_python(["-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
