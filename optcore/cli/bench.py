@@ -623,11 +623,12 @@ class Bench:
     # -- the single-thread threshold
     def _threshold(self):
         nt = max(self.threads)
-        fork = bandwidth.fork_join(nt, 2000, 31)
+        fork = bandwidth.fork_join(nt, max(20, int(8000 * self.timing.budget)),
+                                   self.timing.max_repeat)
         # After an idle spell OpenMP's workers sleep, and waking them costs more
         # (a training loop calls the optimizer between long forward passes).
         cold = []
-        for _ in range(11):
+        for _ in range(max(3, min(11, self.timing.max_repeat))):
             time.sleep(0.02)
             cold += bandwidth.fork_join(nt, 1, 1)
         self.progress.step(f"threshold fork/join threads={nt}")
@@ -649,8 +650,8 @@ class Bench:
                 "kernel": kernel.name, "sizes": list(self.threshold_sizes),
                 "single_s": single, "parallel_s": parallel,
                 "crossover": crossover(self.threshold_sizes, single, parallel)})
-        cross = [k["crossover"] for k in out["kernels"] if k["crossover"] is not None]
-        out["recommended"] = max(cross) if cross else None
+        out["recommended"] = recommend_threshold(
+            self.threshold_sizes, [(k["single_s"], k["parallel_s"]) for k in out["kernels"]])
         self.results["threshold"] = out
 
 
@@ -686,6 +687,23 @@ def crossover(sizes, single, parallel, share=0.8):
         tail = wins[i:]
         if wins[i] and sum(tail) >= share * len(tail):
             best = sizes[i]
+    return best
+
+
+def recommend_threshold(sizes, timings):
+    """The threshold (one of ``sizes``) that loses least against the better of
+    one thread and all threads, summed over kernels and sizes: each element of
+    ``timings`` is (single-thread times, parallel times) of one kernel.
+    Calls below the threshold run on one thread."""
+    best, best_loss = None, None
+    for i, threshold in enumerate(sizes):
+        loss = 0.0
+        for single, parallel in timings:
+            for j in range(len(sizes)):
+                chosen = single[j] if j < i else parallel[j]
+                loss += chosen / min(single[j], parallel[j]) - 1.0
+        if best_loss is None or loss < best_loss:
+            best, best_loss = threshold, loss
     return best
 
 
@@ -839,7 +857,7 @@ def print_report(results, kernels, out=None):
         for k in th["kernels"]:
             out.write(f"  {k['kernel']}: {th['threads']} threads win from n = "
                       f"{k['crossover']}\n")
-        out.write(f"  recommended threshold: {th['recommended']} "
+        out.write(f"  threshold losing least over all of them: {th['recommended']} "
                   f"(current: {th['current']})\n")
     del by_kernel
 
