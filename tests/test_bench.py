@@ -190,6 +190,18 @@ def test_crossover():
     assert bench.crossover(sizes, single, parallel) == 4
 
 
+def test_recommend_threshold():
+    sizes = [1, 2, 4, 8, 16]
+    single = [1.0, 2.0, 4.0, 8.0, 16.0]
+    # fork cost 3: parallel = 3 + n / 2 wins from n = 8
+    parallel = [3 + n / 2 for n in sizes]
+    assert bench.recommend_threshold(sizes, [(single, parallel)]) == 8
+    # a kernel that wins from 4 and one from 16: a threshold between them
+    fast = [2 + n / 2 for n in sizes]
+    slow = [6 + n / 2 for n in sizes]
+    assert bench.recommend_threshold(sizes, [(single, fast), (single, slow)]) in (4, 8, 16)
+
+
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     kernels = [k for k in bench.available_kernels() if k.name == "sgd_momentum"]

@@ -11,9 +11,11 @@ Sections (all in one run, written to ``--json``):
   threshold  the OpenMP fork/join cost and the size from which 2+ threads win,
              which sets optcore.get_parallel_threshold()
 
-Inputs are random (never zero), built before timing; each measurement warms up,
-then takes the median of repeated samples (each sample times enough calls to
-dwarf the timer's resolution). Adding a kernel is one entry in KERNELS.
+Inputs are random (never zero), built before timing. Each row's implementations
+and its ceiling are measured side by side: each warms up, then rounds take one
+sample of every one in turn (each sample times enough calls to dwarf the
+timer's resolution), so that load from elsewhere on the machine touches them
+alike; results are medians. Adding a kernel is one entry in KERNELS.
 """
 
 import dataclasses
@@ -306,42 +308,61 @@ class Timing:
     max_repeat: int = 31
 
 
-def measure(fn, timing):
-    """Seconds per call, one value per sample (the median is the result)."""
-    t0 = time.perf_counter()
-    fn()
-    est = time.perf_counter() - t0
-    if est < 0.05:
-        # Warm-up: caches, branch predictors, OpenMP threads, lazily made state
-        # (a slow call has warmed up in its first run).
-        deadline = time.perf_counter() + min(0.02, 4 * est)
-        while time.perf_counter() < deadline:
-            fn()
-        t0 = time.perf_counter()
-        fn()
-        est = min(est, time.perf_counter() - t0)
-    est = max(est, 1e-8)
-    number = max(1, int(timing.sample / est))
-    repeat = int(min(timing.max_repeat,
-                     max(timing.min_repeat, timing.budget / (est * number))))
-    out = []
+def timer(fn):
+    """A timed callable for measure_side_by_side: ``timed(number)`` runs
+    ``fn`` ``number`` times and returns the seconds per call."""
     clock = time.perf_counter_ns
-    for _ in range(repeat):
+
+    def timed(number):
         t = clock()
         for _ in range(number):
             fn()
-        out.append((clock() - t) * 1e-9 / number)
-    return out
+        return (clock() - t) * 1e-9 / number
+    return timed
 
 
-def measure_pattern(pattern, buffers, threads, timing):
-    """Seconds per pass of a bandwidth pattern, timed natively."""
-    est = min(bandwidth.run(pattern, buffers, threads, 1, 2))
-    number = max(1, int(timing.sample / max(est, 1e-8)))
-    bandwidth.run(pattern, buffers, threads, number, 1)        # warm-up
-    repeat = int(min(timing.max_repeat,
-                     max(timing.min_repeat, timing.budget / (est * number))))
-    return bandwidth.run(pattern, buffers, threads, number, repeat)
+def pattern_timer(pattern, buffers, threads):
+    """A timed callable for a bandwidth pattern, timed natively (no Python
+    in the timed region)."""
+    return lambda number: bandwidth.run(pattern, buffers, threads, number, 1)[0]
+
+
+def measure_side_by_side(timers, timing):
+    """Samples of seconds per call for each timed callable, taken side by side.
+
+    Each one warms up and gets its own number of calls per sample (enough to
+    fill ``timing.sample``); then every round takes one sample of each, in an
+    order rotated from round to round, so that a change of load on the machine
+    touches all of them alike and their ratios stay fair. Returns name ->
+    samples (the median is the result)."""
+    names = list(timers)
+    numbers, cost = {}, 0.0
+    for name in names:
+        timed = timers[name]
+        est = timed(1)
+        if est < 0.05:
+            # Warm-up: caches, branch predictors, OpenMP threads, lazy state
+            # (a slow call has warmed up in its first run).
+            deadline = time.perf_counter() + min(0.02, 4 * est)
+            while time.perf_counter() < deadline:
+                timed(1)
+            est = min(est, timed(1))
+        est = max(est, 1e-8)
+        numbers[name] = max(1, int(timing.sample / est))
+        cost += est * numbers[name]
+    rounds = int(min(timing.max_repeat,
+                     max(timing.min_repeat, timing.budget * len(names) / cost)))
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            samples[name].append(timers[name](numbers[name]))
+    return samples
+
+
+def measure(fn, timing):
+    """Seconds per call of ``fn``, one value per sample."""
+    return measure_side_by_side({"fn": timer(fn)}, timing)["fn"]
 
 
 class Threads:
@@ -460,7 +481,6 @@ class Bench:
         self.threads, self.timing, self.torch = threads, timing, torch
         self.sections = sections
         self.progress_enabled = progress
-        self.ceilings = {}          # (pattern, dtype, n, threads) -> samples
         self.results = {"machine": machine_info(), "ceiling": [], "kernels": [],
                         "multi": [], "overhead": [], "threshold": {}}
         if torch is not None:
@@ -476,37 +496,20 @@ class Bench:
         return names
 
     def _count(self):
-        """Measurements the run will make (for the progress line)."""
+        """Measurement groups the run will make (for the progress line)."""
         total = 0
-        ceilings = set()
-
-        def ceiling_keys(kernel, dtype, n, t):
-            for p in kernel.traffic:
-                for tt in {1, t}:
-                    ceilings.add((p, np.dtype(dtype).name, n, tt))
-
         if "kernels" in self.sections:
-            for dtype in self.dtypes:
-                for n in self.sizes:
-                    for k in self.kernels:
-                        total += 1 + len(self._impls(k)) * len(self.threads)
-                        for t in self.threads:
-                            ceiling_keys(k, dtype, n, t)
+            total += len(self.dtypes) * len(self.sizes) * len(self.kernels) * \
+                len(self.threads)
         if "multi" in self.sections:
-            for dtype in self.multi_dtypes:
-                for _, sizes, _ in self.multi_cases:
-                    for k in [k for k in self.kernels if k.multi]:
-                        total += 1 + len(self._impls(k)) * len(self.threads)
-                        for t in self.threads:
-                            ceiling_keys(k, dtype, sum(sizes), t)
+            total += len(self.multi_dtypes) * len(self.multi_cases) * \
+                len([k for k in self.kernels if k.multi]) * len(self.threads)
         if "overhead" in self.sections:
-            for k in self.kernels:
-                total += 2 + len(self._impls(k))
-                ceiling_keys(k, np.float32, 1024, 1)
+            total += len(self.kernels)
         if "threshold" in self.sections and max(self.threads) > 1:
             total += 1 + len([k for k in self.kernels if k.call != "grads"]) * \
-                len(self.threshold_sizes) * 2
-        return total + len(ceilings)
+                len(self.threshold_sizes)
+        return total
 
     def run(self):
         self.progress = Progress(self._count(), enabled=self.progress_enabled)
@@ -523,28 +526,38 @@ class Bench:
             self.progress.close()
         return self.results
 
-    # -- ceiling
-    def _ceiling(self, pattern, dtype, n, threads):
-        """Median seconds per pass with the best of 1 and ``threads`` threads."""
-        best = None
-        for t in sorted({1, threads}):
-            key = (pattern, np.dtype(dtype).name, n, t)
-            if key not in self.ceilings:
-                bufs = bandwidth.make_buffers(pattern, n, dtype)
-                self.ceilings[key] = measure_pattern(pattern, bufs, t, self.timing)
-                del bufs
-                med = _median(self.ceilings[key])
+    # -- side-by-side groups
+    def _group(self, kernel, inputs, lists, dtype, n, threads, label):
+        """Every implementation and the ceiling patterns at ``threads`` (and 1)
+        thread(s), measured side by side; returns (times, ceiling seconds)."""
+        bufs = {p: bandwidth.make_buffers(p, n, dtype) for p in kernel.traffic}
+        with Threads(threads, self.torch):
+            timers = {}
+            for impl in self._impls(kernel) + ["reference"]:
+                fn = make_call(kernel, impl, inputs, lists=lists, torch=self.torch)
+                if fn is not None:
+                    timers[impl] = timer(fn)
+            for p in kernel.traffic:
+                for t in sorted({1, threads}):
+                    timers[f"ceiling {p} {t}"] = pattern_timer(p, bufs[p], t)
+            samples = measure_side_by_side(timers, self.timing)
+            del timers
+        itemsize = np.dtype(dtype).itemsize
+        ceiling = 0.0
+        for p in kernel.traffic:
+            best = None
+            for t in sorted({1, threads}):
+                sm = samples.pop(f"ceiling {p} {t}")
+                med = _median(sm)
+                best = med if best is None else min(best, med)
+                nbytes = bandwidth.bytes_per_element(p, itemsize)
                 self.results["ceiling"].append({
-                    "pattern": pattern, "dtype": key[1], "n": n, "threads": t,
-                    "bytes_per_element": bandwidth.bytes_per_element(
-                        pattern, np.dtype(dtype).itemsize),
-                    "median_s": med, "samples": self.ceilings[key],
-                    "gbs": bandwidth.bytes_per_element(
-                        pattern, np.dtype(dtype).itemsize) * n / med / 1e9})
-                self.progress.step(f"ceiling {pattern} {key[1]} n={_pow2(n)} threads={t}")
-            med = _median(self.ceilings[key])
-            best = med if best is None else min(best, med)
-        return best
+                    "pattern": p, "dtype": np.dtype(dtype).name, "n": n, "threads": t,
+                    "beside": kernel.name, "bytes_per_element": nbytes,
+                    "median_s": med, "samples": sm, "gbs": nbytes * n / med / 1e9})
+            ceiling += best
+        self.progress.step(f"{label} threads={threads}")
+        return samples, ceiling
 
     def _row(self, section, kernel, dtype, n, threads, times, ceiling_s, **extra):
         itemsize = np.dtype(dtype).itemsize
@@ -565,23 +578,6 @@ class Bench:
         self.results[section].append(row)
         return row
 
-    def _time_impls(self, kernel, inputs, lists, threads, label):
-        times = {}
-        with Threads(threads, self.torch):
-            for impl in self._impls(kernel):
-                fn = make_call(kernel, impl, inputs, lists=lists, torch=self.torch)
-                if fn is not None:
-                    times[impl] = measure(fn, self.timing)
-                    del fn
-                self.progress.step(f"{label} threads={threads} {impl}")
-        return times
-
-    def _time_reference(self, kernel, inputs, lists, label):
-        fn = make_call(kernel, "reference", inputs, lists=lists)
-        samples = measure(fn, self.timing)
-        self.progress.step(f"{label} reference")
-        return samples
-
     # -- kernels x sizes
     def _kernels(self):
         for dtype in self.dtypes:
@@ -589,11 +585,9 @@ class Bench:
                 for kernel in self.kernels:
                     inputs = make_inputs(kernel, [n], dtype, seed=n)
                     label = f"{kernel.name} {np.dtype(dtype).name} n={_pow2(n)}"
-                    ref = self._time_reference(kernel, inputs, False, label)
                     for t in self.threads:
-                        ceiling = sum(self._ceiling(p, dtype, n, t) for p in kernel.traffic)
-                        times = self._time_impls(kernel, inputs, False, t, label)
-                        times["reference"] = ref
+                        times, ceiling = self._group(kernel, inputs, False, dtype, n, t,
+                                                     label)
                         self._row("kernels", kernel, dtype, n, t, times, ceiling)
                     del inputs
 
@@ -605,12 +599,9 @@ class Bench:
                 for kernel in [k for k in self.kernels if k.multi]:
                     inputs = make_inputs(kernel, sizes, dtype, seed=len(sizes))
                     label = f"{kernel.name} {np.dtype(dtype).name} {case}"
-                    ref = self._time_reference(kernel, inputs, True, label)
                     for t in self.threads:
-                        ceiling = sum(self._ceiling(p, dtype, total, t)
-                                      for p in kernel.traffic)
-                        times = self._time_impls(kernel, inputs, True, t, label)
-                        times["reference"] = ref
+                        times, ceiling = self._group(kernel, inputs, True, dtype, total,
+                                                     t, label)
                         self._row("multi", kernel, dtype, total, t, times, ceiling,
                                   case=case, tensors=len(sizes), about=about)
                     del inputs
@@ -621,56 +612,65 @@ class Bench:
         for kernel in self.kernels:
             inputs = make_inputs(kernel, [n, 1], np.float32, seed=1)
             tiny = {b: [a[1]] for b, a in inputs.items()}
-            label = f"overhead {kernel.name}"
-            ceiling = sum(self._ceiling(p, np.float32, n, 1) for p in kernel.traffic)
             with Threads(1):
                 one = measure(make_call(kernel, "optcore", tiny), self.timing)
-            self.progress.step(f"{label} n=1")
-            times = self._time_impls(kernel, {b: a[:1] for b, a in inputs.items()},
-                                     False, 1, label)
-            times["reference"] = self._time_reference(
-                kernel, {b: a[:1] for b, a in inputs.items()}, False, label)
+            times, ceiling = self._group(kernel, {b: a[:1] for b, a in inputs.items()},
+                                         False, np.float32, n, 1,
+                                         f"overhead {kernel.name}")
             self._row("overhead", kernel, np.float32, n, 1, times, ceiling,
                       optcore_n1_s=_median(one), native_pass_s=ceiling)
 
     # -- the single-thread threshold
     def _threshold(self):
         nt = max(self.threads)
-        fork = bandwidth.fork_join(nt, 2000, 31)
+        fork = bandwidth.fork_join(nt, max(20, int(8000 * self.timing.budget)),
+                                   self.timing.max_repeat)
         # After an idle spell OpenMP's workers sleep, and waking them costs more
         # (a training loop calls the optimizer between long forward passes).
         cold = []
-        for _ in range(11):
+        for _ in range(max(3, min(11, self.timing.max_repeat))):
             time.sleep(0.02)
             cold += bandwidth.fork_join(nt, 1, 1)
         self.progress.step(f"threshold fork/join threads={nt}")
         out = {"threads": nt, "fork_join_s": _median(fork), "fork_join_samples": fork,
                "fork_join_cold_s": _median(cold), "fork_join_cold_samples": cold,
                "current": optcore.get_parallel_threshold(), "kernels": []}
-        old = optcore.get_parallel_threshold()
         for kernel in [k for k in self.kernels if k.call != "grads"]:
             inputs = make_inputs(kernel, self.threshold_sizes, np.float32, seed=2)
             single, parallel = [], []
             for i, n in enumerate(self.threshold_sizes):
-                one = {b: [a[i]] for b, a in inputs.items()}
-                fn = make_call(kernel, "optcore", one)
-                with Threads(1):
-                    single.append(_median(measure(fn, self.timing)))
-                self.progress.step(f"threshold {kernel.name} n={n} threads=1")
-                try:
-                    optcore.set_parallel_threshold(0)
-                    with Threads(nt):
-                        parallel.append(_median(measure(fn, self.timing)))
-                finally:
-                    optcore.set_parallel_threshold(old)
-                self.progress.step(f"threshold {kernel.name} n={n} threads={nt}")
+                fn = make_call(kernel, "optcore", {b: [a[i]] for b, a in inputs.items()})
+                samples = measure_side_by_side(
+                    {"single": _with_threads(fn, 1, None),
+                     "parallel": _with_threads(fn, nt, 0)}, self.timing)
+                single.append(_median(samples["single"]))
+                parallel.append(_median(samples["parallel"]))
+                self.progress.step(f"threshold {kernel.name} n={n}")
             out["kernels"].append({
                 "kernel": kernel.name, "sizes": list(self.threshold_sizes),
                 "single_s": single, "parallel_s": parallel,
                 "crossover": crossover(self.threshold_sizes, single, parallel)})
-        cross = [k["crossover"] for k in out["kernels"] if k["crossover"] is not None]
-        out["recommended"] = max(cross) if cross else None
+        out["recommended"] = recommend_threshold(
+            self.threshold_sizes, [(k["single_s"], k["parallel_s"]) for k in out["kernels"]])
         self.results["threshold"] = out
+
+
+def _with_threads(fn, threads, threshold):
+    """A timed callable running ``fn`` with ``threads`` threads and, unless
+    None, the parallel threshold set to ``threshold`` (restored after)."""
+    inner = timer(fn)
+
+    def timed(number):
+        old = optcore.get_parallel_threshold()
+        optcore.set_num_threads(threads)
+        if threshold is not None:
+            optcore.set_parallel_threshold(threshold)
+        try:
+            return inner(number)
+        finally:
+            optcore.set_parallel_threshold(old)
+            optcore.set_num_threads(None)
+    return timed
 
 
 THRESHOLD_SIZES = tuple(sorted({int(2 ** (k / 2)) // 16 * 16 for k in range(20, 37)}))
@@ -687,6 +687,23 @@ def crossover(sizes, single, parallel, share=0.8):
         tail = wins[i:]
         if wins[i] and sum(tail) >= share * len(tail):
             best = sizes[i]
+    return best
+
+
+def recommend_threshold(sizes, timings):
+    """The threshold (one of ``sizes``) that loses least against the better of
+    one thread and all threads, summed over kernels and sizes: each element of
+    ``timings`` is (single-thread times, parallel times) of one kernel.
+    Calls below the threshold run on one thread."""
+    best, best_loss = None, None
+    for i, threshold in enumerate(sizes):
+        loss = 0.0
+        for single, parallel in timings:
+            for j in range(len(sizes)):
+                chosen = single[j] if j < i else parallel[j]
+                loss += chosen / min(single[j], parallel[j]) - 1.0
+        if best_loss is None or loss < best_loss:
+            best, best_loss = threshold, loss
     return best
 
 
@@ -789,8 +806,8 @@ def print_report(results, kernels, out=None):
               + "\n")
     out.write("Times are medians per call; GB/s counts each kernel's bytes per "
               "element; % ceil is the native bandwidth kernel with the same traffic "
-              "(best of 1..threads) over the kernel's time; N x = other's time / "
-              "optcore's.\n")
+              "(best of 1..threads, measured side by side) over the kernel's time; "
+              "N x = other's time / optcore's.\n")
     headers = ["n", "thr", "optcore", "GB/s", "% ceil", "ceil GB/s"] + \
         [h for _, h in _COMPARED]
     by_kernel = {k.name: k for k in kernels}
@@ -840,7 +857,7 @@ def print_report(results, kernels, out=None):
         for k in th["kernels"]:
             out.write(f"  {k['kernel']}: {th['threads']} threads win from n = "
                       f"{k['crossover']}\n")
-        out.write(f"  recommended threshold: {th['recommended']} "
+        out.write(f"  threshold losing least over all of them: {th['recommended']} "
                   f"(current: {th['current']})\n")
     del by_kernel
 
