@@ -304,7 +304,7 @@ def import_torch():
 class Timing:
     budget: float = 0.25           # seconds of samples per measurement
     sample: float = 0.002          # seconds per sample (calls are repeated to fill it)
-    min_repeat: int = 3
+    min_repeat: int = 5
     max_repeat: int = 31
 
 
