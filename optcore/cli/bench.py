@@ -1093,7 +1093,7 @@ def run(args):
             print_scorecard(results, MarkdownOut(f))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump(results, f, separators=(",", ":"))
     if args.plot:
         write_plot(results, kernels, args.plot)
     return 0

@@ -5,13 +5,13 @@ from libc.stdlib cimport malloc, free
 
 # Total elements in one call below which a kernel runs on the calling thread.
 # Set from `python -m optcore bench` ("single-thread threshold" section) on a
-# 2-core AMD EPYC (x86-64-v4 kernels), float32, in two full runs: a 2-thread
-# OpenMP region cost 0.4 us and 1.0 us back to back (50-85 us once the workers
+# 2-core AMD EPYC (x86-64-v4 kernels), float32, in three full runs: a 2-thread
+# OpenMP region cost 0.4-1.0 us back to back (35-85 us once the workers
 # sleep); 2 threads beat 1 from 11.6k-46k elements for Adam/AdamW (~0.18
 # ns/element on one core) and from 23k-65k for SGD with momentum and
-# mse_loss_grad (~0.1 ns/element). Over both runs, all four kernels and sizes
-# 1k..256k, 32768 loses least against the better of 1 and 2 threads; forking
-# early risks more (a slower call, or a sleeping pool's wake-up) than it gains.
+# mse_loss_grad (~0.1 ns/element). Over the three runs, all four kernels and
+# sizes 1k..256k, 32768 loses least against the better of 1 and 2 threads;
+# forking early risks more (a slower call, a sleeping pool's wake-up) than it gains.
 cdef Py_ssize_t PARALLEL_THRESHOLD = 32768
 
 # 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl); >0: optcore's own setting.
