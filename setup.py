@@ -25,11 +25,11 @@ from build_tools.variants import (remove_stale, selected_variants,  # noqa: E402
 SANITIZE = os.environ.get("OPTCORE_SANITIZE") == "1"
 DEBUG = SANITIZE or os.environ.get("OPTCORE_DEBUG") == "1"
 
-# One source per kernel family under optcore/kernels; every .pyx is one extension.
+# One source per kernel family under src/optcore/kernels; every .pyx is one extension.
 KERNEL_MODULES = sorted(
     os.path.splitext(name)[0]
     for name in os.listdir(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                        "optcore", "kernels"))
+                                        "src", "optcore", "kernels"))
     if name.endswith(".pyx")
 )
 
@@ -66,7 +66,7 @@ directives = {
 extensions = [
     Extension(
         f"optcore.kernels.{name}",
-        [f"optcore/kernels/{name}.pyx"],
+        [f"src/optcore/kernels/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args + omp_cflags,

@@ -35,7 +35,7 @@ VARIANTS = {
 # Modules that choose the variant run before it is chosen: baseline only.
 BASELINE_ONLY = {"_cpu"}
 
-ISA_DIR = os.path.join("optcore", "kernels", "_isa")
+ISA_DIR = os.path.join("src", "optcore", "kernels", "_isa")
 
 
 def _compiler_accepts(flags):

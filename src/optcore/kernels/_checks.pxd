@@ -1,5 +1,14 @@
 from cpython.number cimport PyNumber_Index
 
+# The shared checks (implemented in _checks.pyx, callable from Python too).
+cpdef double real(object value, str name) except? -1.0
+cpdef bint flag(object value, str name) except -1
+cpdef long long step(object value) except? -1
+cpdef double hyper(object value, str name, str check, str what,
+                   int index=*) except? -1.0
+
+# Older inline checks, still used by kernels not yet on the generated wrappers.
+
 # Hyperparameter checks shared by the kernel wrappers, with torch.optim's
 # wording where torch has one. Written as `not (lo <= x)` so that NaN fails.
 

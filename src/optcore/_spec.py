@@ -1,0 +1,350 @@
+"""The kernel spec: one entry per native kernel, one per optimizer class.
+
+Everything mechanical about a kernel is derived from its entry here: the
+per-dtype C API and ``.pxd`` (``<name>_f32/_f64`` and ``<name>_multi_f32/_f64``),
+the per-dtype segment entry points, the Python ``def`` wrapper (argument checks,
+buffer roles), ``optcore/kernels/__init__.pxd``, the numba signature table and
+the ``.pyi`` stubs (``build_tools/generate.py`` renders them at build time), and
+the tables of both class layers (``optcore.optim``, ``optcore.torch``) and of the
+bench. The math itself (the element update) stays hand-written in the kernel's
+``.pyx``, beside its NumPy twin in ``optcore/reference.py``.
+
+This module is plain data with no imports from optcore, so that the build can
+load it before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+#: Element types of the float kernels: (C-name suffix, C type, NumPy name).
+DTYPES: tuple[tuple[str, str, str], ...] = (
+    ("f32", "float", "float32"),
+    ("f64", "double", "float64"),
+)
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default of an argument that has none (keyword-only and required).
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Need:
+    """When a buffer is used: ``option`` is true (``"true"``), non-zero
+    (``"nonzero"``) or positive (``"positive"``)."""
+
+    option: str
+    test: str = "true"
+
+    def holds(self, options: Mapping[str, Any]) -> bool:
+        value = options[self.option]
+        if self.test == "true":
+            return bool(value)
+        if self.test == "nonzero":
+            return value != 0
+        if self.test == "positive":
+            return value > 0
+        raise ValueError(f"unknown test {self.test!r}")
+
+    def cython(self) -> str:
+        """The condition as a Cython expression over the C arguments."""
+        return {"true": "{}", "nonzero": "{} != 0.0", "positive": "{} > 0.0"}[
+            self.test].format(self.option)
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A buffer argument of a kernel.
+
+    ``role``: "write" (updated in place: contiguous, writable, never copied)
+    or "read". ``needed``: None when always used, else the condition under
+    which it is (otherwise ``None`` is accepted and it is not touched).
+    ``state_key``: torch.optim's state key for an optimizer-state buffer
+    (None for the parameter and gradient). ``init``: how a class layer creates
+    the state: "zeros", "grad" (the kernel sets it from the gradient at step 1)
+    or "fill:<option>" (filled with that constructor option)."""
+
+    name: str
+    role: str = "write"
+    needed: Need | None = None
+    state_key: str | None = None
+    init: str = "zeros"
+    doc: str = ""
+
+    @property
+    def is_state(self) -> bool:
+        return self.state_key is not None
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A scalar argument of a kernel, in C-API order.
+
+    ``ctype``: "double", "bint" (a flag) or "step" (the 1-based update count,
+    ``long long``). ``check``: the constraint, one of CHECKS (None: any value).
+    ``what``: the noun of torch.optim's message for a bad value ("learning
+    rate" gives "Invalid learning rate: ..."). ``index``: for betas, the index
+    torch's message names. ``python``: False for C-only arguments that the
+    Python wrapper derives (e.g. AdamW's fixed ``decoupled_weight_decay``)."""
+
+    name: str
+    ctype: str = "double"
+    default: Any = REQUIRED
+    check: str | None = None
+    what: str = ""
+    index: int = -1
+    doc: str = ""
+    python: bool = True
+
+
+#: Constraints on double hyperparameters: name -> (test as text, bound text).
+#: The messages are built in optcore.kernels._checks, which all three APIs use.
+CHECKS: dict[str, str] = {
+    "nonneg": "0 <= x",
+    "beta": "0 <= x < 1",
+    "unit": "0 <= x <= 1",
+}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One native kernel family entry point (``optcore.<name>``)."""
+
+    name: str
+    module: str
+    buffers: tuple[Buffer, ...]
+    hypers: tuple[Hyper, ...]
+    doc: str
+    returns: str = "void"          # C return type: "void" or "double"
+    multi: bool = True             # has the *_multi_* forms
+    wrapper: str = "generated"     # or "hand": the .pyx writes its own def
+    #: Python-only variants of the def wrapper: name -> {C argument: fixed value}
+    #: plus {"defaults": {...}} overrides (e.g. adamw_step).
+    aliases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def state(self) -> tuple[Buffer, ...]:
+        return tuple(b for b in self.buffers if b.is_state)
+
+    def hyper(self, name: str) -> Hyper:
+        for h in self.hypers:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+
+# -- shared argument descriptions ---------------------------------------------
+
+def _param() -> Buffer:
+    return Buffer("param", "write", doc="parameters, updated in place")
+
+
+def _grad() -> Buffer:
+    return Buffer("grad", "read", doc="gradient, read")
+
+
+def _state(name: str, key: str | None = None, needed: Need | None = None,
+           init: str = "zeros") -> Buffer:
+    return Buffer(name, "write", needed, key or name, init)
+
+
+STEP = Hyper("step", "step", doc="1-based count of this update")
+MAXIMIZE = Hyper("maximize", "bint", False, doc="maximize the objective")
+
+
+def _lr(default: float) -> Hyper:
+    return Hyper("lr", "double", default, "nonneg", "learning rate")
+
+
+def _eps(default: float) -> Hyper:
+    return Hyper("eps", "double", default, "nonneg", "epsilon value")
+
+
+def _beta(i: int, default: float) -> Hyper:
+    return Hyper(f"beta{i + 1}", "double", default, "beta", "beta parameter", index=i)
+
+
+def _weight_decay(default: float = 0.0) -> Hyper:
+    return Hyper("weight_decay", "double", default, "nonneg", "weight_decay value")
+
+
+def _flag(name: str, default: bool = False, doc: str = "") -> Hyper:
+    return Hyper(name, "bint", default, doc=doc)
+
+
+# -- the kernels --------------------------------------------------------------
+
+KERNELS: tuple[Kernel, ...] = (
+    Kernel(
+        "sgd_step", "sgd",
+        (_param(), _grad(),
+         _state("momentum_buffer", needed=Need("momentum", "nonzero"), init="grad")),
+        (STEP, _lr(REQUIRED),
+         Hyper("momentum", "double", 0.0, "nonneg", "momentum value"),
+         Hyper("dampening", "double", 0.0),
+         _flag("nesterov"), _weight_decay(), MAXIMIZE),
+        "One SGD step in place (torch.optim.SGD's update).",
+        wrapper="hand"),
+    Kernel(
+        "adam_step", "adam",
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq"),
+         _state("max_exp_avg_sq", needed=Need("amsgrad"))),
+        (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
+         _weight_decay(), _flag("decoupled_weight_decay"), _flag("amsgrad"), MAXIMIZE),
+        "One Adam step in place (torch.optim.Adam's update).",
+        aliases={"adamw_step": {"decoupled_weight_decay": True,
+                                "defaults": {"weight_decay": 1e-2}}}),
+    Kernel(
+        "rmsprop_step", "rmsprop",
+        (_param(), _grad(), _state("square_avg"),
+         _state("momentum_buffer", needed=Need("momentum", "positive")),
+         _state("grad_avg", needed=Need("centered"))),
+        (STEP, _lr(1e-2), Hyper("alpha", "double", 0.99, "nonneg", "alpha value"),
+         _eps(1e-8), _weight_decay(),
+         Hyper("momentum", "double", 0.0, "nonneg", "momentum value"),
+         _flag("centered"), MAXIMIZE),
+        "One RMSprop step in place (torch.optim.RMSprop's update)."),
+    Kernel(
+        "adagrad_step", "adagrad",
+        (_param(), _grad(),
+         _state("state_sum", "sum", init="fill:initial_accumulator_value")),
+        (STEP, _lr(1e-2), Hyper("lr_decay", "double", 0.0, "nonneg", "lr_decay value"),
+         _weight_decay(), _eps(1e-10), MAXIMIZE),
+        "One Adagrad step in place (torch.optim.Adagrad's update)."),
+    Kernel(
+        "adadelta_step", "adadelta",
+        (_param(), _grad(), _state("square_avg"), _state("acc_delta")),
+        (STEP, _lr(1.0), Hyper("rho", "double", 0.9, "unit", "rho value"),
+         _eps(1e-6), _weight_decay(), MAXIMIZE),
+        "One Adadelta step in place (torch.optim.Adadelta's update)."),
+    Kernel(
+        "adamax_step", "adamax",
+        (_param(), _grad(), _state("exp_avg"), _state("exp_inf")),
+        (STEP, _lr(2e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
+         _weight_decay(), MAXIMIZE),
+        "One Adamax step in place (torch.optim.Adamax's update)."),
+    Kernel(
+        "nadam_step", "nadam",
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
+        (STEP, Hyper("mu_product", "double", REQUIRED,
+                     doc="product of the momentum coefficients of earlier steps"),
+         _lr(2e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8), _weight_decay(),
+         Hyper("momentum_decay", "double", 4e-3, "nonneg", "momentum_decay value"),
+         _flag("decoupled_weight_decay"), MAXIMIZE),
+        "One NAdam step in place (torch.optim.NAdam's update); returns the new "
+        "``mu_product``.",
+        returns="double"),
+    Kernel(
+        "radam_step", "radam",
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
+        (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
+         _weight_decay(), _flag("decoupled_weight_decay"), MAXIMIZE),
+        "One RAdam step in place (torch.optim.RAdam's update)."),
+    Kernel(
+        "lion_step", "lion",
+        (_param(), _grad(), _state("exp_avg")),
+        (STEP, _lr(1e-4), _beta(0, 0.9), _beta(1, 0.99), _weight_decay(), MAXIMIZE),
+        "One Lion step in place (Chen et al. 2023, Algorithm 2; optax.lion)."),
+    Kernel(
+        "lamb_step", "lamb",
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
+        (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-6),
+         _weight_decay(), MAXIMIZE),
+        "One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb)."),
+)
+
+KERNEL: dict[str, Kernel] = {k.name: k for k in KERNELS}
+
+
+# -- the optimizer classes ----------------------------------------------------
+
+#: torch.optim flags optcore accepts: ``foreach`` and ``fused`` have no effect
+#: (every step is one fused multi-tensor call); ``capturable=True`` and
+#: ``differentiable=True`` cannot apply and raise.
+TORCH_FLAGS = ("foreach", "capturable", "differentiable", "fused")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer class of optcore.optim and optcore.torch.
+
+    ``options``: the param-group options in torch.optim's ``defaults`` order
+    (``betas`` is the pair the kernels take as ``beta1``/``beta2``).
+    ``flags``: the torch.optim flags its constructor takes. ``fixed``: kernel
+    arguments the class forces. ``scalars``: per-parameter scalar state and
+    its initial value (``step`` counts updates). ``eager``: state is created
+    at construction (torch's Adagrad)."""
+
+    name: str
+    kernel: str
+    options: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    scalars: Mapping[str, float] = field(default_factory=lambda: {"step": 0})
+    eager: bool = False
+    in_torch: bool = True
+
+    @property
+    def spec(self) -> Kernel:
+        return KERNEL[self.kernel]
+
+
+OPTIMIZERS: tuple[OptimizerSpec, ...] = (
+    OptimizerSpec("SGD", "sgd_step",
+                  ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"),
+                  ("foreach", "differentiable", "fused"), scalars={}),
+    OptimizerSpec("Adam", "adam_step",
+                  ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
+                   "decoupled_weight_decay"), TORCH_FLAGS),
+    OptimizerSpec("AdamW", "adam_step",
+                  ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+                  TORCH_FLAGS, fixed={"decoupled_weight_decay": True}),
+    OptimizerSpec("RMSprop", "rmsprop_step",
+                  ("lr", "alpha", "eps", "weight_decay", "momentum", "centered",
+                   "maximize"), ("capturable", "foreach", "differentiable")),
+    OptimizerSpec("Adagrad", "adagrad_step",
+                  ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
+                   "maximize"), ("foreach", "differentiable", "fused"), eager=True),
+    OptimizerSpec("Adadelta", "adadelta_step",
+                  ("lr", "rho", "eps", "weight_decay", "maximize"),
+                  ("foreach", "capturable", "differentiable")),
+    OptimizerSpec("Adamax", "adamax_step",
+                  ("lr", "betas", "eps", "weight_decay", "maximize"),
+                  ("foreach", "differentiable", "capturable")),
+    OptimizerSpec("NAdam", "nadam_step",
+                  ("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                   "decoupled_weight_decay", "maximize"),
+                  ("foreach", "capturable", "differentiable"),
+                  scalars={"step": 0, "mu_product": 1.0}),
+    OptimizerSpec("RAdam", "radam_step",
+                  ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
+                   "maximize"), ("foreach", "capturable", "differentiable")),
+    OptimizerSpec("Lion", "lion_step", ("lr", "betas", "weight_decay", "maximize"),
+                  ("foreach", "capturable", "differentiable"), in_torch=False),
+    OptimizerSpec("LAMB", "lamb_step", ("lr", "betas", "eps", "weight_decay", "maximize"),
+                  ("foreach", "capturable", "differentiable"), in_torch=False),
+)
+
+OPTIMIZER: dict[str, OptimizerSpec] = {o.name: o for o in OPTIMIZERS}
+
+
+def kernel_options(opt: OptimizerSpec, group: Mapping[str, Any]) -> dict[str, Any]:
+    """The kernel's keyword arguments from a param group's options (``betas``
+    split into ``beta1``/``beta2``; ``fixed`` applied; options the kernel does
+    not take, e.g. ``initial_accumulator_value``, left out)."""
+    spec = opt.spec
+    names = {h.name for h in spec.hypers if h.python and h.name != "step"}
+    out: dict[str, Any] = {}
+    for key in opt.options:
+        if key == "betas":
+            out["beta1"], out["beta2"] = group["betas"]
+        elif key in names:
+            out[key] = group[key]
+    out.update(opt.fixed)
+    return out
