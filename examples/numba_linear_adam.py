@@ -4,14 +4,18 @@
     python examples/numba_linear_adam.py
 """
 
+from __future__ import annotations
+
 import numba
 import numpy as np
+from numpy.typing import NDArray
 
 from optcore.numba import adam_step_f64
 
 
 @numba.njit(cache=False)
-def train_linear_adam(X, y, w, steps, lr):
+def train_linear_adam(X: NDArray[np.float64], y: NDArray[np.float64],
+                      w: NDArray[np.float64], steps: int, lr: float) -> NDArray[np.float64]:
     """Full-batch Adam on loss = mean((X @ w - y)**2); returns the loss per step."""
     n, d = X.shape
     g = np.empty_like(w)
@@ -39,7 +43,7 @@ def train_linear_adam(X, y, w, steps, lr):
     return losses
 
 
-def main():
+def main() -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((1000, 10))
     w_true = rng.standard_normal(10)

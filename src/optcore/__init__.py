@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 
-def get_include():
+def get_include() -> str:
     """Directory to add to a Cython build's include path so that
     ``cimport optcore.kernels.adam`` (and the others) resolve, as
     ``numpy.get_include()`` does for NumPy."""

@@ -21,14 +21,25 @@ the whole-file digest and each array's digest, and raises CheckpointError on a
 truncated, corrupted, foreign or newer-format file.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import re
 import struct
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import io
+    from collections.abc import Sequence
+
+    from numpy.typing import NDArray
+
+    from optcore._typing import StrPath
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT_VERSION"]
 
@@ -49,17 +60,17 @@ class CheckpointError(ValueError):
 
 # ---- encoding the tree ------------------------------------------------------
 
-def _is_torch_tensor(x):
+def _is_torch_tensor(x: object) -> bool:
     mod = type(x).__module__
     return mod.startswith("torch") and type(x).__name__ in ("Tensor", "Parameter")
 
 
 class _Encoder:
-    def __init__(self):
-        self.arrays = []          # contiguous ndarrays, in file order
-        self._active = set()      # ids on the current path (cycle check)
+    def __init__(self) -> None:
+        self.arrays: list[NDArray[Any]] = []   # contiguous ndarrays, in file order
+        self._active: set[int] = set()         # ids on the current path (cycle check)
 
-    def encode(self, x, path):
+    def encode(self, x: Any, path: str) -> dict[str, Any]:
         # NumPy scalars first: np.float64 and np.complex128 subclass float/complex.
         if isinstance(x, np.generic):
             dt = self._dtype(x.dtype, path)
@@ -111,20 +122,20 @@ class _Encoder:
             f"bools, None, dicts, lists and tuples only; nothing is pickled)")
 
     @staticmethod
-    def _dtype(dt, path):
+    def _dtype(dt: np.dtype[Any], path: str) -> np.dtype[Any]:
         if dt.kind not in _KINDS or dt.fields is not None or dt.subdtype is not None:
             raise TypeError(f"{path}: cannot store dtype {dt} in a checkpoint "
                             f"(numeric and bool dtypes only; nothing is pickled)")
         return dt
 
-    def _array(self, a, path):
+    def _array(self, a: NDArray[Any], path: str) -> int:
         self._dtype(a.dtype, path)
         # (not ascontiguousarray: it turns a 0-d array into a 1-d one)
         self.arrays.append(a if a.flags.c_contiguous else a.copy(order="C"))
         return len(self.arrays) - 1
 
 
-def _decode(node, arrays):
+def _decode(node: dict[str, Any], arrays: Sequence[NDArray[Any] | None]) -> Any:
     t = node["t"]
     if t == "none":
         return None
@@ -168,12 +179,12 @@ def _decode(node, arrays):
 
 # ---- save -----------------------------------------------------------------------
 
-def _kind_of(obj):
+def _kind_of(obj: object) -> str:
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def save(obj, path):
+def save(obj: Any, path: StrPath) -> None:
     """Write ``obj``'s state_dict (or ``obj`` itself when it is a state_dict)
     to ``path`` atomically: an interrupted save leaves the previous file.
 
@@ -189,6 +200,7 @@ def save(obj, path):
 
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    offsets: list[int]
     offsets, pos = [], _DATA_START
     for a in enc.arrays:
         pos = -(-pos // ALIGN) * ALIGN
@@ -211,7 +223,7 @@ def save(obj, path):
             digest = hashlib.sha256()
             written = 0
 
-            def put(chunk):
+            def put(chunk: bytes | memoryview) -> None:
                 nonlocal written
                 digest.update(chunk)
                 f.write(chunk)
@@ -236,11 +248,12 @@ def save(obj, path):
     _fsync_dir(directory)
 
 
-def _bytes_of(a):
-    return memoryview(a.reshape(-1).view(np.uint8))
+def _bytes_of(a: NDArray[Any]) -> memoryview:
+    # numpy's stubs give ndarray a __buffer__ only for Python >= 3.12 (we target 3.11)
+    return memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
-def _fsync_dir(directory):
+def _fsync_dir(directory: str) -> None:
     # Make the rename itself durable (POSIX); not possible on Windows.
     if sys.platform == "win32":
         return
@@ -258,7 +271,7 @@ def _fsync_dir(directory):
 _DTYPE_RE = re.compile(r"[<>|=]?[biufc][0-9]{1,2}")
 
 
-def _parse_dtype(text):
+def _parse_dtype(text: object) -> np.dtype[Any]:
     # Only plain numeric dtype strings ("<f4", "|b1"): nothing else is parsed.
     if not isinstance(text, str) or not _DTYPE_RE.fullmatch(text):
         raise ValueError(f"bad dtype {text!r}")
@@ -268,13 +281,13 @@ def _parse_dtype(text):
     return dt
 
 
-def _read_exact(f, view, path, what):
+def _read_exact(f: io.BufferedIOBase, view: memoryview, path: str, what: str) -> None:
     got = f.readinto(view) if len(view) else 0
     if got != len(view):
         raise CheckpointError(f"checkpoint {path!r} is truncated ({what} is incomplete)")
 
 
-def load(path, *, into=None):
+def load(path: StrPath, *, into: Any = None) -> Any:
     """Read a checkpoint and return its state_dict.
 
     With ``into``, the state is first checked against it (same optimizer
@@ -318,7 +331,7 @@ def load(path, *, into=None):
         digest = hashlib.sha256()
         f.seek(0)
         pos = 0
-        arrays = []
+        arrays: list[NDArray[Any] | None] = []
         try:
             order = sorted(range(len(entries)), key=lambda i: entries[i]["offset"])
             arrays = [None] * len(entries)
@@ -367,7 +380,7 @@ def load(path, *, into=None):
     return state
 
 
-def _check_matches(state, kind, into, path):
+def _check_matches(state: Any, kind: str | None, into: Any, path: str) -> None:
     """Refuse a checkpoint of another optimizer class or another model."""
     if kind is not None:
         saved = kind.rsplit(".", 1)[-1]
@@ -384,7 +397,7 @@ def _check_matches(state, kind, into, path):
         raise CheckpointError(
             f"checkpoint {path!r} has parameter groups of sizes {saved_counts}, the "
             f"optimizer has {counts}")
-    params = {}
+    params: dict[Any, Any] = {}     # saved parameter id -> the optimizer's parameter
     for sg, g in zip(state["param_groups"], groups):
         params.update(zip(sg["params"], g["params"]))
     for key, entry in (state.get("state") or {}).items():

@@ -4,12 +4,21 @@ Matrix products go through NumPy (BLAS); the residual, loss and its gradient
 come from the fused one-pass MSE kernel.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from optcore.kernels.mse import mse_loss_grad
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
-def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
+
+def linear_mse_grad(X: ArrayLike, y: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
+                    *, reduction: str = "mean"
+                    ) -> tuple[float, NDArray[Any], NDArray[Any] | None]:
     """Return ``(loss, grad_w, grad_b)`` for ``pred = X @ w (+ b)`` and
     ``loss = mse_loss(pred, y, reduction)`` ("mean" or "sum").
 

@@ -7,9 +7,17 @@ benchmarks use it as the baseline. Buffers are updated in place; every buffer
 argument is one array or a list of arrays.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from optcore._typing import ArrayOrIterable, Buffers
 
 __all__ = [
     "sgd_step",
@@ -35,7 +43,7 @@ __all__ = [
 ]
 
 
-def _tensors(*buffers):
+def _tensors(*buffers: Any) -> list[tuple[Any, ...]]:
     """Zip the buffer arguments of a call into per-tensor tuples."""
     if isinstance(buffers[0], (list, tuple)):
         n = len(buffers[0])
@@ -44,12 +52,15 @@ def _tensors(*buffers):
     return [buffers]
 
 
-def _flat(a):
+# (Any, not NDArray | None: an optional buffer is None in every tensor or in none.)
+def _flat(a: ArrayLike | None) -> Any:
     return None if a is None else np.asarray(a).reshape(-1)
 
 
-def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
-             dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False):
+def sgd_step(param: Buffers, grad: Buffers, momentum_buffer: Buffers | None = None, *,
+             step: int, lr: float, momentum: float = 0.0, dampening: float = 0.0,
+             nesterov: bool = False, weight_decay: float = 0.0,
+             maximize: bool = False) -> None:
     for p, g, buf in _tensors(param, grad, momentum_buffer):
         p, g, buf = _flat(p), _flat(g), _flat(buf)
         g = -g if maximize else g
@@ -65,9 +76,11 @@ def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
         p += -lr * g
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
-              beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-              amsgrad=False, max_exp_avg_sq=None, maximize=False):
+def adam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffers, *,
+              step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+              eps: float = 1e-8, weight_decay: float = 0.0,
+              decoupled_weight_decay: bool = False, amsgrad: bool = False,
+              max_exp_avg_sq: Buffers | None = None, maximize: bool = False) -> None:
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5
     step_size = lr / bias_correction1
@@ -96,9 +109,10 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
         p += -step_size * m / denom
 
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
-               beta2=0.999, eps=1e-8, weight_decay=1e-2, amsgrad=False,
-               max_exp_avg_sq=None, maximize=False):
+def adamw_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffers, *,
+               step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+               eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+               max_exp_avg_sq: Buffers | None = None, maximize: bool = False) -> None:
     adam_step(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
               beta2=beta2, eps=eps, weight_decay=weight_decay,
               decoupled_weight_decay=True, amsgrad=amsgrad,
@@ -106,7 +120,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
 
 
 
-def _lerp_(start, end, weight):
+def _lerp_(start: NDArray[Any], end: NDArray[Any], weight: float) -> None:
     """``start.lerp_(end, weight)`` in place, with torch.lerp's two-sided formula."""
     dt = start.dtype.type
     w = dt(weight)
@@ -116,9 +130,11 @@ def _lerp_(start, end, weight):
         start[...] = end - (end - start) * (dt(1) - w)
 
 
-def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *,
-                 step, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+def rmsprop_step(param: Buffers, grad: Buffers, square_avg: Buffers,
+                 momentum_buffer: Buffers | None = None, grad_avg: Buffers | None = None, *,
+                 step: int, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 maximize: bool = False) -> None:
     for p, g, sq, buf, ga in _tensors(param, grad, square_avg, momentum_buffer,
                                       grad_avg):
         p, g, sq, buf, ga = map(_flat, (p, g, sq, buf, ga))
@@ -142,8 +158,9 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *
             p += -lr * g / avg
 
 
-def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0,
-                 weight_decay=0.0, eps=1e-10, maximize=False):
+def adagrad_step(param: Buffers, grad: Buffers, state_sum: Buffers, *, step: int,
+                 lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 eps: float = 1e-10, maximize: bool = False) -> None:
     clr = lr / (1 + (step - 1) * lr_decay)
     for p, g, s in _tensors(param, grad, state_sum):
         p, g, s = map(_flat, (p, g, s))
@@ -155,8 +172,9 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0,
         p += -clr * g / std
 
 
-def adadelta_step(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9,
-                  eps=1e-6, weight_decay=0.0, maximize=False):
+def adadelta_step(param: Buffers, grad: Buffers, square_avg: Buffers, acc_delta: Buffers,
+                  *, step: int, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                  weight_decay: float = 0.0, maximize: bool = False) -> None:
     for p, g, sq, acc in _tensors(param, grad, square_avg, acc_delta):
         p, g, sq, acc = map(_flat, (p, g, sq, acc))
         g = -g if maximize else g
@@ -171,8 +189,10 @@ def adadelta_step(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9,
         p += -lr * delta
 
 
-def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9,
-                beta2=0.999, eps=1e-8, weight_decay=0.0, maximize=False):
+def adamax_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_inf: Buffers, *,
+                step: int, lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0,
+                maximize: bool = False) -> None:
     clr = lr / (1 - beta1**step)
     for p, g, m, u in _tensors(param, grad, exp_avg, exp_inf):
         p, g, m, u = map(_flat, (p, g, m, u))
@@ -185,9 +205,11 @@ def adamax_step(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9,
         p += -clr * m / u
 
 
-def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3,
-               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-               momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
+def nadam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffers, *,
+               step: int, mu_product: float, lr: float = 2e-3, beta1: float = 0.9,
+               beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+               momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
+               maximize: bool = False) -> float:
     """Returns the new ``mu_product`` (kept in double)."""
     bias_correction2 = 1 - beta2**step
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
@@ -212,9 +234,10 @@ def nadam_step(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3,
     return mu_product
 
 
-def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
-               beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-               maximize=False):
+def radam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffers, *,
+               step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+               eps: float = 1e-8, weight_decay: float = 0.0,
+               decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     rho_inf = 2 / (1 - beta2) - 1
@@ -242,12 +265,12 @@ def radam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
             update = update * adaptive * rect
         p -= update
 
-def _check_reduction(reduction):
+def _check_reduction(reduction: str) -> None:
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _check_shapes(pred, target):
+def _check_shapes(pred: ArrayLike, target: ArrayLike) -> None:
     ps, ts = np.shape(pred), np.shape(target)
     if ps == ts or math.prod(ps) != math.prod(ts):
         return
@@ -260,7 +283,17 @@ def _check_shapes(pred, target):
                          f"broadcast to a larger shape (pass arrays of the same shape)")
 
 
-def mse_loss(pred, target, reduction="mean"):
+@overload
+def mse_loss(pred: ArrayLike, target: ArrayLike,
+             reduction: Literal["mean", "sum"] = "mean") -> float: ...
+@overload
+def mse_loss(pred: ArrayLike, target: ArrayLike,
+             reduction: Literal["none"]) -> NDArray[Any]: ...
+@overload
+def mse_loss(pred: ArrayLike, target: ArrayLike,
+             reduction: str = "mean") -> float | NDArray[Any]: ...
+def mse_loss(pred: ArrayLike, target: ArrayLike,
+             reduction: str = "mean") -> float | NDArray[Any]:
     _check_reduction(reduction)
     _check_shapes(pred, target)
     d = np.asarray(pred) - np.asarray(target)
@@ -272,7 +305,8 @@ def mse_loss(pred, target, reduction="mean"):
     return total / d.size if d.size else float("nan")
 
 
-def mse_grad(pred, target, *, reduction="mean", out=None):
+def mse_grad(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
+             out: NDArray[Any] | None = None) -> NDArray[Any]:
     _check_reduction(reduction)
     _check_shapes(pred, target)
     pred = np.asarray(pred)
@@ -285,12 +319,16 @@ def mse_grad(pred, target, *, reduction="mean", out=None):
     return out
 
 
-def mse_loss_grad(pred, target, *, reduction="mean", out=None):
+def mse_loss_grad(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
+                  out: NDArray[Any] | None = None
+                  ) -> tuple[float | NDArray[Any], NDArray[Any]]:
     return mse_loss(pred, target, reduction), mse_grad(pred, target,
                                                        reduction=reduction, out=out)
 
 
-def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
+def linear_mse_grad(X: ArrayLike, y: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
+                    *, reduction: str = "mean"
+                    ) -> tuple[float, NDArray[Any], NDArray[Any] | None]:
     """Loss and gradients of the linear model ``pred = X @ w + b`` under MSE."""
     X, y, w = np.asarray(X), np.asarray(y), np.asarray(w)
     pred = X @ w
@@ -308,8 +346,9 @@ def linear_mse_grad(X, y, w, b=None, *, reduction="mean"):
 
 # ---- Lion, LAMB ----------------------------------------------------------------
 
-def lion_step(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99,
-              weight_decay=0.0, maximize=False):
+def lion_step(param: Buffers, grad: Buffers, exp_avg: Buffers, *, step: int,
+              lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,
+              weight_decay: float = 0.0, maximize: bool = False) -> None:
     """Lion (Chen et al. 2023, Algorithm 2; optax.lion)."""
     for p, g, m in _tensors(param, grad, exp_avg):
         p, g, m = _flat(p), _flat(g), _flat(m)
@@ -325,7 +364,7 @@ def lion_step(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99,
 _BLOCK, _LANES = 4096, 8
 
 
-def _sum_squares_blocked(x):
+def _sum_squares_blocked(x: ArrayLike) -> float:
     """sum(x * x) in float64, added in the kernels' order (so that the LAMB
     trust ratio has the kernel's bits): blocks of 4096 elements added in
     order, each block over 8 running lane sums (element i of the full groups
@@ -345,8 +384,9 @@ def _sum_squares_blocked(x):
     return total
 
 
-def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
-              beta2=0.999, eps=1e-6, weight_decay=0.0, maximize=False):
+def lamb_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffers, *,
+              step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+              eps: float = 1e-6, weight_decay: float = 0.0, maximize: bool = False) -> None:
     """LAMB (You et al. 2019, Algorithm 2; optax.lamb): Adam moments with bias
     correction, a per-tensor trust ratio ||p|| / ||u|| (1 when either is 0)."""
     # The bias corrections as products with their reciprocals (as the kernel).
@@ -369,7 +409,7 @@ def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
 
 # ---- gradient utilities --------------------------------------------------------
 
-def _array_list(arrays):
+def _array_list(arrays: Any) -> list[NDArray[Any]]:
     if hasattr(arrays, "__next__"):
         arrays = list(arrays)
     if isinstance(arrays, (list, tuple)):
@@ -377,14 +417,14 @@ def _array_list(arrays):
     return [_flat(arrays)]
 
 
-def _check_norm_type(norm_type):
+def _check_norm_type(norm_type: float) -> float:
     p = float(norm_type)
     if not p > 0:
         raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r}")
     return p
 
 
-def global_norm(arrays, norm_type=2.0):
+def global_norm(arrays: ArrayOrIterable, norm_type: float = 2.0) -> float:
     """Norm of all elements as one vector, in float64, scaled by max |x|
     (no overflow or underflow)."""
     p = _check_norm_type(norm_type)
@@ -401,7 +441,8 @@ def global_norm(arrays, norm_type=2.0):
         return np.inf
 
 
-def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(grads: ArrayOrIterable, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
     total = global_norm(grads, norm_type)
     if error_if_nonfinite and not np.isfinite(total):
         raise RuntimeError(
@@ -417,7 +458,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     return total
 
 
-def clip_grad_value_(grads, clip_value):
+def clip_grad_value_(grads: ArrayOrIterable, clip_value: float) -> None:
     c = float(clip_value)
     for g in _array_list(grads):
         if np.isnan(c):
@@ -430,11 +471,11 @@ def clip_grad_value_(grads, clip_value):
         g[...] = np.where(g > hi, hi, g)
 
 
-def all_finite(arrays):
+def all_finite(arrays: ArrayOrIterable) -> bool:
     return all(bool(np.isfinite(a).all()) for a in _array_list(arrays))
 
 
-def unscale_(grads, inv_scale):
+def unscale_(grads: ArrayOrIterable, inv_scale: float) -> bool:
     """torch._amp_foreach_non_finite_check_and_unscale_ on CPU: the check is
     on the values before scaling; inv_scale == 1 leaves them untouched."""
     found = not all_finite(grads)

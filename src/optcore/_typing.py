@@ -1,0 +1,38 @@
+"""Type aliases shared by optcore's annotations.
+
+Imported by the other modules only under ``typing.TYPE_CHECKING``: nothing
+here runs when optcore is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["ArrayLike", "FloatArray", "Buffers", "ArrayOrIterable", "StrPath",
+           "LrFunction", "Optimizer"]
+
+FloatArray: TypeAlias = NDArray[np.floating[Any]]
+"""A float32 or float64 array (what the kernels take)."""
+
+Buffers: TypeAlias = NDArray[Any] | Sequence[NDArray[Any]]
+"""One buffer argument of a ``*_step`` function: one array or a list (tuple)
+of arrays, one per tensor."""
+
+ArrayOrIterable: TypeAlias = NDArray[Any] | Iterable[NDArray[Any]]
+"""The gradient utilities' argument: one array, a list, or any iterable
+(a generator is consumed once)."""
+
+StrPath: TypeAlias = str | os.PathLike[str]
+"""A file path, as ``open`` takes it."""
+
+LrFunction: TypeAlias = Callable[[int], float]
+"""A learning rate as a function of the scheduler step count."""
+
+Optimizer: TypeAlias = Any
+"""Anything with torch-like ``param_groups`` (a list of dicts with an "lr"
+key): optcore's optimizers and ``torch.optim`` ones; checked at run time."""
