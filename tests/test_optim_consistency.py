@@ -61,7 +61,8 @@ def _adam_step_error(bad):
 
 # Whether the functional wrappers check types with the shared checks yet
 # (their value checks already do).
-_FUNCTIONAL_TYPES_CHECKED = (_adam_step_error(dict(lr=None)) or ("", ""))[1].startswith("lr")
+_FUNCTIONAL_TYPES_CHECKED = (_adam_step_error(dict(lr=None))
+                             or ("", ""))[1].startswith("lr")
 
 
 @pytest.mark.parametrize("bad", _BAD_ADAM, ids=[repr(b) for b in _BAD_ADAM])

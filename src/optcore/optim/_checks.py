@@ -58,6 +58,15 @@ def _check_no_overlap(params):
                              f"parameter must be its own array (they are updated in place)")
 
 
+def _check_like(a, p, what):
+    """Array ``a`` has the dtype and shape of parameter ``p`` (``what`` names a)."""
+    if a.dtype != p.dtype:
+        raise TypeError(f"{what} has dtype {a.dtype} but the parameter has dtype "
+                        f"{p.dtype}")
+    if a.shape != p.shape:
+        raise ValueError(f"{what} has shape {a.shape} but the parameter has shape {p.shape}")
+
+
 def _check_state_array(a, p, kind, label):
     """A state array as the kernels take it for parameter ``p`` (users may
     put their own arrays into the state; they are updated in place)."""

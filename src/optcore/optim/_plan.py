@@ -9,7 +9,7 @@ from operator import itemgetter
 import numpy as np
 
 from optcore.kernels._buffers import find_overlap
-from optcore.optim._checks import _MAX_STEP, _check_state_array
+from optcore.optim._checks import _MAX_STEP, _check_like, _check_state_array
 
 
 class _Call:
@@ -121,12 +121,7 @@ class PlanMixin:
                         gr = np.asarray(gr)
                     except Exception as exc:
                         raise TypeError(f"{label} is not an array: {exc}") from None
-                if gr.dtype != p.dtype:
-                    raise TypeError(f"{label} has dtype {gr.dtype} but the parameter has "
-                                    f"dtype {p.dtype}")
-                if gr.shape != p.shape:
-                    raise ValueError(f"{label} has shape {gr.shape} but the parameter has "
-                                     f"shape {p.shape}")
+                _check_like(gr, p, label)
                 if not gr.flags.aligned:
                     copied.append((g, j, gr))
                     gr = np.array(gr, order="C")
@@ -286,8 +281,8 @@ class PlanMixin:
         return out
 
     def _checked_scalars(self, values, g, j):
-        """The scalar state (in ``_scalars`` order) of parameter j of group g,
-        checked as the kernel would check it."""
+        """The scalar state (in the spec's ``scalars`` order) of parameter j of
+        group g, checked as the kernel would check it."""
         for name, value in zip(self._scalar_names, values):
             if name == "step":
                 if type(value) is int and 0 <= value < _MAX_STEP:

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 
 from optcore.optim._arena import _aligned_empty
-from optcore.optim._checks import _load_scalar
+from optcore.optim._checks import _check_like, _load_scalar
 
 
 class StateDictMixin:
@@ -104,12 +104,7 @@ class StateDictMixin:
                 if not isinstance(value, np.ndarray):
                     raise TypeError(f"{label}: {key!r} must be a NumPy array, got "
                                     f"{type(value).__name__}")
-                if value.dtype != p.dtype:
-                    raise TypeError(f"{label}: {key!r} has dtype {value.dtype} but the "
-                                    f"parameter has dtype {p.dtype}")
-                if value.shape != p.shape:
-                    raise ValueError(f"{label}: {key!r} has shape {value.shape} but the "
-                                     f"parameter has shape {p.shape}")
+                _check_like(value, p, f"{label}: {key!r}")
                 entry[key] = value
             entries[g, j] = entry
 

@@ -63,9 +63,10 @@ class RMSprop(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Adagrad (torch.optim.Adagrad). State: ``step`` and ``sum`` (filled
-    with ``initial_accumulator_value``), created at construction as torch
-    does."""
+    """Adagrad (torch.optim.Adagrad). State: ``step`` and ``sum``, filled with
+    the constructor's ``initial_accumulator_value`` (a group's own value is not
+    used, as in torch); created at construction for the constructor's groups,
+    at the first step for groups added later, as torch does."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,

@@ -34,6 +34,7 @@ _SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _NO_STATE: dict = {}          # shared by parameters without state; never written
 _STRIDED = torch.strided
 _FLAGS = ("fused", "foreach", "capturable", "differentiable")
+_PLAIN = (float, int, bool, type(None))
 
 
 class _Slot:
@@ -245,11 +246,30 @@ class KernelOptimizer(Optimizer):
             self._step_group(gi, group)
         return loss
 
-    def _step_group(self, gi, group):
-        # Checked again at each step: users edit param_groups (schedulers).
+    def _group_options(self, group):
+        """(kernel keywords, state buffers needed) of a group, checked again
+        whenever its values change (users and schedulers edit param_groups);
+        cached by value while they are plain numbers (a tensor lr may change
+        in place, so it is checked every time)."""
+        values = tuple([group.get(k) for k in self._rules.spec.options + _FLAGS])
+        plain = all([type(v) in _PLAIN or (type(v) is tuple and
+                                            all([type(b) in _PLAIN for b in v]))
+                     for v in values])
+        cache = self.__dict__.setdefault("_optcore_options", {})
+        if plain:
+            found = cache.get(values)
+            if found is not None:
+                return found
         checked = self._check_options(group)
-        options = self._rules.kernel_options(checked)
-        needed = self._rules.needed(checked)
+        found = (self._rules.kernel_options(checked), self._rules.needed(checked))
+        if plain:
+            if len(cache) > 64:
+                cache.clear()
+            cache[values] = found
+        return found
+
+    def _step_group(self, gi, group):
+        options, needed = self._group_options(group)
         kernel = self._rules.kernel
         state = self.state
         stateless = not needed and not self._rules.scalars   # e.g. SGD without momentum

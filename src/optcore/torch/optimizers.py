@@ -71,9 +71,10 @@ class RMSprop(KernelOptimizer):
 
 
 class Adagrad(KernelOptimizer):
-    """torch.optim.Adagrad on optcore.adagrad_step (state: ``step``, ``sum``;
-    created at construction, filled with initial_accumulator_value, as torch
-    does). Sparse gradients are not supported."""
+    """torch.optim.Adagrad on optcore.adagrad_step (state: ``step``, ``sum``,
+    filled with the constructor's initial_accumulator_value; created at
+    construction, for groups added later at their first step, as torch does).
+    Sparse gradients are not supported."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
