@@ -122,7 +122,8 @@ def test_bad_hyperparameters_rejected_like_torch(torch, ot, name):
             continue
         with pytest.raises(type(ref)) as ours:
             getattr(ot, name)(p, **bad)
-        assert str(ours.value) == str(ref), bad
+        # torch's message, then the shared checks' note naming the argument
+        assert str(ours.value).startswith(str(ref)), (bad, str(ours.value))
         checked += 1
     assert checked >= 3
 

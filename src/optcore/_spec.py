@@ -279,7 +279,8 @@ class OptimizerSpec:
     ``flags``: the torch.optim flags its constructor takes. ``fixed``: kernel
     arguments the class forces. ``scalars``: per-parameter scalar state and
     its initial value (``step`` counts updates). ``eager``: state is created
-    at construction (torch's Adagrad)."""
+    at construction (torch's Adagrad). ``extra``: options the kernel does not
+    take, with their checks (e.g. Adagrad's ``initial_accumulator_value``)."""
 
     name: str
     kernel: str
@@ -289,6 +290,7 @@ class OptimizerSpec:
     scalars: Mapping[str, float] = field(default_factory=lambda: {"step": 0})
     eager: bool = False
     in_torch: bool = True
+    extra: tuple[Hyper, ...] = ()
 
     @property
     def spec(self) -> Kernel:
@@ -310,7 +312,9 @@ OPTIMIZERS: tuple[OptimizerSpec, ...] = (
                    "maximize"), ("capturable", "foreach", "differentiable")),
     OptimizerSpec("Adagrad", "adagrad_step",
                   ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
-                   "maximize"), ("foreach", "differentiable", "fused"), eager=True),
+                   "maximize"), ("foreach", "differentiable", "fused"), eager=True,
+                  extra=(Hyper("initial_accumulator_value", "double", 0.0, "nonneg",
+                               "initial_accumulator_value value"),)),
     OptimizerSpec("Adadelta", "adadelta_step",
                   ("lr", "rho", "eps", "weight_decay", "maximize"),
                   ("foreach", "capturable", "differentiable")),

@@ -1,8 +1,10 @@
 """The generic torch.optim.Optimizer behind every optcore.torch class.
 
-A subclass is a table: its constructor (torch.optim's signature), the kernel it
-calls, the per-parameter state it keeps (torch.optim's keys) and the group
-options it passes on. Everything else lives here:
+A subclass is named after its entry in ``optcore._spec.OPTIMIZERS`` and
+declares only its constructor (torch.optim's signature); the entry gives the
+kernel, the options and their checks (``optcore.optim._options``, shared with
+the NumPy classes), and the per-parameter state (torch.optim's keys).
+Everything else lives here:
 
 - parameters are checked when they join the optimizer and again whenever their
   storage changes: CPU, dense, C-contiguous float32/float64, never copied;
@@ -19,52 +21,20 @@ options it passes on. Everything else lives here:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
 
 import torch
 from torch.autograd.graph import increment_version
 from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
                                    _use_grad_for_differentiable)
 
-import optcore
+from optcore._spec import OPTIMIZER
+from optcore.optim._options import check_flags, rules_for
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _NO_STATE: dict = {}          # shared by parameters without state; never written
 _STRIDED = torch.strided
-
-
-class StateBuffer(NamedTuple):
-    """One per-parameter state tensor of an optimizer."""
-    key: str                                   # torch.optim's state key
-    arg: str                                   # the kernel's argument name
-    needed: Callable[[dict], bool] | None = None   # group -> does it exist; None: always
-    fill: Callable[[Any], float] | None = None     # optimizer -> initial value; None: 0
-
-
-# Constructor/group option checks, with torch.optim's wording.
-def _nonneg(v):
-    return 0.0 <= v
-
-
-_RANGE_CHECKS = {
-    "lr": ("Invalid learning rate: {}", _nonneg),
-    "eps": ("Invalid epsilon value: {}", _nonneg),
-    "weight_decay": ("Invalid weight_decay value: {}", _nonneg),
-    "momentum": ("Invalid momentum value: {}", _nonneg),
-    "alpha": ("Invalid alpha value: {}", _nonneg),
-    "lr_decay": ("Invalid lr_decay value: {}", _nonneg),
-    "initial_accumulator_value": ("Invalid initial_accumulator_value value: {}", _nonneg),
-    "momentum_decay": ("Invalid momentum_decay value: {}", _nonneg),
-    "rho": ("Invalid rho value: {}", lambda v: 0.0 <= v <= 1.0),
-}
-
-
-def _scalar(value):
-    """A hyperparameter as a Python number (torch allows 1-element tensors)."""
-    return value.item() if isinstance(value, torch.Tensor) else value
-
-
-_NUMBER_TYPES = (float, int, bool)
+_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+_PLAIN = (float, int, bool, type(None))
 
 
 class _Slot:
@@ -91,21 +61,25 @@ class _Slot:
 class KernelOptimizer(Optimizer):
     """torch.optim.Optimizer whose step runs an optcore multi-tensor kernel.
 
-    Subclasses set the class attributes below and define ``__init__`` with
-    torch.optim's signature, passing every option to ``super().__init__`` as
-    keywords in torch.optim's ``defaults`` order.
+    A subclass named like an entry of ``optcore._spec.OPTIMIZERS`` (or a
+    subclass of one) takes its kernel, options, checks and state from it, and
+    defines ``__init__`` with torch.optim's signature, passing every option to
+    ``super().__init__`` as keywords in torch.optim's ``defaults`` order.
     """
 
-    _kernel: str = ""                            # name of the optcore function
-    _buffers: tuple[StateBuffer, ...] = ()       # tensor state, torch.optim's key order
-    _scalars: dict[str, float] = {"step": 0.0}   # 0-dim state tensors and initial values
-    _options: tuple[str, ...] = ()               # group options passed to the kernel
-    _eager_state = False                         # state created at construction (Adagrad)
+    _rules = None       # optcore.optim._options.Rules of the class's spec entry
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
+            cls._rules = rules_for(cls.__name__)
 
     def __init__(self, params, **defaults):
         self._check_options(defaults)
         super().__init__(params, defaults)
-        if self._eager_state:
+        if self._rules.eager:
+            # As torch's Adagrad: state for the constructor's groups now;
+            # groups added later get theirs at their first step.
             for group in self.param_groups:
                 for p in group["params"]:
                     self._init_state(self.state[p], p, group)
@@ -121,33 +95,12 @@ class KernelOptimizer(Optimizer):
                 if prm.default is not inspect.Parameter.empty}
 
     def _check_options(self, options):
-        name = type(self).__name__
-        for key, value in options.items():
-            check = _RANGE_CHECKS.get(key)
-            if check is not None:
-                if isinstance(value, torch.Tensor) and value.numel() != 1:
-                    raise ValueError(f"Tensor {key} must be 1-element")
-                if not check[1](_scalar(value)):
-                    raise ValueError(check[0].format(value))
-        betas = options.get("betas")
-        if betas is not None:
-            for i, beta in enumerate(betas):
-                if not 0.0 <= _scalar(beta) < 1.0:
-                    raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
-        if options.get("nesterov") and (options.get("momentum", 0) <= 0
-                                        or options.get("dampening", 0) != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        if options.get("fused") and options.get("foreach"):
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        if options.get("differentiable"):
-            raise ValueError(
-                f"optcore.torch.{name} does not support differentiable=True: its "
-                f"kernels update the tensors in place outside autograd (use "
-                f"torch.optim for a differentiable optimizer step)")
-        if options.get("capturable"):
-            raise ValueError(
-                f"optcore.torch.{name} does not support capturable=True: it runs "
-                f"on CPU tensors, which CUDA-graph capture does not apply to")
+        """The options checked (plain values, see ``Rules.check``), then the
+        torch.optim flags; errors as torch's (and the kernels') own."""
+        checked = self._rules.check(options)
+        check_flags(f"optcore.torch.{type(self).__name__}",
+                    {k: options.get(k) for k in _FLAGS}, "CPU tensors")
+        return checked
 
     # ---- parameters ----------------------------------------------------------
 
@@ -177,9 +130,6 @@ class KernelOptimizer(Optimizer):
 
     # ---- state ---------------------------------------------------------------
 
-    def _needed(self, group):
-        return tuple(b for b in self._buffers if b.needed is None or b.needed(group))
-
     def _init_state(self, state, p, group):
         """Create missing state entries (torch.optim's lazy initialisation);
         returns the keys created."""
@@ -187,15 +137,17 @@ class KernelOptimizer(Optimizer):
         # torch keeps scalar state in float32 for fused optimizers, else in
         # the default dtype.
         scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
-        for key, value in self._scalars.items():
+        rules = self._rules
+        for key, value in rules.scalars.items():
             if key not in state:
-                state[key] = torch.tensor(value, dtype=scalar_dtype)
+                state[key] = torch.tensor(float(value), dtype=scalar_dtype)
                 created.append(key)
-        for b in self._needed(group):
-            if state.get(b.key) is None:
-                fill = 0.0 if b.fill is None else b.fill(self)
-                state[b.key] = torch.full_like(p, fill, memory_format=torch.preserve_format)
-                created.append(b.key)
+        for b in rules.needed(group):
+            key = b.state_key
+            if state.get(key) is None:
+                state[key] = torch.full_like(p, rules.fill(b, self.defaults),
+                                             memory_format=torch.preserve_format)
+                created.append(key)
         return created
 
     def __setstate__(self, state):
@@ -210,7 +162,7 @@ class KernelOptimizer(Optimizer):
                 p_state = self.state.get(p)
                 if not p_state:
                     continue
-                for key in self._scalars:
+                for key in self._rules.scalars:
                     if key in p_state and not torch.is_tensor(p_state[key]):
                         p_state[key] = torch.tensor(float(p_state[key]), dtype=scalar_dtype)
         self.__dict__.pop("_optcore_slots", None)
@@ -233,15 +185,16 @@ class KernelOptimizer(Optimizer):
             slot.view = p.detach().numpy()
             slot.state = state
             slot.keys = needed
-            slot.tensors = tuple(state[b.key] for b in needed)
-            slot.views = tuple(self._state_view(t, p, b.key, gi, j)
+            names = tuple(self._rules.scalars)
+            slot.tensors = tuple(state[b.state_key] for b in needed)
+            slot.views = tuple(self._state_view(t, p, b.state_key, gi, j)
                                for b, t in zip(needed, slot.tensors))
-            scalars = tuple(state[k] for k in self._scalars)
+            scalars = tuple(state[k] for k in names)
             slot.scalar_views = tuple(self._scalar_view(t, k, gi, j)
-                                      for k, t in zip(self._scalars, scalars))
+                                      for k, t in zip(names, scalars))
             slot.entries = tuple(
                 (key, t, t.data_ptr()) for key, t in
-                zip((*self._scalars, *(b.key for b in needed)), (*scalars, *slot.tensors)))
+                zip((*names, *(b.state_key for b in needed)), (*scalars, *slot.tensors)))
         except Exception:
             _forget(self.state, p, created)
             raise
@@ -293,29 +246,33 @@ class KernelOptimizer(Optimizer):
             self._step_group(gi, group)
         return loss
 
-    def _kernel_options(self, group):
-        kw = {}
-        for key in self._options:
-            value = group[key]
-            if key == "betas":
-                kw["beta1"], kw["beta2"] = _scalar(value[0]), _scalar(value[1])
-            else:
-                kw[key] = value if type(value) in _NUMBER_TYPES else _scalar(value)
-        return kw
+    def _group_options(self, group):
+        """(kernel keywords, state buffers needed) of a group, checked again
+        whenever its values change (users and schedulers edit param_groups);
+        cached by value while they are plain numbers (a tensor lr may change
+        in place, so it is checked every time)."""
+        values = tuple([group.get(k) for k in self._rules.spec.options + _FLAGS])
+        plain = all([type(v) in _PLAIN or (type(v) is tuple and
+                                            all([type(b) in _PLAIN for b in v]))
+                     for v in values])
+        cache = self.__dict__.setdefault("_optcore_options", {})
+        if plain:
+            found = cache.get(values)
+            if found is not None:
+                return found
+        checked = self._check_options(group)
+        found = (self._rules.kernel_options(checked), self._rules.needed(checked))
+        if plain:
+            if len(cache) > 64:
+                cache.clear()
+            cache[values] = found
+        return found
 
     def _step_group(self, gi, group):
-        if group.get("differentiable") or group.get("capturable"):
-            self._check_options({"differentiable": group.get("differentiable"),
-                                 "capturable": group.get("capturable")})
-        kernel = getattr(optcore, self._kernel, None)
-        if kernel is None:
-            raise NotImplementedError(
-                f"optcore.torch.{type(self).__name__} needs optcore.{self._kernel}, "
-                f"which this build of optcore does not have")
-        options = self._kernel_options(group)
-        needed = self._needed(group)
+        options, needed = self._group_options(group)
+        kernel = self._rules.kernel
         state = self.state
-        stateless = not needed and not self._scalars   # e.g. SGD without momentum
+        stateless = not needed and not self._rules.scalars   # e.g. SGD without momentum
         slots, grads = [], []
         try:
             for j, p in enumerate(group["params"]):
@@ -340,7 +297,7 @@ class KernelOptimizer(Optimizer):
         # One call for the whole group unless its parameters differ in dtype
         # (a kernel call takes one) or their scalar state (step count, NAdam's
         # mu product) has diverged.
-        if self._scalars:
+        if self._rules.scalars:
             keyed = [(*map(float, s.scalar_views), s.view_dtype) for s in slots]
         else:
             keyed = [(bool(s.created), s.view_dtype) for s in slots]
@@ -370,7 +327,8 @@ class KernelOptimizer(Optimizer):
         return {}, {}
 
     def _call(self, kernel, slots, grads, key, needed, options):
-        scalars = dict(zip(self._scalars, key))
+        names = tuple(self._rules.scalars)
+        scalars = dict(zip(names, key))
         if "step" in scalars:
             step = scalars["step"] + 1.0
         else:
@@ -379,14 +337,14 @@ class KernelOptimizer(Optimizer):
             step = 1.0 if key[0] else 2.0
         kwargs = dict(options)
         for i, b in enumerate(needed):
-            kwargs[b.arg] = [s.views[i] for s in slots]
+            kwargs[b.name] = [s.views[i] for s in slots]
         extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)
         kwargs.update(extra)
         store["step"] = step
         kernel([s.view for s in slots], grads, step=int(step), **kwargs)
         # Commit the scalar state (rounded to the tensors' dtype, as torch's is).
         for s in slots:
-            for name, view in zip(self._scalars, s.scalar_views):
+            for name, view in zip(names, s.scalar_views):
                 view[()] = store[name]
         increment_version([s.param for s in slots] + [t for s in slots for t in s.tensors])
 

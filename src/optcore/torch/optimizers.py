@@ -1,30 +1,21 @@
 """The optcore.torch optimizers: torch.optim's signatures over optcore kernels.
 
-Each class is a table for KernelOptimizer (see _base.py): the constructor with
-torch.optim's arguments and defaults (options passed on in torch.optim's
-``defaults`` order, so param_groups look the same), the kernel, the state
-tensors under torch.optim's keys, and the group options the kernel takes.
+Each class declares only its constructor, with torch.optim's arguments and
+defaults (options passed on in torch.optim's ``defaults`` order, so
+param_groups look the same); the kernel, the state tensors (torch.optim's keys)
+and the checks are its entry in ``optcore._spec.OPTIMIZERS`` (see _base.py).
 """
 
-from optcore.torch._base import KernelOptimizer, StateBuffer
+from optcore.optim._options import torch_mu_product
+from optcore.torch._base import KernelOptimizer
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
            "NAdam", "RAdam", "Lion", "LAMB"]
 
 
-def _always(key, arg=None):
-    return StateBuffer(key, arg or key)
-
-
 class SGD(KernelOptimizer):
     """torch.optim.SGD on optcore.sgd_step (state: ``momentum_buffer`` when
     momentum != 0, created by the first step from the gradient, as torch does)."""
-
-    _kernel = "sgd_step"
-    _buffers = (StateBuffer("momentum_buffer", "momentum_buffer",
-                            needed=lambda g: g["momentum"] != 0),)
-    _scalars = {}
-    _options = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
@@ -37,13 +28,6 @@ class SGD(KernelOptimizer):
 class Adam(KernelOptimizer):
     """torch.optim.Adam on optcore.adam_step (state: ``step``, ``exp_avg``,
     ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad)."""
-
-    _kernel = "adam_step"
-    _buffers = (_always("exp_avg"), _always("exp_avg_sq"),
-                StateBuffer("max_exp_avg_sq", "max_exp_avg_sq",
-                            needed=lambda g: g["amsgrad"]))
-    _options = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
-                "decoupled_weight_decay")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
@@ -77,13 +61,6 @@ class RMSprop(KernelOptimizer):
     ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when
     centered)."""
 
-    _kernel = "rmsprop_step"
-    _buffers = (_always("square_avg"),
-                StateBuffer("momentum_buffer", "momentum_buffer",
-                            needed=lambda g: g["momentum"] > 0),
-                StateBuffer("grad_avg", "grad_avg", needed=lambda g: g["centered"]))
-    _options = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
-
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
                  differentiable=False):
@@ -94,15 +71,10 @@ class RMSprop(KernelOptimizer):
 
 
 class Adagrad(KernelOptimizer):
-    """torch.optim.Adagrad on optcore.adagrad_step (state: ``step``, ``sum``;
-    created at construction, filled with initial_accumulator_value, as torch
-    does). Sparse gradients are not supported."""
-
-    _kernel = "adagrad_step"
-    _buffers = (StateBuffer("sum", "state_sum",
-                            fill=lambda opt: opt.defaults["initial_accumulator_value"]),)
-    _options = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
-    _eager_state = True
+    """torch.optim.Adagrad on optcore.adagrad_step (state: ``step``, ``sum``,
+    filled with the constructor's initial_accumulator_value; created at
+    construction, for groups added later at their first step, as torch does).
+    Sparse gradients are not supported."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
@@ -125,10 +97,6 @@ class Adadelta(KernelOptimizer):
     """torch.optim.Adadelta on optcore.adadelta_step (state: ``step``,
     ``square_avg``, ``acc_delta``)."""
 
-    _kernel = "adadelta_step"
-    _buffers = (_always("square_avg"), _always("acc_delta"))
-    _options = ("lr", "rho", "eps", "weight_decay", "maximize")
-
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None,
                  *, capturable=False, maximize=False, differentiable=False):
         super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
@@ -139,10 +107,6 @@ class Adadelta(KernelOptimizer):
 class Adamax(KernelOptimizer):
     """torch.optim.Adamax on optcore.adamax_step (state: ``step``,
     ``exp_avg``, ``exp_inf``)."""
-
-    _kernel = "adamax_step"
-    _buffers = (_always("exp_avg"), _always("exp_inf"))
-    _options = ("lr", "betas", "eps", "weight_decay", "maximize")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False):
@@ -155,11 +119,6 @@ class NAdam(KernelOptimizer):
     """torch.optim.NAdam on optcore.nadam_step (state: ``step``,
     ``mu_product``, ``exp_avg``, ``exp_avg_sq``)."""
 
-    _kernel = "nadam_step"
-    _buffers = (_always("exp_avg"), _always("exp_avg_sq"))
-    _scalars = {"step": 0.0, "mu_product": 1.0}
-    _options = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
-                "decoupled_weight_decay", "maximize")
 
     def _scalar_args(self, scalars, step, options, views):
         # torch updates the mu_product tensor in its own dtype (float32 unless
@@ -167,11 +126,9 @@ class NAdam(KernelOptimizer):
         # rounded product in this step; the kernel multiplies in double. Hand
         # the kernel the factor that makes its product torch's, so both take
         # the same step (even float64 parameters differ by ~1e-9 otherwise).
-        mu = options["beta1"] * (1.0 - 0.5 * 0.96 ** (step * options["momentum_decay"]))
-        dtype = views[1].dtype.type
-        product = float(dtype(scalars["mu_product"]) * dtype(mu))
-        kernel_arg = product / mu if mu != 0.0 else scalars["mu_product"]
-        return {"mu_product": kernel_arg}, {"mu_product": product}
+        arg, product = torch_mu_product(scalars["mu_product"], step, options["beta1"],
+                                        options["momentum_decay"], views[1].dtype.type)
+        return {"mu_product": arg}, {"mu_product": product}
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
@@ -187,11 +144,6 @@ class RAdam(KernelOptimizer):
     """torch.optim.RAdam on optcore.radam_step (state: ``step``, ``exp_avg``,
     ``exp_avg_sq``)."""
 
-    _kernel = "radam_step"
-    _buffers = (_always("exp_avg"), _always("exp_avg_sq"))
-    _options = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
-                "maximize")
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
                  capturable=False, differentiable=False):
@@ -205,10 +157,6 @@ class Lion(KernelOptimizer):
     """Lion (sign of an interpolated momentum; Chen et al. 2023) on
     optcore.lion_step; not in torch.optim. State: ``step``, ``exp_avg``."""
 
-    _kernel = "lion_step"
-    _buffers = (_always("exp_avg"),)
-    _options = ("lr", "betas", "weight_decay", "maximize")
-
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False):
         super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay,
@@ -220,10 +168,6 @@ class LAMB(KernelOptimizer):
     """LAMB (Adam with a per-tensor trust ratio; You et al. 2019) on
     optcore.lamb_step; not in torch.optim. State: ``step``, ``exp_avg``,
     ``exp_avg_sq``."""
-
-    _kernel = "lamb_step"
-    _buffers = (_always("exp_avg"), _always("exp_avg_sq"))
-    _options = ("lr", "betas", "eps", "weight_decay", "maximize")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
                  *, maximize=False, foreach=None, capturable=False, differentiable=False):

@@ -1,0 +1,140 @@
+"""The state arenas of the NumPy optimizers: every tensor state of a group
+lives in one contiguous, 64-byte aligned arena per state kind and dtype, and
+the per-parameter entries of ``state`` are views into it."""
+
+import numpy as np
+
+# Arena slots start on cache-line (and SIMD) boundaries.
+_ALIGN = 64
+
+
+def _aligned_empty(n, dtype):
+    """A 1-D array of ``n`` elements whose first element is _ALIGN-byte aligned."""
+    itemsize = dtype.itemsize
+    raw = np.empty(n + _ALIGN // itemsize, dtype)
+    shift = (-raw.ctypes.data % _ALIGN) // itemsize
+    return raw[shift:shift + n]
+
+
+def _slot(n, itemsize):
+    per = _ALIGN // itemsize
+    return (n + per - 1) // per * per
+
+
+class _Layout:
+    """Where each parameter of a group sits in the group's arenas: one arena
+    per (state kind, dtype); ``offsets[j]`` is parameter j's first element in
+    the arena of its dtype."""
+
+    def __init__(self, params):
+        self.offsets = []
+        self.totals = {}
+        for p in params:
+            off = self.totals.get(p.dtype, 0)
+            self.offsets.append(off)
+            self.totals[p.dtype] = off + _slot(p.size, p.itemsize)
+
+
+class _NewKinds:
+    """State kinds a group is getting now (see ``Optimizer._new_kinds``):
+    their new arenas, and views for existing entries, attached only once a
+    kernel call that uses them has returned."""
+
+    __slots__ = ("g", "kinds", "arenas", "views", "done")
+
+    def __init__(self, g, kinds):
+        self.g = g
+        self.kinds = kinds
+        self.arenas = {}        # (kind, dtype) -> new arena
+        self.views = {}         # (index in group, kind) -> view for an existing entry
+        self.done = False
+
+
+
+class ArenaMixin:
+    """The arena methods of ``optcore.optim.base.Optimizer``."""
+
+    # -- arenas --
+
+    def _new_kinds(self, g, kinds):
+        """What giving group g the state ``kinds`` takes, or None when it has
+        them all: arenas not allocated yet and views for the existing entries
+        that lack a kind. Nothing is attached until ``_attach_kinds``, so that
+        a step that raises later leaves the state as it was."""
+        ready = self._ready[g]
+        if ready.issuperset(kinds):
+            return None
+        group, layout, arenas = self.param_groups[g], self._layouts[g], self._arenas[g]
+        new = _NewKinds(g, kinds)
+        for kind in kinds:
+            if kind in ready:
+                continue
+            for dt, total in layout.totals.items():
+                if (kind, dt) not in arenas:
+                    arena = _aligned_empty(total, dt)
+                    arena.fill(self._fill(kind))
+                    new.arenas[kind, dt] = arena
+            for j in range(len(group["params"])):
+                st = self._state.get(self._starts[g] + j)
+                if st is not None and kind not in st:
+                    new.views[j, kind] = self._view(g, j, kind, new.arenas)
+        return new
+
+    def _attach_kinds(self, new):
+        """Apply ``_new_kinds``: from now on the group holds those kinds."""
+        if new.done:
+            return
+        g = new.g
+        self._arenas[g].update(new.arenas)
+        for (j, kind), view in new.views.items():
+            st = self._state.get(self._starts[g] + j)
+            if st is not None and kind not in st:
+                st[kind] = view
+        self._ready[g].update(new.kinds)
+        self._calls[g] = None
+        new.done = True
+
+    def _view(self, g, j, kind, new_arenas=None):
+        p = self.param_groups[g]["params"][j]
+        off = self._layouts[g].offsets[j]
+        arena = new_arenas.get((kind, p.dtype)) if new_arenas else None
+        if arena is None:
+            arena = self._arenas[g][kind, p.dtype]
+        return arena[off:off + p.size].reshape(p.shape)
+
+    def _new_entry(self, g, j, kinds, new=None):
+        """A first-step state entry for parameter j of group g: initial
+        scalars and views into the arenas. Not registered: the caller puts it
+        into ``_state`` once the step that creates it cannot fail any more."""
+        st = dict(self._rules.scalars)
+        arenas = new.arenas if new is not None else None
+        for kind in kinds:
+            st[kind] = self._view(g, j, kind, arenas)
+        return st
+
+    def _init_group_state(self, g):
+        kinds = self._buffers(self.param_groups[g])
+        new = self._new_kinds(g, kinds)
+        if new is not None:
+            self._attach_kinds(new)
+        for j in range(len(self.param_groups[g]["params"])):
+            if self._starts[g] + j not in self._state:
+                self._state[self._starts[g] + j] = self._new_entry(g, j, kinds)
+        self._calls[g] = None
+
+    def arena(self, group=0, kind=None, dtype=None):
+        """The 1-D arena holding state ``kind`` of every parameter of ``group``
+        (of ``dtype``, needed only when the group mixes dtypes). The entries of
+        ``state`` are views into it. KeyError before the state exists."""
+        arenas = self._arenas[group]
+        matches = [a for (k, dt), a in arenas.items()
+                   if k == kind and (dtype is None or dt == np.dtype(dtype))]
+        if len(matches) != 1:
+            if not matches:
+                raise KeyError(f"group {group} has no {kind!r} state"
+                               + (f" of dtype {np.dtype(dtype)}" if dtype else ""))
+            raise KeyError(f"group {group} has {kind!r} arenas of several dtypes; "
+                           f"pass dtype=")
+        return matches[0]
+
+    # -- stepping --

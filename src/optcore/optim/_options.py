@@ -1,0 +1,154 @@
+"""Option rules of both class layers (optcore.optim and optcore.torch), read
+from the spec (``optcore._spec``) once per class.
+
+The value checks are ``optcore.kernels._checks`` (the functional kernels'
+own), so a bad value gets the same message from ``optcore.adam_step``,
+``optcore.Adam`` and ``optcore.torch.Adam``. The rules torch.optim applies
+on top (Nesterov, one-element tensor hyperparameters, ``fused``/``foreach``,
+NAdam's rounded ``mu_product``) keep torch's wording and live here only.
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from optcore._spec import OPTIMIZER, Hyper, OptimizerSpec, kernel_options
+from optcore.kernels._checks import flag, hyper
+
+__all__ = ["Rules", "rules_for", "check_flags", "torch_mu_product"]
+
+
+def _plain(value: Any, name: str) -> Any:
+    """A torch tensor hyperparameter as its number (torch.optim accepts
+    one-element tensors, e.g. a tensor lr); anything else as it is."""
+    numel = getattr(value, "numel", None)
+    if callable(numel) and hasattr(value, "item"):
+        if numel() != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        return value.item()
+    return value
+
+
+def _nesterov(values: Mapping[str, Any]) -> None:
+    if values["nesterov"] and (values["momentum"] <= 0 or values["dampening"] != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+
+#: torch.optim's cross-option rules, by the option that triggers them.
+_CROSS_RULES: dict[str, Callable[[Mapping[str, Any]], None]] = {"nesterov": _nesterov}
+
+
+def check_flags(where: str, flags: Mapping[str, Any], params: str) -> None:
+    """torch.optim's implementation switches: ``foreach``/``fused`` are
+    accepted and change nothing (every step is one fused multi-tensor call);
+    ``capturable=True`` and ``differentiable=True`` cannot be honoured.
+    ``where`` names the class, ``params`` what it updates."""
+    if flags.get("fused") and flags.get("foreach"):
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if flags.get("differentiable"):
+        raise ValueError(
+            f"{where} does not support differentiable=True: its kernels update the "
+            f"{params} in place outside autograd (use torch.optim for a "
+            f"differentiable optimizer step)")
+    if flags.get("capturable"):
+        raise ValueError(
+            f"{where} does not support capturable=True: CUDA-graph capture does not "
+            f"apply to the {params} it updates")
+
+
+class Rules:
+    """The spec of one optimizer class, as its class layers use it.
+
+    ``kernel``: the functional kernel (imported from its module),
+    ``state``: its state buffers (``optcore._spec.Buffer``) in torch's key
+    order, ``scalars``: per-parameter scalar state and initial values."""
+
+    def __init__(self, spec: OptimizerSpec) -> None:
+        self.spec = spec
+        kspec = spec.spec
+        module = importlib.import_module(f"optcore.kernels.{kspec.module}")
+        self.kernel: Callable[..., Any] = getattr(module, kspec.name)
+        self.state = kspec.state
+        self.state_keys = tuple(b.state_key for b in self.state)
+        self.kernel_args = {b.state_key: b.name for b in self.state}
+        self.scalars = dict(spec.scalars)
+        self.eager = spec.eager
+        self.flags = spec.flags
+        hypers = {h.name: h for h in kspec.hypers}
+        hypers.update({h.name: h for h in spec.extra})
+        # (option, its check: a Hyper, or the pair for betas)
+        self._checks: list[tuple[str, Any]] = []
+        for name in spec.options:
+            if name == "betas":
+                self._checks.append((name, (hypers["beta1"], hypers["beta2"])))
+            else:
+                self._checks.append((name, hypers[name]))
+        self._cross = [rule for name, rule in _CROSS_RULES.items() if name in spec.options]
+
+    def check(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options as checked plain values (floats, bools, ``betas`` a
+        pair of floats), in ``spec.options`` order; ValueError/TypeError with
+        the kernels' message for a bad one."""
+        out: dict[str, Any] = {}
+        for name, check in self._checks:
+            value = options[name]
+            if isinstance(check, Hyper):
+                out[name] = _checked(_plain(value, name), check)
+                continue
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
+            out[name] = tuple(_checked(_plain(v, f"betas[{i}]"), h)
+                              for i, (v, h) in enumerate(zip(value, check)))
+        for rule in self._cross:
+            rule(out)
+        return out
+
+    def kernel_options(self, checked: Mapping[str, Any]) -> dict[str, Any]:
+        """The kernel's keywords from ``check``'s result."""
+        return kernel_options(self.spec, checked)
+
+    def needed(self, options: Mapping[str, Any]) -> tuple:
+        """The state buffers these (checked) options use."""
+        return tuple(b for b in self.state if b.needed is None or b.needed.holds(options))
+
+    @staticmethod
+    def fill(buffer: Any, defaults: Mapping[str, Any]) -> float:
+        """Initial value of a state buffer: ``"fill:<option>"`` takes the
+        constructor's value of that option (``defaults``), as torch.optim's
+        Adagrad does for every group, also groups added later."""
+        if buffer.init.startswith("fill:"):
+            return defaults[buffer.init[5:]]
+        return 0.0
+
+
+def _checked(value: Any, h: Hyper) -> Any:
+    if h.ctype == "bint":
+        return flag(value, h.name)
+    return hyper(value, h.name, h.check or "", h.what, h.index)
+
+
+_RULES: dict[str, Rules] = {}
+
+
+def rules_for(name: str) -> Rules:
+    """The Rules of spec entry ``name`` (built once)."""
+    rules = _RULES.get(name)
+    if rules is None:
+        rules = _RULES[name] = Rules(OPTIMIZER[name])
+    return rules
+
+
+def torch_mu_product(mu_product: float, step: float, beta1: float, momentum_decay: float,
+                     dtype: Any = np.float32) -> tuple[float, float]:
+    """NAdam's ``mu_product`` as torch.optim keeps it: a tensor of torch's
+    default dtype (float32 unless changed), updated ``mu_product *= mu`` in
+    that dtype, the rounded product used in the step. The kernel multiplies
+    in double, so it gets the factor that makes its product torch's. Returns
+    (the kernel's ``mu_product`` argument, the value to store)."""
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    product = float(dtype(mu_product) * dtype(mu))
+    return (product / mu if mu != 0.0 else mu_product), product

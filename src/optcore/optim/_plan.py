@@ -1,0 +1,346 @@
+"""Step planning of the NumPy optimizers: gradients split per group and
+checked, the kernel calls of a step prepared (and checked against each other)
+before the first one runs, and run."""
+
+import numbers
+import operator
+from operator import itemgetter
+
+import numpy as np
+
+from optcore.kernels._buffers import find_overlap
+from optcore.optim._checks import _MAX_STEP, _check_like, _check_state_array
+
+
+class _Call:
+    """One kernel call of a step, prepared (and checked) before any call of
+    the step runs. ``entries`` are the state entries it advances (not yet
+    registered when ``fresh``: a first step), ``indices`` their global
+    parameter indices."""
+
+    __slots__ = ("g", "indices", "params", "grads", "entries", "kinds", "buffers",
+                 "scalars", "fresh", "hyper", "new_kinds")
+
+    def __init__(self, g, indices, params, grads, entries, kinds, buffers, scalars, fresh,
+                 hyper, new_kinds=None):
+        self.g = g
+        self.indices = indices
+        self.params = params
+        self.grads = grads
+        self.entries = entries
+        self.kinds = kinds
+        self.buffers = buffers
+        self.scalars = scalars
+        self.fresh = fresh
+        self.hyper = hyper
+        self.new_kinds = new_kinds
+
+
+
+class PlanMixin:
+    """The stepping methods of ``optcore.optim.base.Optimizer``."""
+
+    def _group_hyper(self, g):
+        """The kernel keywords of group g, checked again whenever a value of
+        the group changed since the last step (users edit param_groups)."""
+        group = self.param_groups[g]
+        try:
+            values = tuple([tuple(v) if type(v) is list else v
+                            for v in [group[k] for k in self.defaults]])
+        except KeyError:
+            values = None
+        cached = self._hyper_cache[g]
+        try:
+            unchanged = values is not None and cached is not None and cached[0] == values
+        except (TypeError, ValueError):      # e.g. an array put in the group
+            unchanged = False
+        if unchanged:
+            return cached[1]
+        hyper = self._rules.kernel_options(self._check_hyper(group, f"param group {g}"))
+        self._hyper_cache[g] = (values, hyper)
+        return hyper
+
+    def _plan(self, grads):
+        """Split ``grads`` per group and check them. Returns ``(checked,
+        copied)``: per group ``(g, grads, hyperparameters, complete)``, and
+        ``(g, j, original)`` for every gradient replaced by an aligned copy
+        (gradients are only read, so a misaligned one is copied rather than
+        refused; the original still may not overlap a written buffer)."""
+        ngroups = len(self.param_groups)
+        sizes = [len(gr["params"]) for gr in self.param_groups]
+        if isinstance(grads, dict):
+            plan = {}
+            for g, gs in grads.items():
+                if not isinstance(g, (int, np.integer)) or not 0 <= g < ngroups:
+                    raise ValueError(f"grads has key {g!r}, not a parameter group index "
+                                     f"(0..{ngroups - 1})")
+                plan[int(g)] = gs
+            plan = sorted(plan.items())
+        elif isinstance(grads, (list, tuple)):
+            nested = (len(grads) == ngroups and len(grads) > 0
+                      and all(isinstance(gs, (list, tuple)) for gs in grads))
+            if nested:
+                plan = list(enumerate(grads))
+            else:
+                total = sum(sizes)
+                if len(grads) != total:
+                    raise ValueError(f"grads has {len(grads)} entries but the optimizer has "
+                                     f"{total} parameters (pass one gradient per parameter, "
+                                     f"or one list per parameter group)")
+                plan, pos = [], 0
+                for g, n in enumerate(sizes):
+                    plan.append((g, grads[pos:pos + n]))
+                    pos += n
+        else:
+            raise TypeError(f"grads must be a list of arrays (one per parameter), a list of "
+                            f"lists (one per group) or a dict {{group index: list}}, got "
+                            f"{type(grads).__name__}")
+        checked, copied = [], []
+        for g, gs in plan:
+            group = self.param_groups[g]
+            if not isinstance(gs, (list, tuple)):
+                raise TypeError(f"grads for group {g} must be a list, got {type(gs).__name__}")
+            if len(gs) != sizes[g]:
+                raise ValueError(f"grads for group {g} has {len(gs)} entries but the group "
+                                 f"has {sizes[g]} parameters")
+            hyper = self._group_hyper(g)
+            out = []
+            complete = True
+            for j, (p, gr) in enumerate(zip(group["params"], gs)):
+                if gr is None:
+                    out.append(None)
+                    complete = False
+                    continue
+                if (type(gr) is np.ndarray and gr.dtype is p.dtype and gr.shape == p.shape
+                        and gr.flags.aligned):
+                    out.append(gr)
+                    continue
+                label = f"grad of parameter {self._starts[g] + j} (group {g}, index {j})"
+                if not isinstance(gr, np.ndarray):
+                    try:
+                        gr = np.asarray(gr)
+                    except Exception as exc:
+                        raise TypeError(f"{label} is not an array: {exc}") from None
+                _check_like(gr, p, label)
+                if not gr.flags.aligned:
+                    copied.append((g, j, gr))
+                    gr = np.array(gr, order="C")
+                out.append(gr)
+            checked.append((g, out, hyper, complete))
+        return checked, copied
+
+    def _run(self, fn, call):
+        new = self._call(fn, call.params, call.grads, call.buffers, call.scalars,
+                         call.fresh, call.hyper)
+        # The kernel returned: only now does the step's new state become state.
+        if call.new_kinds is not None:
+            self._attach_kinds(call.new_kinds)
+        if call.fresh:
+            for idx, st in zip(call.indices, call.entries):
+                self._state[idx] = st
+            self._calls[call.g] = None
+        if new and call.entries:
+            for st in call.entries:
+                st.update(new)
+
+    def _group_calls(self, g, grads, hyper, complete):
+        """The kernel calls that step group g, prepared and checked, with the
+        state they create (first-step entries, newly needed kinds) kept aside
+        until they have run."""
+        group = self.param_groups[g]
+        params = group["params"]
+        kinds = self._buffers(group)
+        single_dtype = len(self._layouts[g].totals) == 1
+        start = self._starts[g]
+        if not kinds and not self._scalar_names:            # stateless (SGD without momentum)
+            if complete and single_dtype:
+                return [_Call(g, range(start, start + len(params)), params, grads, None,
+                              (), {}, {}, False, hyper)]
+            new = None
+        else:
+            new = self._new_kinds(g, kinds)
+            if complete and single_dtype and new is None:
+                call = self._cached_call(g, kinds, grads, hyper)
+                if call is not None:
+                    return [call]
+        # The general case: one call per (dtype, scalar state, first step).
+        scalar_names = self._scalar_names
+        keep_state = bool(kinds) or bool(scalar_names)
+        buckets = {}
+        for j, (p, gr) in enumerate(zip(params, grads)):
+            if gr is None:
+                continue
+            idx = start + j
+            st = self._state.get(idx) if keep_state else None
+            fresh = st is None and keep_state
+            if fresh:
+                st = self._new_entry(g, j, kinds, new)
+                arrays = [st[kind] for kind in kinds]
+                scalars = tuple(st[k] for k in scalar_names)
+            elif keep_state:
+                arrays = self._state_arrays(g, j, st, kinds, new)
+                scalars = self._entry_scalars(st, g, j)
+            else:
+                arrays, scalars = (), ()
+            key = (p.dtype, scalars, fresh)
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = ([], [], [], [], [[] for _ in kinds])
+            bucket[0].append(idx)
+            bucket[1].append(p)
+            bucket[2].append(gr)
+            bucket[3].append(st)
+            for column, a in zip(bucket[4], arrays):
+                column.append(a)
+        calls = []
+        for (_, scalars, fresh), (indices, ps, gs, entries, columns) in buckets.items():
+            buffers = {self._rules.kernel_args[kind]: column
+                       for kind, column in zip(kinds, columns)}
+            calls.append(_Call(g, indices, ps, gs, entries if keep_state else None, kinds,
+                               buffers, dict(zip(scalar_names, scalars)), fresh, hyper, new))
+        return calls
+
+    def _cached_call(self, g, kinds, grads, hyper):
+        """The usual case, fast: one dtype, every parameter has a gradient and
+        state with the same scalar state -> one call over the whole group,
+        with its state arguments cached until the state changes; None when
+        the group needs the general case."""
+        call = self._calls[g]
+        if call is not None:
+            # State entries are the truth: rebuild if a user replaced (or
+            # deleted) an array. Compared by identity, never by value (an
+            # equal-valued replacement is still another array); the cache
+            # holds the arrays, so no other object can take their place.
+            entries = call[1]
+            try:
+                if call[0] != kinds or not all([all(map(operator.is_, map(get, entries),
+                                                        column))
+                                                for get, column in call[4]]):
+                    call = None
+            except KeyError:
+                call = None
+        if call is None:
+            call = self._one_call(g, kinds)
+            if call is None:
+                return None
+        entries, buffers, scalars_of = call[1:4]
+        try:
+            values = list(map(scalars_of, entries)) if scalars_of else [()]
+        except KeyError:            # a deleted scalar: the general case names it
+            return None
+        first = values[0]
+        if values.count(first) != len(values):
+            return None
+        names = self._scalar_names
+        if len(names) == 1:
+            first = (first,)
+        scalars = self._checked_scalars(first, g, 0)
+        start = self._starts[g]
+        return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
+                     grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
+
+    def _one_call(self, g, kinds):
+        """(kinds, state entries, kernel state arguments, scalar getter,
+        [(state array getter, the arrays it gave)]) for a step of the whole
+        group in one call, or None while some parameter has no state yet.
+        The state arrays are checked here."""
+        start = self._starts[g]
+        entries = [self._state.get(i)
+                   for i in range(start, start + len(self.param_groups[g]["params"]))]
+        if None in entries:
+            return None
+        arrays = [self._state_arrays(g, j, st, kinds, None) for j, st in enumerate(entries)]
+        columns = [[a[k] for a in arrays] for k in range(len(kinds))]
+        buffers = {self._rules.kernel_args[kind]: column
+                   for kind, column in zip(kinds, columns)}
+        names = self._scalar_names
+        call = (kinds, entries, buffers, itemgetter(*names) if names else None,
+                [(itemgetter(kind), column) for kind, column in zip(kinds, columns)])
+        self._calls[g] = call
+        return call
+
+    # -- checks of a step, before its first kernel call --
+
+    def _state_arrays(self, g, j, st, kinds, new):
+        """The arrays of ``kinds`` in parameter j's state entry (or, for a kind
+        the group gets only now, its new view), each checked as the kernel
+        would: a step's later call must not fail after an earlier one wrote."""
+        p = self.param_groups[g]["params"][j]
+        out = []
+        for kind in kinds:
+            a = st.get(kind)
+            if a is None:
+                a = new.views.get((j, kind)) if new is not None else None
+                if a is None:
+                    raise ValueError(
+                        f"{self._label(g, j)}, state {kind!r}: missing (deleted from the "
+                        f"state entry?); {type(self).__name__} with these options needs it")
+            else:
+                _check_state_array(a, p, kind, self._label(g, j))
+            out.append(a)
+        return out
+
+    def _checked_scalars(self, values, g, j):
+        """The scalar state (in the spec's ``scalars`` order) of parameter j of
+        group g, checked as the kernel would check it."""
+        for name, value in zip(self._scalar_names, values):
+            if name == "step":
+                if type(value) is int and 0 <= value < _MAX_STEP:
+                    continue
+                if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+                    raise TypeError(f"{self._label(g, j)}, state 'step': must be an "
+                                    f"integer, got {value!r}")
+                if not 0 <= operator.index(value) < _MAX_STEP:
+                    raise ValueError(f"{self._label(g, j)}, state 'step': must be a "
+                                     f"non-negative integer, got {value!r}")
+            elif type(value) is not float and (isinstance(value, (bool, np.bool_))
+                                               or not isinstance(value, numbers.Real)):
+                raise TypeError(f"{self._label(g, j)}, state {name!r}: must be a real "
+                                f"number, got {value!r}")
+        return values
+
+    def _entry_scalars(self, st, g, j):
+        try:
+            values = tuple([st[name] for name in self._scalar_names])
+        except KeyError as exc:
+            raise ValueError(f"{self._label(g, j)}, state {exc.args[0]!r}: missing "
+                             f"(deleted from the state entry?)") from None
+        return self._checked_scalars(values, g, j)
+
+    def _label(self, g, j):
+        return f"parameter {self._starts[g] + j} (group {g}, index {j})"
+
+    def _check_calls(self, calls, copied):
+        """What each kernel call cannot see: its buffers against the other
+        calls' (no gradient may share memory with a parameter or state of any
+        call, no written buffer with another), the originals of copied
+        gradients, and the writability of everything written."""
+        written, read = [], []
+        for call in calls:
+            written += call.params
+            for column in call.buffers.values():
+                written += column
+            read += call.grads
+        read += [original for _, _, original in copied]
+        for k, a in enumerate(written):
+            if not a.flags.writeable:
+                raise ValueError(f"{self._describe(calls, copied, k)} is read-only; optcore "
+                                 f"updates it in place")
+        pair = find_overlap(written, read)
+        if pair is not None:
+            i, j = (self._describe(calls, copied, k) for k in pair)
+            raise ValueError(f"{i} and {j} share memory; a gradient may not overlap a "
+                             f"parameter or optimizer state, nor may two of those overlap")
+
+    def _describe(self, calls, copied, k):
+        """Name buffer k of ``_check_calls``' written + read lists (error path)."""
+        written, read = [], []
+        for call in calls:
+            start = self._starts[call.g]
+            labels = [self._label(call.g, idx - start) for idx in call.indices]
+            written += labels
+            for kind in call.kinds:
+                written += [f"the {kind!r} state of {label}" for label in labels]
+            read += [f"the grad of {label}" for label in labels]
+        read += [f"the grad of {self._label(g, j)}" for g, j, _ in copied]
+        return (written + read)[k]

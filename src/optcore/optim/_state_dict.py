@@ -1,0 +1,148 @@
+"""state_dict, load_state_dict and pickling of the NumPy optimizers."""
+
+import copy
+
+import numpy as np
+
+from optcore.optim._arena import _aligned_empty
+from optcore.optim._checks import _check_like, _load_scalar
+
+
+class StateDictMixin:
+    """The state_dict methods of ``optcore.optim.base.Optimizer``."""
+
+    # -- state_dict --
+
+    def state_dict(self):
+        """A deep copy of the state, in torch.optim's layout::
+
+            {"state": {index: {"step": int, "exp_avg": ndarray, ...}},
+             "param_groups": [{"lr": ..., ..., "params": [indices]}]}
+
+        Only plain Python containers, numbers, strings and NumPy arrays."""
+        state = {}
+        for idx in sorted(self._state):
+            state[idx] = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                          for k, v in self._state[idx].items()}
+        groups = []
+        for g, group in enumerate(self.param_groups):
+            saved = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            saved["params"] = list(range(self._starts[g],
+                                         self._starts[g] + len(group["params"])))
+            groups.append(saved)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Load a ``state_dict()`` (deep-copied). Everything is checked first
+        (layout, group and parameter counts, hyperparameters, state keys,
+        shapes, dtypes): a load that raises leaves the optimizer unchanged."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict has no {key!r} entry")
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_groups, (list, tuple)):
+            raise TypeError("state_dict['param_groups'] must be a list of dicts")
+        if not isinstance(saved_state, dict):
+            raise TypeError("state_dict['state'] must be a dict {parameter index: dict}")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups "
+                             f"but the optimizer has {len(self.param_groups)}")
+
+        # Saved parameter index -> (group, position), and the new groups.
+        where, new_groups = {}, []
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if not isinstance(saved, dict):
+                raise TypeError(f"state_dict['param_groups'][{g}] must be a dict")
+            if "params" not in saved:
+                raise ValueError(f"state_dict['param_groups'][{g}] has no 'params'")
+            ids = saved["params"]
+            if not isinstance(ids, (list, tuple)) or len(ids) != len(group["params"]):
+                n = len(ids) if isinstance(ids, (list, tuple)) else ids
+                raise ValueError(f"loaded parameter group {g} has {n} parameters but the "
+                                 f"optimizer's group {g} has {len(group['params'])}")
+            for j, idx in enumerate(ids):
+                if idx in where:
+                    raise ValueError(f"parameter index {idx!r} appears twice in the loaded "
+                                     f"param_groups")
+                where[idx] = (g, j)
+            new = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+            if isinstance(new.get("betas"), list):
+                new["betas"] = tuple(new["betas"])
+            self._check_hyper(new, f"loaded param group {g}")
+            new["params"] = group["params"]
+            new_groups.append(new)
+
+        # Check every state entry against its parameter.
+        scalar_names = set(self._rules.scalars)
+        entries = {}              # (g, j) -> {key: value}
+        for idx, saved in saved_state.items():
+            if idx not in where:
+                raise ValueError(f"loaded state has an entry for parameter {idx!r}, which "
+                                 f"no loaded param_group lists")
+            g, j = where[idx]
+            p = self.param_groups[g]["params"][j]
+            label = f"loaded state of parameter {idx!r}"
+            if not isinstance(saved, dict):
+                raise TypeError(f"{label} must be a dict, got {type(saved).__name__}")
+            needed = set(self._buffers(new_groups[g])) | scalar_names
+            missing = needed - set(saved)
+            if missing:
+                raise ValueError(f"{label} lacks {sorted(missing)} (needed by "
+                                 f"{type(self).__name__} with these options)")
+            allowed = set(self._rules.state_keys) | scalar_names
+            extra = set(saved) - allowed
+            if extra:
+                raise ValueError(f"{label} has unknown keys {sorted(map(str, extra))} "
+                                 f"({type(self).__name__} state keys: {sorted(allowed)})")
+            entry = {}
+            for key, value in saved.items():
+                if key in scalar_names:
+                    entry[key] = _load_scalar(key, value, label)
+                    continue
+                if not isinstance(value, np.ndarray):
+                    raise TypeError(f"{label}: {key!r} must be a NumPy array, got "
+                                    f"{type(value).__name__}")
+                _check_like(value, p, f"{label}: {key!r}")
+                entry[key] = value
+            entries[g, j] = entry
+
+        # Build the new arenas and state, then swap them in.
+        new_arenas = [{} for _ in self.param_groups]
+        new_state = {}
+        for g, group in enumerate(new_groups):
+            layout = self._layouts[g]
+            kinds = {k for (gg, _), e in entries.items() if gg == g
+                     for k in e if k not in scalar_names}
+            for kind in sorted(kinds):
+                for dt, total in layout.totals.items():
+                    arena = _aligned_empty(total, dt)
+                    arena.fill(self._fill(kind))
+                    new_arenas[g][kind, dt] = arena
+            for j, p in enumerate(group["params"]):
+                entry = entries.get((g, j))
+                if entry is None:
+                    continue
+                off = layout.offsets[j]
+                st = {}
+                for key, value in entry.items():
+                    if key in scalar_names:
+                        st[key] = value
+                    else:
+                        view = new_arenas[g][key, p.dtype][off:off + p.size].reshape(p.shape)
+                        view[...] = value
+                        st[key] = view
+                new_state[self._starts[g] + j] = st
+
+        self._arenas = new_arenas
+        self._ready = [set() for _ in new_arenas]   # views get attached on the next step
+        self._hyper_cache = [None] * len(self.param_groups)
+        self._calls = [None] * len(self.param_groups)
+        self._state = new_state
+        for group, new in zip(self.param_groups, new_groups):
+            group.clear()
+            group.update(new)
+        if self._rules.eager:
+            for g in range(len(self.param_groups)):
+                self._init_group_state(g)
