@@ -174,7 +174,7 @@ def python_params(kernel: Any, wrapper: dict[str, Any], stub: bool = False) -> l
     return params
 
 
-def check_line(h: Any, wrapper: dict[str, Any]) -> str:
+def check_line(h: Any, wrapper: dict[str, Any], checks: dict[str, str]) -> str:
     """The C value of one hyperparameter, checked (or fixed by an alias)."""
     ctype = CTYPES[h.ctype][0]
     if h.name in wrapper["fixed"]:
@@ -182,15 +182,27 @@ def check_line(h: Any, wrapper: dict[str, Any]) -> str:
         return f"    cdef {ctype} c_{h.name} = {value!r}"
     if not h.python:
         return f"    cdef {ctype} c_{h.name} = {h.default!r}"
+    # The common case (a float within bounds, a bool) is decided inline; any
+    # other value goes to the shared check, which converts it or raises.
+    name, var = h.name, "c_" + h.name
     if h.ctype == "step":
-        call = f"_step({h.name})"
-    elif h.ctype == "bint":
-        call = f'_flag({h.name}, "{h.name}")'
-    elif h.check:
-        call = f'_hyper({h.name}, "{h.name}", "{h.check}", "{h.what}", {h.index})'
+        return f"    cdef long long {var} = _step({name})"
+    if h.ctype == "bint":
+        return (f"    cdef bint {var} = {name} is True\n"
+                f"    if not {var} and {name} is not False:\n"
+                f'        {var} = _flag({name}, "{name}")')
+    if h.check:
+        test = f"type({name}) is float and " + checks[h.check].replace("x", f"<double>{name}")
+        slow = wrap_call(f"        {var} = _hyper",
+                         [name, f'"{name}"', f'"{h.check}"', f'"{h.what}"', str(h.index)], "")
     else:
-        call = f'_real({h.name}, "{h.name}")'
-    return f"    cdef {ctype} c_{h.name} = {call}"
+        test = f"type({name}) is float"
+        slow = f'        {var} = _real({name}, "{name}")'
+    return (f"    cdef double {var}\n"
+            f"    if {test}:\n"
+            f"        {var} = <double>{name}\n"
+            f"    else:\n"
+            f"{slow}")
 
 
 def bind_roles(kernel: Any) -> str:
