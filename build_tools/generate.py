@@ -205,12 +205,18 @@ def check_line(h: Any, wrapper: dict[str, Any], checks: dict[str, str]) -> str:
             f"{slow}")
 
 
-def bind_roles(kernel: Any) -> str:
+def bind_call(kernel: Any) -> str:
+    """Bind the buffers with their roles (ABSENT when a needed-buffer's
+    condition does not hold)."""
     roles = []
     for b in kernel.buffers:
         role = "WRITE" if b.role == "write" else "READ"
         roles.append(f"{role} if {b.needed.cython('c_')} else ABSENT" if b.needed else role)
-    return "(" + ", ".join(roles) + ("," if len(roles) == 1 else "") + ")"
+    if len(roles) == 1:
+        roles[0] += ","          # a one-element tuple
+    objects = ", ".join(b.name for b in kernel.buffers) + ("," if len(roles) == 1 else "")
+    return (wrap_call("    cdef tuple roles = ", roles, "") + "\n"
+            + f"    cdef BufferSet b = bind(_NAMES, ({objects}), roles)")
 
 
 def run_call(kernel: Any, head: str) -> str:
@@ -237,7 +243,7 @@ def docstring(text: str, indent: str) -> str:
 
 NAMESPACE = dict(bullet=bullet, c_decl=c_decl, c_names=c_names, c_forward=c_forward, comment=comment,
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
-                 check_line=check_line, bind_roles=bind_roles, run_call=run_call,
+                 check_line=check_line, bind_call=bind_call, run_call=run_call,
                  numba_args=numba_args, docstring=docstring, wrap_call=wrap_call,
                  RESULTS=RESULTS, EXTRA_CIMPORTS=EXTRA_CIMPORTS)
 
