@@ -55,9 +55,8 @@ cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t start
 
 cdef inline void _run(void** param, void** grad, void** square_avg, void** acc_delta,
                       const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr,
-                      double rho, double eps, double weight_decay, bint maximize,
-                      int num_threads, segment_fn fn) noexcept nogil:
+                      double lr, double rho, double eps, double weight_decay,
+                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
     cdef Call c
     c.param = param
     c.grad = grad

@@ -1,8 +1,10 @@
 """Adam and AdamW steps (torch.optim.Adam / AdamW update rules).
 
-Three layers: the element update (inline), a loop over one contiguous slice
-(`_adam_segment`, vectorised by the compiler), and the Python wrappers that
-check every argument before the first write.
+Written here: the per-step scalars (`_prepare`), the loop over one contiguous
+slice (`_adam_segment`, vectorised by the compiler) and `_run`. The per-dtype
+entry points, the C API and the Python wrappers (which check every argument
+before the first write) are generated from optcore/_spec.py into
+`_adam_api.pxi` (build_tools/generate.py).
 """
 
 from cython cimport floating

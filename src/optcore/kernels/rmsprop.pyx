@@ -103,12 +103,10 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
 
 
 cdef inline void _run(void** param, void** grad, void** square_avg,
-                      void** momentum_buffer, void** grad_avg,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr,
-                      double alpha, double eps, double weight_decay, double momentum,
-                      bint centered, bint maximize, int num_threads,
-                      segment_fn fn) noexcept nogil:
+                      void** momentum_buffer, void** grad_avg, const Py_ssize_t* sizes,
+                      Py_ssize_t ntensors, long long step, double lr, double alpha,
+                      double eps, double weight_decay, double momentum, bint centered,
+                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
     cdef Call c
     c.param = param
     c.grad = grad
