@@ -18,12 +18,18 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_tools.generate import generate  # noqa: E402
 from build_tools.openmp_helpers import openmp_or_warn  # noqa: E402
 from build_tools.variants import (remove_stale, selected_variants,  # noqa: E402
                                   variant_extensions)
 
 SANITIZE = os.environ.get("OPTCORE_SANITIZE") == "1"
 DEBUG = SANITIZE or os.environ.get("OPTCORE_DEBUG") == "1"
+
+# The mechanical layers of the step kernels (.pxd, _<module>_api.pxi, .pyi,
+# kernels/__init__.pxd, _numba_signatures.py) from src/optcore/_spec.py; only
+# changed files are rewritten, so cythonize's dependency check stays incremental.
+generate()
 
 # One source per kernel family under src/optcore/kernels; every .pyx is one extension.
 KERNEL_MODULES = sorted(

@@ -52,10 +52,11 @@ class Need:
             return value > 0
         raise ValueError(f"unknown test {self.test!r}")
 
-    def cython(self) -> str:
-        """The condition as a Cython expression over the C arguments."""
+    def cython(self, prefix: str = "") -> str:
+        """The condition as a Cython expression over the C arguments (named
+        ``prefix + option``)."""
         return {"true": "{}", "nonzero": "{} != 0.0", "positive": "{} > 0.0"}[
-            self.test].format(self.option)
+            self.test].format(prefix + self.option)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,10 @@ class Buffer:
     ``state_key``: torch.optim's state key for an optimizer-state buffer
     (None for the parameter and gradient). ``init``: how a class layer creates
     the state: "zeros", "grad" (the kernel sets it from the gradient at step 1)
-    or "fill:<option>" (filled with that constructor option)."""
+    or "fill:<option>" (filled with that constructor option). ``keyword``: a
+    ``needed`` buffer the Python wrapper takes as a keyword-only argument right
+    after its option (Adam's ``max_exp_avg_sq`` after ``amsgrad``) instead of
+    positionally after the other buffers."""
 
     name: str
     role: str = "write"
@@ -76,6 +80,7 @@ class Buffer:
     state_key: str | None = None
     init: str = "zeros"
     doc: str = ""
+    keyword: bool = False
 
     @property
     def is_state(self) -> bool:
@@ -114,7 +119,13 @@ CHECKS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Kernel:
-    """One native kernel family entry point (``optcore.<name>``)."""
+    """One native kernel family entry point (``optcore.<name>``).
+
+    ``doc`` is the first line of the Python docstring and ``details`` the rest
+    (also in the ``.pyi`` stubs); ``alias_docs`` the docstrings of the
+    ``aliases``. ``c_notes``: contract lines of the C API beyond the common
+    ones (comment text of the generated ``.pxd``). ``multi_returns``: the C
+    return type of the ``*_multi_*`` forms when it differs from ``returns``."""
 
     name: str
     module: str
@@ -127,6 +138,10 @@ class Kernel:
     #: Python-only variants of the def wrapper: name -> {C argument: fixed value}
     #: plus {"defaults": {...}} overrides (e.g. adamw_step).
     aliases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    details: str = ""
+    alias_docs: Mapping[str, str] = field(default_factory=dict)
+    c_notes: str = ""
+    multi_returns: str | None = None
 
     @property
     def state(self) -> tuple[Buffer, ...]:
@@ -150,8 +165,8 @@ def _grad() -> Buffer:
 
 
 def _state(name: str, key: str | None = None, needed: Need | None = None,
-           init: str = "zeros") -> Buffer:
-    return Buffer(name, "write", needed, key or name, init)
+           init: str = "zeros", keyword: bool = False) -> Buffer:
+    return Buffer(name, "write", needed, key or name, init, keyword=keyword)
 
 
 STEP = Hyper("step", "step", doc="1-based count of this update")
@@ -190,16 +205,31 @@ KERNELS: tuple[Kernel, ...] = (
          Hyper("dampening", "double", 0.0),
          _flag("nesterov"), _weight_decay(), MAXIMIZE),
         "One SGD step in place (torch.optim.SGD's update).",
-        wrapper="hand"),
+        wrapper="hand",
+        details="""With ``momentum > 0`` the ``momentum_buffer`` is required and updated; at
+``step == 1`` it is set to the (decayed, maximized) gradient. Each buffer
+argument is one array or a list of arrays (one native call for the list).""",
+        c_notes="""at step 1 the momentum buffer is set to the (decayed, maximized) gradient,
+as torch.optim.SGD does. The update is torch.optim.SGD's."""),
     Kernel(
         "adam_step", "adam",
         (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq"),
-         _state("max_exp_avg_sq", needed=Need("amsgrad"))),
+         _state("max_exp_avg_sq", needed=Need("amsgrad"), keyword=True)),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
          _weight_decay(), _flag("decoupled_weight_decay"), _flag("amsgrad"), MAXIMIZE),
         "One Adam step in place (torch.optim.Adam's update).",
         aliases={"adamw_step": {"decoupled_weight_decay": True,
-                                "defaults": {"weight_decay": 1e-2}}}),
+                                "defaults": {"weight_decay": 1e-2}}},
+        alias_docs={"adamw_step": """One AdamW step in place: ``adam_step`` with decoupled weight decay
+(torch.optim.AdamW's update and defaults)."""},
+        details="""``param``, ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with
+``amsgrad``) are updated in place; ``grad`` is read. Each buffer argument is
+one array or a list of arrays (one native call for the whole list). ``step``
+is the 1-based count of this update. With ``decoupled_weight_decay`` the
+decay is AdamW's (``param *= 1 - lr * weight_decay``), else L2 added to the
+gradient.""",
+        c_notes="""the bias corrections 1 - beta1**step and 1 - beta2**step are computed
+inside. The update is torch.optim.Adam's (AdamW: decoupled_weight_decay=1)."""),
     Kernel(
         "rmsprop_step", "rmsprop",
         (_param(), _grad(), _state("square_avg"),
@@ -209,26 +239,62 @@ KERNELS: tuple[Kernel, ...] = (
          _eps(1e-8), _weight_decay(),
          Hyper("momentum", "double", 0.0, "nonneg", "momentum value"),
          _flag("centered"), MAXIMIZE),
-        "One RMSprop step in place (torch.optim.RMSprop's update)."),
+        "One RMSprop step in place (torch.optim.RMSprop's update).",
+        details="""``param`` and ``square_avg`` are updated in place, ``grad`` is read.
+``momentum_buffer`` is required (and updated) when ``momentum > 0``,
+``grad_avg`` when ``centered``; otherwise they are ignored. Each buffer
+argument is one array or a list of arrays (one native call for the list).
+``step`` is the 1-based count of this update (RMSprop's rule does not
+depend on it; it is checked for consistency with the other steps).""",
+        c_notes="""the states are torch.optim.RMSprop's (zero-initialised by the caller);
+RMSprop's rule does not use `step` (it is part of the signature so that every
+optimizer's call looks alike). The update is torch.optim.RMSprop's (weight
+decay added to the gradient)."""),
     Kernel(
         "adagrad_step", "adagrad",
         (_param(), _grad(),
          _state("state_sum", "sum", init="fill:initial_accumulator_value")),
         (STEP, _lr(1e-2), Hyper("lr_decay", "double", 0.0, "nonneg", "lr_decay value"),
          _weight_decay(), _eps(1e-10), MAXIMIZE),
-        "One Adagrad step in place (torch.optim.Adagrad's update)."),
+        "One Adagrad step in place (torch.optim.Adagrad's update).",
+        details="""The update is torch.optim.Adagrad's dense one. ``param`` and
+``state_sum`` (torch's state key ``sum``) are updated in place, ``grad`` is
+read. torch's ``initial_accumulator_value`` is the caller's: fill
+``state_sum`` with it before the first step. The step size is
+``lr / (1 + (step - 1) * lr_decay)``. Each buffer argument is one array or a
+list of arrays (one native call for the list).""",
+        c_notes="""state_sum is torch.optim.Adagrad's state "sum": the caller fills it with
+initial_accumulator_value before the first step; the step size
+lr / (1 + (step - 1) * lr_decay) is computed inside. The update is
+torch.optim.Adagrad's dense one (weight decay added to the gradient)."""),
     Kernel(
         "adadelta_step", "adadelta",
         (_param(), _grad(), _state("square_avg"), _state("acc_delta")),
         (STEP, _lr(1.0), Hyper("rho", "double", 0.9, "unit", "rho value"),
          _eps(1e-6), _weight_decay(), MAXIMIZE),
-        "One Adadelta step in place (torch.optim.Adadelta's update)."),
+        "One Adadelta step in place (torch.optim.Adadelta's update).",
+        details="""``param``, ``square_avg`` and ``acc_delta`` are updated in place, ``grad``
+is read. Each buffer argument is one array or a list of arrays (one native
+call for the list). ``step`` is the 1-based count of this update
+(Adadelta's rule does not depend on it; it is checked for consistency with
+the other steps).""",
+        c_notes="""both states start at zero (torch.optim.Adadelta's state keys); Adadelta's
+rule does not use `step` (it is part of the signature so that every
+optimizer's call looks alike). The update is torch.optim.Adadelta's (weight
+decay added to the gradient)."""),
     Kernel(
         "adamax_step", "adamax",
         (_param(), _grad(), _state("exp_avg"), _state("exp_inf")),
         (STEP, _lr(2e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
          _weight_decay(), MAXIMIZE),
-        "One Adamax step in place (torch.optim.Adamax's update)."),
+        "One Adamax step in place (torch.optim.Adamax's update).",
+        details="""``param``, ``exp_avg`` and ``exp_inf`` are updated in place, ``grad`` is
+read. Each buffer argument is one array or a list of arrays (one native
+call for the list). ``step`` is the 1-based count of this update (it sets
+the bias correction ``1 - beta1**step``).""",
+        c_notes="""both states start at zero (torch.optim.Adamax's state keys); the bias
+correction 1 - beta1**step is computed inside. The update is
+torch.optim.Adamax's (weight decay added to the gradient)."""),
     Kernel(
         "nadam_step", "nadam",
         (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
@@ -239,24 +305,75 @@ KERNELS: tuple[Kernel, ...] = (
          _flag("decoupled_weight_decay"), MAXIMIZE),
         "One NAdam step in place (torch.optim.NAdam's update); returns the new "
         "``mu_product``.",
-        returns="double"),
+        returns="double",
+        details="""``param``, ``exp_avg`` and ``exp_avg_sq`` are updated in place, ``grad`` is
+read. ``mu_product`` is NAdam's scalar state (torch's state key of that
+name): pass 1.0 at step 1, then the value the previous call returned. It is
+kept in double precision whatever the buffers' dtype. Each buffer argument
+is one array or a list of arrays (one native call for the list; they share
+one ``mu_product``). ``step`` is the 1-based count of this update. With
+``decoupled_weight_decay`` the decay is ``param *= 1 - lr * weight_decay``
+(NAdamW), else L2 added to the gradient.""",
+        c_notes="""both states start at zero (torch.optim.NAdam's state keys); mu_t, mu_{t+1}
+and the bias correction 1 - beta2**step are computed inside. NAdam's scalar
+state `mu_product` goes in by value and its new value (mu_product * mu_t) is
+the return value: pass 1.0 at step 1, then what the previous call returned
+(kept in double for every buffer dtype). A multi-tensor call shares one
+mu_product across its tensors. The update is torch.optim.NAdam's
+(decoupled_weight_decay: NAdamW's decay)."""),
     Kernel(
         "radam_step", "radam",
         (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
          _weight_decay(), _flag("decoupled_weight_decay"), MAXIMIZE),
-        "One RAdam step in place (torch.optim.RAdam's update)."),
+        "One RAdam step in place (torch.optim.RAdam's update).",
+        details="""``param``, ``exp_avg`` and ``exp_avg_sq`` are updated in place, ``grad`` is
+read. Each buffer argument is one array or a list of arrays (one native
+call for the list). ``step`` is the 1-based count of this update: it sets
+the bias corrections and the length of the approximated SMA, ``rho_t``;
+the rectified adaptive step applies when ``rho_t > 5`` (from step 6 with
+the default betas), plain bias-corrected momentum before. With
+``decoupled_weight_decay`` the decay is ``param *= 1 - lr * weight_decay``,
+else L2 added to the gradient.""",
+        c_notes="""both states start at zero (torch.optim.RAdam's state keys); the bias
+corrections, rho_t and the rectification term are computed inside (rectified
+when rho_t > 5, as torch.optim.RAdam). The update is torch.optim.RAdam's
+(decoupled_weight_decay: RAdamW's decay)."""),
     Kernel(
         "lion_step", "lion",
         (_param(), _grad(), _state("exp_avg")),
         (STEP, _lr(1e-4), _beta(0, 0.9), _beta(1, 0.99), _weight_decay(), MAXIMIZE),
-        "One Lion step in place (Chen et al. 2023, Algorithm 2; optax.lion)."),
+        "One Lion step in place (Chen et al. 2023, Algorithm 2; optax.lion).",
+        details="""``c = beta1 * exp_avg + (1 - beta1) * grad``;
+``param *= 1 - lr * weight_decay``; ``param -= lr * sign(c)``;
+``exp_avg = beta2 * exp_avg + (1 - beta2) * grad`` (``grad`` negated when
+``maximize``). sign(0) is 0 and NaN propagates. ``param`` and ``exp_avg``
+are updated in place, ``grad`` is read; each is one array or a list of
+arrays (one native call). Lion has no bias correction: ``step`` (the
+1-based count of this update) is checked but does not change the update.""",
+        c_notes="""`step` is accepted for a uniform signature; Lion has no bias correction.
+The update is Lion's (Chen et al. 2023; optax.lion), see lion.pyx."""),
     Kernel(
         "lamb_step", "lamb",
         (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-6),
          _weight_decay(), MAXIMIZE),
-        "One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb)."),
+        "One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb).",
+        multi_returns="int",
+        details="""Adam moments with bias correction,
+``u = exp_avg_hat / (sqrt(exp_avg_sq_hat) + eps) + weight_decay * param``
+(``x_hat = x * (1 / (1 - beta**step))``), then ``param -= lr * r * u`` with the trust ratio
+``r = ||param|| / ||u||`` of each tensor (1 when either norm is 0). The
+moments are ``exp_avg = beta1 * exp_avg + (1 - beta1) * grad`` and
+``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad**2`` (``grad``
+negated when ``maximize``). Each buffer argument is one array or a list of
+arrays (one native call; one trust ratio per tensor of the list). The
+norms are accumulated in double and have the same bits for any thread count.""",
+        c_notes="""the bias corrections are computed inside. The trust ratio is computed per
+tensor (each tensor of a multi call has its own). The multi-tensor forms
+return 0 (the int result is kept for compatibility: they once reported an
+allocation failure; they allocate nothing now). The update is LAMB's (You et
+al. 2019; optax.lamb), see lamb.pyx."""),
 )
 
 KERNEL: dict[str, Kernel] = {k.name: k for k in KERNELS}

@@ -27,35 +27,29 @@ import ctypes
 
 from numba.extending import get_cython_function_address
 
+from optcore._numba_signatures import SIGNATURES as _KERNEL_SIGNATURES
+
 _F32 = ctypes.POINTER(ctypes.c_float)
 _F64 = ctypes.POINTER(ctypes.c_double)
 _N = ctypes.c_ssize_t
 _STEP = ctypes.c_longlong
 _D = ctypes.c_double
 _I = ctypes.c_int
+# the codes of optcore/_numba_signatures.py (generated from optcore/_spec.py)
+_CODES = {"N": _N, "STEP": _STEP, "D": _D, "I": _I, None: None}
+
+
+def _ctypes_signature(restype, argtypes):
+    return _CODES[restype], tuple(a if a == "P" else _CODES[a] for a in argtypes)
+
 
 # name -> (module, result type, argument types with "P" for the dtype's pointer)
 _SIGNATURES = {
-    "sgd_step": ("sgd", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _I, _D, _I, _I)),
-    "adam_step": ("adam", None, ("P", "P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
-                                 _I, _I, _I, _I)),
-    "mse_loss_grad": ("mse", _D, ("P", "P", "P", _N, _D, _I)),
-    "rmsprop_step": ("rmsprop", None, ("P", "P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D,
-                                       _D, _I, _I, _I)),
-    "adagrad_step": ("adagrad", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
-    "adadelta_step": ("adadelta", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D,
-                                         _I, _I)),
-    "adamax_step": ("adamax", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
-                                     _I, _I)),
-    # returns the new mu_product
-    "nadam_step": ("nadam", _D, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _D,
-                                 _D, _I, _I, _I)),
-    "radam_step": ("radam", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D,
-                                   _I, _I, _I)),
-    "lion_step": ("lion", None, ("P", "P", "P", _N, _STEP, _D, _D, _D, _D, _I, _I)),
-    "lamb_step": ("lamb", None, ("P", "P", "P", "P", _N, _STEP, _D, _D, _D, _D, _D, _I,
-                                 _I)),
+    name: (module,) + _ctypes_signature(restype, argtypes)
+    for name, (module, restype, argtypes) in _KERNEL_SIGNATURES.items()
 }
+# hand-written C API (not a spec kernel)
+_SIGNATURES["mse_loss_grad"] = ("mse", _D, ("P", "P", "P", _N, _D, _I))
 
 __all__ = []
 

@@ -22,26 +22,26 @@ produces the block sums of p*p and u*u (reduce_blocks); the sums are folded per
 tensor into r, and (2) one elementwise pass recomputes u from the new m, v and
 the untouched p (the same operations, so the same bits as in pass 1) and
 applies it. Recomputing u costs less than writing and re-reading a scratch
-copy of it. Two parallel regions per call, whatever the number of tensors.
+copy of it. Two parallel regions per CHUNK_TENSORS tensors: the per-tensor
+sums live on the stack (nothing is allocated), and a call with more tensors
+runs both passes chunk by chunk, which gives the same bits (each tensor's sums
+are folded in its own block order either way).
 """
 
 from cython cimport floating
-from libc.math cimport pow, sqrt
+from libc.math cimport sqrt
 from libc.string cimport memset
-from libc.stdlib cimport malloc, free
 
 from optcore.kernels._math cimport fsqrt, sum_squares
+from optcore.kernels._adam_common cimport bias_correction, second_moment
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
                                        block_fn, REDUCE_BLOCK)
-from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
-from optcore.kernels._checks cimport (check_lr, check_eps, check_beta,
-                                      check_weight_decay, check_step)
 
 cdef enum:
-    STACK_TENSORS = 8  # per-tensor sums kept on the stack up to this many tensors
+    CHUNK_TENSORS = 128  # tensors per pair of passes (their sums on the stack)
 
 
-cdef struct LambCall:
+cdef struct Call:
     void** param
     void** grad
     void** exp_avg
@@ -72,13 +72,12 @@ cdef inline floating _update(floating mi, floating vi, floating pi, floating c1,
     return u
 
 
-cdef void _moments_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                         Py_ssize_t stop, double* out, floating dtype_tag) noexcept nogil:
+cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
+                                Py_ssize_t stop, double* out,
+                                const floating* p) noexcept nogil:
     # Pass 1 over one block: update m and v; out = (sum p*p, sum u*u). u goes
     # through a block-sized buffer on the stack (it stays in L1): two simple
     # loops vectorise better than one that also carries 16 accumulators.
-    cdef const LambCall* c = <const LambCall*>ctx
-    cdef const floating* p = <const floating*>c.param[t] + start
     cdef const floating* g = <const floating*>c.grad[t] + start
     cdef floating* m = <floating*>c.exp_avg[t] + start
     cdef floating* v = <floating*>c.exp_avg_sq[t] + start
@@ -98,7 +97,7 @@ cdef void _moments_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
     for i in range(n):
         gi = g[i] * sign
         mi = b1 * m[i] + omb1 * gi
-        vi = b2 * v[i] + omb2 * gi * gi
+        vi = second_moment(v[i], gi, b2, omb2)
         m[i] = mi
         v[i] = vi
         u[i] = _update(mi, vi, p[i], c1, c2, eps, wd, use_wd)
@@ -106,11 +105,9 @@ cdef void _moments_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
     out[1] = sum_squares(<const floating*>u, n)
 
 
-cdef void _apply_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                         Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
+                               Py_ssize_t stop, floating* p) noexcept nogil:
     # Pass 2: p = p - lr * r * u, with u recomputed from the new m and v.
-    cdef const LambCall* c = <const LambCall*>ctx
-    cdef floating* p = <floating*>c.param[t] + start
     cdef const floating* m = <const floating*>c.exp_avg[t] + start
     cdef const floating* v = <const floating*>c.exp_avg_sq[t] + start
     cdef Py_ssize_t i, n = stop - start
@@ -126,22 +123,14 @@ cdef void _apply_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
 
 cdef void _block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
-    _moments_block[float](ctx, t, start, stop, out, 0)
+    cdef const Call* c = <const Call*>ctx
+    _moments_block(c, t, start, stop, out, <const float*>c.param[t] + start)
 
 
 cdef void _block_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
-    _moments_block[double](ctx, t, start, stop, out, 0)
-
-
-cdef void _apply_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                     Py_ssize_t stop) noexcept nogil:
-    _apply_segment[float](ctx, t, start, stop, 0)
-
-
-cdef void _apply_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                     Py_ssize_t stop) noexcept nogil:
-    _apply_segment[double](ctx, t, start, stop, 0)
+    cdef const Call* c = <const Call*>ctx
+    _moments_block(c, t, start, stop, out, <const double*>c.param[t] + start)
 
 
 cdef void _fold(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
@@ -154,133 +143,40 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
                       const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
                       double lr, double beta1, double beta2, double eps,
                       double weight_decay, bint maximize, int num_threads,
-                      bint is_f32, double* scratch) noexcept nogil:
-    # scratch: 3 * ntensors doubles (two sums and the step of each tensor).
-    cdef LambCall c
-    cdef Py_ssize_t t
+                      segment_fn fn) noexcept nogil:
+    # fn: the pass-2 segment of the dtype; pass 1's block function follows it.
+    cdef block_fn block = _block_f32 if fn == _segment_f32 else _block_f64
+    cdef double scratch[3 * CHUNK_TENSORS]  # two sums and the step of each tensor
+    cdef Call c
+    cdef Py_ssize_t first, t, count
     cdef double pn, un, ratio
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
-    c.exp_avg_sq = exp_avg_sq
     c.grad_sign = -1.0 if maximize else 1.0
     c.beta1 = beta1
     c.one_minus_beta1 = 1.0 - beta1
     c.beta2 = beta2
     c.one_minus_beta2 = 1.0 - beta2
-    c.inv_bias_correction1 = 1.0 / (1.0 - pow(beta1, <double>step))
-    c.inv_bias_correction2 = 1.0 / (1.0 - pow(beta2, <double>step))
+    c.inv_bias_correction1 = 1.0 / bias_correction(beta1, step)
+    c.inv_bias_correction2 = 1.0 / bias_correction(beta2, step)
     c.eps = eps
     c.weight_decay = weight_decay
     c.sums = scratch
-    c.neg_step = scratch + 2 * ntensors
-    memset(scratch, 0, 2 * ntensors * sizeof(double))
-    reduce_blocks(_block_f32 if is_f32 else _block_f64, &c, _fold, c.sums, sizes,
-                  ntensors, 2, num_threads)
-    for t in range(ntensors):
-        pn = sqrt(c.sums[2 * t])
-        un = sqrt(c.sums[2 * t + 1])
-        ratio = 1.0 if (pn == 0.0 or un == 0.0) else pn / un
-        c.neg_step[t] = -(lr * ratio)
-    run_segments(_apply_f32 if is_f32 else _apply_f64, &c, sizes, ntensors,
-                 num_threads)
+    c.neg_step = scratch + 2 * CHUNK_TENSORS
+    first = 0
+    while first < ntensors:
+        count = min(<Py_ssize_t>CHUNK_TENSORS, ntensors - first)
+        c.param = param + first
+        c.grad = grad + first
+        c.exp_avg = exp_avg + first
+        c.exp_avg_sq = exp_avg_sq + first
+        memset(scratch, 0, 2 * count * sizeof(double))
+        reduce_blocks(block, &c, _fold, c.sums, sizes + first, count, 2, num_threads)
+        for t in range(count):
+            pn = sqrt(c.sums[2 * t])
+            un = sqrt(c.sums[2 * t + 1])
+            ratio = 1.0 if (pn == 0.0 or un == 0.0) else pn / un
+            c.neg_step[t] = -(lr * ratio)
+        run_segments(fn, &c, sizes + first, count, num_threads)
+        first += count
 
 
-cdef inline int _run_alloc(void** param, void** grad, void** exp_avg,
-                           void** exp_avg_sq, const Py_ssize_t* sizes,
-                           Py_ssize_t ntensors, long long step, double lr,
-                           double beta1, double beta2, double eps,
-                           double weight_decay, bint maximize, int num_threads,
-                           bint is_f32) noexcept nogil:
-    cdef double local[3 * STACK_TENSORS]
-    cdef double* scratch = local
-    if ntensors > STACK_TENSORS:
-        scratch = <double*>malloc(3 * ntensors * sizeof(double))
-        if scratch == NULL:
-            return -1
-    _run(param, grad, exp_avg, exp_avg_sq, sizes, ntensors, step, lr, beta1, beta2,
-         eps, weight_decay, maximize, num_threads, is_f32, scratch)
-    if scratch != local:
-        free(scratch)
-    return 0
-
-
-# ---- C-level API (lamb.pxd) ------------------------------------------------
-
-cdef void lamb_step_f32(float* param, const float* grad, float* exp_avg,
-                        float* exp_avg_sq, Py_ssize_t n, long long step, double lr,
-                        double beta1, double beta2, double eps, double weight_decay,
-                        bint maximize, int num_threads) noexcept nogil:
-    _run_alloc(<void**>&param, <void**>&grad, <void**>&exp_avg, <void**>&exp_avg_sq,
-               &n, 1, step, lr, beta1, beta2, eps, weight_decay, maximize,
-               num_threads, True)
-
-
-cdef void lamb_step_f64(double* param, const double* grad, double* exp_avg,
-                        double* exp_avg_sq, Py_ssize_t n, long long step, double lr,
-                        double beta1, double beta2, double eps, double weight_decay,
-                        bint maximize, int num_threads) noexcept nogil:
-    _run_alloc(<void**>&param, <void**>&grad, <void**>&exp_avg, <void**>&exp_avg_sq,
-               &n, 1, step, lr, beta1, beta2, eps, weight_decay, maximize,
-               num_threads, False)
-
-
-cdef int lamb_step_multi_f32(float** param, const float** grad, float** exp_avg,
-                             float** exp_avg_sq, const Py_ssize_t* sizes,
-                             Py_ssize_t ntensors, long long step, double lr,
-                             double beta1, double beta2, double eps,
-                             double weight_decay, bint maximize,
-                             int num_threads) noexcept nogil:
-    return _run_alloc(<void**>param, <void**>grad, <void**>exp_avg,
-                      <void**>exp_avg_sq, sizes, ntensors, step, lr, beta1, beta2,
-                      eps, weight_decay, maximize, num_threads, True)
-
-
-cdef int lamb_step_multi_f64(double** param, const double** grad, double** exp_avg,
-                             double** exp_avg_sq, const Py_ssize_t* sizes,
-                             Py_ssize_t ntensors, long long step, double lr,
-                             double beta1, double beta2, double eps,
-                             double weight_decay, bint maximize,
-                             int num_threads) noexcept nogil:
-    return _run_alloc(<void**>param, <void**>grad, <void**>exp_avg,
-                      <void**>exp_avg_sq, sizes, ntensors, step, lr, beta1, beta2,
-                      eps, weight_decay, maximize, num_threads, False)
-
-
-# ---- Python API ------------------------------------------------------------
-
-cdef tuple _NAMES = ("param", "grad", "exp_avg", "exp_avg_sq")
-
-
-def lamb_step(param, grad, exp_avg, exp_avg_sq, *, step, double lr=1e-3,
-              double beta1=0.9, double beta2=0.999, double eps=1e-6,
-              double weight_decay=0.0, bint maximize=False):
-    """One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb).
-
-    Adam moments with bias correction,
-    ``u = exp_avg_hat / (sqrt(exp_avg_sq_hat) + eps) + weight_decay * param``
-    (``x_hat = x * (1 / (1 - beta**step))``), then ``param -= lr * r * u`` with the trust ratio
-    ``r = ||param|| / ||u||`` of each tensor (1 when either norm is 0). The
-    moments are ``exp_avg = beta1 * exp_avg + (1 - beta1) * grad`` and
-    ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad**2`` (``grad``
-    negated when ``maximize``). Each buffer argument is one array or a list of
-    arrays (one native call; one trust ratio per tensor of the list). The
-    norms are accumulated in double and have the same bits for any thread count.
-    """
-    cdef long long c_step = check_step(step)
-    check_lr(lr)
-    check_eps(eps)
-    check_beta(beta1, 0, "beta1")
-    check_beta(beta2, 1, "beta2")
-    check_weight_decay(weight_decay)
-    cdef BufferSet b = bind(_NAMES, (param, grad, exp_avg, exp_avg_sq),
-                            (WRITE, READ, WRITE, WRITE))
-    cdef Py_ssize_t k = b.ntensors
-    cdef bint is_f32 = b.dtype == FLOAT32
-    cdef double* scratch = <double*>malloc(max(1, 3 * k) * sizeof(double))
-    if scratch == NULL:
-        raise MemoryError()
-    with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.sizes, k, c_step,
-             lr, beta1, beta2, eps, weight_decay, maximize, 0, is_f32, scratch)
-    free(scratch)
+include "_lamb_api.pxi"

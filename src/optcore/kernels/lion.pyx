@@ -15,12 +15,9 @@ checked against optcore.reference and hand-computed values.
 from cython cimport floating
 
 from optcore.kernels._runtime cimport run_segments, segment_fn
-from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
-from optcore.kernels._checks cimport (check_lr, check_beta, check_weight_decay,
-                                      check_step)
 
 
-cdef struct LionCall:
+cdef struct Call:
     void** param
     void** grad
     void** exp_avg
@@ -42,10 +39,8 @@ cdef inline floating _sign(floating x) noexcept nogil:
     return x if x != x else s
 
 
-cdef void _lion_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                        Py_ssize_t stop, floating dtype_tag) noexcept nogil:
-    cdef const LionCall* c = <const LionCall*>ctx
-    cdef floating* p = <floating*>c.param[t] + start
+cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
+                               Py_ssize_t stop, floating* p) noexcept nogil:
     cdef const floating* g = <const floating*>c.grad[t] + start
     cdef floating* m = <floating*>c.exp_avg[t] + start
     cdef Py_ssize_t i, n = stop - start
@@ -65,21 +60,11 @@ cdef void _lion_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
         m[i] = b2 * mi + omb2 * gi
 
 
-cdef void _segment_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                       Py_ssize_t stop) noexcept nogil:
-    _lion_segment[float](ctx, t, start, stop, 0)
-
-
-cdef void _segment_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                       Py_ssize_t stop) noexcept nogil:
-    _lion_segment[double](ctx, t, start, stop, 0)
-
-
 cdef inline void _run(void** param, void** grad, void** exp_avg,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, double lr,
-                      double beta1, double beta2, double weight_decay, bint maximize,
-                      int num_threads, segment_fn fn) noexcept nogil:
-    cdef LionCall c
+                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
+                      double lr, double beta1, double beta2, double weight_decay,
+                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
+    cdef Call c
     c.param = param
     c.grad = grad
     c.exp_avg = exp_avg
@@ -94,68 +79,4 @@ cdef inline void _run(void** param, void** grad, void** exp_avg,
     run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
-# ---- C-level API (lion.pxd) ------------------------------------------------
-
-cdef void lion_step_f32(float* param, const float* grad, float* exp_avg, Py_ssize_t n,
-                        long long step, double lr, double beta1, double beta2,
-                        double weight_decay, bint maximize,
-                        int num_threads) noexcept nogil:
-    _run(<void**>&param, <void**>&grad, <void**>&exp_avg, &n, 1, lr, beta1, beta2,
-         weight_decay, maximize, num_threads, _segment_f32)
-
-
-cdef void lion_step_f64(double* param, const double* grad, double* exp_avg,
-                        Py_ssize_t n, long long step, double lr, double beta1,
-                        double beta2, double weight_decay, bint maximize,
-                        int num_threads) noexcept nogil:
-    _run(<void**>&param, <void**>&grad, <void**>&exp_avg, &n, 1, lr, beta1, beta2,
-         weight_decay, maximize, num_threads, _segment_f64)
-
-
-cdef void lion_step_multi_f32(float** param, const float** grad, float** exp_avg,
-                              const Py_ssize_t* sizes, Py_ssize_t ntensors,
-                              long long step, double lr, double beta1, double beta2,
-                              double weight_decay, bint maximize,
-                              int num_threads) noexcept nogil:
-    _run(<void**>param, <void**>grad, <void**>exp_avg, sizes, ntensors, lr, beta1,
-         beta2, weight_decay, maximize, num_threads, _segment_f32)
-
-
-cdef void lion_step_multi_f64(double** param, const double** grad, double** exp_avg,
-                              const Py_ssize_t* sizes, Py_ssize_t ntensors,
-                              long long step, double lr, double beta1, double beta2,
-                              double weight_decay, bint maximize,
-                              int num_threads) noexcept nogil:
-    _run(<void**>param, <void**>grad, <void**>exp_avg, sizes, ntensors, lr, beta1,
-         beta2, weight_decay, maximize, num_threads, _segment_f64)
-
-
-# ---- Python API ------------------------------------------------------------
-
-cdef tuple _NAMES = ("param", "grad", "exp_avg")
-
-
-def lion_step(param, grad, exp_avg, *, step, double lr=1e-4,
-              double beta1=0.9, double beta2=0.99, double weight_decay=0.0,
-              bint maximize=False):
-    """One Lion step in place (Chen et al. 2023, Algorithm 2; optax.lion).
-
-    ``c = beta1 * exp_avg + (1 - beta1) * grad``;
-    ``param *= 1 - lr * weight_decay``; ``param -= lr * sign(c)``;
-    ``exp_avg = beta2 * exp_avg + (1 - beta2) * grad`` (``grad`` negated when
-    ``maximize``). sign(0) is 0 and NaN propagates. ``param`` and ``exp_avg``
-    are updated in place, ``grad`` is read; each is one array or a list of
-    arrays (one native call). Lion has no bias correction: ``step`` (the
-    1-based count of this update) is checked but does not change the update.
-    """
-    cdef long long c_step = check_step(step)
-    check_lr(lr)
-    check_beta(beta1, 0, "beta1")
-    check_beta(beta2, 1, "beta2")
-    check_weight_decay(weight_decay)
-    cdef BufferSet b = bind(_NAMES, (param, grad, exp_avg), (WRITE, READ, WRITE))
-    cdef Py_ssize_t k = b.ntensors
-    cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
-    with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, lr, beta1, beta2,
-             weight_decay, maximize, 0, fn)
+include "_lion_api.pxi"

@@ -15,13 +15,9 @@ from cython cimport floating
 
 from optcore.kernels._math cimport centered_variance, fsqrt, lerp
 from optcore.kernels._runtime cimport run_segments, segment_fn
-from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
-                                       ABSENT)
-from optcore.kernels._checks cimport (check_lr, check_eps, check_weight_decay,
-                                      check_nonneg, check_step)
 
 
-cdef struct RMSpropCall:
+cdef struct Call:
     void** param
     void** grad
     void** square_avg
@@ -36,10 +32,8 @@ cdef struct RMSpropCall:
     double neg_lr
 
 
-cdef void _rmsprop_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                           Py_ssize_t stop, floating dtype_tag) noexcept nogil:
-    cdef const RMSpropCall* c = <const RMSpropCall*>ctx
-    cdef floating* p = <floating*>c.param[t] + start
+cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
+                                  Py_ssize_t stop, floating* p) noexcept nogil:
     cdef const floating* g = <const floating*>c.grad[t] + start
     cdef floating* sq = <floating*>c.square_avg[t] + start
     cdef floating* buf = NULL
@@ -108,23 +102,12 @@ cdef void _rmsprop_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * bi
 
 
-cdef void _segment_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                       Py_ssize_t stop) noexcept nogil:
-    _rmsprop_segment[float](ctx, t, start, stop, 0)
-
-
-cdef void _segment_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                       Py_ssize_t stop) noexcept nogil:
-    _rmsprop_segment[double](ctx, t, start, stop, 0)
-
-
 cdef inline void _run(void** param, void** grad, void** square_avg,
-                      void** momentum_buffer, void** grad_avg,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, double lr,
-                      double alpha, double eps, double weight_decay, double momentum,
-                      bint centered, bint maximize, int num_threads,
-                      segment_fn fn) noexcept nogil:
-    cdef RMSpropCall c
+                      void** momentum_buffer, void** grad_avg, const Py_ssize_t* sizes,
+                      Py_ssize_t ntensors, long long step, double lr, double alpha,
+                      double eps, double weight_decay, double momentum, bint centered,
+                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
+    cdef Call c
     c.param = param
     c.grad = grad
     c.square_avg = square_avg
@@ -140,83 +123,4 @@ cdef inline void _run(void** param, void** grad, void** square_avg,
     run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
-# ---- C-level API (rmsprop.pxd) ---------------------------------------------
-
-cdef void rmsprop_step_f32(float* param, const float* grad, float* square_avg,
-                           float* momentum_buffer, float* grad_avg, Py_ssize_t n,
-                           long long step, double lr, double alpha, double eps,
-                           double weight_decay, double momentum, bint centered,
-                           bint maximize, int num_threads) noexcept nogil:
-    _run(<void**>&param, <void**>&grad, <void**>&square_avg,
-         <void**>&momentum_buffer, <void**>&grad_avg, &n, 1, lr, alpha, eps,
-         weight_decay, momentum, centered, maximize, num_threads, _segment_f32)
-
-
-cdef void rmsprop_step_f64(double* param, const double* grad, double* square_avg,
-                           double* momentum_buffer, double* grad_avg, Py_ssize_t n,
-                           long long step, double lr, double alpha, double eps,
-                           double weight_decay, double momentum, bint centered,
-                           bint maximize, int num_threads) noexcept nogil:
-    _run(<void**>&param, <void**>&grad, <void**>&square_avg,
-         <void**>&momentum_buffer, <void**>&grad_avg, &n, 1, lr, alpha, eps,
-         weight_decay, momentum, centered, maximize, num_threads, _segment_f64)
-
-
-cdef void rmsprop_step_multi_f32(float** param, const float** grad,
-                                 float** square_avg, float** momentum_buffer,
-                                 float** grad_avg, const Py_ssize_t* sizes,
-                                 Py_ssize_t ntensors, long long step, double lr,
-                                 double alpha, double eps, double weight_decay,
-                                 double momentum, bint centered, bint maximize,
-                                 int num_threads) noexcept nogil:
-    _run(<void**>param, <void**>grad, <void**>square_avg, <void**>momentum_buffer,
-         <void**>grad_avg, sizes, ntensors, lr, alpha, eps, weight_decay, momentum,
-         centered, maximize, num_threads, _segment_f32)
-
-
-cdef void rmsprop_step_multi_f64(double** param, const double** grad,
-                                 double** square_avg, double** momentum_buffer,
-                                 double** grad_avg, const Py_ssize_t* sizes,
-                                 Py_ssize_t ntensors, long long step, double lr,
-                                 double alpha, double eps, double weight_decay,
-                                 double momentum, bint centered, bint maximize,
-                                 int num_threads) noexcept nogil:
-    _run(<void**>param, <void**>grad, <void**>square_avg, <void**>momentum_buffer,
-         <void**>grad_avg, sizes, ntensors, lr, alpha, eps, weight_decay, momentum,
-         centered, maximize, num_threads, _segment_f64)
-
-
-# ---- Python API ------------------------------------------------------------
-
-cdef tuple _NAMES = ("param", "grad", "square_avg", "momentum_buffer", "grad_avg")
-
-
-def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *,
-                 step, double lr=1e-2, double alpha=0.99, double eps=1e-8,
-                 double weight_decay=0.0, double momentum=0.0, bint centered=False,
-                 bint maximize=False):
-    """One RMSprop step in place (torch.optim.RMSprop's update).
-
-    ``param`` and ``square_avg`` are updated in place, ``grad`` is read.
-    ``momentum_buffer`` is required (and updated) when ``momentum > 0``,
-    ``grad_avg`` when ``centered``; otherwise they are ignored. Each buffer
-    argument is one array or a list of arrays (one native call for the list).
-    ``step`` is the 1-based count of this update (RMSprop's rule does not
-    depend on it; it is checked for consistency with the other steps).
-    """
-    cdef long long c_step = check_step(step)
-    check_lr(lr)
-    check_eps(eps)
-    check_nonneg(momentum, "momentum", "momentum")
-    check_weight_decay(weight_decay)
-    check_nonneg(alpha, "alpha", "alpha")
-    cdef BufferSet b = bind(
-        _NAMES, (param, grad, square_avg, momentum_buffer, grad_avg),
-        (WRITE, READ, WRITE, WRITE if momentum > 0.0 else ABSENT,
-         WRITE if centered else ABSENT))
-    cdef Py_ssize_t k = b.ntensors
-    cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
-    with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.data + 3 * k, b.data + 4 * k,
-             b.sizes, k, lr, alpha, eps, weight_decay, momentum, centered,
-             maximize, 0, fn)
+include "_rmsprop_api.pxi"

@@ -6,10 +6,9 @@ from cython cimport floating
 from optcore.kernels._runtime cimport run_segments, segment_fn
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
-from optcore.kernels._checks cimport check_lr, check_weight_decay, check_step
 
 
-cdef struct SGDCall:
+cdef struct Call:
     void** param
     void** grad
     void** momentum_buffer     # NULL without momentum
@@ -22,10 +21,8 @@ cdef struct SGDCall:
     bint nesterov
 
 
-cdef void _sgd_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                       Py_ssize_t stop, floating dtype_tag) noexcept nogil:
-    cdef const SGDCall* c = <const SGDCall*>ctx
-    cdef floating* p = <floating*>c.param[t] + start
+cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
+                              Py_ssize_t stop, floating* p) noexcept nogil:
     cdef const floating* g = <const floating*>c.grad[t] + start
     cdef floating* buf
     cdef Py_ssize_t i, n = stop - start
@@ -58,22 +55,12 @@ cdef void _sgd_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * gi
 
 
-cdef void _segment_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                       Py_ssize_t stop) noexcept nogil:
-    _sgd_segment[float](ctx, t, start, stop, 0)
-
-
-cdef void _segment_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                       Py_ssize_t stop) noexcept nogil:
-    _sgd_segment[double](ctx, t, start, stop, 0)
-
-
 cdef inline void _run(void** param, void** grad, void** momentum_buffer,
                       const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
                       double lr, double momentum, double dampening, bint nesterov,
                       double weight_decay, bint maximize, int num_threads,
                       segment_fn fn) noexcept nogil:
-    cdef SGDCall c
+    cdef Call c
     c.param = param
     c.grad = grad
     c.momentum_buffer = momentum_buffer if momentum != 0.0 else NULL
@@ -87,46 +74,7 @@ cdef inline void _run(void** param, void** grad, void** momentum_buffer,
     run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
-# ---- C-level API (sgd.pxd) -------------------------------------------------
-
-cdef void sgd_step_f32(float* param, const float* grad, float* momentum_buffer,
-                       Py_ssize_t n, long long step, double lr, double momentum,
-                       double dampening, bint nesterov, double weight_decay,
-                       bint maximize, int num_threads) noexcept nogil:
-    _run(<void**>&param, <void**>&grad, <void**>&momentum_buffer, &n, 1, step, lr,
-         momentum, dampening, nesterov, weight_decay, maximize, num_threads,
-         _segment_f32)
-
-
-cdef void sgd_step_f64(double* param, const double* grad, double* momentum_buffer,
-                       Py_ssize_t n, long long step, double lr, double momentum,
-                       double dampening, bint nesterov, double weight_decay,
-                       bint maximize, int num_threads) noexcept nogil:
-    _run(<void**>&param, <void**>&grad, <void**>&momentum_buffer, &n, 1, step, lr,
-         momentum, dampening, nesterov, weight_decay, maximize, num_threads,
-         _segment_f64)
-
-
-cdef void sgd_step_multi_f32(float** param, const float** grad,
-                             float** momentum_buffer, const Py_ssize_t* sizes,
-                             Py_ssize_t ntensors, long long step, double lr,
-                             double momentum, double dampening, bint nesterov,
-                             double weight_decay, bint maximize,
-                             int num_threads) noexcept nogil:
-    _run(<void**>param, <void**>grad, <void**>momentum_buffer, sizes, ntensors,
-         step, lr, momentum, dampening, nesterov, weight_decay, maximize,
-         num_threads, _segment_f32)
-
-
-cdef void sgd_step_multi_f64(double** param, const double** grad,
-                             double** momentum_buffer, const Py_ssize_t* sizes,
-                             Py_ssize_t ntensors, long long step, double lr,
-                             double momentum, double dampening, bint nesterov,
-                             double weight_decay, bint maximize,
-                             int num_threads) noexcept nogil:
-    _run(<void**>param, <void**>grad, <void**>momentum_buffer, sizes, ntensors,
-         step, lr, momentum, dampening, nesterov, weight_decay, maximize,
-         num_threads, _segment_f64)
+include "_sgd_api.pxi"
 
 
 # ---- Python API ------------------------------------------------------------
@@ -134,28 +82,31 @@ cdef void sgd_step_multi_f64(double** param, const double** grad,
 cdef tuple _NAMES = ("param", "grad", "momentum_buffer")
 
 
-def sgd_step(param, grad, momentum_buffer=None, *, step, double lr,
-             double momentum=0.0, double dampening=0.0, bint nesterov=False,
-             double weight_decay=0.0, bint maximize=False):
+def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
+             dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False):
     """One SGD step in place (torch.optim.SGD's update).
 
     With ``momentum > 0`` the ``momentum_buffer`` is required and updated; at
     ``step == 1`` it is set to the (decayed, maximized) gradient. Each buffer
     argument is one array or a list of arrays (one native call for the list).
     """
-    cdef long long c_step = check_step(step)
-    check_lr(lr)
-    if not (0.0 <= momentum):
-        raise ValueError(f"Invalid momentum value: {momentum} (momentum must be >= 0)")
-    check_weight_decay(weight_decay)
-    if dampening != dampening:
-        raise ValueError(f"Invalid dampening value: {dampening}")
-    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+    # hand-written (spec wrapper="hand"): the nesterov and dampening rules
+    cdef long long c_step = _step(step)
+    cdef double c_lr = _hyper(lr, "lr", "nonneg", "learning rate", -1)
+    cdef double c_momentum = _hyper(momentum, "momentum", "nonneg", "momentum value", -1)
+    cdef double c_weight_decay = _hyper(weight_decay, "weight_decay", "nonneg",
+                                        "weight_decay value", -1)
+    cdef double c_dampening = _real(dampening, "dampening")
+    if c_dampening != c_dampening:
+        raise ValueError(f"Invalid dampening value: {c_dampening}")
+    cdef bint c_nesterov = _flag(nesterov, "nesterov")
+    cdef bint c_maximize = _flag(maximize, "maximize")
+    if c_nesterov and (c_momentum <= 0.0 or c_dampening != 0.0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     cdef BufferSet b = bind(_NAMES, (param, grad, momentum_buffer),
-                            (WRITE, READ, WRITE if momentum != 0.0 else ABSENT))
+                            (WRITE, READ, WRITE if c_momentum != 0.0 else ABSENT))
     cdef Py_ssize_t k = b.ntensors
     cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
     with nogil:
-        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, c_step, lr, momentum,
-             dampening, nesterov, weight_decay, maximize, 0, fn)
+        _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, c_step, c_lr, c_momentum,
+             c_dampening, c_nesterov, c_weight_decay, c_maximize, 0, fn)

@@ -1,0 +1,13 @@
+# Type stubs of optcore.kernels.bandwidth (hand-written: not a spec kernel).
+
+import numpy as np
+import numpy.typing as npt
+
+PATTERNS: dict[str, tuple[int, int, int]]
+
+def bytes_per_element(pattern: str, itemsize: int) -> int: ...
+def make_buffers(pattern: str, n: int, dtype: npt.DTypeLike = ...,
+                 seed: int = ...) -> list[np.ndarray]: ...
+def run(pattern: str, buffers: list[np.ndarray], num_threads: int = ..., number: int = ...,
+        repeat: int = ..., scale: float = ...) -> list[float]: ...
+def fork_join(num_threads: int, number: int = ..., repeat: int = ...) -> list[float]: ...
