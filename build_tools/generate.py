@@ -4,7 +4,8 @@ For every kernel of the spec: ``kernels/<module>.pxd`` (the C API),
 ``kernels/_<module>_api.pxi`` (segment entry points, the C-API forwarding
 functions and the Python wrapper, ``include``d by the hand-written
 ``<module>.pyx``) and ``kernels/<module>.pyi``; for all of them
-``kernels/__init__.pxd`` and ``optcore/_numba_signatures.py``. The templates
+``kernels/__init__.pxd``, ``optcore/_numba_signatures.py``, ``optcore/_kernels.py``
+(the Python functions ``optcore`` re-exports) and ``optcore/numba.pyi``. The templates
 are in build_tools/templates (Cython's bundled Tempita). Generated files are
 git-ignored; setup.py calls ``generate()`` before cythonize and only files whose
 text changed are rewritten, so builds stay incremental.
@@ -232,6 +233,11 @@ def numba_args(kernel: Any) -> str:
     return "(" + ", ".join(f'"{c}"' for c in codes) + ")"
 
 
+def export_names(kernel: Any) -> list[str]:
+    """The Python functions of a kernel module: the kernel and its aliases."""
+    return [kernel.name, *kernel.aliases]
+
+
 def docstring(text: str, indent: str) -> str:
     """A triple-quoted docstring, continuation lines indented."""
     lines = text.splitlines() or [""]
@@ -244,7 +250,7 @@ def docstring(text: str, indent: str) -> str:
 NAMESPACE = dict(bullet=bullet, c_decl=c_decl, c_names=c_names, c_forward=c_forward, comment=comment,
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
                  check_line=check_line, bind_call=bind_call, run_call=run_call,
-                 numba_args=numba_args, docstring=docstring, wrap_call=wrap_call,
+                 numba_args=numba_args, docstring=docstring, export_names=export_names, wrap_call=wrap_call,
                  RESULTS=RESULTS, EXTRA_CIMPORTS=EXTRA_CIMPORTS)
 
 
@@ -266,6 +272,8 @@ def render(spec: ModuleType) -> dict[str, str]:
             out[target.format(kernel.module)] = template.substitute(dict(ns, kernel=kernel))
     out["kernels/__init__.pxd"] = _template("__init__.pxd.tp").substitute(ns)
     out["_numba_signatures.py"] = _template("_numba_signatures.py.tp").substitute(ns)
+    out["_kernels.py"] = _template("_kernels.py.tp").substitute(ns)
+    out["numba.pyi"] = _template("numba.pyi.tp").substitute(ns)
     return out
 
 

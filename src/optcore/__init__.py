@@ -14,19 +14,11 @@ from optcore.kernels._runtime import (
     set_parallel_threshold,
     openmp_enabled,
 )
-from optcore.kernels.sgd import sgd_step
-from optcore.kernels.adam import adam_step, adamw_step
-from optcore.kernels.rmsprop import rmsprop_step
-from optcore.kernels.adagrad import adagrad_step
-from optcore.kernels.adadelta import adadelta_step
-from optcore.kernels.adamax import adamax_step
-from optcore.kernels.nadam import nadam_step
-from optcore.kernels.radam import radam_step
+from optcore._kernels import *  # noqa: F401,F403  (every step kernel of the spec)
+from optcore._kernels import __all__ as _kernel_names
 from optcore.kernels.mse import mse_loss, mse_grad, mse_loss_grad
 from optcore.linear import linear_mse_grad
 from optcore.checkpoint import save, load, CheckpointError
-from optcore.kernels.lion import lion_step
-from optcore.kernels.lamb import lamb_step
 from optcore.kernels.grad_utils import (
     global_norm,
     clip_grad_norm_,
@@ -34,44 +26,24 @@ from optcore.kernels.grad_utils import (
     all_finite,
     unscale_,
 )
-from optcore.optim import (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam,
-                           RAdam, Lion, LAMB)
+from optcore.optim.family import *  # noqa: F401,F403  (every optimizer class)
+from optcore.optim.family import __all__ as _optimizer_names
 from optcore import schedules
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sgd_step",
-    "adam_step",
-    "adamw_step",
-    "rmsprop_step",
-    "adagrad_step",
-    "adadelta_step",
-    "adamax_step",
-    "nadam_step",
-    "radam_step",
+    *_kernel_names,
     "mse_loss",
     "mse_grad",
     "mse_loss_grad",
     "linear_mse_grad",
-    "lion_step",
-    "lamb_step",
     "global_norm",
     "clip_grad_norm_",
     "clip_grad_value_",
     "all_finite",
     "unscale_",
-    "SGD",
-    "Adam",
-    "AdamW",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "Adamax",
-    "NAdam",
-    "RAdam",
-    "Lion",
-    "LAMB",
+    *_optimizer_names,
     "schedules",
     "get_num_threads",
     "set_num_threads",

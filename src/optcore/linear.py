@@ -6,7 +6,7 @@ come from the fused one-pass MSE kernel.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def linear_mse_grad(X: ArrayLike, y: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
-                    *, reduction: str = "mean"
+                    *, reduction: Literal["mean", "sum"] = "mean"
                     ) -> tuple[float, NDArray[Any], NDArray[Any] | None]:
     """Return ``(loss, grad_w, grad_b)`` for ``pred = X @ w (+ b)`` and
     ``loss = mse_loss(pred, y, reduction)`` ("mean" or "sum").
@@ -51,8 +51,9 @@ def linear_mse_grad(X: ArrayLike, y: ArrayLike, w: ArrayLike, b: ArrayLike | Non
     if y.shape != pred.shape:
         raise ValueError(f"y has shape {y.shape} but X @ w has shape {pred.shape}")
     loss, r = mse_loss_grad(pred, y, reduction=reduction)
+    assert isinstance(loss, float)      # "mean" and "sum" reduce to a float
     grad_w = X.T @ r
-    grad_b = None
+    grad_b: NDArray[Any] | None = None
     if b is not None:
         # One bias shared by every output sums over everything.
         total = r.sum() if np.size(b) == 1 else r.sum(axis=0)

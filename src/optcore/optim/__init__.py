@@ -2,8 +2,7 @@
 defaults and state keys), each step one multi-tensor kernel call per group."""
 
 from optcore.optim.base import Optimizer, OptimizerState
-from optcore.optim.family import (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta,
-                                  Adamax, NAdam, RAdam, Lion, LAMB)
+from optcore.optim.family import *  # noqa: F401,F403
+from optcore.optim.family import __all__ as _classes
 
-__all__ = ["Optimizer", "OptimizerState", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
-           "Adadelta", "Adamax", "NAdam", "RAdam", "Lion", "LAMB"]
+__all__ = ["Optimizer", "OptimizerState", *_classes]

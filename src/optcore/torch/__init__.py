@@ -23,8 +23,5 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
         "optcore.torch needs PyTorch; install it (pip install 'optcore[torch]') "
         "or use the NumPy optimizers in optcore") from exc
 
-from optcore.torch.optimizers import (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta,
-                                      Adamax, NAdam, RAdam, Lion, LAMB)
-
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
-           "NAdam", "RAdam", "Lion", "LAMB"]
+from optcore.torch.optimizers import *  # noqa: F401,F403
+from optcore.torch.optimizers import __all__ as __all__
