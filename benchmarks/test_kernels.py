@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import optcore
-from optcore.cli import bench
+from optcore.cli import _args, bench
 
-SIZES = bench._int_list(os.environ.get("OPTCORE_BENCH_SIZES", "2**10,2**16,2**20"))
+SIZES = _args.int_list("sizes")(os.environ.get("OPTCORE_BENCH_SIZES", "2**10,2**16,2**20"))
 DTYPES = [np.float32, np.float64]
 THREADS = sorted({1, optcore.get_num_threads()})
 IMPLS = ["optcore", "reference", *bench.TORCH_IMPLS]
