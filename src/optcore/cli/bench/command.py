@@ -19,9 +19,11 @@ from optcore.cli.bench.timing import Timing
 SECTIONS = ("kernels", "multi", "overhead", "threshold")
 DTYPES = ("float32", "float64")
 
-#: --quick: three sizes, short measurements, one re-measurement of a disturbed
-#: row, multi-tensor calls in float32 only (about a minute on two idle cores).
-QUICK_TIMING = dict(budget=0.02, sample=0.001, min_repeat=4, max_repeat=9, retries=1)
+#: --quick: two sizes (those of the scorecard's mid-size goals), short
+#: measurements, one re-measurement of a disturbed row (10 s of them at most),
+#: multi-tensor calls in float32 only.
+QUICK_TIMING = dict(budget=0.01, sample=0.0005, min_repeat=5, max_repeat=5,
+                    warmup=0.005, retries=1, retry_budget=10.0)
 
 DESCRIPTION = ("Measure optcore's kernels against the machine's bandwidth ceiling, "
                "the NumPy reference, torch.optim and DeepSpeed.")
@@ -96,6 +98,10 @@ def run(args):
                          "kernels": [k.name for k in kernels],
                          "budget_s": timing.budget, "quick": bool(args.quick),
                          "retries": timing.retries,
+                         "retry_seconds": bench.retry_seconds,
+                         "disturbed_rows": sum(not r["reliable"] for s in
+                                               ("kernels", "multi", "overhead")
+                                               for r in results[s]),
                          "interference": {"spread_limit": timing_mod.SPREAD_LIMIT,
                                           "drift_limit": timing_mod.DRIFT_LIMIT,
                                           "ceiling_limit": timing_mod.CEILING_LIMIT},

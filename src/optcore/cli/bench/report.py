@@ -98,6 +98,10 @@ def print_report(results, kernels, out=None):
               f"OMP_PLACES={m.get('omp_places')}; numpy {m['numpy']}"
               + (f", torch {m['torch']}" if "torch" in m else ", torch not installed")
               + "\n")
+    load = m.get("load_average")
+    if load and m.get("cores") and load[0] > m["cores"]:
+        out.write(f"WARNING: the machine was loaded (load average {load[0]:.1f} on "
+                  f"{m['cores']} cores when the run began): expect disturbed rows.\n")
     out.write("Times are medians per call; GB/s counts each kernel's bytes per "
               "element; % ceil is the native bandwidth kernel with the same traffic "
               "(best of 1..threads, measured side by side) over the kernel's time; "

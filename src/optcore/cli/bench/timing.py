@@ -15,8 +15,10 @@ class Timing:
     budget: float = 0.25           # seconds of samples per measurement
     sample: float = 0.002          # seconds per sample (calls are repeated to fill it)
     min_repeat: int = 5
+    warmup: float = 0.02           # seconds of warm-up calls per callable, at most
     max_repeat: int = 31
     retries: int = 2               # re-measurements of a row found disturbed
+    retry_budget: float = 120.0    # seconds of re-measurement in a whole run, at most
 
 
 def timer(fn):
@@ -54,7 +56,7 @@ def measure_side_by_side(timers, timing):
         if est < 0.05:
             # Warm-up: caches, branch predictors, OpenMP threads, lazy state
             # (a slow call has warmed up in its first run).
-            deadline = time.perf_counter() + min(0.02, 4 * est)
+            deadline = time.perf_counter() + min(timing.warmup, 4 * est)
             while time.perf_counter() < deadline:
                 timed(1)
             est = min(est, timed(1))
