@@ -211,3 +211,15 @@ def test_bench_rows_record_their_flags(tmp_path):
     (row,) = b.run()["kernels"]
     assert isinstance(row["reliable"], bool) and isinstance(row["flags"], list)
     assert row["attempts"] == 1 and row["reliable"] == (not row["flags"])
+
+
+def test_a_descheduled_thread_is_caught_without_spread():
+    # Every sample waited a time slice for the second thread: steady, but the
+    # parallel pass is far slower than the one-thread pass of the same work.
+    steady = [1e-5] * 6
+    assert not bench.descheduled(10e-6, 6e-6)        # 2 threads win: fine
+    assert not bench.descheduled(1e-7, 3e-6)         # an idle fork/join at tiny sizes
+    assert bench.descheduled(10e-6, 4e-3)            # a lost time slice
+    (reason,) = bench.disturbances({"optcore": steady}, {"c": steady}, 0.9e-5,
+                                   parallel=[("ceiling 4r3w at 2 threads", 1e-5, 4e-3)])
+    assert reason.startswith("descheduled: ceiling 4r3w at 2 threads 400x slower")

@@ -37,6 +37,7 @@ from optcore.cli.bench.report import MarkdownOut, print_report, write_json
 from optcore.cli.bench.runner import (Bench, crossover, machine_info, pow2,
                                       recommend_threshold)
 from optcore.cli.bench.timing import (CEILING_LIMIT, DRIFT_LIMIT, SPREAD_LIMIT, Progress,
+                                      descheduled,
                                       Threads, Timing, disturbances, drift, measure,
                                       measure_side_by_side, measure_trusted,
                                       pattern_timer, spread, timer)
@@ -51,6 +52,6 @@ __all__ = [
     "print_scorecard", "scorecard", "write_plot", "MarkdownOut", "print_report",
     "write_json", "Bench", "crossover", "machine_info", "pow2", "recommend_threshold",
     "CEILING_LIMIT", "DRIFT_LIMIT", "SPREAD_LIMIT", "Progress", "Threads", "Timing",
-    "disturbances", "drift", "measure", "measure_side_by_side", "measure_trusted",
+    "descheduled", "disturbances", "drift", "measure", "measure_side_by_side", "measure_trusted",
     "pattern_timer", "spread", "timer",
 ]

@@ -106,8 +106,9 @@ def print_report(results, kernels, out=None):
               "element; % ceil is the native bandwidth kernel with the same traffic "
               "(best of 1..threads, measured side by side) over the kernel's time; "
               "N x = other's time / optcore's; ? marks a row disturbed by other load "
-              "(spread repetitions, a ceiling that moved during the row, or a figure "
-              "above the ceiling), re-measured and still unreliable.\n")
+              "(spread repetitions, a ceiling that moved during the row, a parallel "
+              "pass far slower than one thread's, or a figure above the ceiling), "
+              "re-measured and still unreliable.\n")
     headers = ["n", "thr", "optcore", "GB/s", "% ceil", "ceil GB/s"] + \
         [h for _, h in COMPARED]
     for kernel in kernels:
@@ -164,8 +165,8 @@ def _print_threshold(th, out):
         rows.append(row)
     table(["n"] + [k["kernel"] for k in th["kernels"]], rows, out)
     if disturbed:
-        out.write(f"  ? disturbed: {disturbed} parallel time(s) with spread "
-                  "repetitions; see \"flags\" in the JSON\n")
+        out.write(f"  ? disturbed: {disturbed} parallel time(s) with spread repetitions "
+                  "or a descheduled thread; see \"flags\" in the JSON\n")
     for k in th["kernels"]:
         out.write(f"  {k['kernel']}: {th['threads']} threads win from n = "
                   f"{k['crossover']}\n")

@@ -80,10 +80,11 @@ def _variant():
 class Bench:
     def __init__(self, kernels, sizes, dtypes, threads, timing, torch, sections,
                  progress=True, multi_cases=None, threshold_sizes=None,
-                 multi_dtypes=None):
+                 multi_dtypes=None, multi_threads=None):
         self.kernels, self.sizes, self.dtypes = kernels, sizes, dtypes
         self.multi_cases = multi_cases or MULTI_CASES
         self.multi_dtypes = list(dtypes) if multi_dtypes is None else multi_dtypes
+        self.multi_threads = list(threads) if multi_threads is None else multi_threads
         self.threshold_sizes = threshold_sizes or THRESHOLD_SIZES
         self.threads, self.timing, self.torch = threads, timing, torch
         self.sections = sections
@@ -111,7 +112,7 @@ class Bench:
                 len(self.threads)
         if "multi" in self.sections:
             total += len(self.multi_dtypes) * len(self.multi_cases) * \
-                len([k for k in self.kernels if k.multi]) * len(self.threads)
+                len([k for k in self.kernels if k.multi]) * len(self.multi_threads)
         if "overhead" in self.sections:
             total += len(self.kernels)
         if "threshold" in self.sections and max(self.threads) > 1:
@@ -150,22 +151,26 @@ class Bench:
                     timers[f"ceiling {p} {t}"] = pattern_timer(p, bufs[p], t)
             samples = measure_side_by_side(timers, self.timing)
             del timers
-        ceiling_s, chosen = 0.0, {}
+        ceiling_s, chosen, parallel = 0.0, {}, []
         for p in kernel.traffic:
+            if threads > 1:
+                parallel.append((f"ceiling {p} at {threads} threads",
+                                 median(samples[f"ceiling {p} 1"]),
+                                 median(samples[f"ceiling {p} {threads}"])))
             # the ceiling of a pattern: the faster of 1 and ``threads`` threads
             label = min((f"ceiling {p} {t}" for t in sorted({1, threads})),
                         key=lambda k: median(samples[k]))
             chosen[label] = samples[label]
             ceiling_s += median(samples[label])
-        return samples, ceiling_s, chosen
+        return samples, ceiling_s, chosen, parallel
 
     def _group(self, kernel, inputs, lists, dtype, n, threads, label):
         """The side-by-side measurement, re-taken (``timing.retries`` times at
         most) while disturbed; returns (times, ceiling seconds, reasons to
         distrust them, attempts)."""
         def check(result):
-            samples, ceiling_s, chosen = result
-            return disturbances(samples, chosen, ceiling_s)
+            samples, ceiling_s, chosen, parallel = result
+            return disturbances(samples, chosen, ceiling_s, parallel=parallel)
 
         # Re-measuring is bounded per row and over the run: on a machine loaded
         # throughout, every row is disturbed and retries cannot help.
@@ -173,7 +178,7 @@ class Bench:
         if self.retry_seconds >= self.timing.retry_budget:
             retries = 0
         started = time.perf_counter()
-        (samples, ceiling_s, _), reasons, attempts = measure_trusted(
+        (samples, ceiling_s, _, _), reasons, attempts = measure_trusted(
             lambda: self._measure_group(kernel, inputs, lists, dtype, n, threads),
             check, retries)
         if attempts > 1:
@@ -235,7 +240,7 @@ class Bench:
                 for kernel in [k for k in self.kernels if k.multi]:
                     inputs = make_inputs(kernel, sizes, dtype, seed=len(sizes))
                     label = f"{kernel.name} {np.dtype(dtype).name} {case}"
-                    for t in self.threads:
+                    for t in self.multi_threads:
                         self._row("multi", kernel, dtype, total, t,
                                   self._group(kernel, inputs, True, dtype, total, t, label),
                                   case=case, tensors=len(sizes), about=about)
@@ -279,7 +284,9 @@ class Bench:
                      "parallel": with_threads(fn, nt, 0)}, self.timing)
                 single.append(median(samples["single"]))
                 parallel.append(median(samples["parallel"]))
-                flags.append(disturbances({"optcore": samples["parallel"]}, {}, None))
+                flags.append(disturbances(
+                    {"optcore": samples["parallel"]}, {}, None,
+                    parallel=[(f"{kernel.name} at {nt} threads", single[-1], parallel[-1])]))
                 self.progress.step(f"threshold {kernel.name} n={n}")
             out["kernels"].append({
                 "kernel": kernel.name, "sizes": list(self.threshold_sizes),

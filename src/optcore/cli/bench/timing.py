@@ -120,15 +120,33 @@ def drift(samples):
     return max(a, b) / min(a, b)
 
 
+#: A parallel pass slower than this many times the one-thread pass, plus
+#: DESCHEDULED_SLACK seconds (far above an idle fork/join, far below a time
+#: slice), waited for a thread the scheduler had taken off its core.
+DESCHEDULED_RATIO = 2.0
+DESCHEDULED_SLACK = 50e-6
+
+
+def descheduled(single_s, parallel_s):
+    """Whether a parallel time, against the one-thread time of the same work,
+    shows a thread that lost its core (steady samples, so no spread shows it)."""
+    return parallel_s > DESCHEDULED_RATIO * single_s + DESCHEDULED_SLACK
+
+
 def disturbances(times, ceiling_samples, ceiling_s, spread_limit=SPREAD_LIMIT,
-                 drift_limit=DRIFT_LIMIT, ceiling_limit=CEILING_LIMIT):
+                 drift_limit=DRIFT_LIMIT, ceiling_limit=CEILING_LIMIT, parallel=()):
     """Why a row's figures cannot be trusted (an empty list: they can).
 
     ``times``: implementation -> samples; ``ceiling_samples``: pattern label ->
     samples of the ceiling passes, in the order taken; ``ceiling_s``: the
     ceiling's time per call. Only optcore's samples and the ceiling are
-    checked: they make the row's headline figures (% of the ceiling, speed-ups)."""
+    checked: they make the row's headline figures (% of the ceiling, speed-ups).
+    ``parallel``: (label, one-thread seconds, parallel seconds) of one pass."""
     reasons = []
+    for label, single_s, parallel_s in parallel:
+        if descheduled(single_s, parallel_s):
+            reasons.append(f"descheduled: {label} {parallel_s / single_s:.0f}x slower "
+                           "in parallel than on one thread")
     ours = times.get("optcore") or []
     s = spread(ours)
     if s > spread_limit:
