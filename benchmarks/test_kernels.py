@@ -48,7 +48,7 @@ def _run(benchmark, kernel, impl, inputs, lists, threads, torch_module, group):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
-@pytest.mark.parametrize("n", SIZES, ids=bench._pow2)
+@pytest.mark.parametrize("n", SIZES, ids=bench.pow2)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
 def test_kernel(benchmark, kernel, dtype, n, threads, impl, torch_module):
@@ -56,7 +56,7 @@ def test_kernel(benchmark, kernel, dtype, n, threads, impl, torch_module):
         pytest.skip("the reference is single-threaded NumPy: measured once")
     inputs = bench.make_inputs(kernel, [n], dtype, seed=n)
     _run(benchmark, kernel, impl, inputs, False, threads, torch_module,
-         f"{kernel.name} {np.dtype(dtype).name} n={bench._pow2(n)} threads={threads}")
+         f"{kernel.name} {np.dtype(dtype).name} n={bench.pow2(n)} threads={threads}")
 
 
 @pytest.mark.parametrize("impl", IMPLS)

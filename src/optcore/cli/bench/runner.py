@@ -12,7 +12,7 @@ from optcore.kernels import bandwidth
 
 from optcore.cli.bench.cases import (MULTI_CASES, THRESHOLD_SIZES, TORCH_IMPLS,
                                      make_call, make_inputs)
-from optcore.cli.bench.timing import (Progress, Threads, Timing, disturbances, measure,
+from optcore.cli.bench.timing import (Progress, Threads, disturbances, measure,
                                       measure_side_by_side, measure_trusted, median,
                                       pattern_timer, timer, with_threads)
 
@@ -327,4 +327,4 @@ def recommend_threshold(sizes, timings):
     return best
 
 
-__all__ = ["Bench", "Timing", "crossover", "machine_info", "pow2", "recommend_threshold"]
+__all__ = ["Bench", "crossover", "machine_info", "pow2", "recommend_threshold"]
