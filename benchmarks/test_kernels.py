@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import optcore
-from optcore.cli import bench
+from optcore.cli import _args, bench
 
-SIZES = bench._int_list(os.environ.get("OPTCORE_BENCH_SIZES", "2**10,2**16,2**20"))
+SIZES = _args.int_list("sizes")(os.environ.get("OPTCORE_BENCH_SIZES", "2**10,2**16,2**20"))
 DTYPES = [np.float32, np.float64]
 THREADS = sorted({1, optcore.get_num_threads()})
 IMPLS = ["optcore", "reference", *bench.TORCH_IMPLS]
@@ -48,7 +48,7 @@ def _run(benchmark, kernel, impl, inputs, lists, threads, torch_module, group):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
-@pytest.mark.parametrize("n", SIZES, ids=bench._pow2)
+@pytest.mark.parametrize("n", SIZES, ids=bench.pow2)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
 def test_kernel(benchmark, kernel, dtype, n, threads, impl, torch_module):
@@ -56,7 +56,7 @@ def test_kernel(benchmark, kernel, dtype, n, threads, impl, torch_module):
         pytest.skip("the reference is single-threaded NumPy: measured once")
     inputs = bench.make_inputs(kernel, [n], dtype, seed=n)
     _run(benchmark, kernel, impl, inputs, False, threads, torch_module,
-         f"{kernel.name} {np.dtype(dtype).name} n={bench._pow2(n)} threads={threads}")
+         f"{kernel.name} {np.dtype(dtype).name} n={bench.pow2(n)} threads={threads}")
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -214,8 +214,29 @@ def test_plot(tmp_path):
 
 
 def test_bench_rejects_unknown_kernel(capsys):
-    assert _run_cli(["bench", "--kernels", "nope", "--no-torch"]) == 2
-    assert "unknown or unavailable kernel" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        _run_cli(["bench", "--kernels", "nope", "--no-torch"])
+    assert exc.value.code == 2
+    assert "argument --kernels: unknown kernel 'nope'" in capsys.readouterr().err
+
+
+def test_step_cases_follow_the_kernel_spec():
+    # Buffers, their order and the multi-tensor form come from optcore._spec:
+    # a buffer needed only under an option is there when the case sets it.
+    from optcore import _spec
+    cases = {k.name: k for k in bench.KERNELS}
+    assert cases["adam"].buffers == ("param", "grad", "exp_avg", "exp_avg_sq")
+    assert cases["sgd_momentum"].buffers == ("param", "grad", "momentum_buffer")
+    assert cases["sgd_momentum"].keyword_buffers == ("momentum_buffer",)
+    assert cases["rmsprop"].buffers == ("param", "grad", "square_avg")
+    assert cases["adamw"].func == "adamw_step" and cases["adamw"].torch == "AdamW"
+    assert cases["adamw"].torch_kwargs["weight_decay"] == 1e-2
+    assert cases["adam"].torch_kwargs["betas"] == (0.9, 0.999)
+    for k in bench.KERNELS:
+        if k.call == "step":
+            spec = next(s for s in _spec.KERNELS if s.name == k.func or k.func in s.aliases)
+            assert set(k.buffers) <= {b.name for b in spec.buffers}
+            assert k.multi == spec.multi
 
 
 # ---- instruction-set variants -------------------------------------------------------

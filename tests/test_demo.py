@@ -114,9 +114,11 @@ def test_cli_subprocess():
     _check_output(done.stdout)
 
 
-def test_cli_rejects_a_nonpositive_scale():
-    with pytest.raises(SystemExit, match="--scale must be > 0"):
+def test_cli_rejects_a_nonpositive_scale(capsys):
+    with pytest.raises(SystemExit) as exc:
         main(["demo", "--scale", "0"])
+    assert exc.value.code == 2
+    assert "argument --scale: must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_plot_writes_a_png(tmp_path, capsys):

@@ -4,16 +4,23 @@ import argparse
 import sys
 
 
-def main(argv=None):
+def make_parser():
+    import optcore
     parser = argparse.ArgumentParser(
         prog="python -m optcore",
         description="optcore: optimizer-step kernels in Cython + OpenMP.")
+    parser.add_argument("--version", action="version",
+                        version=f"optcore {optcore.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     from optcore.cli import demo
     demo.add_parser(sub)
     from optcore.cli import bench
     bench.add_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
     return args.run(args)
 
 

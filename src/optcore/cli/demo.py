@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from optcore.cli import demo_training
+from optcore.cli import _args, demo_training
 
 QUICK_SCALE = 0.25
 PLOT_TITLES = {"linear": "linear model 10 -> 1", "mlp": "MLP 10 -> ReLU(10) -> 1"}
@@ -22,15 +22,18 @@ def add_parser(sub):
             "Adam, and an MLP (10 -> ReLU(10) -> 1) with Adam, on synthetic data under "
             "MSE. Each run is done twice from the same initial weights: with optcore's "
             "kernels and with optcore.reference (pure NumPy)."))
-    p.add_argument("--seed", type=int, default=0, help="seed of data, weights and batches (default 0)")
+    p.add_argument("--seed", type=_args.seed, default=0, metavar="N",
+                   help="seed of data, weights and batches, >= 0 (default 0)")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--scale", type=float, default=1.0, metavar="S",
-                       help="multiply every method's step count by S (default 1)")
+    steps.add_argument("--scale", type=_args.positive_float, default=1.0, metavar="S",
+                       help="multiply every method's step count by S > 0 (default 1)")
     steps.add_argument("--quick", action="store_const", dest="scale", const=QUICK_SCALE,
                        help=f"a quarter of the steps (--scale {QUICK_SCALE})")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of data and parameters (default float32)")
-    p.add_argument("--plot", metavar="FILE.png", help="save the loss curves (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png", type=_args.output_file(".png"),
+                   help="save the loss curves (needs matplotlib; .png is appended to a "
+                   "name without it)")
     p.add_argument("--torch", action="store_true",
                    help="train the MLP as a torch.nn.Module with torch.optim.Adam and "
                         "optcore.torch.Adam instead (needs torch)")
@@ -39,8 +42,6 @@ def add_parser(sub):
 
 
 def run(args):
-    if args.scale <= 0:
-        raise SystemExit(f"optcore demo: --scale must be > 0, got {args.scale}")
     if args.plot:
         _figure_class()               # fail before training, not after
     if args.torch:
