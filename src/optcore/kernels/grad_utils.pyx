@@ -19,6 +19,7 @@ from optcore.kernels._math cimport fabs_, maximum, sum_squares
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
                                        block_fn)
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
+from optcore.kernels._checks cimport real
 
 cdef extern from * nogil:
     """
@@ -489,7 +490,9 @@ cdef bint unscale_f64(double** grads, const Py_ssize_t* sizes, Py_ssize_t ntenso
 # ---- Python API ------------------------------------------------------------------
 
 cdef double _norm_type(norm_type) except? -1.0:
-    cdef double p = float(norm_type)
+    # torch also takes the string 'inf' (and other float strings).
+    cdef double p = float(norm_type) if isinstance(norm_type, str) else \
+        real(norm_type, "norm_type")
     if not (p > 0.0):
         raise ValueError(
             f"norm_type must be a positive number or inf, got {norm_type!r}")
@@ -514,11 +517,9 @@ def global_norm(arrays, norm_type=2.0):
     """
     cdef double p = _norm_type(norm_type)
     cdef BufferSet b = _bind("arrays", arrays, READ)
-    cdef bint is_f32 = b.dtype == FLOAT32
-    cdef double total
     with nogil:
-        total = _global_norm(b.data, b.sizes, b.ntensors, p, is_f32, 0)
-    return total
+        p = _global_norm(b.data, b.sizes, b.ntensors, p, b.dtype == FLOAT32, 0)
+    return p
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -534,7 +535,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     is computed in double and rounded once to the gradients' dtype.
     """
     cdef double p = _norm_type(norm_type)
-    cdef double mx = float(max_norm)
+    cdef double mx = real(max_norm, "max_norm")
     cdef BufferSet b = _bind("grads", grads, WRITE)
     cdef bint is_f32 = b.dtype == FLOAT32
     cdef double total
@@ -555,21 +556,19 @@ def clip_grad_value_(grads, clip_value):
     """Clamp ``grads`` in place to ``[-clip_value, clip_value]``
     (``torch.nn.utils.clip_grad_value_``: clamp_min then clamp_max; NaN
     gradients stay NaN, a NaN ``clip_value`` makes every element NaN)."""
-    cdef double c = float(clip_value)
+    cdef double c = real(clip_value, "clip_value")
     cdef BufferSet b = _bind("grads", grads, WRITE)
-    cdef bint is_f32 = b.dtype == FLOAT32
     with nogil:
-        _clip_value(b.data, b.sizes, b.ntensors, c, is_f32, 0)
+        _clip_value(b.data, b.sizes, b.ntensors, c, b.dtype == FLOAT32, 0)
 
 
 def all_finite(arrays):
     """True when no element of ``arrays`` (one array or a list) is NaN, +inf
     or -inf. Stops early once a non-finite value is found."""
     cdef BufferSet b = _bind("arrays", arrays, READ)
-    cdef bint is_f32 = b.dtype == FLOAT32
     cdef bint ok
     with nogil:
-        ok = _all_finite(b.data, b.sizes, b.ntensors, is_f32, 0)
+        ok = _all_finite(b.data, b.sizes, b.ntensors, b.dtype == FLOAT32, 0)
     return ok
 
 
@@ -583,10 +582,9 @@ def unscale_(grads, inv_scale):
     keeps it as a float32 tensor; the two agree for the power-of-two scales
     GradScaler uses).
     """
-    cdef double inv = float(inv_scale)
+    cdef double inv = real(inv_scale, "inv_scale")
     cdef BufferSet b = _bind("grads", grads, WRITE)
-    cdef bint is_f32 = b.dtype == FLOAT32
     cdef bint found
     with nogil:
-        found = _unscale(b.data, b.sizes, b.ntensors, inv, is_f32, 0)
+        found = _unscale(b.data, b.sizes, b.ntensors, inv, b.dtype == FLOAT32, 0)
     return found
