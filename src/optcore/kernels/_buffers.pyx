@@ -124,14 +124,35 @@ cdef inline bint _extent(uintptr_t buf, int ndim, const Py_ssize_t* shape,
     return True
 
 
+cdef inline bint _before(const Interval* x, const Interval* y) noexcept nogil:
+    # By start address, then by buffer number: a total order (numbers differ).
+    return x.start < y.start or (x.start == y.start and x.index < y.index)
+
+
 cdef int _cmp_interval(const void* a, const void* b) noexcept nogil:
     cdef const Interval* x = <const Interval*>a
     cdef const Interval* y = <const Interval*>b
-    if x.start < y.start:
-        return -1
-    if x.start > y.start:
-        return 1
+    if x.start != y.start:
+        return -1 if x.start < y.start else 1
     return -1 if x.index < y.index else (1 if x.index > y.index else 0)
+
+
+cdef inline void _sort_intervals(Interval* iv, Py_ssize_t m) noexcept nogil:
+    # A call's buffers: insertion sort, without qsort's indirect calls (and
+    # linear for buffers listed in address order, as arrays allocated one
+    # after the other usually are).
+    cdef Py_ssize_t i, j
+    cdef Interval x
+    if m > STACK_INTERVALS:
+        qsort(iv, m, sizeof(Interval), _cmp_interval)
+        return
+    for i in range(1, m):
+        x = iv[i]
+        j = i
+        while j > 0 and _before(&x, &iv[j - 1]):
+            iv[j] = iv[j - 1]
+            j -= 1
+        iv[j] = x
 
 
 cdef class _Where:
@@ -201,7 +222,7 @@ cdef object _overlap(Interval* iv, Py_ssize_t m, _Where where):
     cdef bint any_seen = False, w_seen = False
     if m < 2:
         return None
-    qsort(iv, m, sizeof(Interval), _cmp_interval)
+    _sort_intervals(iv, m)
     for i in range(m):
         if (iv[i].writable and any_seen and max_any > iv[i].start) or \
            (not iv[i].writable and w_seen and max_w > iv[i].start):
@@ -217,7 +238,7 @@ cdef object _overlap(Interval* iv, Py_ssize_t m, _Where where):
     return None
 
 
-cdef Py_ssize_t _add_intervals(BufferSet bs, const int* role_of, dict copied,
+cdef inline Py_ssize_t _add_intervals(BufferSet bs, const int* role_of, dict copied,
                                Py_ssize_t offset, Interval* iv) except -1:
     """The memory ranges of a bound call, numbered from ``offset``; a copied
     input counts with its original's range. Returns how many were added."""
@@ -225,10 +246,10 @@ cdef Py_ssize_t _add_intervals(BufferSet bs, const int* role_of, dict copied,
     cdef Py_ssize_t itemsize = 4 if bs.dtype == FLOAT32 else 8
     cdef int a
     cdef uintptr_t lo, hi
-    for t in range(k):
-        for a in range(bs.nargs):
-            if role_of[a] == ABSENT:
-                continue
+    for a in range(bs.nargs):
+        if role_of[a] == ABSENT:
+            continue
+        for t in range(k):
             index = a * k + t
             if copied is not None and index in copied:
                 # The copy is fresh memory; the original may still share
