@@ -16,15 +16,10 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 cimport numpy as cnp
 from libc.stdint cimport uintptr_t
-from libc.stdlib cimport qsort
 
 import numpy as np
 
 cnp.import_array()
-
-cdef enum:
-    STACK_INTERVALS = 64   # intervals of one call kept on the stack (more: heap)
-
 
 cdef class BufferSet:
     """Pointers and sizes of the buffers of one call; owns the acquired views."""
@@ -95,65 +90,6 @@ cdef str _dtype_name(obj, const Py_buffer* view):
 
 
 # ---- memory ranges and the overlap rule ----------------------------------------
-
-cdef struct Interval:
-    uintptr_t start
-    uintptr_t stop
-    Py_ssize_t index   # the caller's number for the buffer (see _Where)
-    int writable
-    int dense          # [start, stop) holds only the buffer's own elements
-
-
-cdef inline bint _extent(uintptr_t buf, int ndim, const Py_ssize_t* shape,
-                         const Py_ssize_t* strides, Py_ssize_t itemsize,
-                         uintptr_t* lo, uintptr_t* hi) noexcept:
-    """The byte range [lo, hi) spanned by a strided buffer; False when empty."""
-    cdef uintptr_t start = buf, stop = buf
-    cdef Py_ssize_t span
-    cdef int d
-    for d in range(ndim):
-        if shape[d] == 0:
-            return False
-        span = (shape[d] - 1) * strides[d]
-        if span < 0:
-            start -= <uintptr_t>(-span)
-        else:
-            stop += <uintptr_t>span
-    lo[0] = start
-    hi[0] = stop + <uintptr_t>itemsize
-    return True
-
-
-cdef inline bint _before(const Interval* x, const Interval* y) noexcept nogil:
-    # By start address, then by buffer number: a total order (numbers differ).
-    return x.start < y.start or (x.start == y.start and x.index < y.index)
-
-
-cdef int _cmp_interval(const void* a, const void* b) noexcept nogil:
-    cdef const Interval* x = <const Interval*>a
-    cdef const Interval* y = <const Interval*>b
-    if x.start != y.start:
-        return -1 if x.start < y.start else 1
-    return -1 if x.index < y.index else (1 if x.index > y.index else 0)
-
-
-cdef inline void _sort_intervals(Interval* iv, Py_ssize_t m) noexcept nogil:
-    # A call's buffers: insertion sort, without qsort's indirect calls (and
-    # linear for buffers listed in address order, as arrays allocated one
-    # after the other usually are).
-    cdef Py_ssize_t i, j
-    cdef Interval x
-    if m > STACK_INTERVALS:
-        qsort(iv, m, sizeof(Interval), _cmp_interval)
-        return
-    for i in range(1, m):
-        x = iv[i]
-        j = i
-        while j > 0 and _before(&x, &iv[j - 1]):
-            iv[j] = iv[j - 1]
-            j -= 1
-        iv[j] = x
-
 
 cdef class _Where:
     """The buffers behind interval numbers, for the slow paths (exact sharing
@@ -238,16 +174,17 @@ cdef object _overlap(Interval* iv, Py_ssize_t m, _Where where):
     return None
 
 
-cdef inline Py_ssize_t _add_intervals(BufferSet bs, const int* role_of, dict copied,
-                               Py_ssize_t offset, Interval* iv) except -1:
+cdef inline Py_ssize_t _add_intervals(BufferSet bs, Py_ssize_t offset,
+                                      Interval* iv) except -1:
     """The memory ranges of a bound call, numbered from ``offset``; a copied
     input counts with its original's range. Returns how many were added."""
     cdef Py_ssize_t k = bs.ntensors, t, m = 0, index
     cdef Py_ssize_t itemsize = 4 if bs.dtype == FLOAT32 else 8
     cdef int a
     cdef uintptr_t lo, hi
+    cdef dict copied = bs.copied
     for a in range(bs.nargs):
-        if role_of[a] == ABSENT:
+        if bs.roles[a] == ABSENT:
             continue
         for t in range(k):
             index = a * k + t
@@ -266,7 +203,7 @@ cdef inline Py_ssize_t _add_intervals(BufferSet bs, const int* role_of, dict cop
             iv[m].start = lo
             iv[m].stop = hi
             iv[m].index = offset + index
-            iv[m].writable = role_of[a] == WRITE
+            iv[m].writable = bs.roles[a] == WRITE
             m += 1
     return m
 
@@ -318,17 +255,15 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
     the reference for list length, size and dtype (the parameter, or the
     prediction for losses).
     """
-    cdef int role_of[MAX_ARGS]
-    cdef BufferSet bs = _bind(names, objs, roles, None, False, role_of)
-    _check_call_overlap(bs, names, objs, None, role_of)
+    cdef BufferSet bs = _bind(names, objs, roles, None, False)
+    _check_call_overlap(bs, names, objs, None)
     return bs
 
 
 cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
-                     bint check_only, int* role_of):
+                     bint check_only):
     """bind() without its overlap check. ``check_only``: a non-contiguous input
-    is not copied (nothing is bound for a kernel; its data pointer is NULL).
-    Fills ``role_of``."""
+    is not copied (nothing is bound for a kernel; its data pointer is NULL)."""
     cdef BufferSet bs = BufferSet.__new__(BufferSet)
     cdef int nargs = len(objs)
     cdef int a, role, dt
@@ -376,10 +311,10 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
     if nargs > MAX_ARGS:
         raise ValueError(f"at most {MAX_ARGS} buffer arguments per call")
     for a in range(nargs):
-        role_of[a] = roles[a]
+        bs.roles[a] = roles[a]
     for t in range(k):
         for a in range(nargs):
-            role = role_of[a]
+            role = bs.roles[a]
             index = a * k + t
             if role == ABSENT:
                 bs.data[index] = NULL
@@ -483,8 +418,7 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
     return bs
 
 
-cdef _check_call_overlap(BufferSet bs, tuple names, tuple objs, object labels,
-                         const int* role_of):
+cdef _check_call_overlap(BufferSet bs, tuple names, tuple objs, object labels):
     # Every buffer of the call: through a view, a held array or a copy.
     cdef dict copied = bs.copied
     cdef _Where where = None
@@ -499,7 +433,7 @@ cdef _check_call_overlap(BufferSet bs, tuple names, tuple objs, object labels,
         if iv == NULL:
             raise MemoryError()
     try:
-        m = _add_intervals(bs, role_of, copied, 0, iv)
+        m = _add_intervals(bs, 0, iv)
         # Only copied inputs need the objects (the exact test); the fast path
         # builds nothing.
         if copied is not None:
@@ -576,18 +510,15 @@ def check_calls(calls):
     """
     cdef list args = [_call_args(call) for call in calls]
     cdef list bound = []
-    cdef int role_of[MAX_ARGS]
-    cdef int roles_all[MAX_ARGS]
     cdef BufferSet bs
     cdef _Where where = _Where.__new__(_Where)
     cdef Py_ssize_t total = 0, m = 0, offset = 0
-    cdef int a
     where.calls = []
     for names, objs, roles, labels in args:
-        bs = _bind(names, objs, roles, labels, True, role_of)
-        _check_call_overlap(bs, names, objs, labels, role_of)
+        bs = _bind(names, objs, roles, labels, True)
+        _check_call_overlap(bs, names, objs, labels)
         # The views stay held (and the pointers valid) until the check is done.
-        bound.append((bs, roles))
+        bound.append(bs)
         where.calls.append((offset, bs.ntensors, bs.is_list, names, objs, labels))
         offset += bs.nargs * bs.ntensors
         total += bs.nviews + bs.nrefs + (len(bs.copied) if bs.copied is not None else 0)
@@ -597,10 +528,8 @@ def check_calls(calls):
     if iv == NULL:
         raise MemoryError()
     try:
-        for (bs, roles), entry in zip(bound, where.calls):
-            for a in range(bs.nargs):
-                roles_all[a] = roles[a]
-            m += _add_intervals(bs, roles_all, bs.copied, entry[0], iv + m)
+        for bs, entry in zip(bound, where.calls):
+            m += _add_intervals(bs, entry[0], iv + m)
         pair = _overlap(iv, m, where)
         if pair is not None:
             raise ValueError(_overlap_message(where.label(pair[0]), where.label(pair[1])))
