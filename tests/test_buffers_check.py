@@ -194,7 +194,7 @@ def test_labels_name_the_buffers():
 
 def test_bad_arguments_of_the_check_itself():
     p, g = _adam_bufs()[:2]
-    with pytest.raises(ValueError, match="roles must be 'write', 'read' or None"):
+    with pytest.raises(ValueError, match="roles must be 'write', 'read', 'copy' or None"):
         check_buffers(("p",), (p,), ("modify",))
     with pytest.raises(ValueError, match="one entry per argument"):
         check_buffers(("p", "g"), (p,), ("write",))
@@ -282,3 +282,27 @@ def test_find_overlap_uses_the_same_rule():
     assert find_overlap([base[:4], base[2:6]], []) == (0, 1)
     with pytest.raises(TypeError, match="find_overlap takes NumPy arrays"):
         find_overlap([memoryview(base)], [base])
+
+
+def test_copy_role_counts_only_the_originals_memory():
+    # A misaligned gradient the caller copies itself: bind would refuse it,
+    # the overlap rule still applies to its original.
+    raw = np.zeros(4 * N + 4, np.uint8)
+    param = raw[:4 * N].view(np.float32)
+    inside = raw[1:4 * N + 1].view(np.float32)        # misaligned, inside param
+    outside = np.zeros(4 * N + 1, np.uint8)[1:].view(np.float32)
+    assert not inside.flags.aligned and not outside.flags.aligned
+    with pytest.raises(ValueError, match="not aligned"):
+        check_buffers(("param", "grad"), (param, inside), ("write", "read"))
+    with pytest.raises(ValueError, match=r"^param and the grad of parameter 0 overlap"):
+        check_calls([(("param",), (param,), ("write",)),
+                     (("grad",), (inside,), ("copy",), ["the grad of parameter 0"])])
+    with pytest.raises(ValueError, match=r"^param and grad overlap"):
+        check_buffers(("param", "grad"), (param, inside), ("write", "copy"))
+    check_buffers(("param", "grad"), (param, outside), ("write", "copy"))
+    check_buffers(("param", "grad"), (param, outside.astype(np.int8)), ("write", "copy"))
+    # Interleaved without sharing an element, or only read: allowed.
+    base = np.zeros(4 * N, np.float32)
+    check_calls([(("param",), (base[1:4],), ("write",)),
+                 (("grad",), ([base[::4], base[::4]],), ("copy",))])
+    check_calls([(("grad",), (param,), ("read",)), (("grad",), (inside,), ("copy",))])

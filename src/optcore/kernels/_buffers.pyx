@@ -450,8 +450,14 @@ cdef _check_call_overlap(BufferSet bs, tuple names, tuple objs, object labels):
 
 # ---- the check-only entry points (Python) --------------------------------------
 
+# "copy": an input the caller copies itself before the call (e.g. a misaligned
+# gradient): bind never sees it, so only the overlap rule applies, through
+# the original's memory.
+cdef enum:
+    COPY = -1
+
 cdef dict _ROLES = {"write": WRITE, "read": READ, "absent": ABSENT, None: ABSENT,
-                    WRITE: WRITE, READ: READ, ABSENT: ABSENT}
+                    "copy": COPY, WRITE: WRITE, READ: READ, ABSENT: ABSENT}
 
 
 cdef tuple _call_args(call):
@@ -466,7 +472,7 @@ cdef tuple _call_args(call):
     try:
         roles = tuple([_ROLES[r] for r in roles])
     except (KeyError, TypeError):
-        raise ValueError(f"roles must be 'write', 'read' or None (absent), got "
+        raise ValueError(f"roles must be 'write', 'read', 'copy' or None (absent), got "
                          f"{call[2]!r}") from None
     if labels is not None:
         for a in range(len(names)):
@@ -489,8 +495,10 @@ def check_buffers(names, objs, roles, labels=None):
 
     ``names``: the argument names (for messages); ``objs``: per argument an
     array (any buffer) or, for a multi-tensor call, a list of arrays;
-    ``roles``: per argument ``"write"`` (updated in place), ``"read"`` or
-    ``None`` (absent: not used, None accepted). Argument 0 is the reference
+    ``roles``: per argument ``"write"`` (updated in place), ``"read"``,
+    ``None`` (absent: not used, None accepted), or ``"copy"`` (an input the
+    caller copies before the call: only its memory counts, for the overlap
+    rule; no other check). Argument 0 is the reference
     for list length, sizes and dtype. ``labels`` (optional): per argument
     None, or how messages name it: a str for a single array, a list of str
     (one per tensor) for a list; by default ``name`` / ``name[t]``.
@@ -512,17 +520,26 @@ def check_calls(calls):
     cdef list bound = []
     cdef BufferSet bs
     cdef _Where where = _Where.__new__(_Where)
-    cdef Py_ssize_t total = 0, m = 0, offset = 0
+    cdef Py_ssize_t total = 0, m = 0, offset = 0, t
+    cdef list copies = []          # (buffer number, object) of "copy" inputs
+    cdef int a
     where.calls = []
     for names, objs, roles, labels in args:
-        bs = _bind(names, objs, roles, labels, True)
+        bs = _bind(names, objs, tuple([ABSENT if r == COPY else r for r in roles]),
+                   labels, True)
         _check_call_overlap(bs, names, objs, labels)
         # The views stay held (and the pointers valid) until the check is done.
         bound.append(bs)
         where.calls.append((offset, bs.ntensors, bs.is_list, names, objs, labels))
+        for a in range(bs.nargs):
+            if roles[a] == COPY:
+                for t in range(bs.ntensors):
+                    copies.append((offset + a * bs.ntensors + t,
+                                   objs[a][t] if bs.is_list else objs[a]))
         offset += bs.nargs * bs.ntensors
         total += bs.nviews + bs.nrefs + (len(bs.copied) if bs.copied is not None else 0)
-    if len(bound) < 2 or total < 2:
+    total += len(copies)
+    if (len(bound) < 2 and not copies) or total < 2:
         return
     cdef Interval* iv = <Interval*>PyMem_Malloc(total * sizeof(Interval))
     if iv == NULL:
@@ -530,11 +547,29 @@ def check_calls(calls):
     try:
         for bs, entry in zip(bound, where.calls):
             m += _add_intervals(bs, entry[0], iv + m)
+        for index, obj in copies:
+            m += _buffer_interval(obj, index, False, iv + m)
         pair = _overlap(iv, m, where)
         if pair is not None:
             raise ValueError(_overlap_message(where.label(pair[0]), where.label(pair[1])))
     finally:
         PyMem_Free(iv)
+
+
+cdef int _buffer_interval(object obj, Py_ssize_t index, bint writable,
+                          Interval* iv) except -1:
+    # Any buffer's byte range as interval ``index``; 0 when it is empty.
+    cdef Py_buffer view
+    PyObject_GetBuffer(obj, &view, PyBUF_RECORDS_RO)
+    try:
+        if not _extent(<uintptr_t>view.buf, view.ndim, view.shape, view.strides,
+                       view.itemsize, &iv.start, &iv.stop):
+            return 0
+        iv.dense = PyBuffer_IsContiguous(&view, b'A')
+    finally:
+        PyBuffer_Release(&view)
+    iv.index, iv.writable = index, writable
+    return 1
 
 
 def find_overlap(list written, list read):
@@ -544,8 +579,6 @@ def find_overlap(list written, list read):
     other. (``check_calls`` checks whole calls, with messages.)"""
     cdef list arrays = written + read
     cdef Py_ssize_t nw = len(written), n = len(arrays), i, m = 0
-    cdef cnp.ndarray arr
-    cdef uintptr_t lo, hi
     cdef _Where where
     if n < 2:
         return None
@@ -557,18 +590,7 @@ def find_overlap(list written, list read):
         raise MemoryError()
     try:
         for i in range(n):
-            arr = <cnp.ndarray>arrays[i]
-            if not _extent(<uintptr_t>cnp.PyArray_DATA(arr), cnp.PyArray_NDIM(arr),
-                           <Py_ssize_t*>cnp.PyArray_DIMS(arr),
-                           <Py_ssize_t*>cnp.PyArray_STRIDES(arr),
-                           cnp.PyArray_ITEMSIZE(arr), &lo, &hi):
-                continue
-            iv[m].start = lo
-            iv[m].stop = hi
-            iv[m].index = i
-            iv[m].writable = i < nw
-            iv[m].dense = cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_IS_F_CONTIGUOUS(arr)
-            m += 1
+            m += _buffer_interval(arrays[i], i, i < nw, iv + m)
         where = _Where.__new__(_Where)
         where.flat = arrays
         return _overlap(iv, m, where)
