@@ -1,9 +1,13 @@
-"""Argument checks shared by every kernel (SPEC §8), all run before any write.
+"""Argument checks shared by every kernel, all run before any write.
 
 ``bind`` takes the buffer arguments of one call (single arrays, or lists of
 equal length for a multi-tensor call), checks dtype, size, contiguity,
 writability, alignment and overlap, and returns raw pointers for the kernels.
 Nothing is written until it returns, so a call that raises changes nothing.
+
+``check_buffers`` and ``check_calls`` run exactly those checks from Python
+without binding anything for a kernel call (callers that must check several
+calls before the first one writes: the optimizer classes).
 """
 
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
@@ -12,12 +16,10 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 cimport numpy as cnp
 from libc.stdint cimport uintptr_t
-from libc.stdlib cimport qsort
 
 import numpy as np
 
 cnp.import_array()
-
 
 cdef class BufferSet:
     """Pointers and sizes of the buffers of one call; owns the acquired views."""
@@ -50,8 +52,16 @@ cdef class BufferSet:
         return s
 
 
-cdef inline str _label(str name, Py_ssize_t t, bint is_list):
-    return f"{name}[{t}]" if is_list else name
+# ---- names in messages ---------------------------------------------------------
+
+cdef str _label(tuple names, object labels, int a, Py_ssize_t t, bint is_list):
+    """How messages name tensor t of argument a: the caller's label when given,
+    else ``name[t]`` (``name`` for a single array)."""
+    if labels is not None:
+        own = labels[a]
+        if own is not None:
+            return own[t] if is_list else own
+    return f"{names[a]}[{t}]" if is_list else names[a]
 
 
 cdef int _dtype_of(const Py_buffer* view) noexcept:
@@ -79,225 +89,132 @@ cdef str _dtype_name(obj, const Py_buffer* view):
     return type(obj).__name__
 
 
-cdef struct Interval:
-    uintptr_t start
-    uintptr_t stop
-    int index        # position in views
-    int writable
+# ---- memory ranges and the overlap rule ----------------------------------------
+
+cdef class _Where:
+    """The buffers behind interval numbers, for the slow paths (exact sharing
+    test, messages): either one flat list, or calls numbered one after the
+    other (buffer number = call offset + argument * ntensors + tensor)."""
+    cdef list flat
+    cdef list calls      # (offset, ntensors, is_list, names, objs, labels)
+
+    cdef tuple _find(self, Py_ssize_t index):
+        cdef Py_ssize_t offset, k
+        for entry in reversed(self.calls):
+            offset, k = entry[0], entry[1]
+            if index >= offset:
+                return entry, (index - offset) // k, (index - offset) % k
+        raise IndexError(index)
+
+    cdef object owner(self, Py_ssize_t index):
+        if self.flat is not None:
+            return self.flat[index]
+        entry, a, t = self._find(index)
+        obj = entry[4][a]
+        return obj[t] if entry[2] else obj
+
+    cdef str label(self, Py_ssize_t index):
+        entry, a, t = self._find(index)
+        return _label(entry[3], entry[5], a, t, entry[2])
 
 
-cdef int _cmp_interval(const void* a, const void* b) noexcept nogil:
-    cdef const Interval* x = <const Interval*>a
-    cdef const Interval* y = <const Interval*>b
-    if x.start < y.start:
-        return -1
-    if x.start > y.start:
-        return 1
-    return x.index - y.index
+cdef _Where _where_of_call(tuple names, tuple objs, object labels, BufferSet bs):
+    cdef _Where w = _Where.__new__(_Where)
+    w.calls = [(0, bs.ntensors, bs.is_list, names, objs, labels)]
+    return w
 
 
-cdef BufferSet bind(tuple names, tuple objs, tuple roles):
-    """Check and bind the buffers of one call.
+cdef tuple _ordered(Interval* x, Interval* y):
+    # The written buffer first; of two written ones, the caller's first.
+    if x.writable and (not y.writable or x.index < y.index):
+        return (x.index, y.index)
+    return (y.index, x.index)
 
-    ``names[i]`` names argument i in messages, ``objs[i]`` is an array (or a
-    list of arrays for a multi-tensor call), ``roles[i]`` a Role. Argument 0 is
-    the reference for list length, size and dtype (the parameter, or the
-    prediction for losses).
-    """
-    cdef BufferSet bs = BufferSet.__new__(BufferSet)
-    cdef int nargs = len(objs)
-    cdef int a, role, dt, i
-    cdef Py_ssize_t t, k, nbytes
-    cdef Py_buffer* view
-    cdef object first = objs[0]
-    cdef bint is_list = isinstance(first, (list, tuple))
 
-    bs.nargs = nargs
-    bs.is_list = is_list
-    bs.keep = None
-    k = len(first) if is_list else 1
-
-    # List structure first: every used argument is a list of the same length
-    # (or a single array when the parameter is one).
-    for a in range(nargs):
-        role = roles[a]
-        obj = objs[a]
-        if role == ABSENT:
+cdef object _sharing_pair(Interval* iv, Py_ssize_t i, _Where where):
+    # Interval i's range meets an earlier one of a kind that matters: confirm
+    # (two dense buffers share memory iff their ranges meet; a strided one may
+    # interleave with another without sharing an element).
+    cdef Py_ssize_t j
+    for j in range(i):
+        if iv[j].stop <= iv[i].start or not (iv[i].writable or iv[j].writable):
             continue
-        if obj is None:
-            raise ValueError(f"{names[a]} is required for these options but is None")
-        if isinstance(obj, (list, tuple)) != is_list:
-            if is_list:
-                raise ValueError(f"{names[0]} is a list of {k} tensors but {names[a]} is not a list")
-            raise ValueError(f"{names[a]} is a list but {names[0]} is a single array")
-        if is_list and len(obj) != k:
-            raise ValueError(
-                f"{names[a]} has {len(obj)} tensors but {names[0]} has {k}")
-
-    bs.ntensors = k
-    bs.data = <void**>PyMem_Malloc(max(1, nargs * k) * sizeof(void*))
-    bs.sizes = <Py_ssize_t*>PyMem_Malloc(max(1, k) * sizeof(Py_ssize_t))
-    bs.views = <Py_buffer*>PyMem_Malloc(max(1, nargs * k) * sizeof(Py_buffer))
-    if bs.data == NULL or bs.sizes == NULL or bs.views == NULL:
-        raise MemoryError()
-
-    bs.refs = <PyObject**>PyMem_Malloc(max(1, nargs * k) * sizeof(PyObject*))
-    if bs.refs == NULL:
-        raise MemoryError()
-
-    cdef int dtype = -1
-    cdef str ref_label = None
-    cdef list copied = None
-    cdef int role_of[MAX_ARGS]
-    if nargs > MAX_ARGS:
-        raise ValueError(f"at most {MAX_ARGS} buffer arguments per call")
-    for a in range(nargs):
-        role_of[a] = roles[a]
-    for t in range(k):
-        for a in range(nargs):
-            role = role_of[a]
-            if role == ABSENT:
-                bs.data[a * k + t] = NULL
-                continue
-            obj = objs[a][t] if is_list else objs[a]
-            # Fast path: a NumPy array that passes every check below is read
-            # from the array struct (no buffer export, no message formatting).
-            # Anything else, including every failing case, takes the general
-            # path, which raises the error.
-            if _ndarray_ok(obj, role, dtype, a, bs.sizes[t] if a > 0 else -1):
-                if dtype < 0:
-                    dtype = FLOAT32 if cnp.PyArray_TYPE(<cnp.ndarray>obj) == cnp.NPY_FLOAT32 \
-                        else FLOAT64
-                    ref_label = _label(names[a], t, is_list)
-                if a == 0:
-                    bs.sizes[t] = cnp.PyArray_SIZE(<cnp.ndarray>obj)
-                bs.data[a * k + t] = cnp.PyArray_DATA(<cnp.ndarray>obj)
-                # Hold the array while the kernel runs (and keep its memory
-                # from being resized away: NumPy refuses while others refer to it).
-                Py_INCREF(obj)
-                bs.refs[bs.nrefs] = <PyObject*>obj
-                bs.nrefs += 1
-                continue
-            label = _label(names[a], t, is_list)
-            if obj is None:
-                raise ValueError(f"{label} is required for these options but is None")
-            view = &bs.views[bs.nviews]
+        if not (iv[i].dense and iv[j].dense):
             try:
-                PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)
-            except (TypeError, BufferError, ValueError) as exc:
-                if type(obj).__module__.startswith("torch"):
-                    raise TypeError(
-                        f"{label} is a torch tensor; pass tensor.numpy() (a zero-copy "
-                        f"view of a CPU tensor) or use the optimizers in optcore.torch"
-                    ) from None
-                raise TypeError(
-                    f"{label} must be a float32 or float64 array (or buffer), "
-                    f"got {_dtype_name(obj, NULL) if hasattr(obj, 'dtype') else type(obj).__name__}"
-                    f" ({exc})") from None
-            bs.nviews += 1
-            dt = _dtype_of(view)
-            if dt < 0:
-                if view.format != NULL and (view.format[0] == b'>' or view.format[0] == b'!'):
-                    raise TypeError(
-                        f"{label} has dtype {_dtype_name(obj, view)} in non-native "
-                        f"byte order; optcore kernels take native float32 or float64")
-                raise TypeError(
-                    f"{label} has dtype {_dtype_name(obj, view)}; optcore kernels "
-                    f"take float32 or float64")
-            if dtype < 0:
-                dtype = dt
-                ref_label = label
-            elif dt != dtype:
-                raise TypeError(
-                    f"{label} has dtype {_dtype_name(obj, view)} but {ref_label} has "
-                    f"dtype {'float32' if dtype == FLOAT32 else 'float64'}; "
-                    f"all buffers of a call must share one dtype")
-            if not PyBuffer_IsContiguous(view, b'C'):
-                if role == WRITE:
-                    raise ValueError(
-                        f"{label} is not C-contiguous; optcore updates it in place and "
-                        f"never works on a copy (an update to a copy would be lost)")
-                # A read-only input may be copied: nothing is written to it.
-                # The copy is fresh memory, so remember where the original
-                # lies: a written buffer may not share its elements either.
-                if copied is None:
-                    copied = []
-                copied.append((a * k + t, obj, label) + _extent(view))
-                copy = np.ascontiguousarray(obj)
-                if bs.keep is None:
-                    bs.keep = []
-                bs.keep.append(copy)
-                bs.nviews -= 1
-                PyBuffer_Release(view)
-                PyObject_GetBuffer(copy, view, PyBUF_RECORDS_RO)
-                bs.nviews += 1
-            if role == WRITE and view.readonly:
-                raise ValueError(f"{label} is read-only; optcore updates it in place")
-            if view.len > 0 and (<uintptr_t>view.buf) % <uintptr_t>view.itemsize != 0:
-                raise ValueError(f"{label} is not aligned to its {view.itemsize}-byte elements")
-            n = view.len // view.itemsize
-            if a == 0:
-                bs.sizes[t] = n
-            elif n != bs.sizes[t]:
-                raise ValueError(
-                    f"{label} has {n} elements but {_label(names[0], t, is_list)} has "
-                    f"{bs.sizes[t]}")
-            bs.data[a * k + t] = view.buf
-    bs.dtype = dtype if dtype >= 0 else FLOAT32
-    _check_overlap(bs, names, roles)
-    if copied is not None:
-        _check_copied_overlap(bs, objs, names, roles, copied)
-    return bs
+                if not np.shares_memory(where.owner(iv[i].index), where.owner(iv[j].index)):
+                    continue
+            except np.exceptions.TooHardError:
+                pass
+        return _ordered(&iv[i], &iv[j])
+    return None
 
 
-cdef tuple _extent(const Py_buffer* view):
-    """(first, last + 1) byte address spanned by a strided buffer."""
-    cdef uintptr_t lo = <uintptr_t>view.buf, hi = <uintptr_t>view.buf
-    cdef Py_ssize_t d, span
-    for d in range(view.ndim):
-        if view.shape[d] == 0:
-            return (lo, lo)
-        span = (view.shape[d] - 1) * view.strides[d]
-        if span < 0:
-            lo -= <uintptr_t>(-span)
-        else:
-            hi += <uintptr_t>span
-    return (lo, hi + <uintptr_t>view.itemsize)
+cdef object _overlap(Interval* iv, Py_ssize_t m, _Where where):
+    """The one overlap rule: a written buffer may not share memory with any
+    other buffer; read-only ones may share memory with each other. Sorts
+    ``iv[:m]`` and returns ``(written, other)`` buffer numbers, or None."""
+    cdef Py_ssize_t i
+    cdef uintptr_t max_any = 0, max_w = 0
+    cdef bint any_seen = False, w_seen = False
+    if m < 2:
+        return None
+    _sort_intervals(iv, m)
+    for i in range(m):
+        if (iv[i].writable and any_seen and max_any > iv[i].start) or \
+           (not iv[i].writable and w_seen and max_w > iv[i].start):
+            pair = _sharing_pair(iv, i, where)
+            if pair is not None:
+                return pair
+        if not any_seen or iv[i].stop > max_any:
+            max_any = iv[i].stop
+            any_seen = True
+        if iv[i].writable and (not w_seen or iv[i].stop > max_w):
+            max_w = iv[i].stop
+            w_seen = True
+    return None
 
 
-cdef _check_copied_overlap(BufferSet bs, tuple objs, tuple names, tuple roles,
-                           list copied):
-    # Non-contiguous inputs were copied before binding; their originals may
-    # still share elements with a written buffer (e.g. grad = param_memory[::2]).
-    # Address ranges first, then NumPy's exact test where they intersect (a
-    # strided input may interleave with a buffer without sharing an element).
-    cdef Py_ssize_t k = bs.ntensors, t
+cdef inline Py_ssize_t _add_intervals(BufferSet bs, Py_ssize_t offset,
+                                      Interval* iv) except -1:
+    """The memory ranges of a bound call, numbered from ``offset``; a copied
+    input counts with its original's range. Returns how many were added."""
+    cdef Py_ssize_t k = bs.ntensors, t, m = 0, index
+    cdef Py_ssize_t itemsize = 4 if bs.dtype == FLOAT32 else 8
     cdef int a
-    cdef int itemsize = 4 if bs.dtype == FLOAT32 else 8
-    cdef uintptr_t start, stop
-    for slot, orig, label, lo, hi in copied:
-        if lo == hi:
+    cdef uintptr_t lo, hi
+    cdef dict copied = bs.copied
+    for a in range(bs.nargs):
+        if bs.roles[a] == ABSENT:
             continue
-        for a in range(bs.nargs):
-            if roles[a] != WRITE:
+        for t in range(k):
+            index = a * k + t
+            if copied is not None and index in copied:
+                # The copy is fresh memory; the original may still share
+                # elements with a written buffer (e.g. grad = param_memory[::2]).
+                lo, hi = copied[index]
+                if lo == hi:
+                    continue
+                iv[m].dense = False
+            elif not _extent(<uintptr_t>bs.data[index], 1, &bs.sizes[t], &itemsize,
+                             itemsize, &lo, &hi):
                 continue
-            for t in range(k):
-                if bs.sizes[t] == 0:
-                    continue
-                start = <uintptr_t>bs.data[a * k + t]
-                stop = start + <uintptr_t>(bs.sizes[t] * itemsize)
-                if stop <= lo or start >= hi:
-                    continue
-                written = objs[a][t] if bs.is_list else objs[a]
-                try:
-                    shared = np.shares_memory(orig, written)
-                except np.exceptions.TooHardError:
-                    shared = True
-                if shared:
-                    raise ValueError(
-                        f"{_label(names[a], t, bs.is_list)} and {label} overlap in "
-                        f"memory; a buffer that is written may not share memory "
-                        f"with another argument")
+            else:
+                iv[m].dense = True
+            iv[m].start = lo
+            iv[m].stop = hi
+            iv[m].index = offset + index
+            iv[m].writable = bs.roles[a] == WRITE
+            m += 1
+    return m
+
+
+cdef str _overlap_message(str first, str second):
+    return (f"{first} and {second} overlap in memory; a buffer that is written may "
+            f"not share memory with another argument")
+
+
+# ---- binding -------------------------------------------------------------------
+
 cdef inline bint _ndarray_ok(object obj, int role, int dtype, int a,
                              Py_ssize_t size) noexcept:
     """True when ``obj`` is exactly a NumPy array that the general path would
@@ -330,127 +247,341 @@ cdef inline bint _ndarray_ok(object obj, int role, int dtype, int a,
     return True
 
 
-cdef _check_overlap(BufferSet bs, tuple names, tuple roles):
-    # A written buffer (param, state, out) may not share a byte with any other
-    # buffer of the call; read-only inputs may share memory with each other.
-    cdef Py_ssize_t k = bs.ntensors, t
-    cdef int nargs = bs.nargs, a, i, m = 0
-    cdef Py_ssize_t nbytes
-    cdef int itemsize = 4 if bs.dtype == FLOAT32 else 8
-    # Every bound buffer: through a view or (NumPy fast path) a held array.
-    cdef Py_ssize_t nbound = bs.nviews + bs.nrefs
+cdef BufferSet bind(tuple names, tuple objs, tuple roles):
+    """Check and bind the buffers of one call.
+
+    ``names[i]`` names argument i in messages, ``objs[i]`` is an array (or a
+    list of arrays for a multi-tensor call), ``roles[i]`` a Role. Argument 0 is
+    the reference for list length, size and dtype (the parameter, or the
+    prediction for losses).
+    """
+    cdef BufferSet bs = _bind(names, objs, roles, None, False)
+    _check_call_overlap(bs, names, objs, None)
+    return bs
+
+
+cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
+                     bint check_only):
+    """bind() without its overlap check. ``check_only``: a non-contiguous input
+    is not copied (nothing is bound for a kernel; its data pointer is NULL)."""
+    cdef BufferSet bs = BufferSet.__new__(BufferSet)
+    cdef int nargs = len(objs)
+    cdef int a, role, dt
+    cdef Py_ssize_t t, k, n, index
+    cdef Py_buffer* view
+    cdef object first = objs[0]
+    cdef bint is_list = isinstance(first, (list, tuple))
+    cdef uintptr_t lo, hi
+
+    bs.nargs = nargs
+    bs.is_list = is_list
+    bs.keep = None
+    bs.copied = None
+    k = len(first) if is_list else 1
+
+    # List structure first: every used argument is a list of the same length
+    # (or a single array when the parameter is one).
+    for a in range(nargs):
+        role = roles[a]
+        obj = objs[a]
+        if role == ABSENT:
+            continue
+        if obj is None:
+            raise ValueError(f"{names[a]} is required for these options but is None")
+        if isinstance(obj, (list, tuple)) != is_list:
+            if is_list:
+                raise ValueError(f"{names[0]} is a list of {k} tensors but {names[a]} is not a list")
+            raise ValueError(f"{names[a]} is a list but {names[0]} is a single array")
+        if is_list and len(obj) != k:
+            raise ValueError(
+                f"{names[a]} has {len(obj)} tensors but {names[0]} has {k}")
+
+    bs.ntensors = k
+    bs.data = <void**>PyMem_Malloc(max(1, nargs * k) * sizeof(void*))
+    bs.sizes = <Py_ssize_t*>PyMem_Malloc(max(1, k) * sizeof(Py_ssize_t))
+    bs.views = <Py_buffer*>PyMem_Malloc(max(1, nargs * k) * sizeof(Py_buffer))
+    bs.refs = <PyObject**>PyMem_Malloc(max(1, nargs * k) * sizeof(PyObject*))
+    if bs.data == NULL or bs.sizes == NULL or bs.views == NULL or bs.refs == NULL:
+        raise MemoryError()
+
+    cdef int dtype = -1
+    cdef int ref_arg = 0             # the buffer that set the dtype (messages)
+    cdef Py_ssize_t ref_t = 0
+    cdef dict copied = None
+    if nargs > MAX_ARGS:
+        raise ValueError(f"at most {MAX_ARGS} buffer arguments per call")
+    for a in range(nargs):
+        bs.roles[a] = roles[a]
+    for t in range(k):
+        for a in range(nargs):
+            role = bs.roles[a]
+            index = a * k + t
+            if role == ABSENT:
+                bs.data[index] = NULL
+                continue
+            obj = objs[a][t] if is_list else objs[a]
+            # Fast path: a NumPy array that passes every check below is read
+            # from the array struct (no buffer export, no message formatting).
+            # Anything else, including every failing case, takes the general
+            # path, which raises the error.
+            if _ndarray_ok(obj, role, dtype, a, bs.sizes[t] if a > 0 else -1):
+                if dtype < 0:
+                    dtype = FLOAT32 if cnp.PyArray_TYPE(<cnp.ndarray>obj) == cnp.NPY_FLOAT32 \
+                        else FLOAT64
+                    ref_arg, ref_t = a, t
+                if a == 0:
+                    bs.sizes[t] = cnp.PyArray_SIZE(<cnp.ndarray>obj)
+                bs.data[index] = cnp.PyArray_DATA(<cnp.ndarray>obj)
+                # Hold the array while the kernel runs (and keep its memory
+                # from being resized away: NumPy refuses while others refer to it).
+                Py_INCREF(obj)
+                bs.refs[bs.nrefs] = <PyObject*>obj
+                bs.nrefs += 1
+                continue
+            label = _label(names, labels, a, t, is_list)
+            if obj is None:
+                raise ValueError(f"{label} is required for these options but is None")
+            view = &bs.views[bs.nviews]
+            try:
+                PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)
+            except (TypeError, BufferError, ValueError) as exc:
+                if type(obj).__module__.startswith("torch"):
+                    raise TypeError(
+                        f"{label} is a torch tensor; pass tensor.numpy() (a zero-copy "
+                        f"view of a CPU tensor) or use the optimizers in optcore.torch"
+                    ) from None
+                raise TypeError(
+                    f"{label} must be a float32 or float64 array (or buffer), "
+                    f"got {_dtype_name(obj, NULL) if hasattr(obj, 'dtype') else type(obj).__name__}"
+                    f" ({exc})") from None
+            bs.nviews += 1
+            dt = _dtype_of(view)
+            if dt < 0:
+                if view.format != NULL and (view.format[0] == b'>' or view.format[0] == b'!'):
+                    raise TypeError(
+                        f"{label} has dtype {_dtype_name(obj, view)} in non-native "
+                        f"byte order; optcore kernels take native float32 or float64")
+                raise TypeError(
+                    f"{label} has dtype {_dtype_name(obj, view)}; optcore kernels "
+                    f"take float32 or float64")
+            if dtype < 0:
+                dtype = dt
+                ref_arg, ref_t = a, t
+            elif dt != dtype:
+                raise TypeError(
+                    f"{label} has dtype {_dtype_name(obj, view)} but "
+                    f"{_label(names, labels, ref_arg, ref_t, is_list)} has "
+                    f"dtype {'float32' if dtype == FLOAT32 else 'float64'}; "
+                    f"all buffers of a call must share one dtype")
+            n = view.len // view.itemsize
+            if not PyBuffer_IsContiguous(view, b'C'):
+                if role == WRITE:
+                    raise ValueError(
+                        f"{label} is not C-contiguous; optcore updates it in place and "
+                        f"never works on a copy (an update to a copy would be lost)")
+                # A read-only input may be copied: nothing is written to it.
+                # The copy is fresh (aligned) memory; the original's range is
+                # kept: a written buffer may not share its elements either.
+                if copied is None:
+                    copied = {}
+                if not _extent(<uintptr_t>view.buf, view.ndim, view.shape, view.strides,
+                               view.itemsize, &lo, &hi):
+                    lo = hi = 0
+                copied[index] = (lo, hi)
+                bs.nviews -= 1
+                PyBuffer_Release(view)
+                if check_only:
+                    bs.data[index] = NULL
+                else:
+                    copy = np.ascontiguousarray(obj)
+                    if bs.keep is None:
+                        bs.keep = []
+                    bs.keep.append(copy)
+                    PyObject_GetBuffer(copy, view, PyBUF_RECORDS_RO)
+                    bs.nviews += 1
+                    bs.data[index] = view.buf
+            else:
+                if role == WRITE and view.readonly:
+                    raise ValueError(f"{label} is read-only; optcore updates it in place")
+                if view.len > 0 and (<uintptr_t>view.buf) % <uintptr_t>view.itemsize != 0:
+                    raise ValueError(
+                        f"{label} is not aligned to its {view.itemsize}-byte elements")
+                bs.data[index] = view.buf
+            if a == 0:
+                bs.sizes[t] = n
+            elif n != bs.sizes[t]:
+                raise ValueError(
+                    f"{label} has {n} elements but "
+                    f"{_label(names, labels, 0, t, is_list)} has {bs.sizes[t]}")
+    bs.dtype = dtype if dtype >= 0 else FLOAT32
+    bs.copied = copied
+    return bs
+
+
+cdef _check_call_overlap(BufferSet bs, tuple names, tuple objs, object labels):
+    # Every buffer of the call: through a view, a held array or a copy.
+    cdef dict copied = bs.copied
+    cdef _Where where = None
+    cdef Py_ssize_t nbound = bs.nviews + bs.nrefs + (len(copied) if copied is not None else 0)
+    cdef Interval stack_iv[STACK_INTERVALS]
+    cdef Interval* iv = stack_iv
+    cdef Py_ssize_t m
     if nbound < 2:
         return
-    cdef Interval* iv = <Interval*>PyMem_Malloc(nbound * sizeof(Interval))
+    if nbound > STACK_INTERVALS:
+        iv = <Interval*>PyMem_Malloc(nbound * sizeof(Interval))
+        if iv == NULL:
+            raise MemoryError()
+    try:
+        m = _add_intervals(bs, 0, iv)
+        # Only copied inputs need the objects (the exact test); the fast path
+        # builds nothing.
+        if copied is not None:
+            where = _where_of_call(names, objs, labels, bs)
+        pair = _overlap(iv, m, where)
+        if pair is not None:
+            if where is None:
+                where = _where_of_call(names, objs, labels, bs)
+            raise ValueError(_overlap_message(where.label(pair[0]), where.label(pair[1])))
+    finally:
+        if iv != stack_iv:
+            PyMem_Free(iv)
+
+
+# ---- the check-only entry points (Python) --------------------------------------
+
+# "copy": an input the caller copies itself before the call (e.g. a misaligned
+# gradient): bind never sees it, so only the overlap rule applies, through
+# the original's memory.
+cdef enum:
+    COPY = -1
+
+cdef dict _ROLES = {"write": WRITE, "read": READ, "absent": ABSENT, None: ABSENT,
+                    "copy": COPY, WRITE: WRITE, READ: READ, ABSENT: ABSENT}
+
+
+cdef tuple _call_args(call):
+    """(names, objs, roles, labels) of one call as check_calls takes it."""
+    if not isinstance(call, (tuple, list)) or len(call) not in (3, 4):
+        raise TypeError("a call is (names, objs, roles) or (names, objs, roles, labels)")
+    names, objs, roles = tuple(call[0]), tuple(call[1]), tuple(call[2])
+    labels = tuple(call[3]) if len(call) == 4 and call[3] is not None else None
+    if not names or len(objs) != len(names) or len(roles) != len(names) or \
+            (labels is not None and len(labels) != len(names)):
+        raise ValueError("names, objs, roles (and labels) must have one entry per argument")
+    try:
+        roles = tuple([_ROLES[r] for r in roles])
+    except (KeyError, TypeError):
+        raise ValueError(f"roles must be 'write', 'read', 'copy' or None (absent), got "
+                         f"{call[2]!r}") from None
+    if labels is not None:
+        for a in range(len(names)):
+            obj, own = objs[a], labels[a]
+            if own is None or roles[a] == ABSENT:
+                continue
+            if isinstance(obj, (list, tuple)):
+                if isinstance(own, str) or len(own) != len(obj):
+                    raise ValueError(f"labels for {names[a]}: one label per tensor "
+                                     f"({len(obj)})")
+            elif not isinstance(own, str):
+                raise ValueError(f"labels for {names[a]}: one str for a single array")
+    return names, objs, roles, labels
+
+
+def check_buffers(names, objs, roles, labels=None):
+    """Check the buffers of one kernel call exactly as the kernel's own
+    binding does, and raise the same TypeError/ValueError with the same
+    message; nothing is written, copied or kept.
+
+    ``names``: the argument names (for messages); ``objs``: per argument an
+    array (any buffer) or, for a multi-tensor call, a list of arrays;
+    ``roles``: per argument ``"write"`` (updated in place), ``"read"``,
+    ``None`` (absent: not used, None accepted), or ``"copy"`` (an input the
+    caller copies before the call: only its memory counts, for the overlap
+    rule; no other check). Argument 0 is the reference
+    for list length, sizes and dtype. ``labels`` (optional): per argument
+    None, or how messages name it: a str for a single array, a list of str
+    (one per tensor) for a list; by default ``name`` / ``name[t]``.
+    """
+    check_calls([(names, objs, roles, labels)])
+
+
+def check_calls(calls):
+    """``check_buffers`` for several kernel calls that must all be valid
+    before the first one runs: each call as ``check_buffers`` checks it (its
+    own dtype; calls may differ), then the overlap rule over all of them
+    together: a buffer written by any call may share no memory with any other
+    buffer of any call (the same message as within one call).
+
+    ``calls``: a sequence of ``(names, objs, roles)`` or ``(names, objs,
+    roles, labels)`` tuples, as ``check_buffers`` takes them.
+    """
+    cdef list args = [_call_args(call) for call in calls]
+    cdef list bound = []
+    cdef BufferSet bs
+    cdef _Where where = _Where.__new__(_Where)
+    cdef Py_ssize_t total = 0, m = 0, offset = 0, t
+    cdef list copies = []          # (buffer number, object) of "copy" inputs
+    cdef int a
+    where.calls = []
+    for names, objs, roles, labels in args:
+        bs = _bind(names, objs, tuple([ABSENT if r == COPY else r for r in roles]),
+                   labels, True)
+        _check_call_overlap(bs, names, objs, labels)
+        # The views stay held (and the pointers valid) until the check is done.
+        bound.append(bs)
+        where.calls.append((offset, bs.ntensors, bs.is_list, names, objs, labels))
+        for a in range(bs.nargs):
+            if roles[a] == COPY:
+                for t in range(bs.ntensors):
+                    copies.append((offset + a * bs.ntensors + t,
+                                   objs[a][t] if bs.is_list else objs[a]))
+        offset += bs.nargs * bs.ntensors
+        total += bs.nviews + bs.nrefs + (len(bs.copied) if bs.copied is not None else 0)
+    total += len(copies)
+    if (len(bound) < 2 and not copies) or total < 2:
+        return
+    cdef Interval* iv = <Interval*>PyMem_Malloc(total * sizeof(Interval))
     if iv == NULL:
         raise MemoryError()
-    cdef uintptr_t max_any = 0, max_w = 0
-    cdef int arg_any = -1, arg_w = -1
-    cdef int role_of[MAX_ARGS]
-    for a in range(nargs):
-        role_of[a] = roles[a]
     try:
-        for t in range(k):
-            for a in range(nargs):
-                if role_of[a] == ABSENT or bs.sizes[t] == 0:
-                    continue
-                iv[m].start = <uintptr_t>bs.data[a * k + t]
-                iv[m].stop = iv[m].start + <uintptr_t>(bs.sizes[t] * itemsize)
-                iv[m].index = a * <int>k + <int>t
-                iv[m].writable = role_of[a] == WRITE
-                m += 1
-        qsort(iv, m, sizeof(Interval), _cmp_interval)
-        for i in range(m):
-            if (iv[i].writable and arg_any >= 0 and max_any > iv[i].start) or \
-               (not iv[i].writable and arg_w >= 0 and max_w > iv[i].start):
-                other = _find_overlap(iv, i, bool(iv[i].writable))
-                raise ValueError(
-                    f"{_name_of(names, iv[other].index, k, bs.is_list)} and "
-                    f"{_name_of(names, iv[i].index, k, bs.is_list)} overlap in memory; "
-                    f"a buffer that is written may not share memory with another "
-                    f"argument")
-            if iv[i].stop > max_any:
-                max_any = iv[i].stop
-                arg_any = i
-            if iv[i].writable and iv[i].stop > max_w:
-                max_w = iv[i].stop
-                arg_w = i
+        for bs, entry in zip(bound, where.calls):
+            m += _add_intervals(bs, entry[0], iv + m)
+        for index, obj in copies:
+            m += _buffer_interval(obj, index, False, iv + m)
+        pair = _overlap(iv, m, where)
+        if pair is not None:
+            raise ValueError(_overlap_message(where.label(pair[0]), where.label(pair[1])))
     finally:
         PyMem_Free(iv)
 
 
-cdef int _find_overlap(Interval* iv, int i, bint any_kind):
-    # The earlier interval that overlaps interval i (error path only).
-    cdef int j
-    for j in range(i):
-        if iv[j].stop > iv[i].start and (any_kind or iv[j].writable):
-            return j
-    return 0
-
-
-cdef str _name_of(tuple names, int index, Py_ssize_t k, bint is_list):
-    return _label(names[index // k], index % k, is_list)
-
-
-cdef bint _array_extent(cnp.ndarray arr, uintptr_t* lo, uintptr_t* hi) noexcept:
-    """Byte range spanned by ``arr`` (any strides); False when it is empty."""
-    cdef uintptr_t start = <uintptr_t>cnp.PyArray_DATA(arr), stop = start
-    cdef int d
-    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(arr)
-    cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(arr)
-    cdef cnp.npy_intp span
-    for d in range(cnp.PyArray_NDIM(arr)):
-        if shape[d] == 0:
-            return False
-        span = (shape[d] - 1) * strides[d]
-        if span < 0:
-            start -= <uintptr_t>(-span)
-        else:
-            stop += <uintptr_t>span
-    lo[0] = start
-    hi[0] = stop + <uintptr_t>cnp.PyArray_ITEMSIZE(arr)
-    return True
-
-
-cdef object _shared_pair(Interval* iv, int i, list arrays):
-    # Interval i's range meets an earlier one of a kind that matters: confirm
-    # (two dense buffers share memory iff their ranges meet; a strided one may
-    # interleave without sharing an element) and name the pair, written first.
-    cdef int j
-    cdef cnp.ndarray a, b
-    for j in range(i):
-        if iv[j].stop <= iv[i].start or not (iv[i].writable or iv[j].writable):
-            continue
-        a = arrays[iv[i].index]
-        b = arrays[iv[j].index]
-        if not ((cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)) and
-                (cnp.PyArray_IS_C_CONTIGUOUS(b) or cnp.PyArray_IS_F_CONTIGUOUS(b))):
-            try:
-                if not np.shares_memory(a, b):
-                    continue
-            except np.exceptions.TooHardError:
-                pass
-        if iv[i].writable:
-            return (iv[i].index, iv[j].index)
-        return (iv[j].index, iv[i].index)
-    return None
+cdef int _buffer_interval(object obj, Py_ssize_t index, bint writable,
+                          Interval* iv) except -1:
+    # Any buffer's byte range as interval ``index``; 0 when it is empty.
+    cdef Py_buffer view
+    PyObject_GetBuffer(obj, &view, PyBUF_RECORDS_RO)
+    try:
+        if not _extent(<uintptr_t>view.buf, view.ndim, view.shape, view.strides,
+                       view.itemsize, &iv.start, &iv.stop):
+            return 0
+        iv.dense = PyBuffer_IsContiguous(&view, b'A')
+    finally:
+        PyBuffer_Release(&view)
+    iv.index, iv.writable = index, writable
+    return 1
 
 
 def find_overlap(list written, list read):
-    """bind()'s memory rule across several kernel calls, for callers that
-    must check them all before the first one writes (the stateful
-    optimizers): ``(i, j)`` when ``written[i]`` shares memory with buffer
-    ``j`` of ``written + read`` (``j != i``), else None. Inputs in ``read``
-    may share memory with each other. Every buffer is a NumPy array."""
+    """The overlap rule over NumPy arrays of several calls: ``(i, j)`` when
+    ``written[i]`` shares memory with buffer ``j`` of ``written + read``
+    (``j != i``), else None. Inputs in ``read`` may share memory with each
+    other. (``check_calls`` checks whole calls, with messages.)"""
     cdef list arrays = written + read
-    cdef Py_ssize_t nw = len(written), n = len(arrays), i
-    cdef int m = 0
-    cdef uintptr_t lo, hi, max_any = 0, max_w = 0
-    cdef bint any_seen = False, w_seen = False
+    cdef Py_ssize_t nw = len(written), n = len(arrays), i, m = 0
+    cdef _Where where
     if n < 2:
         return None
-    if n > 0x7fffffff:
-        raise ValueError("too many buffers")
     for obj in arrays:
         if not cnp.PyArray_Check(obj):
             raise TypeError(f"find_overlap takes NumPy arrays, got {type(obj).__name__}")
@@ -459,26 +590,9 @@ def find_overlap(list written, list read):
         raise MemoryError()
     try:
         for i in range(n):
-            if not _array_extent(<cnp.ndarray>arrays[i], &lo, &hi):
-                continue
-            iv[m].start = lo
-            iv[m].stop = hi
-            iv[m].index = <int>i
-            iv[m].writable = i < nw
-            m += 1
-        qsort(iv, m, sizeof(Interval), _cmp_interval)
-        for i in range(m):
-            if (iv[i].writable and any_seen and max_any > iv[i].start) or \
-               (not iv[i].writable and w_seen and max_w > iv[i].start):
-                pair = _shared_pair(iv, <int>i, arrays)
-                if pair is not None:
-                    return pair
-            if not any_seen or iv[i].stop > max_any:
-                max_any = iv[i].stop
-                any_seen = True
-            if iv[i].writable and (not w_seen or iv[i].stop > max_w):
-                max_w = iv[i].stop
-                w_seen = True
-        return None
+            m += _buffer_interval(arrays[i], i, i < nw, iv + m)
+        where = _Where.__new__(_Where)
+        where.flat = arrays
+        return _overlap(iv, m, where)
     finally:
         PyMem_Free(iv)

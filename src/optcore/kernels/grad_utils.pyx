@@ -19,6 +19,7 @@ from optcore.kernels._math cimport fabs_, maximum, sum_squares
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
                                        block_fn)
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
+from optcore.kernels._checks cimport real
 
 cdef extern from * nogil:
     """
@@ -58,79 +59,72 @@ cdef struct NormCall:
     double p
     double divisor         # |x| / divisor; 1 on the first pass
     bint scaled
+    bint is_f32
 
 
 cdef inline double _lanes_sum(const double* acc) noexcept nogil:
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
-cdef double _max_abs_f32(const float* x, Py_ssize_t n) noexcept nogil:
+ctypedef fused magnitude_bits:
+    int32_t        # float32
+    int64_t        # float64
+
+
+cdef inline double _max_magnitude(const void* x, Py_ssize_t n,
+                                  magnitude_bits magnitude) noexcept nogil:
+    # max |x| over n floats as wide as magnitude_bits, NaN if any x is NaN.
     # For |x| the IEEE bit patterns order like integers, NaNs above +inf: an
-    # integer max over the sign-cleared bits (non-negative int32) is max |x|,
-    # or a NaN if any x is NaN. Integer max vectorises; a float max with NaN
-    # rules does not (without -ffast-math). MAX_LANES chains hide the latency
-    # of compare-and-select.
-    cdef int32_t acc[MAX_LANES]
-    cdef int32_t a, best
-    cdef int32_t magnitude = 0x7fffffff
-    cdef float result
-    cdef Py_ssize_t i, j, r, nfull = n - n % MAX_LANES
-    for j in range(MAX_LANES):
+    # integer max over the sign-cleared bits (``& magnitude``, non-negative)
+    # is max |x|. Integer max vectorises; a float max with NaN rules does not
+    # (without -ffast-math). Independent chains hide the latency of
+    # compare-and-select: MAX_LANES for int32; LANES for int64, which
+    # vectorises where the instruction set has 64-bit integer compares (the
+    # x86-64-v3/v4 builds; on SSE2 the scalar chains still beat float
+    # compares with NaN rules, 4x measured).
+    cdef magnitude_bits acc[MAX_LANES]
+    cdef magnitude_bits a, best
+    cdef float best_f32
+    cdef double best_f64
+    cdef const char* raw = <const char*>x
+    cdef Py_ssize_t i, j, r, lanes, nfull
+    if magnitude_bits is int32_t:
+        lanes = MAX_LANES
+    else:
+        lanes = LANES
+    nfull = n - n % lanes
+    for j in range(lanes):
         acc[j] = 0
-    for r in range(nfull // MAX_LANES):
-        i = r * MAX_LANES
-        for j in range(MAX_LANES):
-            memcpy(&a, x + i + j, 4)
+    for r in range(nfull // lanes):
+        i = r * lanes
+        for j in range(lanes):
+            memcpy(&a, raw + (i + j) * sizeof(magnitude_bits), sizeof(magnitude_bits))
             a = a & magnitude
             acc[j] = a if a > acc[j] else acc[j]
     for i in range(nfull, n):
-        memcpy(&a, x + i, 4)
+        memcpy(&a, raw + i * sizeof(magnitude_bits), sizeof(magnitude_bits))
         a = a & magnitude
         j = i - nfull
         acc[j] = a if a > acc[j] else acc[j]
     best = acc[0]
-    for j in range(1, MAX_LANES):
+    for j in range(1, lanes):
         best = acc[j] if acc[j] > best else best
-    memcpy(&result, &best, 4)
-    return result
-
-
-cdef double _max_abs_f64(const double* x, Py_ssize_t n) noexcept nogil:
-    # The same integer max over int64 bit patterns. It vectorises where the
-    # instruction set has 64-bit integer compares (the x86-64-v3/v4 builds);
-    # SSE2 has none, and the scalar integer chains still beat float compares
-    # with NaN rules (4x, measured).
-    cdef int64_t acc[LANES]
-    cdef int64_t a, best
-    cdef int64_t magnitude = 0x7fffffffffffffff
-    cdef double result
-    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
-    for j in range(LANES):
-        acc[j] = 0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
-            memcpy(&a, x + i + j, 8)
-            a = a & magnitude
-            acc[j] = a if a > acc[j] else acc[j]
-    for i in range(nfull, n):
-        memcpy(&a, x + i, 8)
-        a = a & magnitude
-        j = i - nfull
-        acc[j] = a if a > acc[j] else acc[j]
-    best = acc[0]
-    for j in range(1, LANES):
-        best = acc[j] if acc[j] > best else best
-    memcpy(&result, &best, 8)
-    return result
+    if magnitude_bits is int32_t:
+        memcpy(&best_f32, &best, 4)
+        return best_f32
+    else:
+        memcpy(&best_f64, &best, 8)
+        return best_f64
 
 
 cdef inline double _max_abs(const floating* x, Py_ssize_t n) noexcept nogil:
     # max |x|, NaN if any x is NaN (torch's inf-norm).
+    cdef int32_t magnitude32 = 0x7fffffff
+    cdef int64_t magnitude64 = 0x7fffffffffffffff
     if floating is float:
-        return _max_abs_f32(x, n)
+        return _max_magnitude(x, n, magnitude32)
     else:
-        return _max_abs_f64(x, n)
+        return _max_magnitude(x, n, magnitude64)
 
 
 cdef double _sum_abs(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -166,29 +160,24 @@ cdef double _sum_pow(const floating* x, Py_ssize_t n, int kind, double p,
     return _lanes_sum(acc)
 
 
-cdef void _norm_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                      Py_ssize_t stop, double* out, floating dtype_tag) noexcept nogil:
-    cdef const NormCall* c = <const NormCall*>ctx
-    cdef const floating* x = <const floating*>c.data[t] + start
-    cdef Py_ssize_t n = stop - start
+cdef inline double _norm_of(const floating* x, Py_ssize_t n, const NormCall* c) noexcept nogil:
     if c.kind == NORM_INF:
-        out[0] = _max_abs(x, n)
-    elif c.scaled or c.kind == NORM_P:
-        out[0] = _sum_pow(x, n, c.kind, c.p, c.divisor)
-    elif c.kind == NORM_2:
-        out[0] = sum_squares(x, n)
+        return _max_abs(x, n)
+    if c.scaled or c.kind == NORM_P:
+        return _sum_pow(x, n, c.kind, c.p, c.divisor)
+    if c.kind == NORM_2:
+        return sum_squares(x, n)
+    return _sum_abs(x, n)
+
+
+cdef void _norm_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                      Py_ssize_t stop, double* out) noexcept nogil:
+    # reduce_blocks' block function, both dtypes.
+    cdef const NormCall* c = <const NormCall*>ctx
+    if c.is_f32:
+        out[0] = _norm_of(<const float*>c.data[t] + start, stop - start, c)
     else:
-        out[0] = _sum_abs(x, n)
-
-
-cdef void _norm_block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                          Py_ssize_t stop, double* out) noexcept nogil:
-    _norm_block[float](ctx, t, start, stop, out, 0)
-
-
-cdef void _norm_block_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                          Py_ssize_t stop, double* out) noexcept nogil:
-    _norm_block[double](ctx, t, start, stop, out, 0)
+        out[0] = _norm_of(<const double*>c.data[t] + start, stop - start, c)
 
 
 cdef void _fold_sum(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
@@ -211,10 +200,11 @@ cdef double _global_norm(void** data, const Py_ssize_t* sizes, Py_ssize_t ntenso
                          double p, bint is_f32, int num_threads) noexcept nogil:
     cdef NormCall c
     cdef double s = 0.0, m = 0.0
-    cdef block_fn fn = _norm_block_f32 if is_f32 else _norm_block_f64
+    cdef block_fn fn = _norm_block
     if not (p > 0.0):
         return NAN
     c.data = data
+    c.is_f32 = is_f32
     c.p = p
     c.divisor = 1.0
     c.scaled = False
@@ -246,34 +236,35 @@ cdef double _global_norm(void** data, const Py_ssize_t* sizes, Py_ssize_t ntenso
 
 # ---- elementwise passes --------------------------------------------------------
 
+cdef enum ElementOp:
+    SCALE = 0              # clip_grad_norm_'s scaling
+    CLIP_VALUE = 1
+    CHECK_FINITE = 2
+    UNSCALE = 3
+
+
 cdef struct ElementCall:
     void** data
+    int op
+    bint is_f32
     double factor          # clip_grad_norm_: coefficient; unscale_: inv_scale
     double clip            # clip_grad_value_
     bint scale             # unscale_: multiply (inv_scale != 1)
     int found              # any non-finite value seen (raised by any thread)
 
 
-cdef void _scale_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                         Py_ssize_t stop, floating dtype_tag) noexcept nogil:
-    cdef const ElementCall* c = <const ElementCall*>ctx
-    cdef floating* g = <floating*>c.data[t] + start
-    cdef floating f = <floating>c.factor
+cdef inline void _scale(floating* g, Py_ssize_t n, floating f) noexcept nogil:
     cdef Py_ssize_t i
-    for i in range(stop - start):
+    for i in range(n):
         g[i] = g[i] * f
 
 
-cdef void _clip_value_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                              Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+cdef inline void _clip_values(floating* g, Py_ssize_t n, floating hi) noexcept nogil:
     # torch: clamp_min(-clip) then clamp_max(clip); NaN stays NaN. A NaN clip
     # value makes every element NaN (torch.clamp with a NaN bound).
-    cdef const ElementCall* c = <const ElementCall*>ctx
-    cdef floating* g = <floating*>c.data[t] + start
-    cdef floating hi = <floating>c.clip
     cdef floating lo = -hi
     cdef floating x
-    cdef Py_ssize_t i, n = stop - start
+    cdef Py_ssize_t i
     if hi != hi:
         for i in range(n):
             g[i] = hi
@@ -312,33 +303,27 @@ cdef inline bint _has_nonfinite(const floating* x, Py_ssize_t n) noexcept nogil:
     return total != 0
 
 
-cdef void _finite_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                          Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+cdef inline void _check_finite(const floating* x, Py_ssize_t n, ElementCall* c) noexcept nogil:
     # Stops early once any thread has found a non-finite value.
-    cdef ElementCall* c = <ElementCall*>ctx
-    cdef const floating* x = <const floating*>c.data[t]
-    cdef Py_ssize_t lo = start, hi
-    while lo < stop:
+    cdef Py_ssize_t lo = 0, hi
+    while lo < n:
         if optcore_flag_get(&c.found):
             return
         hi = lo + CHECK_EVERY
-        if hi > stop:
-            hi = stop
+        if hi > n:
+            hi = n
         if _has_nonfinite(x + lo, hi - lo):
             optcore_flag_raise(&c.found)
             return
         lo = hi
 
 
-cdef void _unscale_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
-                           Py_ssize_t stop, floating dtype_tag) noexcept nogil:
+cdef inline void _unscale_checked(floating* g, Py_ssize_t n, ElementCall* c) noexcept nogil:
     # torch's CPU kernel: the check is on the values before scaling.
-    cdef ElementCall* c = <ElementCall*>ctx
-    cdef floating* g = <floating*>c.data[t] + start
     cdef floating f = <floating>c.factor
     cdef floating acc[CHECK_LANES]
     cdef floating x, total = 0
-    cdef Py_ssize_t i, j, r, n = stop - start, lanes = _check_lanes(f)
+    cdef Py_ssize_t i, j, r, lanes = _check_lanes(f)
     cdef Py_ssize_t nfull = n - n % lanes
     if not c.scale:
         if _has_nonfinite(g, n):
@@ -362,29 +347,35 @@ cdef void _unscale_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
         optcore_flag_raise(&c.found)
 
 
-cdef void _scale_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _scale_segment[float](ctx, t, a, b, 0)
+cdef inline void _apply(floating* x, Py_ssize_t n, ElementCall* c) noexcept nogil:
+    if c.op == SCALE:
+        _scale(x, n, <floating>c.factor)
+    elif c.op == CLIP_VALUE:
+        _clip_values(x, n, <floating>c.clip)
+    elif c.op == CHECK_FINITE:
+        _check_finite(x, n, c)
+    else:
+        _unscale_checked(x, n, c)
 
-cdef void _scale_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _scale_segment[double](ctx, t, a, b, 0)
 
-cdef void _clip_value_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _clip_value_segment[float](ctx, t, a, b, 0)
+cdef void _element_segment(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                           Py_ssize_t stop) noexcept nogil:
+    # run_segments' segment function: every elementwise pass, both dtypes.
+    cdef ElementCall* c = <ElementCall*>ctx
+    if c.is_f32:
+        _apply(<float*>c.data[t] + start, stop - start, c)
+    else:
+        _apply(<double*>c.data[t] + start, stop - start, c)
 
-cdef void _clip_value_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _clip_value_segment[double](ctx, t, a, b, 0)
 
-cdef void _finite_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _finite_segment[float](ctx, t, a, b, 0)
-
-cdef void _finite_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _finite_segment[double](ctx, t, a, b, 0)
-
-cdef void _unscale_f32(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _unscale_segment[float](ctx, t, a, b, 0)
-
-cdef void _unscale_f64(const void* ctx, Py_ssize_t t, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    _unscale_segment[double](ctx, t, a, b, 0)
+cdef inline void _run_elementwise(ElementCall* c, int op, void** data, bint is_f32,
+                                  const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                                  int num_threads) noexcept nogil:
+    c.op = op
+    c.data = data
+    c.is_f32 = is_f32
+    c.found = 0
+    run_segments(_element_segment, c, sizes, ntensors, num_threads)
 
 
 cdef inline double _clip_coef(double max_norm, double total_norm) noexcept nogil:
@@ -397,42 +388,42 @@ cdef void _clip_by_norm(void** grads, const Py_ssize_t* sizes, Py_ssize_t ntenso
                         double max_norm, double total_norm, bint is_f32,
                         int num_threads) noexcept nogil:
     cdef ElementCall c
-    c.data = grads
     c.factor = _clip_coef(max_norm, total_norm)
     if c.factor == 1.0:
         return             # multiplying by 1 changes nothing
-    run_segments(_scale_f32 if is_f32 else _scale_f64, &c, sizes, ntensors,
-                 num_threads)
+    _run_elementwise(&c, SCALE, grads, is_f32, sizes, ntensors, num_threads)
+
+
+cdef double _clip_grad_norm(void** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
+                            double max_norm, double norm_type, bint is_f32,
+                            int num_threads) noexcept nogil:
+    cdef double total = _global_norm(grads, sizes, ntensors, norm_type, is_f32, num_threads)
+    if norm_type != norm_type or norm_type <= 0.0:
+        return total        # NaN: no such norm, and the grads are left as they are
+    _clip_by_norm(grads, sizes, ntensors, max_norm, total, is_f32, num_threads)
+    return total
 
 
 cdef void _clip_value(void** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
                       double clip_value, bint is_f32, int num_threads) noexcept nogil:
     cdef ElementCall c
-    c.data = grads
     c.clip = clip_value
-    run_segments(_clip_value_f32 if is_f32 else _clip_value_f64, &c, sizes, ntensors,
-                 num_threads)
+    _run_elementwise(&c, CLIP_VALUE, grads, is_f32, sizes, ntensors, num_threads)
 
 
 cdef bint _all_finite(void** data, const Py_ssize_t* sizes, Py_ssize_t ntensors,
                       bint is_f32, int num_threads) noexcept nogil:
     cdef ElementCall c
-    c.data = data
-    c.found = 0
-    run_segments(_finite_f32 if is_f32 else _finite_f64, &c, sizes, ntensors,
-                 num_threads)
+    _run_elementwise(&c, CHECK_FINITE, data, is_f32, sizes, ntensors, num_threads)
     return not c.found
 
 
 cdef bint _unscale(void** grads, const Py_ssize_t* sizes, Py_ssize_t ntensors,
                    double inv_scale, bint is_f32, int num_threads) noexcept nogil:
     cdef ElementCall c
-    c.data = grads
     c.factor = inv_scale
     c.scale = inv_scale != 1.0
-    c.found = 0
-    run_segments(_unscale_f32 if is_f32 else _unscale_f64, &c, sizes, ntensors,
-                 num_threads)
+    _run_elementwise(&c, UNSCALE, grads, is_f32, sizes, ntensors, num_threads)
     return c.found != 0
 
 
@@ -453,23 +444,15 @@ cdef double global_norm_f64(const double** arrays, const Py_ssize_t* sizes,
 cdef double clip_grad_norm_f32(float** grads, const Py_ssize_t* sizes,
                                Py_ssize_t ntensors, double max_norm, double norm_type,
                                int num_threads) noexcept nogil:
-    cdef double total = _global_norm(<void**>grads, sizes, ntensors, norm_type, True,
-                                     num_threads)
-    if norm_type != norm_type or norm_type <= 0.0:
-        return total        # NaN: no such norm, and the grads are left as they are
-    _clip_by_norm(<void**>grads, sizes, ntensors, max_norm, total, True, num_threads)
-    return total
+    return _clip_grad_norm(<void**>grads, sizes, ntensors, max_norm, norm_type, True,
+                           num_threads)
 
 
 cdef double clip_grad_norm_f64(double** grads, const Py_ssize_t* sizes,
                                Py_ssize_t ntensors, double max_norm, double norm_type,
                                int num_threads) noexcept nogil:
-    cdef double total = _global_norm(<void**>grads, sizes, ntensors, norm_type, False,
-                                     num_threads)
-    if norm_type != norm_type or norm_type <= 0.0:
-        return total        # NaN: no such norm, and the grads are left as they are
-    _clip_by_norm(<void**>grads, sizes, ntensors, max_norm, total, False, num_threads)
-    return total
+    return _clip_grad_norm(<void**>grads, sizes, ntensors, max_norm, norm_type, False,
+                           num_threads)
 
 
 cdef void clip_grad_value_f32(float** grads, const Py_ssize_t* sizes,
@@ -507,7 +490,9 @@ cdef bint unscale_f64(double** grads, const Py_ssize_t* sizes, Py_ssize_t ntenso
 # ---- Python API ------------------------------------------------------------------
 
 cdef double _norm_type(norm_type) except? -1.0:
-    cdef double p = float(norm_type)
+    # torch also takes the string 'inf' (and other float strings).
+    cdef double p = float(norm_type) if isinstance(norm_type, str) else \
+        real(norm_type, "norm_type")
     if not (p > 0.0):
         raise ValueError(
             f"norm_type must be a positive number or inf, got {norm_type!r}")
@@ -532,11 +517,9 @@ def global_norm(arrays, norm_type=2.0):
     """
     cdef double p = _norm_type(norm_type)
     cdef BufferSet b = _bind("arrays", arrays, READ)
-    cdef bint is_f32 = b.dtype == FLOAT32
-    cdef double total
     with nogil:
-        total = _global_norm(b.data, b.sizes, b.ntensors, p, is_f32, 0)
-    return total
+        p = _global_norm(b.data, b.sizes, b.ntensors, p, b.dtype == FLOAT32, 0)
+    return p
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -552,7 +535,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     is computed in double and rounded once to the gradients' dtype.
     """
     cdef double p = _norm_type(norm_type)
-    cdef double mx = float(max_norm)
+    cdef double mx = real(max_norm, "max_norm")
     cdef BufferSet b = _bind("grads", grads, WRITE)
     cdef bint is_f32 = b.dtype == FLOAT32
     cdef double total
@@ -573,21 +556,19 @@ def clip_grad_value_(grads, clip_value):
     """Clamp ``grads`` in place to ``[-clip_value, clip_value]``
     (``torch.nn.utils.clip_grad_value_``: clamp_min then clamp_max; NaN
     gradients stay NaN, a NaN ``clip_value`` makes every element NaN)."""
-    cdef double c = float(clip_value)
+    cdef double c = real(clip_value, "clip_value")
     cdef BufferSet b = _bind("grads", grads, WRITE)
-    cdef bint is_f32 = b.dtype == FLOAT32
     with nogil:
-        _clip_value(b.data, b.sizes, b.ntensors, c, is_f32, 0)
+        _clip_value(b.data, b.sizes, b.ntensors, c, b.dtype == FLOAT32, 0)
 
 
 def all_finite(arrays):
     """True when no element of ``arrays`` (one array or a list) is NaN, +inf
     or -inf. Stops early once a non-finite value is found."""
     cdef BufferSet b = _bind("arrays", arrays, READ)
-    cdef bint is_f32 = b.dtype == FLOAT32
     cdef bint ok
     with nogil:
-        ok = _all_finite(b.data, b.sizes, b.ntensors, is_f32, 0)
+        ok = _all_finite(b.data, b.sizes, b.ntensors, b.dtype == FLOAT32, 0)
     return ok
 
 
@@ -601,10 +582,9 @@ def unscale_(grads, inv_scale):
     keeps it as a float32 tensor; the two agree for the power-of-two scales
     GradScaler uses).
     """
-    cdef double inv = float(inv_scale)
+    cdef double inv = real(inv_scale, "inv_scale")
     cdef BufferSet b = _bind("grads", grads, WRITE)
-    cdef bint is_f32 = b.dtype == FLOAT32
     cdef bint found
     with nogil:
-        found = _unscale(b.data, b.sizes, b.ntensors, inv, is_f32, 0)
+        found = _unscale(b.data, b.sizes, b.ntensors, inv, b.dtype == FLOAT32, 0)
     return found

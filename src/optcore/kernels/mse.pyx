@@ -1,25 +1,20 @@
 """Mean-squared-error loss and gradient, fused in one pass.
 
-The sum of squares is accumulated in double, per block of BLOCK elements with
-LANES independent accumulators (a fixed order the compiler can vectorise), and
-the block sums are added in block order: the result has the same bits for any
-thread count.
+The sum of squares is accumulated in double, per block of REDUCE_BLOCK elements
+with LANES independent accumulators (a fixed order the compiler can vectorise),
+and the block sums are added in block order (_runtime.reduce_blocks): the
+result has the same bits for any thread count.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from libc.stdlib cimport malloc, free
-
 import math
 
 import numpy as np
 
-from optcore.kernels._runtime cimport threads_for
+from optcore.kernels._runtime cimport reduce_blocks
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
 
 cdef enum:
-    BLOCK = 4096      # elements per partial sum
     LANES = 8         # independent accumulators inside a block
 
 
@@ -56,42 +51,51 @@ cdef inline double _block(const floating* p, const floating* q, floating* g,
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
-cdef double _loss_grad(const floating* pred, const floating* target, floating* grad,
-                       Py_ssize_t n, double grad_scale, int num_threads) noexcept nogil:
-    cdef Py_ssize_t nblocks = (n + BLOCK - 1) // BLOCK, b, lo, hi
-    cdef floating scale = <floating>grad_scale
+cdef struct LossCall:
+    const void* pred
+    const void* target
+    void* grad             # NULL: the loss only
+    double grad_scale
+    bint is_f32
+
+
+cdef inline double _block_at(const floating* pred, const floating* target, floating* grad,
+                             Py_ssize_t start, Py_ssize_t stop,
+                             double grad_scale) noexcept nogil:
+    return _block(pred + start, target + start, NULL if grad == NULL else grad + start,
+                  stop - start, <floating>grad_scale)
+
+
+cdef void _loss_block(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
+                      double* out) noexcept nogil:
+    # reduce_blocks' block function: one block's sum of squares (and gradient).
+    cdef const LossCall* c = <const LossCall*>ctx
+    if c.is_f32:
+        out[0] = _block_at(<const float*>c.pred, <const float*>c.target, <float*>c.grad,
+                           start, stop, c.grad_scale)
+    else:
+        out[0] = _block_at(<const double*>c.pred, <const double*>c.target, <double*>c.grad,
+                           start, stop, c.grad_scale)
+
+
+cdef void _fold_sum(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
+    (<double*>acc)[0] += out[0]
+
+
+cdef double _loss_grad(const void* pred, const void* target, void* grad, Py_ssize_t n,
+                       double grad_scale, bint is_f32, int num_threads) noexcept nogil:
+    # The block sums added in block order from 0.0 (reduce_blocks' blocks of
+    # REDUCE_BLOCK elements, in call order, for any thread count).
+    cdef LossCall c
     cdef double total = 0.0
-    cdef double* partial
-    cdef int nt
     if n <= 0:
         return 0.0
-    if nblocks == 1:
-        return _block(pred, target, grad, n, scale)
-    partial = <double*>malloc(nblocks * sizeof(double))
-    if partial == NULL:
-        # Out of memory for the partial sums: run the blocks serially.
-        for b in range(nblocks):
-            lo = b * BLOCK
-            hi = min(lo + BLOCK, n)
-            total += _block(pred + lo, target + lo, NULL if grad == NULL else grad + lo,
-                            hi - lo, scale)
-        return total
-    nt = threads_for(n, num_threads)
-    if nt > 1:
-        for b in prange(nblocks, schedule='static', num_threads=nt):
-            lo = b * BLOCK
-            hi = min(lo + BLOCK, n)
-            partial[b] = _block(pred + lo, target + lo,
-                                NULL if grad == NULL else grad + lo, hi - lo, scale)
-    else:
-        for b in range(nblocks):
-            lo = b * BLOCK
-            hi = min(lo + BLOCK, n)
-            partial[b] = _block(pred + lo, target + lo,
-                                NULL if grad == NULL else grad + lo, hi - lo, scale)
-    for b in range(nblocks):
-        total += partial[b]
-    free(partial)
+    c.pred = pred
+    c.target = target
+    c.grad = grad
+    c.grad_scale = grad_scale
+    c.is_f32 = is_f32
+    reduce_blocks(_loss_block, &c, _fold_sum, &total, &n, 1, 1, num_threads)
     return total
 
 
@@ -100,13 +104,13 @@ cdef double _loss_grad(const floating* pred, const floating* target, floating* g
 cdef double mse_loss_grad_f32(const float* pred, const float* target, float* grad,
                               Py_ssize_t n, double grad_scale,
                               int num_threads) noexcept nogil:
-    return _loss_grad(pred, target, grad, n, grad_scale, num_threads)
+    return _loss_grad(pred, target, grad, n, grad_scale, True, num_threads)
 
 
 cdef double mse_loss_grad_f64(const double* pred, const double* target, double* grad,
                               Py_ssize_t n, double grad_scale,
                               int num_threads) noexcept nogil:
-    return _loss_grad(pred, target, grad, n, grad_scale, num_threads)
+    return _loss_grad(pred, target, grad, n, grad_scale, False, num_threads)
 
 
 # ---- Python API ------------------------------------------------------------
@@ -201,10 +205,7 @@ cdef tuple _run(pred, target, out, str reduction, bint want_grad, bint want_loss
         if not want_grad:
             return loss, None
     with nogil:
-        if b.dtype == FLOAT32:
-            total = _loss_grad(<const float*>p, <const float*>q, <float*>g, n, scale, 0)
-        else:
-            total = _loss_grad(<const double*>p, <const double*>q, <double*>g, n, scale, 0)
+        total = _loss_grad(p, q, g, n, scale, b.dtype == FLOAT32, 0)
     if red == 0:
         loss = total / n if n > 0 else float("nan")
     elif red == 1:
