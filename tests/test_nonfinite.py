@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import optcore
-from kernel_table import OPTIMIZER_STEPS, hyper_variants
+from registry import OPTIMIZER_STEPS, hyper_variants
 from support import TORCH_RTOL
 
 TWINS = [(e, hp) for e in OPTIMIZER_STEPS if e.torch is not None
@@ -66,7 +66,7 @@ def test_nonfinite_gradients_propagate_as_in_torch(entry, hp, dtype, torch, rng)
         h["step"] = s
         args = [p, g] + [state.get(b.name) for b in entry.buffers[2:] if not b.keyword]
         kwargs = {b.name: state.get(b.name) for b in entry.buffers[2:] if b.keyword}
-        out = entry.fast()(*args, **kwargs, **h)
+        out = entry.fast(*args, **kwargs, **h)
         assert_same_nonfinite(p, tp.detach().numpy(), dtype, f"param after step {s}")
         tstate = topt.state[tp]
         for name, buf in state.items():
