@@ -54,9 +54,7 @@ class Entry:
                                                 # norm is summed in another order: ulps)
     returns: str = "none"                       # "none" | "float" | "array" | "loss_grad"
     reduction: bool = False                     # takes reduction=
-    # torch.optim twin: (torch, params, hp) -> optimizer taking the same options
-    torch: Callable = None
-    torch_class: str = None                     # torch.optim.<torch_class>
+    torch_class: str = None                     # the torch.optim twin: torch.optim.<torch_class>
     torch_keys: dict = field(default_factory=dict)  # our state name -> torch's state key
     grid: dict = None                           # option -> values; every combination is tested
     options: tuple = None                       # explicit option sets (instead of the grid)
@@ -121,6 +119,13 @@ class Entry:
 
     def torch_key(self, state):
         return self.torch_keys.get(state, state)
+
+    def torch_optimizer(self, torch, params, hp):
+        """The torch.optim twin (single-tensor ``foreach=False`` path) over
+        ``params`` with the kernel's hyperparameters ``hp``."""
+        opts = {k: v for k, v in hp.items() if k not in ("step", self.scalar_state)}
+        return getattr(torch.optim, self.torch_class)(params, foreach=False,
+                                                      **torch_options(opts))
 
     def combos(self):
         """Every option set the reference tests cover."""
@@ -239,10 +244,6 @@ SGD = Entry(
                weight_decay=st.sampled_from([0.0, 0.01]), maximize=st.booleans()),
     wild=frozenset({"lr", "momentum", "dampening", "weight_decay"}),
     invalid=_sgd_invalid,
-    torch=lambda torch, params, hp: torch.optim.SGD(
-        params, lr=hp["lr"], momentum=hp["momentum"], dampening=hp["dampening"],
-        nesterov=hp["nesterov"], weight_decay=hp["weight_decay"],
-        maximize=hp["maximize"], foreach=False),
     torch_class="SGD", options=sgd_options(),
 )
 
@@ -262,11 +263,6 @@ ADAM = Entry(
     hyper=dict(_ADAM_HYPER, decoupled_weight_decay=st.booleans()),
     wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
     invalid=_common_invalid,
-    torch=lambda torch, params, hp: (
-        torch.optim.AdamW if hp["decoupled_weight_decay"] else torch.optim.Adam)(
-        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
-        weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
-        maximize=hp["maximize"], foreach=False),
 )
 
 ADAMW = Entry(
@@ -276,10 +272,6 @@ ADAMW = Entry(
     hyper=_ADAM_HYPER,
     wild=frozenset({"lr", "beta1", "beta2", "eps", "weight_decay"}),
     invalid=_common_invalid,
-    torch=lambda torch, params, hp: torch.optim.AdamW(
-        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
-        weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
-        maximize=hp["maximize"], foreach=False),
 )
 
 _BETAS = dict(beta1=unit, beta2=unit)
@@ -304,10 +296,6 @@ RMSPROP = Entry(
                centered=st.booleans(), maximize=st.booleans()),
     wild=frozenset({"lr", "alpha", "eps", "weight_decay", "momentum"}),
     invalid=_family_invalid,
-    torch=lambda torch, params, hp: torch.optim.RMSprop(
-        params, lr=hp["lr"], alpha=hp["alpha"], eps=hp["eps"],
-        weight_decay=hp["weight_decay"], momentum=hp["momentum"],
-        centered=hp["centered"], maximize=hp["maximize"], foreach=False),
 )
 ADAGRAD = Entry(
     name="adagrad_step",
@@ -318,9 +306,6 @@ ADAGRAD = Entry(
                weight_decay=_WD, eps=st.sampled_from([1e-10, 0.1]), maximize=st.booleans()),
     wild=frozenset({"lr", "lr_decay", "weight_decay", "eps"}),
     invalid=_family_invalid,
-    torch=lambda torch, params, hp: torch.optim.Adagrad(
-        params, lr=hp["lr"], lr_decay=hp["lr_decay"], weight_decay=hp["weight_decay"],
-        eps=hp["eps"], maximize=hp["maximize"], foreach=False),
 )
 ADADELTA = Entry(
     name="adadelta_step",
@@ -332,9 +317,6 @@ ADADELTA = Entry(
                eps=st.sampled_from([1e-6, 0.1]), weight_decay=_WD, maximize=st.booleans()),
     wild=frozenset({"lr", "rho", "eps", "weight_decay"}),
     invalid=_family_invalid,
-    torch=lambda torch, params, hp: torch.optim.Adadelta(
-        params, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],
-        weight_decay=hp["weight_decay"], maximize=hp["maximize"], foreach=False),
 )
 ADAMAX = Entry(
     name="adamax_step",
@@ -346,9 +328,6 @@ ADAMAX = Entry(
                weight_decay=_WD, maximize=st.booleans()),
     wild=_MOMENT_WILD,
     invalid=_family_invalid,
-    torch=lambda torch, params, hp: torch.optim.Adamax(
-        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
-        weight_decay=hp["weight_decay"], maximize=hp["maximize"], foreach=False),
 )
 _MOMENTS = (Buf("param", WRITE), Buf("grad", READ), _state("exp_avg"),
             _state("exp_avg_sq", positive=True))
@@ -365,11 +344,6 @@ NADAM = Entry(
     wild=_MOMENT_WILD | {"momentum_decay", "mu_product"},
     invalid=_family_invalid,
     returns="float",
-    torch=lambda torch, params, hp: torch.optim.NAdam(
-        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
-        weight_decay=hp["weight_decay"], momentum_decay=hp["momentum_decay"],
-        decoupled_weight_decay=hp["decoupled_weight_decay"], maximize=hp["maximize"],
-        foreach=False),
 )
 RADAM = Entry(
     name="radam_step",
@@ -385,10 +359,6 @@ RADAM = Entry(
                maximize=st.booleans()),
     wild=_MOMENT_WILD,
     invalid=_family_invalid,
-    torch=lambda torch, params, hp: torch.optim.RAdam(
-        params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
-        weight_decay=hp["weight_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
-        maximize=hp["maximize"], foreach=False),
 )
 LION = Entry(
     name="lion_step", options=LION_OPTIONS,
@@ -465,7 +435,7 @@ BY_NAME = {e.short: e for e in KERNELS}
 SGD_ADAM = [SGD, ADAM, ADAMW]
 FAMILIES = SGD_ADAM
 OPTIMIZERS = [RMSPROP, ADAGRAD, ADADELTA, ADAMAX, NADAM, RADAM]
-TORCH_TWINS = [e for e in OPTIMIZER_STEPS if e.torch is not None]
+TORCH_TWINS = [e for e in OPTIMIZER_STEPS if e.torch_class is not None]
 LOSSES = [e for e in KERNELS if e.reduction]
 
 
@@ -815,8 +785,7 @@ class TorchTwin:
         self.entry = entry
         params = bufs["param"] if isinstance(bufs["param"], list) else [bufs["param"]]
         self.params = [torch.from_numpy(p.copy()) for p in params]
-        cls = getattr(torch.optim, entry.torch_class)
-        self.opt = cls(self.params, foreach=False, **torch_options(opts))
+        self.opt = entry.torch_optimizer(torch, self.params, opts)
 
     def step(self, grad):
         grads = grad if isinstance(grad, list) else [grad]
