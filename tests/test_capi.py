@@ -1,6 +1,7 @@
 """The C-level API: a downstream Cython extension that cimports optcore's
 kernels, numba-jitted code calling them through optcore.numba, and the
-exported capsules called with ctypes; each must give the Python API's bits (docs/contract.md §6)."""
+exported capsules called with ctypes; each must give the Python API's bits
+(docs/contract.md §6)."""
 
 import ctypes
 import importlib.util
