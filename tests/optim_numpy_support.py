@@ -2,6 +2,8 @@
 constructor options, parameter groups and a replay through the functional
 kernels (shared by test_optim_numpy.py and test_optim_numpy_errors.py)."""
 
+import copy
+
 import numpy as np
 
 import optcore
@@ -152,3 +154,24 @@ def grads_like(rng, groups):
 
 def all_params(opt):
     return [p for g in opt.param_groups for p in g["params"]]
+
+
+# ---- an optimizer's groups and state, before and after a refused call ----
+
+def snapshot(opt):
+    return (copy.deepcopy([{k: v for k, v in g.items() if k != "params"}
+                           for g in opt.param_groups]),
+            {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                 for k, v in st.items()} for i, st in opt.state.items()},
+            {i: {k: v for k, v in st.items()} for i, st in opt.state.items()})
+
+
+def assert_unchanged(opt, snap):
+    groups, values, objects = snap
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups
+    assert sorted(opt.state) == sorted(values)
+    for i, st in opt.state.items():
+        assert sorted(st) == sorted(values[i])
+        for k, v in st.items():
+            assert v is objects[i][k]                      # the same views, still live
+            np.testing.assert_array_equal(v, values[i][k])

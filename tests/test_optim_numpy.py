@@ -10,8 +10,8 @@ import pytest
 
 import optcore
 from support import DTYPES, TORCH_RTOL, random_array
-from optim_numpy_support import (ALL, IN_TORCH, ids, random_options, state_args,
-    Replay, make_groups, grads_like, all_params)
+from optim_numpy_support import (ALL, IN_TORCH, Replay, all_params, assert_unchanged,
+    grads_like, ids, make_groups, random_options, snapshot, state_args)
 
 
 # ---- trajectories ----------------------------------------------------------
@@ -368,25 +368,6 @@ def test_state_dict_is_a_deep_copy(rng):
     sd["param_groups"][0]["lr"] = 5.0
     assert not np.any(other.state[0]["exp_avg"] == 123)
     assert other.param_groups[0]["lr"] == 0.01 and other.param_groups[0]["betas"] == (0.8, 0.9)
-
-
-def snapshot(opt):
-    return (copy.deepcopy([{k: v for k, v in g.items() if k != "params"}
-                           for g in opt.param_groups]),
-            {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
-                 for k, v in st.items()} for i, st in opt.state.items()},
-            {i: {k: v for k, v in st.items()} for i, st in opt.state.items()})
-
-
-def assert_unchanged(opt, snap):
-    groups, values, objects = snap
-    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups
-    assert sorted(opt.state) == sorted(values)
-    for i, st in opt.state.items():
-        assert sorted(st) == sorted(values[i])
-        for k, v in st.items():
-            assert v is objects[i][k]                      # the same views, still live
-            np.testing.assert_array_equal(v, values[i][k])
 
 
 def bad_state_dicts(sd):

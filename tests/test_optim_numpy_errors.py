@@ -9,7 +9,8 @@ import pytest
 
 import optcore
 from support import random_array
-from optim_numpy_support import (ALL, ids, random_options, grads_like, all_params)
+from optim_numpy_support import (ALL, all_params, assert_unchanged, grads_like, ids,
+    random_options, snapshot)
 
 
 # ---- bad input -------------------------------------------------------------
