@@ -5,7 +5,7 @@ checker of valgrind's log.
     python tests/memcheck_smoke.py --overflow      # a deliberate heap overflow in an optcore kernel
     python tests/memcheck_smoke.py --check LOG     # exit 1 if LOG has an error in optcore's code
 
-The workload calls every kernel of kernel_table.py (single and multi-tensor,
+The workload calls every kernel of registry.py (single and multi-tensor,
 float32 and float64, 1 and 2 threads, sizes across the vector width and the
 parallel threshold), calls that raise for each kind of bad input, the linear
 model and a checkpoint round trip. ``--overflow`` calls a kernel's C entry
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 def workload():
     import optcore
-    from kernel_table import KERNELS, hyper_variants, make_buffers, run_steps
+    from registry import KERNELS, hyper_variants, make_buffers, run_steps
 
     rng = np.random.default_rng(0)
     old = optcore.set_parallel_threshold(64)      # parallel regions on small sizes
@@ -92,7 +92,7 @@ def _bad_calls(entry, bufs, hp):
     n = 0
     for b, h in cases:
         try:
-            entry.call(entry.fast(), b, h)
+            entry.call(entry.fast, b, h)
         except (TypeError, ValueError):
             n += 1
         else:

@@ -424,7 +424,7 @@ def test_torch_optimizer_round_trip(tmp_path, torch):
 
 # ---- optcore's optimizer classes --------------------------------------------------
 
-from kernel_table import OPTIMIZER_CLASSES  # noqa: E402
+from registry import OPTIMIZER_CLASSES  # noqa: E402
 
 
 @pytest.mark.parametrize("name,kwargs", OPTIMIZER_CLASSES, ids=[c[0] for c in OPTIMIZER_CLASSES])

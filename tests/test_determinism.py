@@ -1,10 +1,5 @@
-"""Results do not depend on the thread count, nor on concurrent callers.
-
-Elementwise steps compute each element with the same code whatever the
-partition; the MSE reduction sums fixed blocks in a fixed order. So 1, 2 and
-3 threads must give the same bits, also for multi-tensor calls whose thread
-partitions start and end inside tensors.
-"""
+"""Results do not depend on the thread count, on repetition, nor on concurrent
+callers (docs/contract.md §7): static partitions and fixed-order block sums."""
 
 import threading
 
@@ -12,8 +7,13 @@ import numpy as np
 import pytest
 
 import optcore
+
+from registry import (FAMILIES, KERNELS, copy_buffers, flat_arrays, hyper_variants,
+    make_buffers, new_grads, run_steps, shaped_buffers)
 from support import DTYPES, assert_same_bits, random_array
-from step_cases import FAMILIES, copy_buffers, flat_arrays, make_buffers, new_grads
+
+
+# ==== SGD, Adam, AdamW: thread counts and concurrent callers =================
 
 THREADS = [1, 2, 3]
 T = optcore.get_parallel_threshold()
@@ -30,8 +30,8 @@ OPTS = {
              dict(lr=0.01, beta1=0.3, weight_decay=0.01, decoupled_weight_decay=True)],
     "adamw": [dict(lr=0.01, amsgrad=True, beta1=0.4)],
 }
-CASES = [pytest.param(f, o, id=f"{f.name}-{i}") for f in FAMILIES
-         for i, o in enumerate(OPTS[f.name])]
+CASES = [pytest.param(f, o, id=f"{f.short}-{i}") for f in FAMILIES
+         for i, o in enumerate(OPTS[f.short])]
 
 
 def run_with_threads(family, bufs, grads, opts, threads, first_step=1):
@@ -40,7 +40,7 @@ def run_with_threads(family, bufs, grads, opts, threads, first_step=1):
     try:
         for i, g in enumerate(grads):
             out["grad"] = g
-            family.call(True, out, first_step + i, opts)
+            family.run(True, out, first_step + i, opts)
     finally:
         optcore.set_num_threads(None)
     return out
@@ -66,7 +66,7 @@ def assert_all_same(results):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("family,opts", CASES)
 def test_steps_bitwise_identical_for_any_thread_count(family, opts, dtype, shapes, rng):
-    bufs = make_buffers(rng, family, list(shapes) if isinstance(shapes, list) else shapes,
+    bufs = shaped_buffers(rng, family, list(shapes) if isinstance(shapes, list) else shapes,
                         dtype)
     grads = _grad_sequence(rng, bufs, 3)
     assert_all_same([run_with_threads(family, bufs, grads, opts, n) for n in THREADS])
@@ -79,7 +79,7 @@ def test_tiny_calls_split_over_threads(family, opts, size, rng):
     # partitions, never more threads than partitions): same bits.
     old = optcore.set_parallel_threshold(0)
     try:
-        bufs = make_buffers(rng, family, [(size,), (3,), (size, 2)], np.float32)
+        bufs = shaped_buffers(rng, family, [(size,), (3,), (size, 2)], np.float32)
         grads = _grad_sequence(rng, bufs, 2)
         assert_all_same([run_with_threads(family, bufs, grads, opts, n) for n in THREADS])
     finally:
@@ -135,7 +135,7 @@ def test_concurrent_step_calls_equal_serial_calls(family, opts, omp_threads, rng
     # Four Python threads, each stepping its own buffers (above the threshold:
     # each call releases the GIL and may open its own OpenMP team).
     callers = 4
-    starts = [make_buffers(rng, family, [(2 * T + 5,), (31, 7)], np.float32)
+    starts = [shaped_buffers(rng, family, [(2 * T + 5,), (31, 7)], np.float32)
               for _ in range(callers)]
     grads = [_grad_sequence(rng, b, 4) for b in starts]
     serial = [run_with_threads(family, b, g, opts, omp_threads)
@@ -146,7 +146,7 @@ def test_concurrent_step_calls_equal_serial_calls(family, opts, omp_threads, rng
         def steps():
             for s, g in enumerate(grads[i]):
                 concurrent[i]["grad"] = g
-                family.call(True, concurrent[i], s + 1, opts)
+                family.run(True, concurrent[i], s + 1, opts)
         return steps
 
     optcore.set_num_threads(omp_threads)
@@ -176,3 +176,80 @@ def test_concurrent_mse_calls_equal_serial_calls(rng):
     for (loss, grad), (sloss, sgrad) in zip(results, serial):
         assert loss == sloss
         assert_same_bits(grad, sgrad)
+
+
+# ==== every kernel of the registry: 1, 2, 3 threads and repeats ==============
+
+# Sizes spanning many partitions and blocks, tensors of uneven sizes, and the
+# threshold forced to 0 so that even the small ones run in parallel.
+SHAPES = {"single": [(300, 257)], "multi": [(300, 70), 5, 33_001, (17, 3)]}
+
+
+def _sizes(shapes):
+    return [int(np.prod(s)) for s in shapes]
+
+
+def _run(entry, hp, dtype, layout, threads, seed):
+    rng = np.random.default_rng(seed)
+    bufs = make_buffers(entry, hp, rng, _sizes(SHAPES[layout]), dtype,
+                        as_list=layout == "multi")
+    optcore.set_num_threads(threads)
+    try:
+        results = run_steps(entry, bufs, hp, steps=3 if "step" in hp else 1)
+    finally:
+        optcore.set_num_threads(None)
+    return bufs, results
+
+
+def _bits(x):
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple)):
+        return [_bits(y) for y in x]
+    if isinstance(x, float):
+        return np.float64(x).tobytes()
+    return np.asarray(x).tobytes()
+
+
+@pytest.fixture
+def threshold_zero():
+    old = optcore.set_parallel_threshold(0)
+    yield
+    optcore.set_parallel_threshold(old)
+
+
+CASES_ALL = [(e, layout) for e in KERNELS for layout in (["single", "multi"] if e.multi
+                                                     else ["single"])]
+THREADS_ALL = (1, 2, 2, 3)           # 2 twice: repeated runs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("entry,layout", CASES_ALL, ids=lambda x: getattr(x, "name", x))
+def test_bitwise_identical_for_1_2_3_threads_and_repeats(entry, dtype, layout,
+                                                          threshold_zero):
+    for i, hp in enumerate(hyper_variants(entry)):
+        runs = [_run(entry, hp, dtype, layout, threads, seed=i) for threads in THREADS_ALL]
+        ref_bufs, ref_results = runs[0]
+        for (bufs, results), threads in zip(runs[1:], THREADS_ALL[1:]):
+            for name in bufs:
+                assert _bits(bufs[name]) == _bits(ref_bufs[name]), (hp, name, threads)
+            assert _bits(results) == _bits(ref_results), (hp, threads)
+
+
+def test_reduction_order_is_fixed_not_thread_dependent():
+    # The loss of a badly conditioned sum (large terms cancelling small ones)
+    # differs between summation orders, so equal bits mean one fixed order.
+    rng = np.random.default_rng(7)
+    n = 3_000_017
+    pred = (rng.standard_normal(n) * np.where(rng.random(n) < 0.01, 1e6, 1e-3))
+    target = np.zeros(n)
+    losses = set()
+    for threads in (1, 2, 3, 4):
+        optcore.set_num_threads(threads)
+        try:
+            losses.add(optcore.mse_loss(pred, target, reduction="sum"))
+        finally:
+            optcore.set_num_threads(None)
+    assert len(losses) == 1
+    naive = float(np.sum(pred.astype(np.float64) ** 2))
+    assert losses.pop() == pytest.approx(naive, rel=1e-12)

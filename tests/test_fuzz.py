@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every public kernel (driven by kernel_table.py).
+"""Property-based fuzzing of every public kernel (driven by registry.py).
 
 Each example draws a call (dtype, list structure, shapes, hyperparameters
 including NaN/inf/negative/huge values, number of threads) and at most one
@@ -8,7 +8,7 @@ length, a layout (Fortran order, strides, negative strides, broadcast, read-only
 unaligned, memoryview / array.array / bytes / Python objects), or aliasing
 between arguments (the same array, overlapping or disjoint views of one block).
 
-An independent oracle (written from SPEC §8, not from bind()) says whether the
+An independent oracle (written from docs/contract.md §8, not from bind()) says whether the
 call is valid. Invariant:
   * valid: the result equals optcore.reference bit for bit (NaN where NaN), and
     every byte of every buffer equals what the reference left;
@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 import optcore
 import optcore.reference as reference
-from kernel_table import KERNELS, READ, WILD, WRITE
+from registry import KERNELS, READ, WILD, WRITE
 
 EXAMPLES = int(os.environ.get("OPTCORE_FUZZ_EXAMPLES", "300"))
 
@@ -378,7 +378,7 @@ def oracle(entry, hp, objs):
         for lo2, hi2, w2, c2, lab2 in intervals[i + 1:]:
             if (w1 or w2) and lo1 < hi2 and lo2 < hi1:
                 alt = (ValueError, [lab1, lab2])
-                # SPEC §8 says ValueError; a strided input that the call copies
+                # docs/contract.md §8 says ValueError; a strided input that the call copies
                 # before any write is read as it was, so success is also correct.
                 (exp.optional if (c1 or c2) else exp.errors).append(alt)
     return exp
@@ -479,7 +479,7 @@ def check_call(entry, spec):
     event(f"fault={spec.fault}:{spec.detail if spec.fault in ('layout', 'list') else ''}")
     optcore.set_num_threads(spec.threads)
     try:
-        result = entry.call(entry.fast(), a.objs, dict(spec.hp))
+        result = entry.call(entry.fast, a.objs, dict(spec.hp))
     except (TypeError, ValueError) as exc:
         msg = str(exc)
         alts = [(t, n) for t, n in exp.errors + exp.optional if isinstance(exc, t)]
@@ -498,7 +498,7 @@ def check_call(entry, spec):
     r = build(entry, spec)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        expected = entry.call(entry.ref(), _reference_objs(entry, spec.hp, r.objs), dict(spec.hp))
+        expected = entry.call(entry.ref, _reference_objs(entry, spec.hp, r.objs), dict(spec.hp))
     for i, (x, y) in enumerate(zip(a.owners, r.owners)):
         if entry.exact:
             assert_same_bits(_as_float(x), _as_float(y), f"{entry.name}: buffer {i}")
@@ -564,7 +564,7 @@ def test_fuzz_hyperparameters(entry, data):
 def test_oracle_detects_each_fault():
     # The oracle itself: each fault kind must be classified as an error, and a
     # clean call as valid (otherwise the fuzz test could not fail).
-    from kernel_table import ADAM, typical_hyper
+    from registry import ADAM, typical_hyper
     hp = typical_hyper(ADAM)
     base = dict(hp=hp, dtype=np.dtype(np.float32), as_list=True, shapes=[(3, 4), (5,)],
                 seed=1, threads=1)

@@ -1,19 +1,16 @@
 """NaN and inf in gradients: propagated exactly as torch.optim does (same NaN
 positions, same infinities with the same signs, in parameters and state, step
 after step), and the recipe for skipping a step on non-finite gradients
-without touching any state."""
+without touching any state (docs/contract.md §9)."""
 
 import numpy as np
 import pytest
 
 import optcore
-from kernel_table import OPTIMIZER_STEPS, hyper_variants
+from registry import TORCH_TWINS, hyper_variants
 from support import TORCH_RTOL
 
-TWINS = [(e, hp) for e in OPTIMIZER_STEPS if e.torch is not None
-         for hp in hyper_variants(e)]
-# optcore argument name -> torch.optim state key, where they differ
-TORCH_KEYS = {"state_sum": "sum"}
+TWINS = [(e, hp) for e in TORCH_TWINS for hp in hyper_variants(e)]
 
 
 def _poisoned_grads(rng, shape, dtype, steps):
@@ -54,7 +51,7 @@ def test_nonfinite_gradients_propagate_as_in_torch(entry, hp, dtype, torch, rng)
     grads = _poisoned_grads(rng, shape, dtype, steps)
 
     tp = torch.nn.Parameter(torch.from_numpy(param0.copy()))
-    topt = entry.torch(torch, [tp], hp)
+    topt = entry.torch_optimizer(torch, [tp], hp)
     p = param0.copy()
     state = {b.name: np.zeros(shape, dtype) for b in entry.buffers[2:] if b.needed(hp)}
     h = dict(hp)
@@ -66,11 +63,11 @@ def test_nonfinite_gradients_propagate_as_in_torch(entry, hp, dtype, torch, rng)
         h["step"] = s
         args = [p, g] + [state.get(b.name) for b in entry.buffers[2:] if not b.keyword]
         kwargs = {b.name: state.get(b.name) for b in entry.buffers[2:] if b.keyword}
-        out = entry.fast()(*args, **kwargs, **h)
+        out = entry.fast(*args, **kwargs, **h)
         assert_same_nonfinite(p, tp.detach().numpy(), dtype, f"param after step {s}")
         tstate = topt.state[tp]
         for name, buf in state.items():
-            tbuf = tstate[TORCH_KEYS.get(name, name)].numpy()
+            tbuf = tstate[entry.torch_key(name)].numpy()
             assert_same_nonfinite(buf, tbuf, dtype, f"{name} after step {s}")
         if "mu_product" in h:
             h["mu_product"] = out

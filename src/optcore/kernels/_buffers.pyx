@@ -1,4 +1,4 @@
-"""Argument checks shared by every kernel, all run before any write.
+"""Argument checks shared by every kernel (docs/contract.md §8), all run before any write.
 
 ``bind`` takes the buffer arguments of one call (single arrays, or lists of
 equal length for a multi-tensor call), checks dtype, size, contiguity,

@@ -18,7 +18,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from kernel_table import KERNELS, make_buffers, typical_hyper
+from registry import KERNELS, make_buffers, typical_hyper
 
 SMALL_CALLS = 1_000_000
 TRACED_CALLS = 100_000
@@ -42,7 +42,7 @@ def workload(n, seed=0):
         hp = typical_hyper(entry)
         sizes = [n, n] if entry.multi else [n]
         bufs = make_buffers(entry, hp, rng, sizes, np.float32, as_list=entry.multi)
-        fn = entry.fast()
+        fn = entry.fast
 
         def valid(entry=entry, bufs=bufs, hp=hp, fn=fn):
             entry.call(fn, bufs, hp)

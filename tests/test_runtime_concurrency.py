@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import optcore
-from kernel_table import (OPTIMIZER_CLASSES, OPTIMIZER_STEPS, hyper_variants,
+from registry import (OPTIMIZER_CLASSES, OPTIMIZER_STEPS, hyper_variants,
                           make_buffers, run_steps)
 
 

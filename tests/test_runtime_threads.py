@@ -1,5 +1,5 @@
 """Thread control: optcore.get/set_num_threads, OMP_NUM_THREADS,
-threadpoolctl.threadpool_limits, and the parallel threshold."""
+threadpoolctl.threadpool_limits, and the parallel threshold (docs/contract.md §7)."""
 
 import os
 import subprocess
