@@ -322,7 +322,10 @@ class PlanMixin:
             check_calls(self._kernel_calls(calls, copied, False))
         except (TypeError, ValueError):
             # Labels are built only to report the error.
-            check_calls(self._kernel_calls(calls, copied, True))
+            try:
+                check_calls(self._kernel_calls(calls, copied, True))
+            except (TypeError, ValueError) as exc:
+                raise exc from None
             raise
 
     def _kernel_calls(self, calls, copied, labelled):

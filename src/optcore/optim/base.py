@@ -267,7 +267,10 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
             except (TypeError, ValueError):
                 # The kernel refused its buffers before writing anything:
                 # report them as the parameters and state users know.
-                self._check_calls(calls, copied)
+                try:
+                    self._check_calls(calls, copied)
+                except (TypeError, ValueError) as exc:
+                    raise exc from None
                 raise
 
     def zero_state(self):
