@@ -45,7 +45,7 @@ class _Slot:
     tensors (and their storage) are the ones recorded here."""
 
     __slots__ = ("param", "ptr", "numel", "view_dtype", "view", "state", "keys",
-                 "tensors", "views", "scalar_views", "entries", "created", "index")
+                 "tensors", "views", "scalar_views", "entries", "created")
 
     def valid(self, p, state, needed):
         # Same parameter over the same contiguous memory, the same state
@@ -262,8 +262,8 @@ class KernelOptimizer(Optimizer):
             for plan in plans:
                 self._rollback(plan[1])
             raise
-        for n, (gi, slots, grads, buckets, needed, options) in enumerate(plans):
-            self._run_group(gi, slots, grads, buckets, needed, options, plans[n + 1:])
+        for n in range(len(plans)):
+            self._run_group(plans, n)
         return loss
 
     def _group_options(self, group):
@@ -309,7 +309,6 @@ class KernelOptimizer(Optimizer):
                 # torch.optim leaves no state entry where there is no state.
                 p_state = _NO_STATE if stateless and p not in state else state[p]
                 slot = self._slot(p, p_state, group, needed, gi, j)
-                slot.index = j
                 slots.append(slot)
                 grads.append(g.numpy() if not g.requires_grad else g.detach().numpy())
         except Exception:
@@ -334,7 +333,10 @@ class KernelOptimizer(Optimizer):
             buckets = list(by_key.items())
         return gi, slots, grads, buckets, needed, options
 
-    def _run_group(self, gi, slots, grads, buckets, needed, options, later):
+    def _run_group(self, plans, n_plan):
+        """Run the kernel calls of ``plans[n_plan]``; if one raises, the state
+        created for it and for the calls after it is removed again."""
+        gi, slots, grads, buckets, needed, options = plans[n_plan]
         kernel = self._rules.kernel
         for n, (key, members) in enumerate(buckets):
             part = [slots[i] for i in members]
@@ -342,16 +344,17 @@ class KernelOptimizer(Optimizer):
                 self._call(kernel, part, [grads[i] for i in members], key, needed,
                            options)
             except Exception as exc:
-                plans = [(gi, slots, grads, buckets[n:], needed, options), *later]
                 labelled = None
                 if isinstance(exc, (TypeError, ValueError)):
                     # The kernel refused its buffers before writing: name
                     # them as users see them (check_calls finds the fault).
                     try:
-                        self._check_calls(plans)
+                        self._check_calls([(gi, slots, grads, [buckets[n]], needed,
+                                            options)])
                     except (TypeError, ValueError) as found:
                         labelled = found
-                for plan in plans:
+                for plan in [(gi, slots, grads, buckets[n:], needed, options),
+                             *plans[n_plan + 1:]]:
                     self._rollback([plan[1][i] for _, m in plan[3] for i in m])
                 if labelled is not None:
                     raise labelled from None
@@ -388,7 +391,9 @@ class KernelOptimizer(Optimizer):
                 if not labelled:
                     calls.append((names, objs, roles))
                     continue
-                where = [f"param_groups[{gi}]['params'][{s.index}]" for s in part]
+                position = {id(p): j for j, p in enumerate(self.param_groups[gi]["params"])}
+                where = [f"param_groups[{gi}]['params'][{position[id(s.param)]}]"
+                         for s in part]
                 labels = [where, [f"the grad of {w}" for w in where]]
                 labels += [[f"state[{b.state_key!r}] of {w}" for w in where] for b in needed]
                 calls.append((names, objs, roles, labels))
