@@ -17,10 +17,10 @@ _WRITE = ("write",)
 
 
 def _check_params(params, labels, first_new=0):
-    """Parameters as the kernels update them: NumPy arrays (``params[first_new:]``
-    are the new ones), each its own array, and, as the kernels' own binding
-    checks them (dtype, C-contiguous, writable, aligned, no memory shared
-    with another parameter), under ``labels``."""
+    """All parameters of an optimizer (``params[first_new:]`` the ones being
+    added), named by ``labels``: NumPy arrays, each its own array, and each
+    as a kernel call takes it (``check_calls``: float32/float64,
+    C-contiguous, writable, aligned, sharing no memory with another)."""
     for p, label in zip(params[first_new:], labels[first_new:]):
         if not isinstance(p, np.ndarray):
             raise TypeError(
