@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import optcore
-from optcore.kernels._buffers import check_buffers, check_calls, find_overlap
+from optcore.kernels._buffers import check_buffers, check_calls
 
 ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 ADAM_ROLES = ("write", "read", "write", "write", None)
@@ -274,14 +274,20 @@ def test_agrees_with_bind_on_random_aliasing():
         assert _error(lambda: _adam_call(bufs)) == got, bufs
 
 
-def test_find_overlap_uses_the_same_rule():
+def test_the_overlap_rule_over_single_buffer_calls():
+    # Written vs read, interleaved without sharing, read vs read, written vs written.
     base = np.zeros(20, np.float32)
-    assert find_overlap([base[:10]], [base[5:15]]) == (0, 1)
-    assert find_overlap([base[1::2]], [base[::2]]) is None
-    assert find_overlap([np.zeros(3)], [base[:4], base[:4]]) is None
-    assert find_overlap([base[:4], base[2:6]], []) == (0, 1)
-    with pytest.raises(TypeError, match="find_overlap takes NumPy arrays"):
-        find_overlap([memoryview(base)], [base])
+
+    def calls(written, read):
+        return ([(("w",), (a,), ("write",)) for a in written]
+                + [(("r",), (a,), ("read",)) for a in read])
+    with pytest.raises(ValueError, match="^w and r overlap"):
+        check_calls(calls([base[:10]], [base[5:15]]))
+    check_calls(calls([base[1:2]], [base[::2]]))
+    check_calls(calls([np.zeros(3)], [base[:4], base[:4]]))
+    with pytest.raises(ValueError, match="^w and w overlap"):
+        check_calls(calls([base[:4], base[2:6]], []))
+    check_calls(calls([memoryview(base[:4])], [base[4:]]))      # any buffer
 
 
 def test_copy_role_counts_only_the_originals_memory():

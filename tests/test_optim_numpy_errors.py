@@ -265,6 +265,7 @@ def spoilers():
     group 1 (parameters 1 and 2) holds the defect: each would make group 1's
     kernel call fail, or alias a buffer group 0's call writes."""
     here = r"parameter 2 \(group 1, index 1\), state 'exp_avg'"
+    as_buffer = r"the 'exp_avg' state of parameter 2 \(group 1, index 1\)"     # kernels' wording
 
     def state(key, make):
         def spoil(opt):
@@ -282,19 +283,19 @@ def spoilers():
         return a
 
     yield "state of the wrong dtype", state("exp_avg", lambda a: a.astype(np.float32)), \
-        TypeError, here + ": dtype float32"
+        TypeError, as_buffer + " has dtype float32"
     yield "state of the wrong size", state("exp_avg", lambda a: np.zeros(a.size + 1)), \
-        ValueError, here + ": 5 elements"
-    yield "read-only state", state("exp_avg", readonly), ValueError, here + ": read-only"
+        ValueError, as_buffer + " has 5 elements"
+    yield "read-only state", state("exp_avg", readonly), ValueError, as_buffer + " is read-only"
 
     def freeze_view(opt):
         opt.state[2]["exp_avg"].flags.writeable = False
     yield "state view made read-only", freeze_view, ValueError, \
         r"'exp_avg' state of parameter 2 \(group 1, index 1\) is read-only"
     yield "strided state", state("exp_avg", lambda a: np.zeros(2 * a.size)[::2]), \
-        ValueError, here + ": not C-contiguous"
+        ValueError, as_buffer + " is not C-contiguous"
     yield "misaligned state", state("exp_avg", lambda a: misaligned(a.size)), \
-        ValueError, here + ": not aligned"
+        ValueError, as_buffer + " is not aligned"
     yield "state not an array", state("exp_avg", lambda a: a.tolist()), TypeError, here
     yield "deleted state", delete("exp_avg"), ValueError, here + ": missing"
     yield "deleted step", delete("step"), ValueError, r"state 'step': missing"
@@ -357,7 +358,8 @@ def test_a_refused_step_over_several_dtypes_changes_nothing(rng):
         opt.step([random_array(rng, 5, np.float32), random_array(rng, 3, np.float64)])
         spoil(opt.state[1])
         snap, before = snapshot(opt), [p32.copy(), p64.copy()]
-        with pytest.raises(error, match=r"parameter 1 \(group 0, index 1\), state"):
+        with pytest.raises(error, match=r"(parameter 1 \(group 0, index 1\), state|state of "
+                                        r"parameter 1 \(group 0, index 1\))"):
             opt.step([random_array(rng, 5, np.float32), random_array(rng, 3, np.float64)])
         assert_unchanged(opt, snap)
         assert_params(opt, before)

@@ -93,9 +93,8 @@ cdef str _dtype_name(obj, const Py_buffer* view):
 
 cdef class _Where:
     """The buffers behind interval numbers, for the slow paths (exact sharing
-    test, messages): either one flat list, or calls numbered one after the
-    other (buffer number = call offset + argument * ntensors + tensor)."""
-    cdef list flat
+    test, messages): calls numbered one after the other (buffer number = call
+    offset + argument * ntensors + tensor)."""
     cdef list calls      # (offset, ntensors, is_list, names, objs, labels)
 
     cdef tuple _find(self, Py_ssize_t index):
@@ -107,8 +106,6 @@ cdef class _Where:
         raise IndexError(index)
 
     cdef object owner(self, Py_ssize_t index):
-        if self.flat is not None:
-            return self.flat[index]
         entry, a, t = self._find(index)
         obj = entry[4][a]
         return obj[t] if entry[2] else obj
@@ -570,29 +567,3 @@ cdef int _buffer_interval(object obj, Py_ssize_t index, bint writable,
         PyBuffer_Release(&view)
     iv.index, iv.writable = index, writable
     return 1
-
-
-def find_overlap(list written, list read):
-    """The overlap rule over NumPy arrays of several calls: ``(i, j)`` when
-    ``written[i]`` shares memory with buffer ``j`` of ``written + read``
-    (``j != i``), else None. Inputs in ``read`` may share memory with each
-    other. (``check_calls`` checks whole calls, with messages.)"""
-    cdef list arrays = written + read
-    cdef Py_ssize_t nw = len(written), n = len(arrays), i, m = 0
-    cdef _Where where
-    if n < 2:
-        return None
-    for obj in arrays:
-        if not cnp.PyArray_Check(obj):
-            raise TypeError(f"find_overlap takes NumPy arrays, got {type(obj).__name__}")
-    cdef Interval* iv = <Interval*>PyMem_Malloc(n * sizeof(Interval))
-    if iv == NULL:
-        raise MemoryError()
-    try:
-        for i in range(n):
-            m += _buffer_interval(arrays[i], i, i < nw, iv + m)
-        where = _Where.__new__(_Where)
-        where.flat = arrays
-        return _overlap(iv, m, where)
-    finally:
-        PyMem_Free(iv)

@@ -1,32 +1,40 @@
-"""Checks of the NumPy optimizers' inputs: parameters, state arrays, loaded
-scalar state. Hyperparameters are checked by ``optcore.optim._options``."""
+"""Checks of the NumPy optimizers' inputs: parameters, loaded scalar state.
+Buffers are checked by the kernels' own binding (``optcore.kernels._buffers``);
+hyperparameters by ``optcore.optim._options``."""
 
 import numbers
 
 import numpy as np
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from optcore.kernels._buffers import check_calls
 
 # Largest step count kept in state (the kernels take a 64-bit step).
 _MAX_STEP = 2**62
 
+# A parameter as a kernel call takes it (names and roles of check_calls).
+_PARAM = ("param",)
+_WRITE = ("write",)
 
-def _check_param(p, label):
-    if not isinstance(p, np.ndarray):
-        raise TypeError(
-            f"{label} is a {type(p).__module__}.{type(p).__name__}; optcore optimizers "
-            f"update NumPy arrays in place (use optcore.torch for torch tensors)")
-    if p.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{label} has dtype {p.dtype}; optcore optimizers take "
-                        f"float32 or float64 parameters")
-    if not p.flags.c_contiguous:
-        raise ValueError(f"{label} is not C-contiguous; optcore updates parameters in "
-                         f"place and never works on a copy (an update to a copy would "
-                         f"be lost)")
-    if not p.flags.writeable:
-        raise ValueError(f"{label} is read-only; optcore updates parameters in place")
-    if not p.flags.aligned:
-        raise ValueError(f"{label} is not aligned to its {p.itemsize}-byte elements")
+
+def _check_params(params, labels, first_new=0):
+    """All parameters of an optimizer (``params[first_new:]`` the ones being
+    added), named by ``labels``: NumPy arrays, each its own array, and each
+    as a kernel call takes it (``check_calls``: float32/float64,
+    C-contiguous, writable, aligned, sharing no memory with another)."""
+    for p, label in zip(params[first_new:], labels[first_new:]):
+        if not isinstance(p, np.ndarray):
+            raise TypeError(
+                f"{label} is a {type(p).__module__}.{type(p).__name__}; optcore optimizers "
+                f"update NumPy arrays in place (use optcore.torch for torch tensors)")
+    # The optimizer finds a parameter's state by identity: one array, one index.
+    seen = {}
+    for i, p in enumerate(params):
+        if id(p) in seen:
+            raise ValueError(f"parameter {i} is the same array as parameter {seen[id(p)]}; "
+                             f"a parameter may appear only once in an optimizer")
+        seen[id(p)] = i
+    # One call per parameter: parameters of one optimizer may differ in dtype.
+    check_calls([(_PARAM, (p,), _WRITE, (label,)) for p, label in zip(params, labels)])
 
 
 def _as_param_list(params, what):
@@ -38,58 +46,20 @@ def _as_param_list(params, what):
     return list(params)
 
 
-def _check_no_overlap(params):
-    """No parameter may appear twice or share memory with another: both would
-    be written by one native call."""
-    spans = []
-    seen = {}
-    for i, p in enumerate(params):
-        if id(p) in seen:
-            raise ValueError(f"parameter {i} is the same array as parameter {seen[id(p)]}; "
-                             f"a parameter may appear only once in an optimizer")
-        seen[id(p)] = i
-        if p.size:
-            start = p.__array_interface__["data"][0]
-            spans.append((start, start + p.nbytes, i))
-    spans.sort()
-    for (s0, e0, i), (s1, e1, j) in zip(spans, spans[1:]):
-        if s1 < e0:
-            raise ValueError(f"parameters {min(i, j)} and {max(i, j)} share memory; every "
-                             f"parameter must be its own array (they are updated in place)")
-
-
 def _check_like(a, p, what):
-    """Array ``a`` has the dtype and shape of parameter ``p`` (``what`` names a)."""
+    """Array ``a`` (a loaded state value) has the dtype and shape of parameter
+    ``p`` (``what`` names a)."""
     if a.dtype != p.dtype:
         raise TypeError(f"{what} has dtype {a.dtype} but the parameter has dtype "
                         f"{p.dtype}")
+    _check_shape(a, p, what)
+
+
+def _check_shape(a, p, what):
+    """Array ``a`` has the shape of parameter ``p`` (``what`` names a); the
+    kernels check only its size (and its dtype, layout and memory)."""
     if a.shape != p.shape:
         raise ValueError(f"{what} has shape {a.shape} but the parameter has shape {p.shape}")
-
-
-def _check_state_array(a, p, kind, label):
-    """A state array as the kernels take it for parameter ``p`` (users may
-    put their own arrays into the state; they are updated in place)."""
-    if type(a) is np.ndarray and a.dtype is p.dtype and a.size == p.size:
-        flags = a.flags
-        if flags.c_contiguous and flags.writeable and flags.aligned:
-            return
-    where = f"{label}, state {kind!r}"
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{where}: a {type(a).__module__}.{type(a).__name__}, not a NumPy "
-                        f"array")
-    if a.dtype != p.dtype:
-        raise TypeError(f"{where}: dtype {a.dtype} but the parameter has dtype {p.dtype}")
-    if a.size != p.size:
-        raise ValueError(f"{where}: {a.size} elements but the parameter has {p.size}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{where}: not C-contiguous; optcore updates state in place and "
-                         f"never works on a copy")
-    if not a.flags.writeable:
-        raise ValueError(f"{where}: read-only; optcore updates it in place")
-    if not a.flags.aligned:
-        raise ValueError(f"{where}: not aligned to its {a.itemsize}-byte elements")
-
 
 
 def _load_scalar(key, value, label):

@@ -75,6 +75,7 @@ class Rules:
         self.state = kspec.state
         self.state_keys = tuple(b.state_key for b in self.state)
         self.kernel_args = {b.state_key: b.name for b in self.state}
+        self.kernel_roles = {b.name: b.role for b in kspec.buffers}
         self.scalars = dict(spec.scalars)
         self.eager = spec.eager
         self.flags = spec.flags

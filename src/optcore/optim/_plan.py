@@ -8,8 +8,8 @@ from operator import itemgetter
 
 import numpy as np
 
-from optcore.kernels._buffers import find_overlap
-from optcore.optim._checks import _MAX_STEP, _check_like, _check_state_array
+from optcore.kernels._buffers import check_calls
+from optcore.optim._checks import _MAX_STEP, _check_shape
 
 
 class _Call:
@@ -115,13 +115,14 @@ class PlanMixin:
                         and gr.flags.aligned):
                     out.append(gr)
                     continue
-                label = f"grad of parameter {self._starts[g] + j} (group {g}, index {j})"
+                label = f"the grad of {self._label(g, j)}"
                 if not isinstance(gr, np.ndarray):
                     try:
                         gr = np.asarray(gr)
                     except Exception as exc:
                         raise TypeError(f"{label} is not an array: {exc}") from None
-                _check_like(gr, p, label)
+                # dtype, size and memory: checked with the kernel calls
+                _check_shape(gr, p, label)
                 if not gr.flags.aligned:
                     copied.append((g, j, gr))
                     gr = np.array(gr, order="C")
@@ -263,9 +264,9 @@ class PlanMixin:
 
     def _state_arrays(self, g, j, st, kinds, new):
         """The arrays of ``kinds`` in parameter j's state entry (or, for a kind
-        the group gets only now, its new view), each checked as the kernel
-        would: a step's later call must not fail after an earlier one wrote."""
-        p = self.param_groups[g]["params"][j]
+        the group gets only now, its new view). Users may put their own arrays
+        into the state (they are updated in place); the kernel calls check
+        them as buffers (``_check_calls``)."""
         out = []
         for kind in kinds:
             a = st.get(kind)
@@ -275,8 +276,9 @@ class PlanMixin:
                     raise ValueError(
                         f"{self._label(g, j)}, state {kind!r}: missing (deleted from the "
                         f"state entry?); {type(self).__name__} with these options needs it")
-            else:
-                _check_state_array(a, p, kind, self._label(g, j))
+            elif type(a) is not np.ndarray and not isinstance(a, np.ndarray):
+                raise TypeError(f"{self._label(g, j)}, state {kind!r}: a "
+                                f"{type(a).__module__}.{type(a).__name__}, not a NumPy array")
             out.append(a)
         return out
 
@@ -311,36 +313,40 @@ class PlanMixin:
         return f"parameter {self._starts[g] + j} (group {g}, index {j})"
 
     def _check_calls(self, calls, copied):
-        """What each kernel call cannot see: its buffers against the other
-        calls' (no gradient may share memory with a parameter or state of any
-        call, no written buffer with another), the originals of copied
-        gradients, and the writability of everything written."""
-        written, read = [], []
-        for call in calls:
-            written += call.params
-            for column in call.buffers.values():
-                written += column
-            read += call.grads
-        read += [original for _, _, original in copied]
-        for k, a in enumerate(written):
-            if not a.flags.writeable:
-                raise ValueError(f"{self._describe(calls, copied, k)} is read-only; optcore "
-                                 f"updates it in place")
-        pair = find_overlap(written, read)
-        if pair is not None:
-            i, j = (self._describe(calls, copied, k) for k in pair)
-            raise ValueError(f"{i} and {j} share memory; a gradient may not overlap a "
-                             f"parameter or optimizer state, nor may two of those overlap")
+        """Every kernel call of a step checked before the first one runs, as
+        the kernels' own binding checks them: each call's buffers, then the
+        overlap rule over all of them (no written buffer may share memory with
+        any other buffer of any call, nor with the original of a copied
+        gradient). Errors name parameters and state as users see them."""
+        try:
+            check_calls(self._kernel_calls(calls, copied, False))
+        except (TypeError, ValueError):
+            # Labels are built only to report the error.
+            try:
+                check_calls(self._kernel_calls(calls, copied, True))
+            except (TypeError, ValueError) as exc:
+                raise exc from None
+            raise
 
-    def _describe(self, calls, copied, k):
-        """Name buffer k of ``_check_calls``' written + read lists (error path)."""
-        written, read = [], []
+    def _kernel_calls(self, calls, copied, labelled):
+        """``calls`` (and the originals of ``copied`` gradients) as
+        ``check_calls`` takes them."""
+        out = []
+        kernel_roles = self._rules.kernel_roles
         for call in calls:
+            names = ("param", "grad", *call.buffers)
+            objs = (call.params, call.grads, *call.buffers.values())
+            roles = ("write", "read", *map(kernel_roles.__getitem__, call.buffers))
+            if not labelled:
+                out.append((names, objs, roles))
+                continue
             start = self._starts[call.g]
-            labels = [self._label(call.g, idx - start) for idx in call.indices]
-            written += labels
-            for kind in call.kinds:
-                written += [f"the {kind!r} state of {label}" for label in labels]
-            read += [f"the grad of {label}" for label in labels]
-        read += [f"the grad of {self._label(g, j)}" for g, j, _ in copied]
-        return (written + read)[k]
+            params = [self._label(call.g, idx - start) for idx in call.indices]
+            labels = [params, [f"the grad of {label}" for label in params]]
+            labels += [[f"the {kind!r} state of {label}" for label in params]
+                       for kind in call.kinds]
+            out.append((names, objs, roles, labels))
+        for g, j, original in copied:
+            out.append((("grad",), (original,), ("copy",),
+                        (f"the grad of {self._label(g, j)}",) if labelled else None))
+        return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from optcore._spec import OPTIMIZER
 from optcore.optim._arena import ArenaMixin, _Layout
-from optcore.optim._checks import _as_param_list, _check_no_overlap, _check_param
+from optcore.optim._checks import _as_param_list, _check_params
 from optcore.optim._options import check_flags, rules_for
 from optcore.optim._plan import PlanMixin
 from optcore.optim._state_dict import StateDictMixin
@@ -206,9 +206,12 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         params = _as_param_list(param_group["params"], "param_group['params']")
         g = len(self.param_groups)
         start = sum(len(gr["params"]) for gr in self.param_groups)
-        for j, p in enumerate(params):
-            _check_param(p, f"parameter {start + j} (group {g}, index {j})")
-        _check_no_overlap([p for gr in self.param_groups for p in gr["params"]] + params)
+        _check_params([p for gr in self.param_groups for p in gr["params"]] + params,
+                      [self._label(gg, j) for gg, gr in enumerate(self.param_groups)
+                       for j in range(len(gr["params"]))]
+                      + [f"parameter {start + j} (group {g}, index {j})"
+                         for j in range(len(params))],
+                      start)
         group = {k: v for k, v in param_group.items() if k != "params"}
         for name, value in self.defaults.items():
             group.setdefault(name, copy.deepcopy(value))
@@ -252,12 +255,23 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         for g, gs, hyper, complete in plan:
             calls += self._group_calls(g, gs, hyper, complete)
         if len(calls) > 1 or copied:
-            # Each kernel call checks its own buffers before it writes; what
-            # could make a later call fail (or read memory an earlier one
-            # wrote) is checked here, over all of them.
+            # A kernel call checks its own buffers before it writes, but not
+            # the next call's, nor memory shared across calls: all of them
+            # are checked here, before the first one runs.
             self._check_calls(calls, copied)
-        for call in calls:
-            self._run(fn, call)
+            for call in calls:
+                self._run(fn, call)
+        elif calls:
+            try:
+                self._run(fn, calls[0])
+            except (TypeError, ValueError):
+                # The kernel refused its buffers before writing anything:
+                # report them as the parameters and state users know.
+                try:
+                    self._check_calls(calls, copied)
+                except (TypeError, ValueError) as exc:
+                    raise exc from None
+                raise
 
     def zero_state(self):
         """Forget all optimizer state (moments, step counts): the next step is a

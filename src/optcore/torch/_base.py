@@ -14,8 +14,10 @@ Everything else lives here:
   with the tensors;
 - state tensors are torch tensors under torch.optim's keys, so state_dict() and
   load_state_dict() are the base class's own and interchange with torch.optim;
-- a step that raises leaves the group as it was (state created for the step is
-  removed again, step counts are written only after the kernel succeeded).
+- a step that raises changes nothing: every kernel call of every group is
+  checked (``optcore.kernels._buffers.check_calls``) before the first one runs,
+  state created for the step is removed again, and step counts are written
+  only after the kernel succeeded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
                                    _use_grad_for_differentiable)
 
 from optcore._spec import OPTIMIZER
+from optcore.kernels._buffers import check_calls
 from optcore.optim._options import check_flags, rules_for
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
@@ -234,6 +237,9 @@ class KernelOptimizer(Optimizer):
     def step(self, closure=None):
         """Perform a single optimization step (one kernel call per group).
 
+        Every kernel call of the step is prepared and checked before the first
+        one runs, so a step that raises changes no parameter and no state.
+
         Args:
             closure (Callable, optional): A closure that reevaluates the model
                 and returns the loss.
@@ -242,8 +248,22 @@ class KernelOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for gi, group in enumerate(self.param_groups):
-            self._step_group(gi, group)
+        plans = []
+        try:
+            for gi, group in enumerate(self.param_groups):
+                plan = self._plan_group(gi, group)
+                if plan is not None:
+                    plans.append(plan)
+            if len(plans) > 1 or (plans and len(plans[0][3]) > 1):
+                # A kernel call checks its own buffers before it writes, but
+                # not the next call's, nor memory shared across calls.
+                self._check_calls(plans)
+        except Exception:
+            for plan in plans:
+                self._rollback(plan[1])
+            raise
+        for n in range(len(plans)):
+            self._run_group(plans, n)
         return loss
 
     def _group_options(self, group):
@@ -268,9 +288,11 @@ class KernelOptimizer(Optimizer):
             cache[values] = found
         return found
 
-    def _step_group(self, gi, group):
+    def _plan_group(self, gi, group):
+        """(gi, slots, grads, buckets, needed, options) of the kernel calls
+        that step group gi, or None when no parameter has a gradient; state
+        created for them is removed again if this raises."""
         options, needed = self._group_options(group)
-        kernel = self._rules.kernel
         state = self.state
         stateless = not needed and not self._rules.scalars   # e.g. SGD without momentum
         slots, grads = [], []
@@ -293,7 +315,7 @@ class KernelOptimizer(Optimizer):
             self._rollback(slots)
             raise
         if not slots:
-            return
+            return None
         # One call for the whole group unless its parameters differ in dtype
         # (a kernel call takes one) or their scalar state (step count, NAdam's
         # mu product) has diverged.
@@ -309,17 +331,73 @@ class KernelOptimizer(Optimizer):
             for i, k in enumerate(keyed):
                 by_key.setdefault(k, []).append(i)
             buckets = list(by_key.items())
+        return gi, slots, grads, buckets, needed, options
+
+    def _run_group(self, plans, n_plan):
+        """Run the kernel calls of ``plans[n_plan]``; if one raises, the state
+        created for it and for the calls after it is removed again."""
+        gi, slots, grads, buckets, needed, options = plans[n_plan]
+        kernel = self._rules.kernel
         for n, (key, members) in enumerate(buckets):
             part = [slots[i] for i in members]
             try:
                 self._call(kernel, part, [grads[i] for i in members], key, needed,
                            options)
             except Exception as exc:
-                self._rollback([slots[i] for _, m in buckets[n:] for i in m])
+                labelled = None
+                if isinstance(exc, (TypeError, ValueError)):
+                    # The kernel refused its buffers before writing: name
+                    # them as users see them (check_calls finds the fault).
+                    try:
+                        self._check_calls([(gi, slots, grads, [buckets[n]], needed,
+                                            options)])
+                    except (TypeError, ValueError) as found:
+                        labelled = found
+                for plan in [(gi, slots, grads, buckets[n:], needed, options),
+                             *plans[n_plan + 1:]]:
+                    self._rollback([plan[1][i] for _, m in plan[3] for i in m])
+                if labelled is not None:
+                    raise labelled from None
                 exc.add_note(
                     f"in optcore.torch.{type(self).__name__}.step(), param_groups[{gi}]; "
                     f"list positions are the group's parameters that have a gradient")
                 raise
+
+    def _check_calls(self, plans):
+        """Every kernel call of ``plans`` checked as the kernels' own binding
+        checks it, then the overlap rule over all of them (``check_calls``);
+        labels are built only to report an error."""
+        try:
+            check_calls(self._kernel_calls(plans, False))
+        except (TypeError, ValueError):
+            try:
+                check_calls(self._kernel_calls(plans, True))
+            except (TypeError, ValueError) as exc:
+                exc.add_note(f"in optcore.torch.{type(self).__name__}.step()")
+                raise exc from None
+            raise
+
+    def _kernel_calls(self, plans, labelled):
+        """``plans`` as ``check_calls`` takes them: one call per bucket, on the
+        NumPy views the kernels get."""
+        calls = []
+        for gi, slots, grads, buckets, needed, _ in plans:
+            names = ("param", "grad", *(b.name for b in needed))
+            roles = ("write", "read", *(b.role for b in needed))
+            for _, members in buckets:
+                part = [slots[i] for i in members]
+                objs = ([s.view for s in part], [grads[i] for i in members],
+                        *([s.views[k] for s in part] for k in range(len(needed))))
+                if not labelled:
+                    calls.append((names, objs, roles))
+                    continue
+                position = {id(p): j for j, p in enumerate(self.param_groups[gi]["params"])}
+                where = [f"param_groups[{gi}]['params'][{position[id(s.param)]}]"
+                         for s in part]
+                labels = [where, [f"the grad of {w}" for w in where]]
+                labels += [[f"state[{b.state_key!r}] of {w}" for w in where] for b in needed]
+                calls.append((names, objs, roles, labels))
+        return calls
 
     def _scalar_args(self, scalars, step, options, views):
         """Kernel arguments for the scalar state other than ``step``, and the
