@@ -71,7 +71,6 @@ def check_openmp_support() -> tuple[list[str], list[str]] | None:
 
 
 def openmp_or_warn() -> tuple[list[str], list[str]]:
-
     """OpenMP flags, or ([], []) with a warning (an error if required)."""
     found = check_openmp_support()
     if found is not None:

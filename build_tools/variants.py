@@ -65,7 +65,6 @@ def selected_variants() -> list[str]:
     # the variable's text, then its names
     wanted: str | list[str] | None
     wanted = os.environ.get("OPTCORE_BUILD_VARIANTS")
-
     names = list(VARIANTS)
     if wanted is not None:
         wanted = [w.strip() for w in wanted.split(",") if w.strip()]
@@ -97,7 +96,6 @@ def remove_stale(keep: Collection[str], root: str = ".") -> None:
 
 def variant_extensions(extensions: Iterable[Extension], names: Iterable[str],
                        build_dir: str) -> list[Extension]:
-
     """One extension per (variant, kernel module), compiled from the C that
     Cython generated for the baseline extension (call after cythonize).
 

@@ -16,7 +16,6 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = ["ArrayLike", "FloatArray", "Buffers", "ArrayOrIterable", "StrPath",
            "LrFunction", "Optimizer", "FloatDType", "JSONDict", "Samples", "TimedCall"]
 
-
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
 """A float32 or float64 array (what the kernels take)."""
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from optcore.cli import _args, demo_training
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from optcore._typing import StrPath
     from optcore.cli.demo_training import Problem, Run
 
@@ -99,7 +101,7 @@ def format_table(runs: Sequence[Run]) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
-def _figure_class() -> Any:
+def _figure_class() -> type[Figure]:
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -122,7 +124,6 @@ def plot(runs: Sequence[Run], problems: Mapping[str, Problem], path: StrPath) ->
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, model in zip(axes, models):
         colors: dict[str, str] = {}
-
         for r in runs:
             if r.method.model == model:
                 new = r.method.name not in colors

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 def _variants(torch: ModuleType,
               ot: ModuleType) -> tuple[tuple[str, MakeOptimizer], ...]:
-
     return ((REFERENCE, lambda ps, lr: torch.optim.Adam(ps, lr=lr)),
             ("torch fused", lambda ps, lr: torch.optim.Adam(ps, lr=lr, fused=True)),
             ("optcore.torch", lambda ps, lr: ot.Adam(ps, lr=lr)))
@@ -111,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     models: dict[str, Any]
     step_times: dict[str, list[float]]
     models, step_times = {}, {}
-
     for backend, make in _variants(torch, ot):
         r, models[backend], step_times[backend] = train_torch(torch, method, problem,
                                                               backend, make)
@@ -136,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ndistance from {REFERENCE} (loss curve: largest gap / largest loss; "
           f"parameters: largest relative gap after the last step)")
     gaps: dict[str, float] = {}
-
     with torch.no_grad():
         for backend in ("torch fused", "optcore.torch"):
             curve = float(np.max(np.abs(by_backend[backend].curve_loss - ref.curve_loss))

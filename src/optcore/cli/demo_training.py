@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -224,7 +224,6 @@ def backend_name(kernels: ModuleType) -> str:
 
 def train(method: Method, problem: Problem, kernels: ModuleType, *,
           seed: int = 0) -> Run:
-
     """Train ``problem`` with ``method``, taking every loss gradient and
     update from ``kernels`` (``optcore`` or ``optcore.reference``)."""
     model = MODELS[method.model]
@@ -261,7 +260,6 @@ def run_all(problems: Mapping[str, Problem], *, scale: float = 1.0, seed: int = 
             backends: Iterable[ModuleType] = BACKENDS) -> list[Run]:
     """Every method with every backend, in table order: a list of ``Run``."""
     runs: list[Run] = []
-
     for method in methods:
         method = scaled(method, scale)
         for kernels in backends:

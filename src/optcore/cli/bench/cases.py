@@ -331,7 +331,6 @@ def make_call(kernel: Kernel, impl: str, inputs: Mapping[str, Sequence[FloatArra
         # a loss case's torch is a function (a TorchCall), never a class name
         return kernel.torch(torch,  # type: ignore[operator]
                             [[torch.from_numpy(a) for a in c] for c in chosen], variant)
-
     if callable(kernel.torch):
         grads = [torch.from_numpy(g) for g in chosen[0]]
         return kernel.torch(torch, grads, variant)
@@ -346,7 +345,6 @@ def make_call(kernel: Kernel, impl: str, inputs: Mapping[str, Sequence[FloatArra
 
 def _torch_params(torch: ModuleType,
                   chosen: Sequence[Sequence[FloatArray]]) -> list[Any]:
-
     params = []
     for p, g in zip(chosen[0], chosen[1]):
         t = torch.from_numpy(p)
@@ -375,7 +373,6 @@ def _deepspeed_call(kernel: Kernel, chosen: Sequence[Sequence[FloatArray]],
 
 
 def import_torch() -> ModuleType | None:
-
     try:
         import torch
     except ImportError:

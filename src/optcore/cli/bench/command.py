@@ -75,7 +75,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def run(args: argparse.Namespace) -> int:
-
     known = {k.name: k for k in available_kernels()}
     kernels = [known[w] for w in args.kernels] if args.kernels else list(known.values())
     sizes = args.sizes or (list(QUICK_SIZES) if args.quick else list(FULL_SIZES))

@@ -135,7 +135,6 @@ def scorecard(results: JSONDict, goals: Iterable[Goal] = GOALS) -> list[ScoreLin
 
 
 def print_scorecard(results: JSONDict, out: SupportsWrite[str] | None = None) -> None:
-
     out = sys.stdout if out is None else out
     card = scorecard(results)
     if not card:

@@ -23,7 +23,6 @@ CURVES = (
 
 
 def write_plot(results: JSONDict, kernels: Sequence[Kernel], path: StrPath) -> None:
-
     """One panel per kernel (float32 when measured): GB/s of each
     implementation and of the ceiling; disturbed rows are drawn hollow."""
     from matplotlib.figure import Figure

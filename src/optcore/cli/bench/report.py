@@ -188,6 +188,5 @@ def _print_threshold(th: JSONDict, out: SupportsWrite[str]) -> None:
 
 
 def write_json(results: JSONDict, path: StrPath) -> None:
-
     with open(path, "w") as f:
         json.dump(results, f, separators=(",", ":"))

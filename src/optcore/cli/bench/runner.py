@@ -347,7 +347,6 @@ def crossover(sizes: Sequence[int], single: Sequence[float], parallel: Sequence[
 def recommend_threshold(sizes: Sequence[int],
                         timings: Sequence[tuple[Sequence[float], Sequence[float]]]
                         ) -> int | None:
-
     """The threshold (one of ``sizes``) that loses least against the better of
     one thread and all threads, summed over kernels and sizes: each element of
     ``timings`` is (single-thread times, parallel times) of one kernel.

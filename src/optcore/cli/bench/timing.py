@@ -93,7 +93,6 @@ def measure(fn: Callable[[], object], timing: Timing) -> Samples:
 # None for no samples; typed Any (not float | None) because the bench takes the
 # median of samples it has just taken (never empty) and computes with it.
 def median(samples: Sequence[float]) -> Any:
-
     return statistics.median(samples) if samples else None
 
 
@@ -249,7 +248,6 @@ class Progress:
 
     def __init__(self, total: int, stream: TextIO | None = None,
                  enabled: bool = True) -> None:
-
         self.total, self.done = max(total, 1), 0
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -272,7 +270,6 @@ class Progress:
         self.last = line
 
     def close(self) -> None:
-
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
