@@ -6,6 +6,8 @@ still work; ``prange`` becomes a plain loop) and a loud warning is printed,
 unless OPTCORE_FAIL_NO_OPENMP=1 asks for a hard error.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import subprocess
@@ -30,7 +32,7 @@ OPENMP_TEST_PROGRAM = textwrap.dedent(
 )
 
 
-def openmp_flags():
+def openmp_flags() -> tuple[list[str], list[str]]:
     """Compile and link flags that enable OpenMP for the default compiler."""
     if sys.platform == "darwin":
         return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
@@ -39,12 +41,12 @@ def openmp_flags():
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def _compiler():
+def _compiler() -> list[str]:
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     return cc.split()
 
 
-def check_openmp_support():
+def check_openmp_support() -> tuple[list[str], list[str]] | None:
     """Return (compile_args, link_args) when OpenMP works, else None."""
     if os.environ.get("OPTCORE_NO_OPENMP") == "1":
         return None
@@ -68,7 +70,7 @@ def check_openmp_support():
     return cflags, ldflags
 
 
-def openmp_or_warn():
+def openmp_or_warn() -> tuple[list[str], list[str]]:
     """OpenMP flags, or ([], []) with a warning (an error if required)."""
     found = check_openmp_support()
     if found is not None:

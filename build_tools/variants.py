@@ -14,6 +14,8 @@ OPTCORE_BUILD_VARIANTS=none (or a comma-separated subset of the names) limits
 the variants built, e.g. for a quicker debug build.
 """
 
+from __future__ import annotations
+
 import os
 import platform
 import shutil
@@ -21,12 +23,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Collection, Iterable, Sequence
 
 from setuptools import Extension
 
 # name -> extra compile flags. optcore.kernels._cpu.supported_variants() knows
 # the same names and the CPU features each needs.
-VARIANTS = {
+VARIANTS: dict[str, list[str]] = {
     "x86_64_v3": ["-march=x86-64-v3", "-mtune=generic"],
     # 512-bit vectors: GCC's generic tuning would otherwise stay at 256 bits.
     "x86_64_v4": ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"],
@@ -38,7 +41,7 @@ BASELINE_ONLY = {"_cpu"}
 ISA_DIR = os.path.join("src", "optcore", "kernels", "_isa")
 
 
-def _compiler_accepts(flags):
+def _compiler_accepts(flags: Sequence[str]) -> bool:
     cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
     if shutil.which(cc[0]) is None:
         return False
@@ -55,10 +58,12 @@ def _compiler_accepts(flags):
     return True
 
 
-def selected_variants():
+def selected_variants() -> list[str]:
     """Variant names to build here: x86-64 with a GCC-compatible compiler only."""
     if sys.platform == "win32" or platform.machine().lower() not in ("x86_64", "amd64"):
         return []
+    # the variable's text, then its names
+    wanted: str | list[str] | None
     wanted = os.environ.get("OPTCORE_BUILD_VARIANTS")
     names = list(VARIANTS)
     if wanted is not None:
@@ -78,7 +83,7 @@ def selected_variants():
     return accepted
 
 
-def remove_stale(keep, root="."):
+def remove_stale(keep: Collection[str], root: str = ".") -> None:
     """Delete in-place builds of variants not built now, so that an old variant
     module can never be loaded in place of freshly built baseline code."""
     isa = os.path.join(root, ISA_DIR)
@@ -89,7 +94,8 @@ def remove_stale(keep, root="."):
             shutil.rmtree(os.path.join(isa, name), ignore_errors=True)
 
 
-def variant_extensions(extensions, names, build_dir):
+def variant_extensions(extensions: Iterable[Extension], names: Iterable[str],
+                       build_dir: str) -> list[Extension]:
     """One extension per (variant, kernel module), compiled from the C that
     Cython generated for the baseline extension (call after cythonize).
 

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["ArrayLike", "FloatArray", "Buffers", "ArrayOrIterable", "StrPath",
-           "LrFunction", "Optimizer"]
+           "LrFunction", "Optimizer", "FloatDType", "JSONDict", "Samples", "TimedCall"]
 
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
 """A float32 or float64 array (what the kernels take)."""
@@ -36,3 +36,16 @@ LrFunction: TypeAlias = Callable[[int], float]
 Optimizer: TypeAlias = Any
 """Anything with torch-like ``param_groups`` (a list of dicts with an "lr"
 key): optcore's optimizers and ``torch.optim`` ones; checked at run time."""
+
+JSONDict: TypeAlias = dict[str, Any]
+"""A dict of JSON data: the bench's results, their sections and rows."""
+
+Samples: TypeAlias = list[float]
+"""Seconds per call, one value per sample, in the order taken (the bench)."""
+
+TimedCall: TypeAlias = Callable[[int], float]
+"""A timed callable of the bench: ``timed(number)`` makes ``number`` calls and
+returns the seconds per call."""
+
+FloatDType: TypeAlias = type[np.floating[Any]] | np.dtype[np.floating[Any]] | str
+"""A float dtype as the bench takes it: ``np.float32``, its dtype or its name."""

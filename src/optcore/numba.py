@@ -23,7 +23,11 @@ momentum and ``grad_avg`` unless centered). ``nadam_step_*`` returns the new
 Requires numba (imported here only).
 """
 
+from __future__ import annotations
+
 import ctypes
+from collections.abc import Sequence
+from typing import Any
 
 from numba.extending import get_cython_function_address
 
@@ -36,10 +40,11 @@ _STEP = ctypes.c_longlong
 _D = ctypes.c_double
 _I = ctypes.c_int
 # the codes of optcore/_numba_signatures.py (generated from optcore/_spec.py)
-_CODES = {"N": _N, "STEP": _STEP, "D": _D, "I": _I, None: None}
+_CODES: dict[str | None, Any] = {"N": _N, "STEP": _STEP, "D": _D, "I": _I, None: None}
 
 
-def _ctypes_signature(restype, argtypes):
+def _ctypes_signature(restype: str | None,
+                      argtypes: Sequence[str]) -> tuple[Any, tuple[Any, ...]]:
     return _CODES[restype], tuple(a if a == "P" else _CODES[a] for a in argtypes)
 
 
@@ -51,10 +56,11 @@ _SIGNATURES = {
 # hand-written C API (not a spec kernel)
 _SIGNATURES["mse_loss_grad"] = ("mse", _D, ("P", "P", "P", _N, _D, _I))
 
-__all__ = []
+__all__: list[str] = []
 
 
-def _bind(name, module, restype, argtypes, suffix, pointer):
+def _bind(name: str, module: str, restype: Any, argtypes: Sequence[Any], suffix: str,
+          pointer: Any) -> ctypes._CFunctionType:
     address = get_cython_function_address(f"optcore.kernels.{module}", f"{name}_{suffix}")
     types = [pointer if a == "P" else a for a in argtypes]
     return ctypes.CFUNCTYPE(restype, *types)(address)

@@ -1,10 +1,13 @@
 """Command line: ``python -m optcore {demo,bench}``."""
 
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Sequence
 
 
-def make_parser():
+def make_parser() -> argparse.ArgumentParser:
     import optcore
     parser = argparse.ArgumentParser(
         prog="python -m optcore",
@@ -19,7 +22,7 @@ def make_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     return args.run(args)
 

@@ -2,12 +2,15 @@
 parses, so that a bad value stops the command with argparse's own message
 (naming the option, exit status 2) before any work is done."""
 
+from __future__ import annotations
+
 import argparse
 import math
 import os
+from collections.abc import Callable, Iterable
 
 
-def _int(text, what):
+def _int(text: str, what: str) -> int:
     text = text.strip()
     try:
         if text.startswith("2**") or text.startswith("2^"):
@@ -18,10 +21,10 @@ def _int(text, what):
             f"{what} must be integers (2**k accepted), got {text!r}") from None
 
 
-def int_list(what, minimum=1):
+def int_list(what: str, minimum: int = 1) -> Callable[[str], list[int]]:
     """A type for comma-separated integers (``2**k`` or ``2^k`` accepted),
     each at least ``minimum``; ``what`` names them in messages."""
-    def parse(text):
+    def parse(text: str) -> list[int]:
         values = [_int(part, what) for part in text.split(",") if part.strip()]
         if not values:
             raise argparse.ArgumentTypeError(f"no {what} given")
@@ -33,10 +36,11 @@ def int_list(what, minimum=1):
     return parse
 
 
-def name_list(what, known):
+def name_list(what: str,
+              known: Callable[[], Iterable[str]]) -> Callable[[str], list[str]]:
     """A type for comma-separated names, each one of ``known`` (a callable
     returning them, so that the list is made only when the option is used)."""
-    def parse(text):
+    def parse(text: str) -> list[str]:
         names = [part.strip() for part in text.split(",") if part.strip()]
         choices = list(known())
         bad = [n for n in names if n not in choices]
@@ -49,7 +53,7 @@ def name_list(what, known):
     return parse
 
 
-def positive_float(text):
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -59,7 +63,7 @@ def positive_float(text):
     return value
 
 
-def seed(text):
+def seed(text: str) -> int:
     """A NumPy seed: numpy.random.default_rng takes integers >= 0."""
     try:
         value = int(text)
@@ -70,11 +74,11 @@ def seed(text):
     return value
 
 
-def output_file(suffix=None):
+def output_file(suffix: str | None = None) -> Callable[[str], str]:
     """A type for a file to write: its directory must exist and be writable.
     With ``suffix`` (e.g. ".png") a name without one gets it appended (the
     file written is the returned path); a name with another one is refused."""
-    def parse(text):
+    def parse(text: str) -> str:
         path = text
         if suffix is not None:
             ext = os.path.splitext(path)[1]

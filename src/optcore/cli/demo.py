@@ -4,17 +4,29 @@ kernels and with the NumPy reference; print final losses and times.
 The problems and training loops live in ``optcore.cli.demo_training``.
 """
 
+from __future__ import annotations
+
+import argparse
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from optcore.cli import _args, demo_training
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from optcore._typing import StrPath
+    from optcore.cli.demo_training import Problem, Run
+
 QUICK_SCALE = 0.25
 PLOT_TITLES = {"linear": "linear model 10 -> 1", "mlp": "MLP 10 -> ReLU(10) -> 1"}
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+               ) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="train small models with optcore vs the NumPy reference",
         description=(
@@ -41,7 +53,7 @@ def add_parser(sub):
     return p
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     if args.plot:
         _figure_class()               # fail before training, not after
     if args.torch:
@@ -62,17 +74,17 @@ def run(args):
     return 0
 
 
-def format_table(runs):
+def format_table(runs: Sequence[Run]) -> list[str]:
     """Lines of an aligned table: one row per method, a final-MSE and a time
     column per backend (a backend without a run of that method shows "-")."""
     backends = list(dict.fromkeys(r.backend for r in runs))
-    rows = {}
+    rows: dict[tuple[str, str], dict[str, Run]] = {}
     for r in runs:
         rows.setdefault((r.method.model, r.method.name), {})[r.backend] = r
     name_w = max(len(name) for _, name in rows)
     w = max(10, *(len(b) for b in backends))
 
-    def cells(by_backend, value):
+    def cells(by_backend: Mapping[str, Run], value: Callable[[Run], str]) -> str:
         return " ".join(f"{value(by_backend[b]):>{w}}" if b in by_backend else f"{'-':>{w}}"
                         for b in backends)
 
@@ -89,7 +101,7 @@ def format_table(runs):
     return [line.rstrip() for line in lines]
 
 
-def _figure_class():
+def _figure_class() -> type[Figure]:
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -98,7 +110,7 @@ def _figure_class():
     return Figure
 
 
-def plot(runs, problems, path):
+def plot(runs: Sequence[Run], problems: Mapping[str, Problem], path: StrPath) -> None:
     """One panel per model: full-data MSE against step, a color per method and
     a line style per backend (drawn over each other: they coincide)."""
     fig = _figure_class()(figsize=(11, 4.5), layout="constrained")
@@ -111,7 +123,7 @@ def plot(runs, problems, path):
               for i, b in enumerate(backends)}
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, model in zip(axes, models):
-        colors = {}
+        colors: dict[str, str] = {}
         for r in runs:
             if r.method.model == model:
                 new = r.method.name not in colors

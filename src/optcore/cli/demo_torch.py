@@ -6,9 +6,15 @@ kernels. Prints the demo's table (final MSE and time per backend), the median
 optimizer.step() times, and how far the curves are apart.
 """
 
+from __future__ import annotations
+
+import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,14 +33,21 @@ YARDSTICK = 10.0
 
 REFERENCE = "torch.optim"          # the backend the others are compared with
 
+if TYPE_CHECKING:
+    from optcore.cli.demo_training import Method, Problem, Run
 
-def _variants(torch, ot):
+    # (parameters, lr) -> a torch optimizer over them
+    MakeOptimizer = Callable[[Any, float], Any]
+
+
+def _variants(torch: ModuleType,
+              ot: ModuleType) -> tuple[tuple[str, MakeOptimizer], ...]:
     return ((REFERENCE, lambda ps, lr: torch.optim.Adam(ps, lr=lr)),
             ("torch fused", lambda ps, lr: torch.optim.Adam(ps, lr=lr, fused=True)),
             ("optcore.torch", lambda ps, lr: ot.Adam(ps, lr=lr)))
 
 
-def _module(torch, problem):
+def _module(torch: ModuleType, problem: Problem) -> Any:
     """torch.nn version of demo_training.MLP, with the problem's weights."""
     W1, b1, W2, b2 = (torch.from_numpy(p.copy()) for p in problem.init_params)
     model = torch.nn.Sequential(torch.nn.Linear(W1.shape[1], W1.shape[0]),
@@ -44,7 +57,8 @@ def _module(torch, problem):
     return model
 
 
-def train_torch(torch, method, problem, backend, make_optimizer):
+def train_torch(torch: ModuleType, method: Method, problem: Problem, backend: str,
+                make_optimizer: MakeOptimizer) -> tuple[Run, Any, list[float]]:
     """Full-batch training of the torch.nn MLP; returns the demo's ``Run``,
     the trained module and the optimizer.step() times."""
     if method.batch is not None:
@@ -54,7 +68,7 @@ def train_torch(torch, method, problem, backend, make_optimizer):
     opt = make_optimizer(model.parameters(), method.lr)
     mse = torch.nn.functional.mse_loss
 
-    def full_loss():
+    def full_loss() -> float:
         with torch.no_grad():
             return mse(model(X)[:, 0], y).item()
 
@@ -78,7 +92,7 @@ def train_torch(torch, method, problem, backend, make_optimizer):
     return run, model, step_times
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     try:
         import torch
         import optcore.torch as ot
@@ -93,6 +107,8 @@ def run(args):
         next(m for m in demo_training.METHODS if m.model == "mlp"), args.scale)
 
     runs = [demo_training.train(method, problem, optcore, seed=args.seed)]
+    models: dict[str, Any]
+    step_times: dict[str, list[float]]
     models, step_times = {}, {}
     for backend, make in _variants(torch, ot):
         r, models[backend], step_times[backend] = train_torch(torch, method, problem,
@@ -117,7 +133,7 @@ def run(args):
     ref = by_backend[REFERENCE]
     print(f"\ndistance from {REFERENCE} (loss curve: largest gap / largest loss; "
           f"parameters: largest relative gap after the last step)")
-    gaps = {}
+    gaps: dict[str, float] = {}
     with torch.no_grad():
         for backend in ("torch fused", "optcore.torch"):
             curve = float(np.max(np.abs(by_backend[backend].curve_loss - ref.curve_loss))

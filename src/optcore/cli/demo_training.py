@@ -13,14 +13,27 @@ to return a ``Run`` with its own ``backend`` name; it goes beside ``train``, and
 the table and plot of ``optcore.cli.demo`` take any backends.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import optcore
 import optcore.reference
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike, NDArray
+
+    from optcore._typing import FloatArray
+
+    # the optimizer step of one run: (gradients, step count) -> None
+    Update = Callable[[list[FloatArray], int], None]
 
 BACKENDS = (optcore, optcore.reference)
 
@@ -54,7 +67,7 @@ class Problem:
     model: str
     X: np.ndarray            # (samples, features)
     y: np.ndarray            # (samples,)
-    init_params: tuple       # arrays; copied by each run, never written
+    init_params: tuple[FloatArray, ...]   # copied by each run, never written
     noise_var: float         # variance of the label noise: the floor of the MSE
 
 
@@ -77,17 +90,19 @@ class LinearModel:
     """pred = X @ w + b, with w (features,) and b (1,)."""
 
     @staticmethod
-    def init_params(rng, features, dtype):
+    def init_params(rng: np.random.Generator, features: int,
+                    dtype: DTypeLike) -> tuple[FloatArray, ...]:
         w = rng.normal(0.0, 0.1, features)
         return (w.astype(dtype), np.zeros(1, dtype))
 
     @staticmethod
-    def predict(params, X):
+    def predict(params: Sequence[FloatArray], X: FloatArray) -> FloatArray:
         w, b = params
         return X @ w + b
 
     @staticmethod
-    def loss_grad(kernels, params, X, y):
+    def loss_grad(kernels: ModuleType, params: Sequence[FloatArray], X: FloatArray,
+                  y: FloatArray) -> tuple[float, list[FloatArray]]:
         w, b = params
         loss, grad_w, grad_b = kernels.linear_mse_grad(X, y, w, b)
         return loss, [grad_w, grad_b]
@@ -100,9 +115,10 @@ class MLP:
     hidden = 10
 
     @classmethod
-    def init_params(cls, rng, features, dtype):
+    def init_params(cls, rng: np.random.Generator, features: int,
+                    dtype: DTypeLike) -> tuple[FloatArray, ...]:
         # torch.nn.Linear's default: uniform in +-1/sqrt(fan_in)
-        def uniform(fan_in, shape):
+        def uniform(fan_in: int, shape: int | tuple[int, ...]) -> FloatArray:
             bound = 1.0 / np.sqrt(fan_in)
             return rng.uniform(-bound, bound, shape).astype(dtype)
         h = cls.hidden
@@ -110,13 +126,14 @@ class MLP:
                 uniform(h, (1, h)), uniform(h, 1))
 
     @staticmethod
-    def predict(params, X):
+    def predict(params: Sequence[FloatArray], X: FloatArray) -> FloatArray:
         W1, b1, W2, b2 = params
         hidden = np.maximum(X @ W1.T + b1, 0)
         return hidden @ W2[0] + b2
 
     @staticmethod
-    def loss_grad(kernels, params, X, y):
+    def loss_grad(kernels: ModuleType, params: Sequence[FloatArray], X: FloatArray,
+                  y: FloatArray) -> tuple[float, list[FloatArray]]:
         W1, b1, W2, b2 = params
         pre = X @ W1.T + b1
         hidden = np.maximum(pre, 0)
@@ -128,12 +145,14 @@ class MLP:
                       (g @ hidden)[None, :], g.sum(keepdims=True)]
 
 
-MODELS = {"linear": LinearModel, "mlp": MLP}
+MODELS: dict[str, type[LinearModel] | type[MLP]] = {"linear": LinearModel, "mlp": MLP}
 
 
 # --- data ---------------------------------------------------------------------
 
-def make_problems(seed=0, samples=2000, features=10, noise_std=0.1, dtype=np.float32):
+def make_problems(seed: int = 0, samples: int = 2000, features: int = 10,
+                  noise_std: float = 0.1, dtype: DTypeLike = np.float32
+                  ) -> dict[str, Problem]:
     """The two problems, drawn from ``seed``: ``{"linear": Problem, "mlp": Problem}``.
 
     Linear: y = X @ w_true + b_true + noise. MLP: a mildly nonlinear target,
@@ -143,7 +162,7 @@ def make_problems(seed=0, samples=2000, features=10, noise_std=0.1, dtype=np.flo
     """
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
-    problems = {}
+    problems: dict[str, Problem] = {}
     for model in ("linear", "mlp"):
         X = rng.standard_normal((samples, features))
         w_true = rng.standard_normal(features)
@@ -160,7 +179,8 @@ def make_problems(seed=0, samples=2000, features=10, noise_std=0.1, dtype=np.flo
     return problems
 
 
-def batches(X, y, batch, rng):
+def batches(X: FloatArray, y: FloatArray, batch: int | None,
+            rng: np.random.Generator) -> Iterator[tuple[FloatArray, FloatArray]]:
     """Endless (X, y) batches: the whole set, or contiguous slices of a fresh
     shuffle each epoch (a trailing partial batch is dropped)."""
     while True:
@@ -173,16 +193,16 @@ def batches(X, y, batch, rng):
             yield Xs[k:k + batch], ys[k:k + batch]
 
 
-def make_update(kernels, method, params):
+def make_update(kernels: ModuleType, method: Method, params: list[FloatArray]) -> Update:
     """The optimizer step for ``params``: one multi-tensor kernel call."""
     if method.optimizer == "sgd":
-        def update(grads, step):
+        def update(grads: list[FloatArray], step: int) -> None:
             kernels.sgd_step(params, grads, step=step, lr=method.lr)
     elif method.optimizer == "adam":
         exp_avg = [np.zeros_like(p) for p in params]
         exp_avg_sq = [np.zeros_like(p) for p in params]
 
-        def update(grads, step):
+        def update(grads: list[FloatArray], step: int) -> None:
             kernels.adam_step(params, grads, exp_avg, exp_avg_sq, step=step, lr=method.lr)
     else:
         raise ValueError(f"unknown optimizer {method.optimizer!r}")
@@ -191,18 +211,19 @@ def make_update(kernels, method, params):
 
 # --- training -----------------------------------------------------------------
 
-def curve_points(steps):
+def curve_points(steps: int) -> NDArray[np.int_]:
     """Steps (0 = before training) at which the full-data loss is recorded:
     log-spaced, as the curves are plotted on a log step axis."""
     return np.unique(np.r_[0, np.geomspace(1, steps, CURVE_POINTS).round().astype(int)])
 
 
-def backend_name(kernels):
+def backend_name(kernels: ModuleType) -> str:
     """"optcore" or "reference"."""
     return kernels.__name__.removeprefix("optcore.")
 
 
-def train(method, problem, kernels, *, seed=0):
+def train(method: Method, problem: Problem, kernels: ModuleType, *,
+          seed: int = 0) -> Run:
     """Train ``problem`` with ``method``, taking every loss gradient and
     update from ``kernels`` (``optcore`` or ``optcore.reference``)."""
     model = MODELS[method.model]
@@ -210,7 +231,7 @@ def train(method, problem, kernels, *, seed=0):
     update = make_update(kernels, method, params)
     data = batches(problem.X, problem.y, method.batch, np.random.default_rng(seed))
 
-    def full_loss():
+    def full_loss() -> float:
         return kernels.mse_loss(model.predict(params, problem.X), problem.y)
 
     record = set(curve_points(method.steps).tolist())
@@ -229,14 +250,16 @@ def train(method, problem, kernels, *, seed=0):
                curve_points(method.steps), np.array(curve))
 
 
-def scaled(method, scale):
+def scaled(method: Method, scale: float) -> Method:
     """``method`` with its step count multiplied by ``scale`` (at least 1)."""
     return dataclasses.replace(method, steps=max(1, round(method.steps * scale)))
 
 
-def run_all(problems, *, scale=1.0, seed=0, methods=METHODS, backends=BACKENDS):
+def run_all(problems: Mapping[str, Problem], *, scale: float = 1.0, seed: int = 0,
+            methods: Iterable[Method] = METHODS,
+            backends: Iterable[ModuleType] = BACKENDS) -> list[Run]:
     """Every method with every backend, in table order: a list of ``Run``."""
-    runs = []
+    runs: list[Run] = []
     for method in methods:
         method = scaled(method, scale)
         for kernels in backends:

@@ -10,14 +10,29 @@ DeepSpeed mode. The gradient utilities and the loss are not in the spec and
 are described here in full.
 """
 
+from __future__ import annotations
+
 import dataclasses
-from typing import Optional
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, Optional, overload
 
 import numpy as np
 
 import optcore
 from optcore import _spec, reference
 from optcore.kernels import bandwidth
+
+if TYPE_CHECKING:
+    from optcore._typing import FloatArray, FloatDType
+
+    #: a zero-argument callable making one call of a kernel
+    Call = Callable[[], Any]
+    #: a torch implementation of a case that is not a torch.optim class:
+    #: (torch, tensors, variant options) -> Call, or None without that variant
+    TorchCall = Callable[[ModuleType, Any, Mapping[str, bool]], Optional[Call]]
+    #: a multi-tensor case: (name, tensor sizes, description)
+    MultiCase = tuple[str, list[int], str]
 
 FULL_SIZES = tuple(2 ** k for k in range(10, 27))
 # quick: the sizes of the scorecard's mid-size goals (the overhead section
@@ -48,24 +63,24 @@ class Kernel:
     """
     name: str
     func: str
-    traffic: tuple
-    buffers: tuple
-    kwargs: dict = dataclasses.field(default_factory=dict)
-    positive: tuple = ()
+    traffic: tuple[str, ...]
+    buffers: tuple[str, ...]
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    positive: tuple[str, ...] = ()
     call: str = "step"
-    torch: object = None
-    torch_kwargs: dict = dataclasses.field(default_factory=dict)
+    torch: str | TorchCall | None = None
+    torch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     deepspeed: Optional[str] = None
     multi: bool = True
-    keyword_buffers: tuple = ()
+    keyword_buffers: tuple[str, ...] = ()
 
-    def available(self):
+    def available(self) -> bool:
         return hasattr(optcore, self.func) and hasattr(reference, self.func)
 
-    def bytes_per_element(self, itemsize):
+    def bytes_per_element(self, itemsize: int) -> int:
         return sum(bandwidth.bytes_per_element(p, itemsize) for p in self.traffic)
 
-    def describe(self):
+    def describe(self) -> str:
         reads = writes = 0
         for p in self.traffic:
             r, w, _ = bandwidth.PATTERNS[p]
@@ -76,7 +91,8 @@ class Kernel:
                 f"{writes} writes{passes}")
 
 
-def _torch_class(spec, fixed):
+def _torch_class(spec: _spec.Kernel,
+                 fixed: Mapping[str, Any]) -> _spec.OptimizerSpec | None:
     """The torch.optim class running ``spec`` with the ``fixed`` options."""
     for opt in _spec.OPTIMIZERS:
         if opt.kernel == spec.name and opt.in_torch and dict(opt.fixed) == fixed:
@@ -84,12 +100,13 @@ def _torch_class(spec, fixed):
     return None
 
 
-def step_case(name, kernel, *, alias=None, traffic=None, positive=(), deepspeed=None,
-              **options):
+def step_case(name: str, kernel: str, *, alias: str | None = None,
+              traffic: Sequence[str] | None = None, positive: Sequence[str] = (),
+              deepspeed: str | None = None, **options: Any) -> Kernel:
     """A case for the spec's kernel ``kernel`` (or its Python alias ``alias``,
     e.g. ``adamw_step``) with ``options`` overriding the spec's defaults."""
     spec = _spec.KERNEL[kernel]
-    fixed = dict(spec.aliases[alias]) if alias else {}
+    fixed: dict[str, Any] = dict(spec.aliases[alias]) if alias else {}
     defaults = fixed.pop("defaults", {})
     resolved = {h.name: h.default for h in spec.hypers if h.python and h.name != "step"}
     resolved.update(defaults)
@@ -109,7 +126,7 @@ def step_case(name, kernel, *, alias=None, traffic=None, positive=(), deepspeed=
     # The call names the learning rate, as a user's does, and what the case sets.
     kwargs = {"lr": resolved["lr"], **options}
     opt = _torch_class(spec, fixed)
-    torch_kwargs = {}
+    torch_kwargs: dict[str, Any] = {}
     if opt is not None:
         for key in opt.options:
             if key == "betas":
@@ -122,13 +139,14 @@ def step_case(name, kernel, *, alias=None, traffic=None, positive=(), deepspeed=
                   keyword_buffers=keyword)
 
 
-def _torch_norm(torch, grads, variant):
+def _torch_norm(torch: ModuleType, grads: list[Any],
+                variant: Mapping[str, bool]) -> Call | None:
     if "fused" in variant or not hasattr(torch.nn.utils, "get_total_norm"):
         return None
     return lambda: torch.nn.utils.get_total_norm(grads, 2.0, foreach=variant["foreach"])
 
 
-def _params_of(torch, grads):
+def _params_of(torch: ModuleType, grads: list[Any]) -> list[Any]:
     params = []
     for g in grads:
         p = torch.empty_like(g)
@@ -137,27 +155,31 @@ def _params_of(torch, grads):
     return params
 
 
-def _torch_clip_norm(torch, grads, variant):
+def _torch_clip_norm(torch: ModuleType, grads: list[Any],
+                     variant: Mapping[str, bool]) -> Call | None:
     if "fused" in variant:
         return None
     params = _params_of(torch, grads)
     return lambda: torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=variant["foreach"])
 
 
-def _torch_clip_value(torch, grads, variant):
+def _torch_clip_value(torch: ModuleType, grads: list[Any],
+                      variant: Mapping[str, bool]) -> Call | None:
     if "fused" in variant:
         return None
     params = _params_of(torch, grads)
     return lambda: torch.nn.utils.clip_grad_value_(params, 1.0, foreach=variant["foreach"])
 
 
-def _torch_all_finite(torch, grads, variant):
+def _torch_all_finite(torch: ModuleType, grads: list[Any],
+                      variant: Mapping[str, bool]) -> Call | None:
     if variant != {"foreach": False}:
         return None
     return lambda: all(bool(torch.isfinite(g).all()) for g in grads)
 
 
-def _torch_unscale(torch, grads, variant):
+def _torch_unscale(torch: ModuleType, grads: list[Any],
+                   variant: Mapping[str, bool]) -> Call | None:
     # GradScaler's own kernel (a foreach kernel in torch).
     if variant != {"foreach": True}:
         return None
@@ -166,14 +188,15 @@ def _torch_unscale(torch, grads, variant):
     return lambda: torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv)
 
 
-def _torch_mse(torch, tensors, variant):
+def _torch_mse(torch: ModuleType, tensors: Sequence[Sequence[Any]],
+               variant: Mapping[str, bool]) -> Call | None:
     # torch's own loss and gradient kernels: F.mse_loss and its backward op.
     if variant != {"foreach": False}:
         return None
     (pred,), (target,), _ = tensors
     one = torch.ones((), dtype=pred.dtype)
 
-    def call():
+    def call() -> tuple[Any, Any]:
         loss = torch.nn.functional.mse_loss(pred, target)
         return loss, torch.ops.aten.mse_loss_backward(one, pred, target, 1)
     return call
@@ -209,12 +232,13 @@ KERNELS = (
 )
 
 
-def available_kernels():
+def available_kernels() -> list[Kernel]:
     """The KERNELS entries whose function exists in optcore and the reference."""
     return [k for k in KERNELS if k.available()]
 
 
-def transformer_sizes(d=384, layers=6, vocab=8192, context=256):
+def transformer_sizes(d: int = 384, layers: int = 6, vocab: int = 8192,
+                      context: int = 256) -> list[int]:
     """Parameter sizes of a small GPT-style transformer (the "mix" case):
     embeddings, then per layer two layer norms, attention (qkv, projection) and
     an MLP (4x), each weight with its bias."""
@@ -226,11 +250,11 @@ def transformer_sizes(d=384, layers=6, vocab=8192, context=256):
 
 
 #: Multi-tensor cases: (name, tensor sizes, description).
-MULTI_CASES = (
+MULTI_CASES: tuple[MultiCase, ...] = (
     ("100x1024", [1024] * 100, "100 tensors x 1024"),
     ("mix", transformer_sizes(), "a GPT-style transformer: 6 layers, d=384, vocab 8192"),
 )
-QUICK_MULTI_CASES = (
+QUICK_MULTI_CASES: tuple[MultiCase, ...] = (
     MULTI_CASES[0],
     ("mix", transformer_sizes(d=128, layers=1, vocab=1024, context=64),
      "a GPT-style transformer: 1 layer, d=128, vocab 1024"),
@@ -242,7 +266,8 @@ QUICK_THRESHOLD_SIZES = tuple(2 ** k for k in range(10, 19, 2))
 
 # ---- inputs and calls ------------------------------------------------------------
 
-def random_array(rng, n, dtype, positive=False):
+def random_array(rng: np.random.Generator, n: int, dtype: FloatDType,
+                 positive: bool = False) -> FloatArray:
     """Random, never-zero data."""
     if positive:
         return rng.uniform(0.1, 1.0, n).astype(dtype)
@@ -251,14 +276,15 @@ def random_array(rng, n, dtype, positive=False):
     return a
 
 
-def make_inputs(kernel, sizes, dtype, seed=0):
+def make_inputs(kernel: Kernel, sizes: Sequence[int], dtype: FloatDType,
+                seed: int = 0) -> dict[str, list[FloatArray]]:
     """{buffer name: list of arrays, one per size in ``sizes``}."""
     rng = np.random.default_rng(seed)
     return {b: [random_array(rng, n, dtype, b in kernel.positive) for n in sizes]
             for b in kernel.buffers}
 
 
-def _source_call(kernel, lists):
+def _source_call(kernel: Kernel, lists: bool) -> str:
     # A literal call, as a user writes it: no **kwargs unpacking in the loop.
     fname, nargs, kwargs, call = "f", len(kernel.buffers), kernel.kwargs, kernel.call
     args = [f"a{i}" + ("" if lists else "[0]") for i in range(nargs)]
@@ -275,7 +301,15 @@ def _source_call(kernel, lists):
     return f"lambda: {text}"
 
 
-def make_call(kernel, impl, inputs, lists=False, torch=None):
+@overload
+def make_call(kernel: Kernel, impl: Literal["optcore", "reference"],
+              inputs: Mapping[str, Sequence[FloatArray]], lists: bool = ...,
+              torch: ModuleType | None = ...) -> Call: ...
+@overload
+def make_call(kernel: Kernel, impl: str, inputs: Mapping[str, Sequence[FloatArray]],
+              lists: bool = ..., torch: ModuleType | None = ...) -> Call | None: ...
+def make_call(kernel: Kernel, impl: str, inputs: Mapping[str, Sequence[FloatArray]],
+              lists: bool = False, torch: ModuleType | None = None) -> Call | None:
     """A zero-argument callable running one call of ``kernel`` by ``impl`` on
     ``inputs`` (from make_inputs; ``lists``: one multi-tensor call over all
     arrays, else the first array alone), or None when ``impl`` lacks it."""
@@ -294,8 +328,9 @@ def make_call(kernel, impl, inputs, lists=False, torch=None):
     if kernel.torch is None:
         return None
     if kernel.call == "loss":
-        return kernel.torch(torch, [[torch.from_numpy(a) for a in c] for c in chosen],
-                            variant)
+        # a loss case's torch is a function (a TorchCall), never a class name
+        return kernel.torch(torch,  # type: ignore[operator]
+                            [[torch.from_numpy(a) for a in c] for c in chosen], variant)
     if callable(kernel.torch):
         grads = [torch.from_numpy(g) for g in chosen[0]]
         return kernel.torch(torch, grads, variant)
@@ -308,7 +343,8 @@ def make_call(kernel, impl, inputs, lists=False, torch=None):
     return opt.step
 
 
-def _torch_params(torch, chosen):
+def _torch_params(torch: ModuleType,
+                  chosen: Sequence[Sequence[FloatArray]]) -> list[Any]:
     params = []
     for p, g in zip(chosen[0], chosen[1]):
         t = torch.from_numpy(p)
@@ -317,7 +353,8 @@ def _torch_params(torch, chosen):
     return params
 
 
-def _deepspeed_call(kernel, chosen, torch):
+def _deepspeed_call(kernel: Kernel, chosen: Sequence[Sequence[FloatArray]],
+                    torch: ModuleType) -> Call | None:
     if kernel.deepspeed is None or chosen[0][0].dtype != np.float32:
         return None
     try:
@@ -335,7 +372,7 @@ def _deepspeed_call(kernel, chosen, torch):
     return opt.step
 
 
-def import_torch():
+def import_torch() -> ModuleType | None:
     try:
         import torch
     except ImportError:

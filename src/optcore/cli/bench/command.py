@@ -1,7 +1,11 @@
 """``python -m optcore bench``'s options and what the command does with them."""
 
+from __future__ import annotations
+
+import argparse
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -22,14 +26,16 @@ DTYPES = ("float32", "float64")
 #: --quick: two sizes (those of the scorecard's mid-size goals), short
 #: measurements, one re-measurement of a disturbed row (5 s of them at most),
 #: multi-tensor calls in float32 at the largest thread count only.
-QUICK_TIMING = dict(budget=0.01, sample=0.0005, min_repeat=5, max_repeat=5,
+QUICK_TIMING: dict[str, Any] = dict(
+budget=0.01, sample=0.0005, min_repeat=5, max_repeat=5,
                     warmup=0.005, retries=1, retry_budget=5.0)
 
 DESCRIPTION = ("Measure optcore's kernels against the machine's bandwidth ceiling, "
                "the NumPy reference, torch.optim and DeepSpeed.")
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+               ) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench", help="measure the kernels against the bandwidth ceiling, the "
         "reference and torch.optim", description=DESCRIPTION)
@@ -68,7 +74,7 @@ def add_parser(sub):
     return p
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     known = {k.name: k for k in available_kernels()}
     kernels = [known[w] for w in args.kernels] if args.kernels else list(known.values())
     sizes = args.sizes or (list(QUICK_SIZES) if args.quick else list(FULL_SIZES))

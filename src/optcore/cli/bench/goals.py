@@ -1,10 +1,22 @@
 """The performance goals, as data, and the scorecard checking a run's
 medians against them."""
 
+from __future__ import annotations
+
 import dataclasses
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from optcore.cli.bench.report import fmt_time, fmt_x, table
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
+    from optcore._typing import JSONDict
+
+    #: one line of the scorecard: (goal, measured, met, reliable)
+    ScoreLine = tuple[str, str, bool | None, bool]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +34,7 @@ class Goal:
     kernel: str
     bound: float
     at_most: bool = False          # the bound is an upper one (a time)
-    sizes: tuple = ()
+    sizes: tuple[int, ...] = ()
     vs: str = ""
     case: str = ""
 
@@ -47,28 +59,28 @@ GOALS = (
 _VS_NAME = {"torch-fused": "torch fused", "reference": "reference"}
 
 
-def _find(rows, **want):
+def _find(rows: Iterable[JSONDict], **want: Any) -> JSONDict | None:
     for r in rows:
         if all(r.get(k) == v for k, v in want.items()):
             return r
     return None
 
 
-def _reliable(*rows):
+def _reliable(*rows: JSONDict) -> bool:
     return all(r.get("reliable", True) for r in rows)
 
 
-def _check(goal, value):
+def _check(goal: Goal, value: float | None) -> bool | None:
     if value is None:
         return None
     return value <= goal.bound if goal.at_most else value >= goal.bound
 
 
-def evaluate(goal, results):
+def evaluate(goal: Goal, results: JSONDict) -> list[ScoreLine]:
     """(goal text, measured text, met, reliable) for each size the run has;
     met is None when the run measured it without the comparison (e.g. no torch)."""
     rows, tmax = results["kernels"], max([r["threads"] for r in results["kernels"]] or [1])
-    out = []
+    out: list[ScoreLine] = []
     name = f"{goal.kernel} f32"
     for n in goal.sizes:
         at = f"{name} 2^{n.bit_length() - 1}"
@@ -115,14 +127,14 @@ def evaluate(goal, results):
     return out
 
 
-def scorecard(results, goals=GOALS):
+def scorecard(results: JSONDict, goals: Iterable[Goal] = GOALS) -> list[ScoreLine]:
     """The goals checked against this run's medians: a list of (goal, measured,
     met, reliable); met is True/False (None: not measured), reliable False when
     a row it rests on was disturbed."""
     return [line for goal in goals for line in evaluate(goal, results)]
 
 
-def print_scorecard(results, out=None):
+def print_scorecard(results: JSONDict, out: SupportsWrite[str] | None = None) -> None:
     out = sys.stdout if out is None else out
     card = scorecard(results)
     if not card:

@@ -1,5 +1,14 @@
 """``--plot``: effective GB/s against size, one panel per kernel."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optcore._typing import JSONDict, StrPath
+    from optcore.cli.bench.cases import Kernel
+
 # (label, threads: "max" or 1, implementation or "ceiling", line style)
 CURVES = (
     ("ceiling", "max", "ceiling", "k--"),
@@ -13,7 +22,7 @@ CURVES = (
 )
 
 
-def write_plot(results, kernels, path):
+def write_plot(results: JSONDict, kernels: Sequence[Kernel], path: StrPath) -> None:
     """One panel per kernel (float32 when measured): GB/s of each
     implementation and of the ceiling; disturbed rows are drawn hollow."""
     from matplotlib.figure import Figure

@@ -1,14 +1,24 @@
 """The bench's report: text (or Markdown) tables of every section, and the
 JSON file of every measurement."""
 
+from __future__ import annotations
+
 import json
 import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from optcore.cli.bench.runner import pow2
 from optcore.cli.bench.timing import CEILING_LIMIT
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
-def fmt_time(s):
+    from optcore._typing import JSONDict, StrPath
+    from optcore.cli.bench.cases import Kernel
+
+
+def fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
     if s < 1e-3:
@@ -18,7 +28,7 @@ def fmt_time(s):
     return f"{s:.2f} s"
 
 
-def fmt_x(v):
+def fmt_x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
@@ -26,14 +36,15 @@ class MarkdownOut:
     """A stream wrapper under which the report's tables come out as Markdown."""
     markdown = True
 
-    def __init__(self, stream):
+    def __init__(self, stream: SupportsWrite[str]) -> None:
         self.stream = stream
 
-    def write(self, text):
+    def write(self, text: str) -> None:
         self.stream.write(text)
 
 
-def table(headers, rows, out):
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
+          out: SupportsWrite[str]) -> None:
     if getattr(out, "markdown", False):
         out.write("\n| " + " | ".join(str(h) for h in headers) + " |\n|"
                   + "|".join("---:" for _ in headers) + "|\n")
@@ -54,7 +65,7 @@ COMPARED = (("reference", "x ref"), ("torch", "x torch"),
             ("deepspeed", "x deepspeed"))
 
 
-def fmt_pct(row):
+def fmt_pct(row: JSONDict) -> str:
     """optcore's % of the ceiling; "?" marks a disturbed row, and a figure
     above CEILING_LIMIT is never printed as if it were one."""
     pct = row["pct_ceiling"].get("optcore")
@@ -66,8 +77,9 @@ def fmt_pct(row):
     return f"{pct:.0f}%" + ("" if reliable else "?")
 
 
-def _kernel_rows(rows, first_col):
-    out = []
+def _kernel_rows(rows: Iterable[JSONDict],
+                 first_col: Callable[[JSONDict], str]) -> list[list[object]]:
+    out: list[list[object]] = []
     for r in rows:
         t = r["median_s"].get("optcore")
         out.append([first_col(r), r["threads"], fmt_time(t),
@@ -77,7 +89,7 @@ def _kernel_rows(rows, first_col):
     return out
 
 
-def footnote(rows, out):
+def footnote(rows: Iterable[JSONDict], out: SupportsWrite[str]) -> None:
     """The note under a table with disturbed rows."""
     bad = [r for r in rows if not r.get("reliable", True)]
     if not bad:
@@ -88,7 +100,8 @@ def footnote(rows, out):
               f"measurement(s) ({', '.join(kinds)}); see \"flags\" in the JSON\n")
 
 
-def print_report(results, kernels, out=None):
+def print_report(results: JSONDict, kernels: Iterable[Kernel],
+                 out: SupportsWrite[str] | None = None) -> None:
     out = sys.stdout if out is None else out
     m = results["machine"]
     out.write(f"optcore {m['optcore']} bench: {m['cpu']}, {m['cores']} cores, "
@@ -148,7 +161,7 @@ def print_report(results, kernels, out=None):
         _print_threshold(th, out)
 
 
-def _print_threshold(th, out):
+def _print_threshold(th: JSONDict, out: SupportsWrite[str]) -> None:
     out.write(f"\nsingle-thread threshold: an empty OpenMP region of {th['threads']} "
               f"threads costs {fmt_time(th['fork_join_s'])} back to back, "
               f"{fmt_time(th['fork_join_cold_s'])} after 20 ms idle; time per "
@@ -174,6 +187,6 @@ def _print_threshold(th, out):
               f"(current: {th['current']})\n")
 
 
-def write_json(results, path):
+def write_json(results: JSONDict, path: StrPath) -> None:
     with open(path, "w") as f:
         json.dump(results, f, separators=(",", ":"))

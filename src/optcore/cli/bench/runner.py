@@ -1,9 +1,14 @@
 """The run: every section's measurements, gathered into one results dict
 (what ``--json`` writes)."""
 
+from __future__ import annotations
+
 import os
 import platform
 import time
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,15 +21,29 @@ from optcore.cli.bench.timing import (Progress, Threads, disturbances, measure,
                                       measure_side_by_side, measure_trusted, median,
                                       pattern_timer, timer, with_threads)
 
+if TYPE_CHECKING:
+    from optcore._typing import FloatArray, FloatDType, JSONDict, Samples, TimedCall
+    from optcore.cli.bench.cases import Kernel, MultiCase
+    from optcore.cli.bench.timing import Timing
 
-def pow2(n):
+    # one side-by-side measurement: (samples per implementation and ceiling
+    # pass, ceiling seconds, the chosen ceiling passes' samples, (label,
+    # one-thread seconds, parallel seconds) of each parallel ceiling pass)
+    Group = tuple[dict[str, Samples], float, dict[str, Samples],
+                  list[tuple[str, float, float]]]
+    # a row's measurement: (samples per implementation, ceiling seconds,
+    # reasons to distrust them, attempts)
+    Measured = tuple[dict[str, Samples], float, list[str], int]
+
+
+def pow2(n: int) -> str:
     """``2^k`` for a power of two, else the number."""
     k = n.bit_length() - 1 if n > 0 else -1
     return f"2^{k}" if n > 0 and n == 1 << k else str(n)
 
 
-def machine_info():
-    info = {
+def machine_info() -> JSONDict:
+    info: JSONDict = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
@@ -72,15 +91,19 @@ def machine_info():
     return info
 
 
-def _variant():
+def _variant() -> str:
     from optcore import kernels
     return getattr(kernels, "VARIANT", "baseline")
 
 
 class Bench:
-    def __init__(self, kernels, sizes, dtypes, threads, timing, torch, sections,
-                 progress=True, multi_cases=None, threshold_sizes=None,
-                 multi_dtypes=None, multi_threads=None):
+    def __init__(self, kernels: Sequence[Kernel], sizes: Sequence[int],
+                 dtypes: Sequence[FloatDType], threads: Sequence[int], timing: Timing,
+                 torch: ModuleType | None, sections: Sequence[str], progress: bool = True,
+                 multi_cases: Sequence[MultiCase] | None = None,
+                 threshold_sizes: Sequence[int] | None = None,
+                 multi_dtypes: Sequence[FloatDType] | None = None,
+                 multi_threads: Sequence[int] | None = None) -> None:
         self.kernels, self.sizes, self.dtypes = kernels, sizes, dtypes
         self.multi_cases = multi_cases or MULTI_CASES
         self.multi_dtypes = list(dtypes) if multi_dtypes is None else multi_dtypes
@@ -90,13 +113,13 @@ class Bench:
         self.sections = sections
         self.progress_enabled = progress
         self.retry_seconds = 0.0       # spent re-measuring disturbed rows
-        self.results = {"machine": machine_info(), "ceiling": [], "kernels": [],
+        self.results: JSONDict = {"machine": machine_info(), "ceiling": [], "kernels": [],
                         "multi": [], "overhead": [], "threshold": {}}
         if torch is not None:
             self.results["machine"]["torch"] = torch.__version__
 
     # -- counting, for the progress line
-    def _impls(self, kernel):
+    def _impls(self, kernel: Kernel) -> list[str]:
         names = ["optcore"]
         if self.torch is not None:
             names += list(TORCH_IMPLS)
@@ -104,7 +127,7 @@ class Bench:
                 names.append("deepspeed")
         return names
 
-    def _count(self):
+    def _count(self) -> int:
         """Measurement groups the run will make (for the progress line)."""
         total = 0
         if "kernels" in self.sections:
@@ -120,7 +143,7 @@ class Bench:
                 len(self.threshold_sizes)
         return total
 
-    def run(self):
+    def run(self) -> JSONDict:
         self.progress = Progress(self._count(), enabled=self.progress_enabled)
         try:
             if "kernels" in self.sections:
@@ -136,12 +159,13 @@ class Bench:
         return self.results
 
     # -- side-by-side groups
-    def _measure_group(self, kernel, inputs, lists, dtype, n, threads):
+    def _measure_group(self, kernel: Kernel, inputs: Mapping[str, Sequence[FloatArray]],
+                       lists: bool, dtype: FloatDType, n: int, threads: int) -> Group:
         """One side-by-side measurement of every implementation and the
         ceiling patterns at ``threads`` (and 1) thread(s)."""
         bufs = {p: bandwidth.make_buffers(p, n, dtype) for p in kernel.traffic}
         with Threads(threads, self.torch):
-            timers = {}
+            timers: dict[str, TimedCall] = {}
             for impl in self._impls(kernel) + ["reference"]:
                 fn = make_call(kernel, impl, inputs, lists=lists, torch=self.torch)
                 if fn is not None:
@@ -151,6 +175,8 @@ class Bench:
                     timers[f"ceiling {p} {t}"] = pattern_timer(p, bufs[p], t)
             samples = measure_side_by_side(timers, self.timing)
             del timers
+        chosen: dict[str, Samples]
+        parallel: list[tuple[str, float, float]]
         ceiling_s, chosen, parallel = 0.0, {}, []
         for p in kernel.traffic:
             if threads > 1:
@@ -164,11 +190,13 @@ class Bench:
             ceiling_s += median(samples[label])
         return samples, ceiling_s, chosen, parallel
 
-    def _group(self, kernel, inputs, lists, dtype, n, threads, label):
+    def _group(self, kernel: Kernel, inputs: Mapping[str, Sequence[FloatArray]],
+               lists: bool, dtype: FloatDType, n: int, threads: int,
+               label: str) -> Measured:
         """The side-by-side measurement, re-taken (``timing.retries`` times at
         most) while disturbed; returns (times, ceiling seconds, reasons to
         distrust them, attempts)."""
-        def check(result):
+        def check(result: Group) -> list[str]:
             samples, ceiling_s, chosen, parallel = result
             return disturbances(samples, chosen, ceiling_s, parallel=parallel)
 
@@ -197,7 +225,8 @@ class Bench:
                            + (f" (disturbed, {attempts} attempts)" if reasons else ""))
         return samples, ceiling_s, reasons, attempts
 
-    def _row(self, section, kernel, dtype, n, threads, measured, **extra):
+    def _row(self, section: str, kernel: Kernel, dtype: FloatDType, n: int, threads: int,
+             measured: Measured, **extra: Any) -> JSONDict:
         times, ceiling_s, reasons, attempts = measured
         itemsize = np.dtype(dtype).itemsize
         nbytes = kernel.bytes_per_element(itemsize) * n
@@ -221,7 +250,7 @@ class Bench:
         return row
 
     # -- kernels x sizes
-    def _kernels(self):
+    def _kernels(self) -> None:
         for dtype in self.dtypes:
             for n in self.sizes:
                 for kernel in self.kernels:
@@ -233,7 +262,7 @@ class Bench:
                     del inputs
 
     # -- multi-tensor
-    def _multi(self):
+    def _multi(self) -> None:
         for dtype in self.multi_dtypes:
             for case, sizes, about in self.multi_cases:
                 total = sum(sizes)
@@ -247,7 +276,7 @@ class Bench:
                     del inputs
 
     # -- per-call overhead
-    def _overhead(self):
+    def _overhead(self) -> None:
         n = 1024
         for kernel in self.kernels:
             inputs = make_inputs(kernel, [n, 1], np.float32, seed=1)
@@ -260,22 +289,26 @@ class Bench:
                       optcore_n1_s=median(one), native_pass_s=measured[1])
 
     # -- the single-thread threshold
-    def _threshold(self):
+    def _threshold(self) -> None:
         nt = max(self.threads)
         fork = bandwidth.fork_join(nt, max(20, int(8000 * self.timing.budget)),
                                    self.timing.max_repeat)
         # After an idle spell OpenMP's workers sleep, and waking them costs more
         # (a training loop calls the optimizer between long forward passes).
-        cold = []
+        cold: list[float] = []
         for _ in range(max(3, min(11, self.timing.max_repeat))):
             time.sleep(0.02)
             cold += bandwidth.fork_join(nt, 1, 1)
         self.progress.step(f"threshold fork/join threads={nt}")
-        out = {"threads": nt, "fork_join_s": median(fork), "fork_join_samples": fork,
+        out: JSONDict = {"threads": nt,
+ "fork_join_s": median(fork), "fork_join_samples": fork,
                "fork_join_cold_s": median(cold), "fork_join_cold_samples": cold,
                "current": optcore.get_parallel_threshold(), "kernels": []}
         for kernel in [k for k in self.kernels if k.call != "grads"]:
             inputs = make_inputs(kernel, self.threshold_sizes, np.float32, seed=2)
+            single: list[float]
+            parallel: list[float]
+            flags: list[list[str]]
             single, parallel, flags = [], [], []
             for i, n in enumerate(self.threshold_sizes):
                 fn = make_call(kernel, "optcore", {b: [a[i]] for b, a in inputs.items()})
@@ -297,7 +330,8 @@ class Bench:
         self.results["threshold"] = out
 
 
-def crossover(sizes, single, parallel, share=0.8):
+def crossover(sizes: Sequence[int], single: Sequence[float], parallel: Sequence[float],
+              share: float = 0.8) -> int | None:
     """Smallest size from which the parallel time beats the single-thread time
     at no fewer than ``share`` of the measured sizes from there up (a lone
     noisy point does not move it); None if there is no such size."""
@@ -310,7 +344,9 @@ def crossover(sizes, single, parallel, share=0.8):
     return best
 
 
-def recommend_threshold(sizes, timings):
+def recommend_threshold(sizes: Sequence[int],
+                        timings: Sequence[tuple[Sequence[float], Sequence[float]]]
+                        ) -> int | None:
     """The threshold (one of ``sizes``) that loses least against the better of
     one thread and all threads, summed over kernels and sizes: each element of
     ``timings`` is (single-thread times, parallel times) of one kernel.

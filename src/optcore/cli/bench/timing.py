@@ -1,13 +1,23 @@
 """Timing: side-by-side sampling, thread settings, and the checks that tell
 a trustworthy measurement from one disturbed by other load on the machine."""
 
+from __future__ import annotations
+
 import dataclasses
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import optcore
 from optcore.kernels import bandwidth
+
+if TYPE_CHECKING:
+    from optcore._typing import FloatArray, Samples, TimedCall
+
+    Result = TypeVar("Result")
 
 
 @dataclasses.dataclass
@@ -21,12 +31,12 @@ class Timing:
     retry_budget: float = 120.0    # seconds of re-measurement in a whole run, at most
 
 
-def timer(fn):
+def timer(fn: Callable[[], object]) -> TimedCall:
     """A timed callable for measure_side_by_side: ``timed(number)`` runs
     ``fn`` ``number`` times and returns the seconds per call."""
     clock = time.perf_counter_ns
 
-    def timed(number):
+    def timed(number: int) -> float:
         t = clock()
         for _ in range(number):
             fn()
@@ -34,13 +44,14 @@ def timer(fn):
     return timed
 
 
-def pattern_timer(pattern, buffers, threads):
+def pattern_timer(pattern: str, buffers: list[FloatArray], threads: int) -> TimedCall:
     """A timed callable for a bandwidth pattern, timed natively (no Python
     in the timed region)."""
     return lambda number: bandwidth.run(pattern, buffers, threads, number, 1)[0]
 
 
-def measure_side_by_side(timers, timing):
+def measure_side_by_side(timers: Mapping[str, TimedCall],
+                         timing: Timing) -> dict[str, Samples]:
     """Samples of seconds per call for each timed callable, taken side by side.
 
     Each one warms up and gets its own number of calls per sample (enough to
@@ -49,6 +60,7 @@ def measure_side_by_side(timers, timing):
     touches all of them alike and their ratios stay fair. Returns name ->
     samples in the order taken (the median is the result)."""
     names = list(timers)
+    numbers: dict[str, int]
     numbers, cost = {}, 0.0
     for name in names:
         timed = timers[name]
@@ -65,7 +77,7 @@ def measure_side_by_side(timers, timing):
         cost += est * numbers[name]
     rounds = int(min(timing.max_repeat,
                      max(timing.min_repeat, timing.budget * len(names) / cost)))
-    samples = {name: [] for name in names}
+    samples: dict[str, Samples] = {name: [] for name in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
@@ -73,12 +85,14 @@ def measure_side_by_side(timers, timing):
     return samples
 
 
-def measure(fn, timing):
+def measure(fn: Callable[[], object], timing: Timing) -> Samples:
     """Seconds per call of ``fn``, one value per sample."""
     return measure_side_by_side({"fn": timer(fn)}, timing)["fn"]
 
 
-def median(samples):
+# None for no samples; typed Any (not float | None) because the bench takes the
+# median of samples it has just taken (never empty) and computes with it.
+def median(samples: Sequence[float]) -> Any:
     return statistics.median(samples) if samples else None
 
 
@@ -99,7 +113,7 @@ DRIFT_LIMIT = 1.25
 CEILING_LIMIT = 1.10
 
 
-def spread(samples):
+def spread(samples: Sequence[float]) -> float:
     """Interquartile range over median of ``samples`` (0 for fewer than 3)."""
     if len(samples) < 3:
         return 0.0
@@ -108,7 +122,7 @@ def spread(samples):
     return (q3 - q1) / med if med > 0 else 0.0
 
 
-def drift(samples):
+def drift(samples: Sequence[float]) -> float:
     """Ratio (>= 1) between the medians of the first and the second half of
     samples taken in order: how much the load changed while they were taken."""
     if len(samples) < 4:
@@ -127,14 +141,17 @@ DESCHEDULED_RATIO = 2.0
 DESCHEDULED_SLACK = 50e-6
 
 
-def descheduled(single_s, parallel_s):
+def descheduled(single_s: float, parallel_s: float) -> bool:
     """Whether a parallel time, against the one-thread time of the same work,
     shows a thread that lost its core (steady samples, so no spread shows it)."""
     return parallel_s > DESCHEDULED_RATIO * single_s + DESCHEDULED_SLACK
 
 
-def disturbances(times, ceiling_samples, ceiling_s, spread_limit=SPREAD_LIMIT,
-                 drift_limit=DRIFT_LIMIT, ceiling_limit=CEILING_LIMIT, parallel=()):
+def disturbances(times: Mapping[str, Sequence[float]],
+                 ceiling_samples: Mapping[str, Sequence[float]], ceiling_s: float | None,
+                 spread_limit: float = SPREAD_LIMIT, drift_limit: float = DRIFT_LIMIT,
+                 ceiling_limit: float = CEILING_LIMIT,
+                 parallel: Iterable[tuple[str, float, float]] = ()) -> list[str]:
     """Why a row's figures cannot be trusted (an empty list: they can).
 
     ``times``: implementation -> samples; ``ceiling_samples``: pattern label ->
@@ -142,7 +159,7 @@ def disturbances(times, ceiling_samples, ceiling_s, spread_limit=SPREAD_LIMIT,
     ceiling's time per call. Only optcore's samples and the ceiling are
     checked: they make the row's headline figures (% of the ceiling, speed-ups).
     ``parallel``: (label, one-thread seconds, parallel seconds) of one pass."""
-    reasons = []
+    reasons: list[str] = []
     for label, single_s, parallel_s in parallel:
         if descheduled(single_s, parallel_s):
             reasons.append(f"descheduled: {label} {parallel_s / single_s:.0f}x slower "
@@ -167,10 +184,15 @@ def disturbances(times, ceiling_samples, ceiling_s, spread_limit=SPREAD_LIMIT,
     return reasons
 
 
-def measure_trusted(measure_once, check, retries):
+def measure_trusted(measure_once: Callable[[], Result],
+                    check: Callable[[Result], list[str]],
+                    retries: int) -> tuple[Result, list[str], int]:
     """Run ``measure_once()`` and re-run it (at most ``retries`` more times)
     while ``check(result)`` finds reasons to distrust it. Returns (the result
     with the fewest reasons, its reasons, the number of attempts)."""
+    # set by the first attempt (there is always one)
+    best: Any
+    best_reasons: Any
     best, best_reasons, attempts = None, None, 0
     for attempts in range(1, retries + 2):
         result = measure_once()
@@ -187,27 +209,28 @@ def measure_trusted(measure_once, check, retries):
 class Threads:
     """Set optcore's (and torch's) thread count; restore on exit."""
 
-    def __init__(self, n, torch=None):
+    def __init__(self, n: int | None, torch: ModuleType | None = None) -> None:
         self.n, self.torch = n, torch
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         optcore.set_num_threads(self.n)
         if self.torch is not None:
             self.old_torch = self.torch.get_num_threads()
             self.torch.set_num_threads(self.n)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         optcore.set_num_threads(None)
         if self.torch is not None:
             self.torch.set_num_threads(self.old_torch)
 
 
-def with_threads(fn, threads, threshold):
+def with_threads(fn: Callable[[], object], threads: int,
+                 threshold: int | None) -> TimedCall:
     """A timed callable running ``fn`` with ``threads`` threads and, unless
     None, the parallel threshold set to ``threshold`` (restored after)."""
     inner = timer(fn)
 
-    def timed(number):
+    def timed(number: int) -> float:
         old = optcore.get_parallel_threshold()
         optcore.set_num_threads(threads)
         if threshold is not None:
@@ -223,7 +246,8 @@ def with_threads(fn, threads, threshold):
 class Progress:
     """One status line on stderr (rewritten in place on a terminal)."""
 
-    def __init__(self, total, stream=None, enabled=True):
+    def __init__(self, total: int, stream: TextIO | None = None,
+                 enabled: bool = True) -> None:
         self.total, self.done = max(total, 1), 0
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -231,7 +255,7 @@ class Progress:
         self.start = time.perf_counter()
         self.last = ""
 
-    def step(self, text):
+    def step(self, text: str) -> None:
         self.done += 1
         if not self.enabled:
             return
@@ -245,7 +269,7 @@ class Progress:
         self.stream.flush()
         self.last = line
 
-    def close(self):
+    def close(self) -> None:
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
