@@ -8,17 +8,13 @@ Element update, in torch's operation order:
     param += -lr * delta
 """
 
-from cython cimport floating
+include "_adadelta_call.pxi"
 
 from optcore.kernels._math cimport fsqrt
-from optcore.kernels._runtime cimport run_segments, segment_fn
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** square_avg
-    void** acc_delta
+    Buffers bufs               # the call's tensors (_adadelta_call.pxi)
     double grad_sign           # -1 when maximizing
     double weight_decay
     double rho
@@ -29,9 +25,9 @@ cdef struct Call:
 
 cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
                                    Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* sq = <floating*>c.square_avg[t] + start
-    cdef floating* acc = <floating*>c.acc_delta[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
+    cdef floating* sq = <floating*>c.bufs.square_avg[t] + start
+    cdef floating* acc = <floating*>c.bufs.acc_delta[t] + start
     cdef Py_ssize_t i, n = stop - start
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
@@ -53,22 +49,14 @@ cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t start
         p[i] = p[i] + neg_lr * di
 
 
-cdef inline void _run(void** param, void** grad, void** square_avg, void** acc_delta,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double rho, double eps, double weight_decay,
-                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.square_avg = square_avg
-    c.acc_delta = acc_delta
+cdef inline void _prepare(Call* c, long long step, double lr, double rho, double eps,
+                          double weight_decay, bint maximize) noexcept nogil:
     c.grad_sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
     c.rho = rho
     c.one_minus_rho = 1.0 - rho
     c.eps = eps
     c.neg_lr = -lr
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_adadelta_api.pxi"

@@ -9,16 +9,13 @@ torch's ``initial_accumulator_value`` is the value the caller fills
 ``state_sum`` with before the first step.
 """
 
-from cython cimport floating
+include "_adagrad_call.pxi"
 
 from optcore.kernels._math cimport fsqrt
-from optcore.kernels._runtime cimport run_segments, segment_fn
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** state_sum
+    Buffers bufs               # the call's tensors (_adagrad_call.pxi)
     double grad_sign           # -1 when maximizing
     double weight_decay
     double eps
@@ -27,8 +24,8 @@ cdef struct Call:
 
 cdef inline void _adagrad_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
                                   Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* s = <floating*>c.state_sum[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
+    cdef floating* s = <floating*>c.bufs.state_sum[t] + start
     cdef Py_ssize_t i, n = stop - start
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
@@ -46,19 +43,13 @@ cdef inline void _adagrad_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
         p[i] = p[i] + neg_clr * gi / (fsqrt(si) + eps)
 
 
-cdef inline void _run(void** param, void** grad, void** state_sum,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double lr_decay, double weight_decay, double eps,
-                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.state_sum = state_sum
+cdef inline void _prepare(Call* c, long long step, double lr, double lr_decay,
+                          double weight_decay, double eps,
+                          bint maximize) noexcept nogil:
     c.grad_sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
     c.eps = eps
     c.neg_clr = -(lr / (1.0 + <double>(step - 1) * lr_decay))
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_adagrad_api.pxi"

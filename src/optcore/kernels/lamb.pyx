@@ -28,24 +28,21 @@ runs both passes chunk by chunk, which gives the same bits (each tensor's sums
 are folded in its own block order either way).
 """
 
-from cython cimport floating
+include "_lamb_call.pxi"
+
 from libc.math cimport sqrt
 from libc.string cimport memset
 
 from optcore.kernels._math cimport fsqrt, sum_squares
 from optcore.kernels._adam_common cimport bias_correction, second_moment
-from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
-                                       block_fn, REDUCE_BLOCK)
+from optcore.kernels._runtime cimport reduce_blocks, block_fn, REDUCE_BLOCK
 
 cdef enum:
     CHUNK_TENSORS = 128  # tensors per pair of passes (their sums on the stack)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
-    void** exp_avg_sq
+    Buffers bufs               # the call's tensors (_lamb_call.pxi)
     # per-step scalars, computed once in double
     double grad_sign           # -1 when maximizing
     double beta1
@@ -78,9 +75,9 @@ cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
     # Pass 1 over one block: update m and v; out = (sum p*p, sum u*u). u goes
     # through a block-sized buffer on the stack (it stays in L1): two simple
     # loops vectorise better than one that also carries 16 accumulators.
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef floating* v = <floating*>c.exp_avg_sq[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
+    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
+    cdef floating* v = <floating*>c.bufs.exp_avg_sq[t] + start
     cdef Py_ssize_t i, n = stop - start
     cdef floating sign = <floating>c.grad_sign
     cdef floating b1 = <floating>c.beta1
@@ -108,8 +105,8 @@ cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
 cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
                                Py_ssize_t stop, floating* p) noexcept nogil:
     # Pass 2: p = p - lr * r * u, with u recomputed from the new m and v.
-    cdef const floating* m = <const floating*>c.exp_avg[t] + start
-    cdef const floating* v = <const floating*>c.exp_avg_sq[t] + start
+    cdef const floating* m = <const floating*>c.bufs.exp_avg[t] + start
+    cdef const floating* v = <const floating*>c.bufs.exp_avg_sq[t] + start
     cdef Py_ssize_t i, n = stop - start
     cdef floating c1 = <floating>c.inv_bias_correction1
     cdef floating c2 = <floating>c.inv_bias_correction2
@@ -124,13 +121,13 @@ cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
 cdef void _block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
     cdef const Call* c = <const Call*>ctx
-    _moments_block(c, t, start, stop, out, <const float*>c.param[t] + start)
+    _moments_block(c, t, start, stop, out, <const float*>c.bufs.param[t] + start)
 
 
 cdef void _block_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
     cdef const Call* c = <const Call*>ctx
-    _moments_block(c, t, start, stop, out, <const double*>c.param[t] + start)
+    _moments_block(c, t, start, stop, out, <const double*>c.bufs.param[t] + start)
 
 
 cdef void _fold(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
@@ -164,10 +161,10 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
     first = 0
     while first < ntensors:
         count = min(<Py_ssize_t>CHUNK_TENSORS, ntensors - first)
-        c.param = param + first
-        c.grad = grad + first
-        c.exp_avg = exp_avg + first
-        c.exp_avg_sq = exp_avg_sq + first
+        c.bufs.param = param + first
+        c.bufs.grad = grad + first
+        c.bufs.exp_avg = exp_avg + first
+        c.bufs.exp_avg_sq = exp_avg_sq + first
         memset(scratch, 0, 2 * count * sizeof(double))
         reduce_blocks(block, &c, _fold, c.sums, sizes + first, count, 2, num_threads)
         for t in range(count):

@@ -12,15 +12,11 @@ sign(0) = 0 and NaN propagates (numpy.sign). torch has no Lion; the update is
 checked against optcore.reference and hand-computed values.
 """
 
-from cython cimport floating
-
-from optcore.kernels._runtime cimport run_segments, segment_fn
+include "_lion_call.pxi"
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
+    Buffers bufs               # the call's tensors (_lion_call.pxi)
     # per-step scalars, computed once in double
     double grad_sign           # -1 when maximizing
     double beta1
@@ -41,8 +37,8 @@ cdef inline floating _sign(floating x) noexcept nogil:
 
 cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
                                Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
+    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
     cdef Py_ssize_t i, n = stop - start
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
@@ -60,14 +56,9 @@ cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
         m[i] = b2 * mi + omb2 * gi
 
 
-cdef inline void _run(void** param, void** grad, void** exp_avg,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double beta1, double beta2, double weight_decay,
-                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
+cdef inline void _prepare(Call* c, long long step, double lr, double beta1,
+                          double beta2, double weight_decay,
+                          bint maximize) noexcept nogil:
     c.grad_sign = -1.0 if maximize else 1.0
     c.beta1 = beta1
     c.one_minus_beta1 = 1.0 - beta1
@@ -76,7 +67,6 @@ cdef inline void _run(void** param, void** grad, void** exp_avg,
     # No decay term at all without weight decay (lr = inf must not give 0 * inf).
     c.decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0
     c.neg_lr = -lr
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_lion_api.pxi"

@@ -15,21 +15,18 @@ Element update, in torch's operation order:
     param -= u
 """
 
-from cython cimport floating
+include "_radam_call.pxi"
+
 from libc.math cimport pow
 
 from optcore.kernels._math cimport fsqrt, lerp
-from optcore.kernels._runtime cimport run_segments, segment_fn
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
                                            bias_correction, adam_grad,
                                            second_moment)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
-    void** exp_avg_sq
+    Buffers bufs               # the call's tensors (_radam_call.pxi)
     Moments moments            # the Adam family's shared scalars
     # per-step scalars of this kernel, computed once in double
     double bias_correction1
@@ -62,9 +59,9 @@ cdef void _prepare(Call* c, long long step, double lr, double beta1,
 
 cdef inline void _radam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
                                 Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef floating* v = <floating*>c.exp_avg_sq[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
+    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
+    cdef floating* v = <floating*>c.bufs.exp_avg_sq[t] + start
     cdef Py_ssize_t i, n = stop - start
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
     load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
@@ -97,20 +94,6 @@ cdef inline void _radam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             m[i] = mi
             v[i] = vi
             p[i] = pi - mi / bc1 * lr
-
-
-cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_sq,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double beta1, double beta2, double eps,
-                      double weight_decay, bint decoupled, bint maximize,
-                      int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
-    c.exp_avg_sq = exp_avg_sq
-    _prepare(&c, step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize)
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_radam_api.pxi"

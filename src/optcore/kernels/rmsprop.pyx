@@ -11,18 +11,13 @@ Element update, in torch's operation order:
     else:      param += (-lr * g) / avg
 """
 
-from cython cimport floating
+include "_rmsprop_call.pxi"
 
 from optcore.kernels._math cimport centered_variance, fsqrt, lerp
-from optcore.kernels._runtime cimport run_segments, segment_fn
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** square_avg
-    void** momentum_buffer     # NULL unless momentum > 0
-    void** grad_avg            # NULL unless centered
+    Buffers bufs               # the call's tensors (_rmsprop_call.pxi)
     double grad_sign           # -1 when maximizing
     double weight_decay
     double alpha
@@ -34,8 +29,8 @@ cdef struct Call:
 
 cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
                                   Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* sq = <floating*>c.square_avg[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
+    cdef floating* sq = <floating*>c.bufs.square_avg[t] + start
     cdef floating* buf = NULL
     cdef floating* ga = NULL
     cdef Py_ssize_t i, n = stop - start
@@ -51,10 +46,10 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating mom = <floating>c.momentum
     cdef floating neg_lr = <floating>c.neg_lr
     cdef floating gi, si, ai, avg, bi
-    if c.momentum_buffer != NULL:
-        buf = <floating*>c.momentum_buffer[t] + start
-    if c.grad_avg != NULL:
-        ga = <floating*>c.grad_avg[t] + start
+    if c.bufs.momentum_buffer != NULL:
+        buf = <floating*>c.bufs.momentum_buffer[t] + start
+    if c.bufs.grad_avg != NULL:
+        ga = <floating*>c.bufs.grad_avg[t] + start
     # One loop per state layout, so that each vectorises without dead loads.
     if ga == NULL and buf == NULL:
         for i in range(n):
@@ -102,17 +97,9 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * bi
 
 
-cdef inline void _run(void** param, void** grad, void** square_avg,
-                      void** momentum_buffer, void** grad_avg, const Py_ssize_t* sizes,
-                      Py_ssize_t ntensors, long long step, double lr, double alpha,
-                      double eps, double weight_decay, double momentum, bint centered,
-                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.square_avg = square_avg
-    c.momentum_buffer = momentum_buffer if momentum > 0.0 else NULL
-    c.grad_avg = grad_avg if centered else NULL
+cdef inline void _prepare(Call* c, long long step, double lr, double alpha, double eps,
+                          double weight_decay, double momentum, bint centered,
+                          bint maximize) noexcept nogil:
     c.grad_sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
     c.alpha = alpha
@@ -120,7 +107,6 @@ cdef inline void _run(void** param, void** grad, void** square_avg,
     c.eps = eps
     c.momentum = momentum
     c.neg_lr = -lr
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_rmsprop_api.pxi"

@@ -1,17 +1,14 @@
 """SGD step with momentum, dampening, Nesterov and weight decay
 (torch.optim.SGD's update rule)."""
 
-from cython cimport floating
+include "_sgd_call.pxi"
 
-from optcore.kernels._runtime cimport run_segments, segment_fn
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** momentum_buffer     # NULL without momentum
+    Buffers bufs               # the call's tensors (_sgd_call.pxi)
     double grad_sign
     double weight_decay
     double momentum
@@ -23,7 +20,7 @@ cdef struct Call:
 
 cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
                               Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
     cdef floating* buf
     cdef Py_ssize_t i, n = stop - start
     cdef floating sign = <floating>c.grad_sign
@@ -34,14 +31,14 @@ cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating neg_lr = <floating>c.neg_lr
     cdef bint first = c.first, nesterov = c.nesterov
     cdef floating gi, bi
-    if c.momentum_buffer == NULL:
+    if c.bufs.momentum_buffer == NULL:
         for i in range(n):
             gi = g[i] * sign
             if use_wd:
                 gi = gi + wd * p[i]
             p[i] = p[i] + neg_lr * gi
     else:
-        buf = <floating*>c.momentum_buffer[t] + start
+        buf = <floating*>c.bufs.momentum_buffer[t] + start
         for i in range(n):
             gi = g[i] * sign
             if use_wd:
@@ -55,15 +52,9 @@ cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * gi
 
 
-cdef inline void _run(void** param, void** grad, void** momentum_buffer,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double momentum, double dampening, bint nesterov,
-                      double weight_decay, bint maximize, int num_threads,
-                      segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.momentum_buffer = momentum_buffer if momentum != 0.0 else NULL
+cdef inline void _prepare(Call* c, long long step, double lr, double momentum,
+                          double dampening, bint nesterov, double weight_decay,
+                          bint maximize) noexcept nogil:
     c.grad_sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
     c.momentum = momentum
@@ -71,7 +62,6 @@ cdef inline void _run(void** param, void** grad, void** momentum_buffer,
     c.neg_lr = -lr
     c.first = step <= 1
     c.nesterov = nesterov
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_sgd_api.pxi"
