@@ -47,15 +47,6 @@ cdef inline void load_moments(const Moments* s, floating* sign, floating* l2,
     omb2[0] = <floating>s.one_minus_beta2
 
 
-cdef inline floating adam_grad(floating g, floating p, floating sign, floating l2,
-                               bint use_l2) noexcept nogil:
-    # ±grad, plus L2 weight decay (torch's order: sign first)
-    cdef floating gi = g * sign
-    if use_l2:
-        gi = gi + l2 * p
-    return gi
-
-
 cdef inline floating second_moment(floating v, floating g, floating beta2,
                                    floating omb2) noexcept nogil:
     # exp_avg_sq * beta2 + (1 - beta2) * g * g

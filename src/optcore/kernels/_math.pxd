@@ -18,6 +18,16 @@ cdef inline floating fabs_(floating x) noexcept nogil:
         return fabs(x)
 
 
+cdef inline floating signed_grad(floating g, floating p, floating sign, floating wd,
+                                 bint use_wd) noexcept nogil:
+    # The gradient torch's update rules use: ±grad, plus L2 weight decay
+    # wd * p (torch's order: the sign first).
+    cdef floating gi = g * sign
+    if use_wd:
+        gi = gi + wd * p
+    return gi
+
+
 cdef inline floating maximum(floating a, floating b) noexcept nogil:
     # torch.maximum / np.maximum: NaN in either argument gives NaN. Three
     # selects and no early return, so that gcc if-converts it (and vectorises
@@ -48,9 +58,15 @@ cdef enum:
     SUM_LANES = 8      # independent double accumulators of the blocked sums
 
 
-cdef inline double sum_squares(const floating* x, Py_ssize_t n) noexcept nogil:
-    # sum x*x in double over SUM_LANES accumulators combined pairwise: a fixed
-    # order (the same bits every time) that the compiler vectorises.
+cdef inline double lanes_sum(const double* acc) noexcept nogil:
+    # The SUM_LANES accumulators combined pairwise, in a fixed order.
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline double blocked_sum(const floating* x, Py_ssize_t n, bint absolute) noexcept nogil:
+    # sum x*x (absolute: sum |x|) in double over SUM_LANES accumulators
+    # combined pairwise: a fixed order (the same bits every time) that the
+    # compiler vectorises. `absolute` is a constant at every (inlined) call.
     cdef double acc[SUM_LANES]
     cdef Py_ssize_t i, j, r, nfull = n - n % SUM_LANES
     for j in range(SUM_LANES):
@@ -58,7 +74,17 @@ cdef inline double sum_squares(const floating* x, Py_ssize_t n) noexcept nogil:
     for r in range(nfull // SUM_LANES):
         i = r * SUM_LANES
         for j in range(SUM_LANES):
-            acc[j] += <double>x[i + j] * <double>x[i + j]
+            acc[j] += (<double>fabs_(x[i + j]) if absolute
+                       else <double>x[i + j] * <double>x[i + j])
     for i in range(nfull, n):
-        acc[i - nfull] += <double>x[i] * <double>x[i]
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        acc[i - nfull] += (<double>fabs_(x[i]) if absolute
+                           else <double>x[i] * <double>x[i])
+    return lanes_sum(acc)
+
+
+cdef inline double sum_squares(const floating* x, Py_ssize_t n) noexcept nogil:
+    return blocked_sum(x, n, False)
+
+
+cdef inline double sum_abs(const floating* x, Py_ssize_t n) noexcept nogil:
+    return blocked_sum(x, n, True)

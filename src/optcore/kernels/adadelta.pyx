@@ -10,7 +10,7 @@ Element update, in torch's operation order:
 
 include "_adadelta_call.pxi"
 
-from optcore.kernels._math cimport fsqrt
+from optcore.kernels._math cimport fsqrt, signed_grad
 
 
 cdef struct Call:
@@ -39,9 +39,7 @@ cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t start
     cdef floating neg_lr = <floating>c.neg_lr
     cdef floating gi, si, di
     for i in range(n):
-        gi = g[i] * sign
-        if use_wd:
-            gi = gi + wd * p[i]
+        gi = signed_grad(g[i], p[i], sign, wd, use_wd)
         si = sq[i] * rho + omr * gi * gi
         sq[i] = si
         di = fsqrt(acc[i] + eps) / fsqrt(si + eps) * gi

@@ -11,7 +11,7 @@ torch's ``initial_accumulator_value`` is the value the caller fills
 
 include "_adagrad_call.pxi"
 
-from optcore.kernels._math cimport fsqrt
+from optcore.kernels._math cimport fsqrt, signed_grad
 
 
 cdef struct Call:
@@ -35,9 +35,7 @@ cdef inline void _adagrad_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating neg_clr = <floating>c.neg_clr
     cdef floating gi, si
     for i in range(n):
-        gi = g[i] * sign
-        if use_wd:
-            gi = gi + wd * p[i]
+        gi = signed_grad(g[i], p[i], sign, wd, use_wd)
         si = s[i] + gi * gi
         s[i] = si
         p[i] = p[i] + neg_clr * gi / (fsqrt(si) + eps)

@@ -11,10 +11,9 @@ include "_adam_call.pxi"
 
 from libc.math cimport pow
 
-from optcore.kernels._math cimport fsqrt, maximum, lerp
+from optcore.kernels._math cimport fsqrt, maximum, lerp, signed_grad
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
-                                           bias_correction, adam_grad,
-                                           second_moment)
+                                           bias_correction, second_moment)
 
 
 cdef struct Call:
@@ -53,7 +52,7 @@ cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating gi, pi, mi, vi, vm
     if c.bufs.max_exp_avg_sq == NULL:
         for i in range(n):
-            gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+            gi = signed_grad(g[i], p[i], sign, l2, use_l2)
             pi = p[i] * decay
             mi = lerp(m[i], gi, w1, one_minus_w1, low)
             vi = second_moment(v[i], gi, beta2, omb2)
@@ -63,7 +62,7 @@ cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     else:
         vmax = <floating*>c.bufs.max_exp_avg_sq[t] + start
         for i in range(n):
-            gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+            gi = signed_grad(g[i], p[i], sign, l2, use_l2)
             pi = p[i] * decay
             mi = lerp(m[i], gi, w1, one_minus_w1, low)
             vi = second_moment(v[i], gi, beta2, omb2)

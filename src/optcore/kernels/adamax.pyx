@@ -9,9 +9,9 @@ Element update, in torch's operation order:
 
 include "_adamax_call.pxi"
 
-from optcore.kernels._math cimport fabs_, maximum, lerp
+from optcore.kernels._math cimport fabs_, maximum, lerp, signed_grad
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
-                                           bias_correction, adam_grad)
+                                           bias_correction)
 
 
 cdef struct Call:
@@ -35,7 +35,7 @@ cdef inline void _adamax_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating neg_clr = <floating>c.neg_clr
     cdef floating gi, mi, ui
     for i in range(n):
-        gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+        gi = signed_grad(g[i], p[i], sign, l2, use_l2)
         mi = lerp(m[i], gi, w1, one_minus_w1, low)
         ui = maximum(u[i] * beta2, fabs_(gi) + eps)
         m[i] = mi

@@ -18,10 +18,9 @@ include "_nadam_call.pxi"
 
 from libc.math cimport pow
 
-from optcore.kernels._math cimport fsqrt, lerp
+from optcore.kernels._math cimport fsqrt, lerp, signed_grad
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
-                                           bias_correction, adam_grad,
-                                           second_moment)
+                                           bias_correction, second_moment)
 
 
 cdef struct Call:
@@ -67,7 +66,7 @@ cdef inline void _nadam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating ca = <floating>c.avg_coef
     cdef floating gi, pi, mi, vi, denom
     for i in range(n):
-        gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+        gi = signed_grad(g[i], p[i], sign, l2, use_l2)
         pi = p[i] * decay
         mi = lerp(m[i], gi, w1, one_minus_w1, low)
         vi = second_moment(v[i], gi, beta2, omb2)

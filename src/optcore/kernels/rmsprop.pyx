@@ -13,7 +13,7 @@ Element update, in torch's operation order:
 
 include "_rmsprop_call.pxi"
 
-from optcore.kernels._math cimport centered_variance, fsqrt, lerp
+from optcore.kernels._math cimport centered_variance, fsqrt, lerp, signed_grad
 
 
 cdef struct Call:
@@ -53,18 +53,14 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     # One loop per state layout, so that each vectorises without dead loads.
     if ga == NULL and buf == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             sq[i] = si
             avg = fsqrt(si) + eps
             p[i] = p[i] + neg_lr * gi / avg
     elif buf == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si
@@ -73,9 +69,7 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * gi / avg
     elif ga == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             sq[i] = si
             avg = fsqrt(si) + eps
@@ -84,9 +78,7 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * bi
     else:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si

@@ -3,6 +3,7 @@
 
 include "_sgd_call.pxi"
 
+from optcore.kernels._math cimport signed_grad
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
 
@@ -33,16 +34,12 @@ cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating gi, bi
     if c.bufs.momentum_buffer == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             p[i] = p[i] + neg_lr * gi
     else:
         buf = <floating*>c.bufs.momentum_buffer[t] + start
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             bi = gi if first else buf[i] * mom + omd * gi
             buf[i] = bi
             if nesterov:
