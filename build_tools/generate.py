@@ -160,6 +160,23 @@ def prepare_call(kernel: Any, head: str) -> str:
     return wrap_call(head, ["&c"] + [h.name for h in kernel.hypers], "")
 
 
+def segment_call(kernel: Any, ctype: str) -> str:
+    """The segment entry point's call of the ``.pyx``'s ``_<module>_segment``:
+    the call, the tensor index, the slice's length, then every buffer's slice
+    (NULL for a needed buffer that is not used), one a line."""
+    head = f"    _{kernel.module}_segment("
+    pad = " " * len(head)
+    lines = [head + "c, t, stop - start,"]
+    for i, b in enumerate(kernel.buffers):
+        tail = "," if i < len(kernel.buffers) - 1 else ")"
+        piece = f"<{'const ' if b.role == 'read' else ''}{ctype}*>c.bufs.{b.name}[t] + start"
+        if b.needed:
+            lines += [f"{pad}({piece}", f"{pad} if c.bufs.{b.name} != NULL else NULL){tail}"]
+        else:
+            lines.append(pad + piece + tail)
+    return "\n".join(lines)
+
+
 def need_text(need: Any) -> str:
     return {"true": "{}", "nonzero": "{} != 0", "positive": "{} > 0"}[
         need.test].format(need.option)
@@ -273,7 +290,7 @@ def docstring(text: str, indent: str) -> str:
     return f'{indent}"""{body}"""'
 
 
-NAMESPACE = dict(run_decl=run_decl, set_buffers=set_buffers, prepare_call=prepare_call,
+NAMESPACE = dict(segment_call=segment_call, run_decl=run_decl, set_buffers=set_buffers, prepare_call=prepare_call,
                  bullet=bullet, c_decl=c_decl, c_names=c_names, c_forward=c_forward, comment=comment,
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
                  check_line=check_line, bind_call=bind_call, run_call=run_call,

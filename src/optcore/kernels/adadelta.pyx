@@ -23,12 +23,10 @@ cdef struct Call:
     double neg_lr
 
 
-cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                   Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* sq = <floating*>c.bufs.square_avg[t] + start
-    cdef floating* acc = <floating*>c.bufs.acc_delta[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
+                                   floating* p, const floating* g, floating* sq,
+                                   floating* acc) noexcept nogil:
+    cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
     cdef floating wd = <floating>c.weight_decay

@@ -22,11 +22,10 @@ cdef struct Call:
     double neg_clr             # -lr / (1 + (step - 1) * lr_decay)
 
 
-cdef inline void _adagrad_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                  Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* s = <floating*>c.bufs.state_sum[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _adagrad_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
+                                  floating* p, const floating* g,
+                                  floating* s) noexcept nogil:
+    cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
     cdef floating wd = <floating>c.weight_decay

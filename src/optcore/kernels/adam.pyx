@@ -35,13 +35,10 @@ cdef void _prepare(Call* c, long long step, double lr, double beta1,
     c.neg_step_size = -(lr / bias_correction(beta1, step))
 
 
-cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                               Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
-    cdef floating* v = <floating*>c.bufs.exp_avg_sq[t] + start
-    cdef floating* vmax = NULL
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                               const floating* g, floating* m, floating* v,
+                               floating* vmax) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
     load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
     cdef bint use_l2 = c.moments.use_l2
@@ -50,7 +47,7 @@ cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating eps = <floating>c.eps
     cdef floating nss = <floating>c.neg_step_size
     cdef floating gi, pi, mi, vi, vm
-    if c.bufs.max_exp_avg_sq == NULL:
+    if vmax == NULL:
         for i in range(n):
             gi = signed_grad(g[i], p[i], sign, l2, use_l2)
             pi = p[i] * decay
@@ -60,7 +57,6 @@ cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             v[i] = vi
             p[i] = pi + nss * mi / (fsqrt(vi) / bc2s + eps)
     else:
-        vmax = <floating*>c.bufs.max_exp_avg_sq[t] + start
         for i in range(n):
             gi = signed_grad(g[i], p[i], sign, l2, use_l2)
             pi = p[i] * decay

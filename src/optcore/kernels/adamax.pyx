@@ -21,12 +21,10 @@ cdef struct Call:
     double neg_clr             # -lr / (1 - beta1**step)
 
 
-cdef inline void _adamax_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                 Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
-    cdef floating* u = <floating*>c.bufs.exp_inf[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _adamax_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                                 const floating* g, floating* m,
+                                 floating* u) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
     load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
     cdef bint use_l2 = c.moments.use_l2

@@ -102,12 +102,12 @@ cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
     out[1] = sum_squares(<const floating*>u, n)
 
 
-cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                               Py_ssize_t stop, floating* p) noexcept nogil:
-    # Pass 2: p = p - lr * r * u, with u recomputed from the new m and v.
-    cdef const floating* m = <const floating*>c.bufs.exp_avg[t] + start
-    cdef const floating* v = <const floating*>c.bufs.exp_avg_sq[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                               const floating* g, const floating* m,
+                               const floating* v) noexcept nogil:
+    # Pass 2: p = p - lr * r * u, with u recomputed from the new m and v (g is
+    # not read here).
+    cdef Py_ssize_t i
     cdef floating c1 = <floating>c.inv_bias_correction1
     cdef floating c2 = <floating>c.inv_bias_correction2
     cdef floating eps = <floating>c.eps

@@ -35,11 +35,9 @@ cdef inline floating _sign(floating x) noexcept nogil:
     return x if x != x else s
 
 
-cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                               Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                               const floating* g, floating* m) noexcept nogil:
+    cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
     cdef floating b1 = <floating>c.beta1

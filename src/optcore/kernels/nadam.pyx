@@ -50,12 +50,10 @@ cdef double _prepare(Call* c, long long step, double mu_product, double lr,
     return mu_product_new
 
 
-cdef inline void _nadam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
-    cdef floating* v = <floating*>c.bufs.exp_avg_sq[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _nadam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                                const floating* g, floating* m,
+                                floating* v) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
     load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
     cdef bint use_l2 = c.moments.use_l2

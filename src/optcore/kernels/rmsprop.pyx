@@ -27,13 +27,10 @@ cdef struct Call:
     double neg_lr
 
 
-cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                  Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* sq = <floating*>c.bufs.square_avg[t] + start
-    cdef floating* buf = NULL
-    cdef floating* ga = NULL
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
+                                  floating* p, const floating* g, floating* sq,
+                                  floating* buf, floating* ga) noexcept nogil:
+    cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
     cdef floating wd = <floating>c.weight_decay
@@ -46,10 +43,6 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating mom = <floating>c.momentum
     cdef floating neg_lr = <floating>c.neg_lr
     cdef floating gi, si, ai, avg, bi
-    if c.bufs.momentum_buffer != NULL:
-        buf = <floating*>c.bufs.momentum_buffer[t] + start
-    if c.bufs.grad_avg != NULL:
-        ga = <floating*>c.bufs.grad_avg[t] + start
     # One loop per state layout, so that each vectorises without dead loads.
     if ga == NULL and buf == NULL:
         for i in range(n):

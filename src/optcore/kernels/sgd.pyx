@@ -19,11 +19,9 @@ cdef struct Call:
     bint nesterov
 
 
-cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                              Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* buf
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                              const floating* g, floating* buf) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign = <floating>c.grad_sign
     cdef floating wd = <floating>c.weight_decay
     cdef bint use_wd = c.weight_decay != 0.0
@@ -32,12 +30,11 @@ cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating neg_lr = <floating>c.neg_lr
     cdef bint first = c.first, nesterov = c.nesterov
     cdef floating gi, bi
-    if c.bufs.momentum_buffer == NULL:
+    if buf == NULL:
         for i in range(n):
             gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             p[i] = p[i] + neg_lr * gi
     else:
-        buf = <floating*>c.bufs.momentum_buffer[t] + start
         for i in range(n):
             gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             bi = gi if first else buf[i] * mom + omd * gi
