@@ -71,26 +71,20 @@ cdef inline void _radam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, float
     cdef floating rect = <floating>c.rect
     cdef floating one = 1
     cdef floating gi, pi, mi, vi, ui
-    if c.rectified:
-        for i in range(n):
-            gi = signed_grad(g[i], p[i], sign, l2, use_l2)
-            pi = p[i] * decay
-            mi = lerp(m[i], gi, w1, one_minus_w1, low)
-            vi = second_moment(v[i], gi, beta2, omb2)
-            m[i] = mi
-            v[i] = vi
+    cdef bint rectified = c.rectified
+    # One loop: `rectified` is the same for every element (gcc unswitches it).
+    for i in range(n):
+        gi = signed_grad(g[i], p[i], sign, l2, use_l2)
+        pi = p[i] * decay
+        mi = lerp(m[i], gi, w1, one_minus_w1, low)
+        vi = second_moment(v[i], gi, beta2, omb2)
+        m[i] = mi
+        v[i] = vi
+        ui = mi / bc1 * lr
+        if rectified:
             # torch evaluates bc2s / (sqrt(v) + eps) as a reciprocal times bc2s
-            ui = mi / bc1 * lr * (one / (fsqrt(vi) + eps) * bc2s) * rect
-            p[i] = pi - ui
-    else:
-        for i in range(n):
-            gi = signed_grad(g[i], p[i], sign, l2, use_l2)
-            pi = p[i] * decay
-            mi = lerp(m[i], gi, w1, one_minus_w1, low)
-            vi = second_moment(v[i], gi, beta2, omb2)
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi - mi / bc1 * lr
+            ui = ui * (one / (fsqrt(vi) + eps) * bc2s) * rect
+        p[i] = pi - ui
 
 
 include "_radam_api.pxi"
