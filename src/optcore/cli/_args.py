@@ -49,11 +49,16 @@ def name_list(what, known):
     return parse
 
 
-def positive_float(text):
+def _number(text, convert, noun):
+    """``convert(text)``, or argparse's error "must be <noun>, got ..."."""
     try:
-        value = float(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+
+
+def positive_float(text):
+    value = _number(text, float, "a number")
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
@@ -61,10 +66,7 @@ def positive_float(text):
 
 def seed(text):
     """A NumPy seed: numpy.random.default_rng takes integers >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    value = _number(text, int, "an integer")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 (a NumPy seed), got {value}")
     return value
