@@ -18,13 +18,33 @@ cdef inline floating fabs_(floating x) noexcept nogil:
         return fabs(x)
 
 
-cdef inline floating signed_grad(floating g, floating p, floating sign, floating wd,
-                                 bint use_wd) noexcept nogil:
+cdef struct GradTerm:
+    # torch's ±grad (+ L2 weight decay) term, set once per step in double
+    double sign                # -1 when maximizing
+    double l2                  # weight decay added to the gradient; 0: none
+
+
+cdef inline void set_grad_term(GradTerm* s, double l2, bint maximize) noexcept nogil:
+    s.sign = -1.0 if maximize else 1.0
+    s.l2 = l2
+
+
+cdef inline bint load_grad_term(const GradTerm* s, floating* sign,
+                                floating* l2) noexcept nogil:
+    # The scalars in the buffer's type (float32 math stays float32), into the
+    # segment's locals; returns whether the L2 term applies.
+    sign[0] = <floating>s.sign
+    l2[0] = <floating>s.l2
+    return s.l2 != 0.0
+
+
+cdef inline floating signed_grad(floating g, floating p, floating sign, floating l2,
+                                 bint use_l2) noexcept nogil:
     # The gradient torch's update rules use: ±grad, plus L2 weight decay
-    # wd * p (torch's order: the sign first).
+    # l2 * p (torch's order: the sign first).
     cdef floating gi = g * sign
-    if use_wd:
-        gi = gi + wd * p
+    if use_l2:
+        gi = gi + l2 * p
     return gi
 
 

@@ -10,13 +10,13 @@ Element update, in torch's operation order:
 
 include "_adadelta_call.pxi"
 
-from optcore.kernels._math cimport fsqrt, signed_grad
+from optcore.kernels._math cimport (GradTerm, set_grad_term, load_grad_term, signed_grad,
+                                     fsqrt)
 
 
 cdef struct Call:
     Buffers bufs               # the call's tensors (_adadelta_call.pxi)
-    double grad_sign           # -1 when maximizing
-    double weight_decay
+    GradTerm grad              # ±grad + weight_decay * param
     double rho
     double one_minus_rho
     double eps
@@ -28,9 +28,8 @@ cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
                                    floating* acc) noexcept nogil:
     cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
-    cdef floating sign = <floating>c.grad_sign
-    cdef floating wd = <floating>c.weight_decay
-    cdef bint use_wd = c.weight_decay != 0.0
+    cdef floating sign, wd
+    cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating rho = <floating>c.rho
     cdef floating omr = <floating>c.one_minus_rho
     cdef floating eps = <floating>c.eps
@@ -47,8 +46,7 @@ cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
 
 cdef inline void _prepare(Call* c, long long step, double lr, double rho, double eps,
                           double weight_decay, bint maximize) noexcept nogil:
-    c.grad_sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
+    set_grad_term(&c.grad, weight_decay, maximize)
     c.rho = rho
     c.one_minus_rho = 1.0 - rho
     c.eps = eps

@@ -11,13 +11,13 @@ torch's ``initial_accumulator_value`` is the value the caller fills
 
 include "_adagrad_call.pxi"
 
-from optcore.kernels._math cimport fsqrt, signed_grad
+from optcore.kernels._math cimport (GradTerm, set_grad_term, load_grad_term, signed_grad,
+                                     fsqrt)
 
 
 cdef struct Call:
     Buffers bufs               # the call's tensors (_adagrad_call.pxi)
-    double grad_sign           # -1 when maximizing
-    double weight_decay
+    GradTerm grad              # ±grad + weight_decay * param
     double eps
     double neg_clr             # -lr / (1 + (step - 1) * lr_decay)
 
@@ -27,9 +27,8 @@ cdef inline void _adagrad_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
                                   floating* s) noexcept nogil:
     cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
-    cdef floating sign = <floating>c.grad_sign
-    cdef floating wd = <floating>c.weight_decay
-    cdef bint use_wd = c.weight_decay != 0.0
+    cdef floating sign, wd
+    cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating eps = <floating>c.eps
     cdef floating neg_clr = <floating>c.neg_clr
     cdef floating gi, si
@@ -43,8 +42,7 @@ cdef inline void _adagrad_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
 cdef inline void _prepare(Call* c, long long step, double lr, double lr_decay,
                           double weight_decay, double eps,
                           bint maximize) noexcept nogil:
-    c.grad_sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
+    set_grad_term(&c.grad, weight_decay, maximize)
     c.eps = eps
     c.neg_clr = -(lr / (1.0 + <double>(step - 1) * lr_decay))
 

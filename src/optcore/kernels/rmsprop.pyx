@@ -13,13 +13,13 @@ Element update, in torch's operation order:
 
 include "_rmsprop_call.pxi"
 
-from optcore.kernels._math cimport centered_variance, fsqrt, lerp, signed_grad
+from optcore.kernels._math cimport (GradTerm, set_grad_term, load_grad_term, signed_grad,
+                                     centered_variance, fsqrt, lerp)
 
 
 cdef struct Call:
     Buffers bufs               # the call's tensors (_rmsprop_call.pxi)
-    double grad_sign           # -1 when maximizing
-    double weight_decay
+    GradTerm grad              # ±grad + weight_decay * param
     double alpha
     double w                   # 1 - alpha: the new-gradient weight of both averages
     double eps
@@ -32,9 +32,8 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
                                   floating* buf, floating* ga) noexcept nogil:
     cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
-    cdef floating sign = <floating>c.grad_sign
-    cdef floating wd = <floating>c.weight_decay
-    cdef bint use_wd = c.weight_decay != 0.0
+    cdef floating sign, wd
+    cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating alpha = <floating>c.alpha
     cdef floating w = <floating>c.w
     cdef floating one_minus_w = 1 - w
@@ -85,8 +84,7 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
 cdef inline void _prepare(Call* c, long long step, double lr, double alpha, double eps,
                           double weight_decay, double momentum, bint centered,
                           bint maximize) noexcept nogil:
-    c.grad_sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
+    set_grad_term(&c.grad, weight_decay, maximize)
     c.alpha = alpha
     c.w = 1.0 - alpha
     c.eps = eps

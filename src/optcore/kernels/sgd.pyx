@@ -3,15 +3,14 @@
 
 include "_sgd_call.pxi"
 
-from optcore.kernels._math cimport signed_grad
+from optcore.kernels._math cimport GradTerm, set_grad_term, load_grad_term, signed_grad
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
 
 
 cdef struct Call:
     Buffers bufs               # the call's tensors (_sgd_call.pxi)
-    double grad_sign
-    double weight_decay
+    GradTerm grad              # ±grad + weight_decay * param
     double momentum
     double one_minus_dampening
     double neg_lr
@@ -22,9 +21,9 @@ cdef struct Call:
 cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
                               const floating* g, floating* buf) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating sign = <floating>c.grad_sign
-    cdef floating wd = <floating>c.weight_decay
-    cdef bint use_wd = c.weight_decay != 0.0
+    # Scalars in the buffer's type, so float32 math stays float32.
+    cdef floating sign, wd
+    cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating mom = <floating>c.momentum
     cdef floating omd = <floating>c.one_minus_dampening
     cdef floating neg_lr = <floating>c.neg_lr
@@ -49,8 +48,7 @@ cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floatin
 cdef inline void _prepare(Call* c, long long step, double lr, double momentum,
                           double dampening, bint nesterov, double weight_decay,
                           bint maximize) noexcept nogil:
-    c.grad_sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
+    set_grad_term(&c.grad, weight_decay, maximize)
     c.momentum = momentum
     c.one_minus_dampening = 1.0 - dampening
     c.neg_lr = -lr
