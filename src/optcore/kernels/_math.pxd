@@ -38,6 +38,30 @@ cdef inline bint load_grad_term(const GradTerm* s, floating* sign,
     return s.l2 != 0.0
 
 
+cdef struct Betas:
+    # The weights of two plain moving averages (Lion, LAMB): x = beta * x + (1 - beta) * y
+    double beta1
+    double one_minus_beta1
+    double beta2
+    double one_minus_beta2
+
+
+cdef inline void set_betas(Betas* s, double beta1, double beta2) noexcept nogil:
+    s.beta1 = beta1
+    s.one_minus_beta1 = 1.0 - beta1
+    s.beta2 = beta2
+    s.one_minus_beta2 = 1.0 - beta2
+
+
+cdef inline void load_betas(const Betas* s, floating* b1, floating* omb1, floating* b2,
+                            floating* omb2) noexcept nogil:
+    # The weights in the buffer's type, into the segment's locals.
+    b1[0] = <floating>s.beta1
+    omb1[0] = <floating>s.one_minus_beta1
+    b2[0] = <floating>s.beta2
+    omb2[0] = <floating>s.one_minus_beta2
+
+
 cdef inline floating signed_grad(floating g, floating p, floating sign, floating l2,
                                  bint use_l2) noexcept nogil:
     # The gradient torch's update rules use: ±grad, plus L2 weight decay

@@ -33,7 +33,7 @@ include "_lamb_call.pxi"
 from libc.math cimport sqrt
 from libc.string cimport memset
 
-from optcore.kernels._math cimport fsqrt, sum_squares
+from optcore.kernels._math cimport Betas, set_betas, load_betas, fsqrt, sum_squares
 from optcore.kernels._adam_common cimport bias_correction, second_moment
 from optcore.kernels._runtime cimport reduce_blocks, block_fn, REDUCE_BLOCK
 
@@ -45,10 +45,7 @@ cdef struct Call:
     Buffers bufs               # the call's tensors (_lamb_call.pxi)
     # per-step scalars, computed once in double
     double grad_sign           # -1 when maximizing
-    double beta1
-    double one_minus_beta1
-    double beta2
-    double one_minus_beta2
+    Betas betas
     double inv_bias_correction1    # 1 / (1 - beta1**step)
     double inv_bias_correction2    # 1 / (1 - beta2**step)
     double eps
@@ -80,10 +77,8 @@ cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating* v = <floating*>c.bufs.exp_avg_sq[t] + start
     cdef Py_ssize_t i, n = stop - start
     cdef floating sign = <floating>c.grad_sign
-    cdef floating b1 = <floating>c.beta1
-    cdef floating omb1 = <floating>c.one_minus_beta1
-    cdef floating b2 = <floating>c.beta2
-    cdef floating omb2 = <floating>c.one_minus_beta2
+    cdef floating b1, omb1, b2, omb2
+    load_betas(&c.betas, &b1, &omb1, &b2, &omb2)
     cdef floating c1 = <floating>c.inv_bias_correction1
     cdef floating c2 = <floating>c.inv_bias_correction2
     cdef floating eps = <floating>c.eps
@@ -148,10 +143,7 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
     cdef Py_ssize_t first, t, count
     cdef double pn, un, ratio
     c.grad_sign = -1.0 if maximize else 1.0
-    c.beta1 = beta1
-    c.one_minus_beta1 = 1.0 - beta1
-    c.beta2 = beta2
-    c.one_minus_beta2 = 1.0 - beta2
+    set_betas(&c.betas, beta1, beta2)
     c.inv_bias_correction1 = 1.0 / bias_correction(beta1, step)
     c.inv_bias_correction2 = 1.0 / bias_correction(beta2, step)
     c.eps = eps

@@ -14,15 +14,14 @@ checked against optcore.reference and hand-computed values.
 
 include "_lion_call.pxi"
 
+from optcore.kernels._math cimport Betas, set_betas, load_betas
+
 
 cdef struct Call:
     Buffers bufs               # the call's tensors (_lion_call.pxi)
     # per-step scalars, computed once in double
     double grad_sign           # -1 when maximizing
-    double beta1
-    double one_minus_beta1
-    double beta2
-    double one_minus_beta2
+    Betas betas
     double decay               # 1 - lr * weight_decay
     double neg_lr
 
@@ -40,10 +39,8 @@ cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floati
     cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
-    cdef floating b1 = <floating>c.beta1
-    cdef floating omb1 = <floating>c.one_minus_beta1
-    cdef floating b2 = <floating>c.beta2
-    cdef floating omb2 = <floating>c.one_minus_beta2
+    cdef floating b1, omb1, b2, omb2
+    load_betas(&c.betas, &b1, &omb1, &b2, &omb2)
     cdef floating decay = <floating>c.decay
     cdef floating neg_lr = <floating>c.neg_lr
     cdef floating gi, mi
@@ -58,10 +55,7 @@ cdef inline void _prepare(Call* c, long long step, double lr, double beta1,
                           double beta2, double weight_decay,
                           bint maximize) noexcept nogil:
     c.grad_sign = -1.0 if maximize else 1.0
-    c.beta1 = beta1
-    c.one_minus_beta1 = 1.0 - beta1
-    c.beta2 = beta2
-    c.one_minus_beta2 = 1.0 - beta2
+    set_betas(&c.betas, beta1, beta2)
     # No decay term at all without weight decay (lr = inf must not give 0 * inf).
     c.decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0
     c.neg_lr = -lr
