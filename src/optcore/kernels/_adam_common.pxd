@@ -4,7 +4,8 @@
 from cython cimport floating
 from libc.math cimport pow
 
-from optcore.kernels._math cimport GradTerm, set_grad_term, load_grad_term
+from optcore.kernels._math cimport (GradTerm, set_grad_term, load_grad_term,
+                                     load_lerp_weight)
 
 
 cdef struct Moments:
@@ -34,14 +35,14 @@ cdef inline void set_moments(Moments* s, double lr, double beta1, double beta2,
 
 cdef inline bint load_moments(const Moments* s, floating* sign, floating* l2,
                               floating* decay, floating* w1, floating* one_minus_w1,
-                              floating* beta2, floating* omb2) noexcept nogil:
+                              bint* low, floating* beta2, floating* omb2) noexcept nogil:
     # The scalars in the buffer's type (float32 math stays float32), into the
     # segment's locals (inlined: they stay registers and the loop vectorises);
-    # returns whether the L2 term applies.
+    # `low`: the side of the first moment's lerp. Returns whether the L2 term
+    # applies.
     cdef bint use_l2 = load_grad_term(&s.grad, sign, l2)
     decay[0] = <floating>s.decay
-    w1[0] = <floating>s.w1
-    one_minus_w1[0] = 1 - w1[0]
+    low[0] = load_lerp_weight(s.w1, w1, one_minus_w1)
     beta2[0] = <floating>s.beta2
     omb2[0] = <floating>s.one_minus_beta2
     return use_l2

@@ -90,6 +90,15 @@ cdef inline floating lerp(floating start, floating end, floating w, floating one
     return end - (end - start) * one_minus_w
 
 
+cdef inline bint load_lerp_weight(double weight, floating* w,
+                                  floating* one_minus_w) noexcept nogil:
+    # lerp's weight and 1 - weight in the buffer's type; returns which side of
+    # the two-sided formula applies (weight < 0.5).
+    w[0] = <floating>weight
+    one_minus_w[0] = 1 - w[0]
+    return w[0] < 0.5
+
+
 cdef inline floating centered_variance(floating s, floating a) noexcept nogil:
     # s - a*a as torch's fused addcmul computes it where a*a alone overflows:
     # s = +inf with a finite stays +inf (the unfused inf - inf would be NaN;

@@ -26,9 +26,9 @@ cdef inline void _adamax_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floa
                                  floating* u) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
+    cdef bint low
     cdef bint use_l2 = load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1,
-                                    &beta2, &omb2)
-    cdef bint low = w1 < 0.5
+                                    &low, &beta2, &omb2)
     cdef floating eps = <floating>c.eps
     cdef floating neg_clr = <floating>c.neg_clr
     cdef floating gi, mi, ui

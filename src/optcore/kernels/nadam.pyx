@@ -55,9 +55,9 @@ cdef inline void _nadam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, float
                                 floating* v) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
+    cdef bint low
     cdef bint use_l2 = load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1,
-                                    &beta2, &omb2)
-    cdef bint low = w1 < 0.5
+                                    &low, &beta2, &omb2)
     cdef floating bc2 = <floating>c.bias_correction2
     cdef floating eps = <floating>c.eps
     cdef floating cg = <floating>c.grad_coef

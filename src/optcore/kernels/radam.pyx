@@ -61,9 +61,9 @@ cdef inline void _radam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, float
                                 floating* v) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
+    cdef bint low
     cdef bint use_l2 = load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1,
-                                    &beta2, &omb2)
-    cdef bint low = w1 < 0.5
+                                    &low, &beta2, &omb2)
     cdef floating bc1 = <floating>c.bias_correction1
     cdef floating bc2s = <floating>c.bias_correction2_sqrt
     cdef floating eps = <floating>c.eps

@@ -14,7 +14,7 @@ Element update, in torch's operation order:
 include "_rmsprop_call.pxi"
 
 from optcore.kernels._math cimport (GradTerm, set_grad_term, load_grad_term, signed_grad,
-                                     centered_variance, fsqrt, lerp)
+                                     load_lerp_weight, centered_variance, fsqrt, lerp)
 
 
 cdef struct Call:
@@ -35,9 +35,8 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
     cdef floating sign, wd
     cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating alpha = <floating>c.alpha
-    cdef floating w = <floating>c.w
-    cdef floating one_minus_w = 1 - w
-    cdef bint low = w < 0.5
+    cdef floating w, one_minus_w
+    cdef bint low = load_lerp_weight(c.w, &w, &one_minus_w)
     cdef floating eps = <floating>c.eps
     cdef floating mom = <floating>c.momentum
     cdef floating neg_lr = <floating>c.neg_lr
