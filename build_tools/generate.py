@@ -1,9 +1,11 @@
 """Render the mechanical layers of the step kernels from src/optcore/_spec.py.
 
 For every kernel of the spec: ``kernels/<module>.pxd`` (the C API),
-``kernels/_<module>_api.pxi`` (segment entry points, the C-API forwarding
-functions and the Python wrapper, ``include``d by the hand-written
-``<module>.pyx``) and ``kernels/<module>.pyi``; for all of them
+``kernels/_<module>_call.pxi`` (the common cimports and the ``Buffers`` struct
+of the call's pointers, ``include``d at the top of the hand-written
+``<module>.pyx``), ``kernels/_<module>_api.pxi`` (``_run``, segment entry
+points, the C-API forwarding functions and the Python wrapper, ``include``d at
+its end) and ``kernels/<module>.pyi``; for all of them
 ``kernels/__init__.pxd``, ``optcore/_numba_signatures.py``, ``optcore/_kernels.py``
 (the Python functions ``optcore`` re-exports) and ``optcore/numba.pyi``. The templates
 are in build_tools/templates (Cython's bundled Tempita). Generated files are
@@ -134,6 +136,47 @@ def c_names(kernel: Any) -> list[str]:
     return [kernel.name + form for form in forms]
 
 
+def run_decl(kernel: Any) -> str:
+    """The signature line(s) of a kernel's ``_run`` (the multi form's
+    arguments, then the segment function)."""
+    args = [f"void** {b.name}" for b in kernel.buffers]
+    args += ["const Py_ssize_t* sizes", "Py_ssize_t ntensors"]
+    args += [f"{CTYPES[h.ctype][0]} {h.name}" for h in kernel.hypers]
+    args += ["int num_threads", "segment_fn fn"]
+    return wrap_call(f"cdef inline {kernel.returns} _run", args, " noexcept nogil:")
+
+
+def set_buffers(kernel: Any) -> str:
+    """``_run``'s assignments of the buffer pointers (NULL when a needed
+    buffer's condition does not hold)."""
+    lines = []
+    for b in kernel.buffers:
+        value = f"{b.name} if {b.needed.cython()} else NULL" if b.needed else b.name
+        lines.append(f"    c.bufs.{b.name} = {value}")
+    return "\n".join(lines)
+
+
+def prepare_call(kernel: Any, head: str) -> str:
+    return wrap_call(head, ["&c"] + [h.name for h in kernel.hypers], "")
+
+
+def segment_call(kernel: Any, ctype: str) -> str:
+    """The segment entry point's call of the ``.pyx``'s ``_<module>_segment``:
+    the call, the tensor index, the slice's length, then every buffer's slice
+    (NULL for a needed buffer that is not used), one a line."""
+    head = f"    _{kernel.module}_segment("
+    pad = " " * len(head)
+    lines = [head + "c, t, stop - start,"]
+    for i, b in enumerate(kernel.buffers):
+        tail = "," if i < len(kernel.buffers) - 1 else ")"
+        piece = f"<{'const ' if b.role == 'read' else ''}{ctype}*>c.bufs.{b.name}[t] + start"
+        if b.needed:
+            lines += [f"{pad}({piece}", f"{pad} if c.bufs.{b.name} != NULL else NULL){tail}"]
+        else:
+            lines.append(pad + piece + tail)
+    return "\n".join(lines)
+
+
 def need_text(need: Any) -> str:
     return {"true": "{}", "nonzero": "{} != 0", "positive": "{} > 0"}[
         need.test].format(need.option)
@@ -247,7 +290,8 @@ def docstring(text: str, indent: str) -> str:
     return f'{indent}"""{body}"""'
 
 
-NAMESPACE = dict(bullet=bullet, c_decl=c_decl, c_names=c_names, c_forward=c_forward, comment=comment,
+NAMESPACE = dict(segment_call=segment_call, run_decl=run_decl, set_buffers=set_buffers, prepare_call=prepare_call,
+                 bullet=bullet, c_decl=c_decl, c_names=c_names, c_forward=c_forward, comment=comment,
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
                  check_line=check_line, bind_call=bind_call, run_call=run_call,
                  numba_args=numba_args, docstring=docstring, export_names=export_names, wrap_call=wrap_call,
@@ -265,6 +309,7 @@ def render(spec: ModuleType) -> dict[str, str]:
     out: dict[str, str] = {}
     ns = dict(NAMESPACE, spec=spec, kernels=spec.KERNELS, dtypes=spec.DTYPES)
     for name, target in (("kernel.pxd.tp", "kernels/{}.pxd"),
+                         ("kernel_call.pxi.tp", "kernels/_{}_call.pxi"),
                          ("kernel_api.pxi.tp", "kernels/_{}_api.pxi"),
                          ("kernel.pyi.tp", "kernels/{}.pyi")):
         template = _template(name)

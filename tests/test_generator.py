@@ -20,7 +20,8 @@ REAL_SPEC = os.path.join(ROOT, "src", "optcore", "_spec.py")
 # A two-kernel spec: buffers always and conditionally needed (positional and
 # keyword-only), checked / unchecked / flag / required hyperparameters, an
 # alias with a fixed flag and another default, a double result, a multi form
-# with its own result type, and a kernel without multi forms.
+# with its own result type, and a kernel without multi forms and with a
+# hand-written wrapper and _run.
 FAKE_SPEC = '''
 import importlib.util, sys
 _s = importlib.util.spec_from_file_location("_fake_spec_base", {real!r})
@@ -56,7 +57,7 @@ KERNELS = (
         "one_step", "one",
         (Buffer("param"),),
         (Hyper("step", "step"),),
-        "A single-tensor kernel.", multi=False, wrapper="hand"),
+        "A single-tensor kernel.", multi=False, wrapper="hand", run="hand"),
 )
 '''
 

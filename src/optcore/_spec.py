@@ -125,7 +125,11 @@ class Kernel:
     (also in the ``.pyi`` stubs); ``alias_docs`` the docstrings of the
     ``aliases``. ``c_notes``: contract lines of the C API beyond the common
     ones (comment text of the generated ``.pxd``). ``multi_returns``: the C
-    return type of the ``*_multi_*`` forms when it differs from ``returns``."""
+    return type of the ``*_multi_*`` forms when it differs from ``returns``.
+    ``run``: "generated" (``_run`` sets the buffers, NULL where not ``needed``,
+    calls the ``.pyx``'s ``_prepare(&c, <hyperparameters>)``, which returns
+    the result if any, and runs the segments) or "hand" (the ``.pyx`` writes
+    ``_run``)."""
 
     name: str
     module: str
@@ -135,6 +139,7 @@ class Kernel:
     returns: str = "void"          # C return type: "void" or "double"
     multi: bool = True             # has the *_multi_* forms
     wrapper: str = "generated"     # or "hand": the .pyx writes its own def
+    run: str = "generated"         # or "hand": the .pyx writes its own _run
     #: Python-only variants of the def wrapper: name -> {C argument: fixed value}
     #: plus {"defaults": {...}} overrides (e.g. adamw_step).
     aliases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -359,7 +364,7 @@ The update is Lion's (Chen et al. 2023; optax.lion), see lion.pyx."""),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-6),
          _weight_decay(), MAXIMIZE),
         "One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb).",
-        multi_returns="int",
+        multi_returns="int", run="hand",
         details="""Adam moments with bias correction,
 ``u = exp_avg_hat / (sqrt(exp_avg_sq_hat) + eps) + weight_decay * param``
 (``x_hat = x * (1 / (1 - beta**step))``), then ``param -= lr * r * u`` with the trust ratio

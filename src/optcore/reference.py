@@ -76,6 +76,35 @@ def sgd_step(param: Buffers, grad: Buffers, momentum_buffer: Buffers | None = No
         p += -lr * g
 
 
+def _lerp_(start: NDArray[Any], end: NDArray[Any], weight: float) -> None:
+    """``start.lerp_(end, weight)`` in place, with torch.lerp's two-sided formula."""
+    dt = start.dtype.type
+    w = dt(weight)
+    if w < 0.5:
+        start += w * (end - start)
+    else:
+        start[...] = end - (end - start) * (dt(1) - w)
+
+
+def _adam_moments_(p: Any, g: Any, m: Any, v: Any, *, lr: float, beta1: float,
+                   beta2: float, weight_decay: float, decoupled: bool,
+                   maximize: bool) -> Any:
+    """The Adam family's common part, in place (torch's order): ±grad, the
+    weight decay (decoupled: ``p *= 1 - lr * weight_decay``, else L2 added to
+    the gradient), ``m.lerp_(g, 1 - beta1)``, ``v = v * beta2 + (1 - beta2) *
+    g * g``. Returns the gradient the update uses."""
+    g = -g if maximize else g
+    if weight_decay != 0:
+        if decoupled:
+            p *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+    _lerp_(m, g, 1 - beta1)
+    v *= beta2
+    v += (1 - beta2) * g * g
+    return g
+
+
 def adam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffers, *,
               step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
               eps: float = 1e-8, weight_decay: float = 0.0,
@@ -86,21 +115,9 @@ def adam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffe
     step_size = lr / bias_correction1
     for p, g, m, v, vmax in _tensors(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
         p, g, m, v, vmax = map(_flat, (p, g, m, v, vmax))
-        dt = p.dtype.type
-        g = -g if maximize else g
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
-        # exp_avg.lerp_(grad, 1 - beta1), with torch.lerp's two-sided formula
-        w = dt(1 - beta1)
-        if w < 0.5:
-            m += w * (g - m)
-        else:
-            m[...] = g - (g - m) * (dt(1) - w)
-        v *= beta2
-        v += (1 - beta2) * g * g
+        _adam_moments_(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2,
+                       weight_decay=weight_decay, decoupled=decoupled_weight_decay,
+                       maximize=maximize)
         if amsgrad:
             np.maximum(vmax, v, out=vmax)
             denom = np.sqrt(vmax) / bias_correction2_sqrt + eps
@@ -118,16 +135,6 @@ def adamw_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buff
               decoupled_weight_decay=True, amsgrad=amsgrad,
               max_exp_avg_sq=max_exp_avg_sq, maximize=maximize)
 
-
-
-def _lerp_(start: NDArray[Any], end: NDArray[Any], weight: float) -> None:
-    """``start.lerp_(end, weight)`` in place, with torch.lerp's two-sided formula."""
-    dt = start.dtype.type
-    w = dt(weight)
-    if w < 0.5:
-        start += w * (end - start)
-    else:
-        start[...] = end - (end - start) * (dt(1) - w)
 
 
 def rmsprop_step(param: Buffers, grad: Buffers, square_avg: Buffers,
@@ -219,15 +226,9 @@ def nadam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buff
     avg_coef = -lr * mu_next / (1.0 - mu_product * mu_next)
     for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
         p, g, m, v = map(_flat, (p, g, m, v))
-        g = -g if maximize else g
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
-        _lerp_(m, g, 1 - beta1)
-        v *= beta2
-        v += (1 - beta2) * g * g
+        g = _adam_moments_(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2,
+                           weight_decay=weight_decay, decoupled=decoupled_weight_decay,
+                           maximize=maximize)
         denom = np.sqrt(v / bias_correction2) + eps
         p += grad_coef * g / denom
         p += avg_coef * m / denom
@@ -249,15 +250,9 @@ def radam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buff
     for p, g, m, v in _tensors(param, grad, exp_avg, exp_avg_sq):
         p, g, m, v = map(_flat, (p, g, m, v))
         dt = p.dtype.type
-        g = -g if maximize else g
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
-        _lerp_(m, g, 1 - beta1)
-        v *= beta2
-        v += (1 - beta2) * g * g
+        _adam_moments_(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2,
+                       weight_decay=weight_decay, decoupled=decoupled_weight_decay,
+                       maximize=maximize)
         update = m / bias_correction1 * lr
         if rectified:
             # torch computes bc2**0.5 / (sqrt(v) + eps) as reciprocal(...) * bc2**0.5

@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 
 def _int(text: str, what: str) -> int:
@@ -53,11 +54,19 @@ def name_list(what: str,
     return parse
 
 
-def positive_float(text: str) -> float:
+T = TypeVar("T")
+
+
+def _number(text: str, convert: Callable[[str], T], noun: str) -> T:
+    """``convert(text)``, or argparse's error "must be <noun>, got ..."."""
     try:
-        value = float(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float, "a number")
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
@@ -65,10 +74,7 @@ def positive_float(text: str) -> float:
 
 def seed(text: str) -> int:
     """A NumPy seed: numpy.random.default_rng takes integers >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    value = _number(text, int, "an integer")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 (a NumPy seed), got {value}")
     return value

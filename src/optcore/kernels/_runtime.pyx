@@ -118,6 +118,12 @@ cdef inline void _run_range(segment_fn fn, const void* ctx, const Py_ssize_t* si
         base += sizes[t]
 
 
+cdef inline Py_ssize_t _clipped_end(Py_ssize_t lo, Py_ssize_t width,
+                                    Py_ssize_t limit) noexcept nogil:
+    # The end of the range of `width` elements from `lo`, at most `limit`.
+    return limit if lo + width > limit else lo + width
+
+
 cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
                        Py_ssize_t ntensors, int num_threads) noexcept nogil:
     """Apply ``fn`` over all elements of all tensors, with ``num_threads``
@@ -140,9 +146,7 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
     chunk = (chunk + PARTITION_ALIGN - 1) // PARTITION_ALIGN * PARTITION_ALIGN
     for part in prange(nt, schedule='static', num_threads=nt):
         lo = part * chunk
-        hi = lo + chunk
-        if hi > total:
-            hi = total
+        hi = _clipped_end(lo, chunk, total)
         if lo < hi:
             _run_range(fn, ctx, sizes, ntensors, lo, hi)
 
@@ -165,9 +169,7 @@ cdef void _run_blocks(block_fn fn, const void* ctx, const Py_ssize_t* sizes,
             t += 1
             j = 0
         lo = j * REDUCE_BLOCK
-        hi = lo + REDUCE_BLOCK
-        if hi > sizes[t]:
-            hi = sizes[t]
+        hi = _clipped_end(lo, REDUCE_BLOCK, sizes[t])
         fn(ctx, t, lo, hi, out + (b - first) * width)
         j += 1
 
@@ -195,9 +197,7 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
         for t in range(ntensors):
             for j in range(_blocks_of(sizes[t])):
                 lo = j * REDUCE_BLOCK
-                hi = lo + REDUCE_BLOCK
-                if hi > sizes[t]:
-                    hi = sizes[t]
+                hi = _clipped_end(lo, REDUCE_BLOCK, sizes[t])
                 fn(ctx, t, lo, hi, one)
                 fold(acc, t, one)
         return
@@ -206,9 +206,7 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
     chunk = (nblocks + nt - 1) // nt
     for part in prange(nt, schedule='static', num_threads=nt):
         lo = part * chunk
-        hi = lo + chunk
-        if hi > nblocks:
-            hi = nblocks
+        hi = _clipped_end(lo, chunk, nblocks)
         if lo < hi:
             _run_blocks(fn, ctx, sizes, ntensors, lo, hi, partials + lo * width, width)
     b = 0

@@ -8,44 +8,35 @@ Element update, in torch's operation order:
     param += -lr * delta
 """
 
-from cython cimport floating
+include "_adadelta_call.pxi"
 
-from optcore.kernels._math cimport fsqrt
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport (GradTerm, set_grad_term, load_grad_term, signed_grad,
+                                     fsqrt)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** square_avg
-    void** acc_delta
-    double grad_sign           # -1 when maximizing
-    double weight_decay
+    Buffers bufs               # the call's tensors (_adadelta_call.pxi)
+    GradTerm grad              # ±grad + weight_decay * param
     double rho
     double one_minus_rho
     double eps
     double neg_lr
 
 
-cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                   Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* sq = <floating*>c.square_avg[t] + start
-    cdef floating* acc = <floating*>c.acc_delta[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
+                                   floating* p, const floating* g, floating* sq,
+                                   floating* acc) noexcept nogil:
+    cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
-    cdef floating sign = <floating>c.grad_sign
-    cdef floating wd = <floating>c.weight_decay
-    cdef bint use_wd = c.weight_decay != 0.0
+    cdef floating sign, wd
+    cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating rho = <floating>c.rho
     cdef floating omr = <floating>c.one_minus_rho
     cdef floating eps = <floating>c.eps
     cdef floating neg_lr = <floating>c.neg_lr
     cdef floating gi, si, di
     for i in range(n):
-        gi = g[i] * sign
-        if use_wd:
-            gi = gi + wd * p[i]
+        gi = signed_grad(g[i], p[i], sign, wd, use_wd)
         si = sq[i] * rho + omr * gi * gi
         sq[i] = si
         di = fsqrt(acc[i] + eps) / fsqrt(si + eps) * gi
@@ -53,22 +44,13 @@ cdef inline void _adadelta_segment(const Call* c, Py_ssize_t t, Py_ssize_t start
         p[i] = p[i] + neg_lr * di
 
 
-cdef inline void _run(void** param, void** grad, void** square_avg, void** acc_delta,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double rho, double eps, double weight_decay,
-                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.square_avg = square_avg
-    c.acc_delta = acc_delta
-    c.grad_sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
+cdef inline void _prepare(Call* c, long long step, double lr, double rho, double eps,
+                          double weight_decay, bint maximize) noexcept nogil:
+    set_grad_term(&c.grad, weight_decay, maximize)
     c.rho = rho
     c.one_minus_rho = 1.0 - rho
     c.eps = eps
     c.neg_lr = -lr
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_adadelta_api.pxi"

@@ -1,28 +1,23 @@
 """Adam and AdamW steps (torch.optim.Adam / AdamW update rules).
 
 Written here: the per-step scalars (`_prepare`), the loop over one contiguous
-slice (`_adam_segment`, vectorised by the compiler) and `_run`. The per-dtype
-entry points, the C API and the Python wrappers (which check every argument
-before the first write) are generated from optcore/_spec.py into
-`_adam_api.pxi` (build_tools/generate.py).
+slice (`_adam_segment`, vectorised by the compiler). The buffer pointers of
+`Call` (`_adam_call.pxi`), `_run`, the per-dtype entry points, the C API and
+the Python wrappers (which check every argument before the first write) are
+generated from optcore/_spec.py into `_adam_api.pxi` (build_tools/generate.py).
 """
 
-from cython cimport floating
+include "_adam_call.pxi"
+
 from libc.math cimport pow
 
-from optcore.kernels._math cimport fsqrt, maximum, lerp
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport fsqrt, maximum, lerp, signed_grad
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
-                                           bias_correction, adam_grad,
-                                           second_moment)
+                                           bias_correction, second_moment)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
-    void** exp_avg_sq
-    void** max_exp_avg_sq
+    Buffers bufs               # the call's tensors (_adam_call.pxi)
     Moments moments            # the Adam family's shared scalars
     # per-step scalars of this kernel, computed once in double
     double bias_correction2_sqrt
@@ -32,31 +27,29 @@ cdef struct Call:
 
 cdef void _prepare(Call* c, long long step, double lr, double beta1,
                    double beta2, double eps, double weight_decay, bint decoupled,
-                   bint maximize) noexcept nogil:
+                   bint amsgrad, bint maximize) noexcept nogil:
+    # amsgrad: only which buffers are used (the generated _run)
     set_moments(&c.moments, lr, beta1, beta2, weight_decay, decoupled, maximize)
     c.bias_correction2_sqrt = pow(bias_correction(beta2, step), 0.5)
     c.eps = eps
     c.neg_step_size = -(lr / bias_correction(beta1, step))
 
 
-cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                               Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef floating* v = <floating*>c.exp_avg_sq[t] + start
-    cdef floating* vmax = NULL
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                               const floating* g, floating* m, floating* v,
+                               floating* vmax) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
-    load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
-    cdef bint use_l2 = c.moments.use_l2
-    cdef bint low = w1 < 0.5
+    cdef bint low
+    cdef bint use_l2 = load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1,
+                                    &low, &beta2, &omb2)
     cdef floating bc2s = <floating>c.bias_correction2_sqrt
     cdef floating eps = <floating>c.eps
     cdef floating nss = <floating>c.neg_step_size
     cdef floating gi, pi, mi, vi, vm
-    if c.max_exp_avg_sq == NULL:
+    if vmax == NULL:
         for i in range(n):
-            gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+            gi = signed_grad(g[i], p[i], sign, l2, use_l2)
             pi = p[i] * decay
             mi = lerp(m[i], gi, w1, one_minus_w1, low)
             vi = second_moment(v[i], gi, beta2, omb2)
@@ -64,9 +57,8 @@ cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             v[i] = vi
             p[i] = pi + nss * mi / (fsqrt(vi) / bc2s + eps)
     else:
-        vmax = <floating*>c.max_exp_avg_sq[t] + start
         for i in range(n):
-            gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+            gi = signed_grad(g[i], p[i], sign, l2, use_l2)
             pi = p[i] * decay
             mi = lerp(m[i], gi, w1, one_minus_w1, low)
             vi = second_moment(v[i], gi, beta2, omb2)
@@ -75,22 +67,6 @@ cdef inline void _adam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             v[i] = vi
             vmax[i] = vm
             p[i] = pi + nss * mi / (fsqrt(vm) / bc2s + eps)
-
-
-cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_sq,
-                      void** max_exp_avg_sq, const Py_ssize_t* sizes,
-                      Py_ssize_t ntensors, long long step, double lr, double beta1,
-                      double beta2, double eps, double weight_decay, bint decoupled,
-                      bint amsgrad, bint maximize, int num_threads,
-                      segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
-    c.exp_avg_sq = exp_avg_sq
-    c.max_exp_avg_sq = max_exp_avg_sq if amsgrad else NULL
-    _prepare(&c, step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize)
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_adam_api.pxi"

@@ -7,40 +7,33 @@ Element update, in torch's operation order:
     param += (-clr * exp_avg) / exp_inf,   clr = lr / (1 - beta1**step)
 """
 
-from cython cimport floating
+include "_adamax_call.pxi"
 
-
-from optcore.kernels._math cimport fabs_, maximum, lerp
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport fabs_, maximum, lerp, signed_grad
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
-                                           bias_correction, adam_grad)
+                                           bias_correction)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
-    void** exp_inf
+    Buffers bufs               # the call's tensors (_adamax_call.pxi)
     Moments moments            # the Adam family's shared scalars (L2 decay only)
     double eps
     double neg_clr             # -lr / (1 - beta1**step)
 
 
-cdef inline void _adamax_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                 Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef floating* u = <floating*>c.exp_inf[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _adamax_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                                 const floating* g, floating* m,
+                                 floating* u) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
-    load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
-    cdef bint use_l2 = c.moments.use_l2
-    cdef bint low = w1 < 0.5
+    cdef bint low
+    cdef bint use_l2 = load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1,
+                                    &low, &beta2, &omb2)
     cdef floating eps = <floating>c.eps
     cdef floating neg_clr = <floating>c.neg_clr
     cdef floating gi, mi, ui
     for i in range(n):
-        gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+        gi = signed_grad(g[i], p[i], sign, l2, use_l2)
         mi = lerp(m[i], gi, w1, one_minus_w1, low)
         ui = maximum(u[i] * beta2, fabs_(gi) + eps)
         m[i] = mi
@@ -48,20 +41,12 @@ cdef inline void _adamax_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
         p[i] = p[i] + neg_clr * mi / ui
 
 
-cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_inf,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double beta1, double beta2, double eps,
-                      double weight_decay, bint maximize, int num_threads,
-                      segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
-    c.exp_inf = exp_inf
+cdef inline void _prepare(Call* c, long long step, double lr, double beta1,
+                          double beta2, double eps, double weight_decay,
+                          bint maximize) noexcept nogil:
     set_moments(&c.moments, lr, beta1, beta2, weight_decay, False, maximize)
     c.eps = eps
     c.neg_clr = -(lr / bias_correction(beta1, step))
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_adamax_api.pxi"

@@ -76,6 +76,10 @@ cdef struct Pass:
     void* buf[MAX_BUFFERS]
     double scale
     double sink[256]          # per-thread results of the read-only pattern
+    # how run() times it
+    Py_ssize_t n              # elements per buffer
+    int num_threads
+    bint f32
 
 
 def bytes_per_element(str pattern, itemsize):
@@ -179,6 +183,29 @@ cdef void _one_pass(Pass* ps, Py_ssize_t n, int nt, bint f32) noexcept nogil:
                 _segment[double](ps, lo, hi, tid, 0)
 
 
+ctypedef void (*timed_fn)(void* ctx) noexcept nogil
+
+
+cdef list _seconds_per_call(timed_fn body, void* ctx, int number, int repeat):
+    # `repeat` samples of the mean wall time of `number` calls of body(ctx).
+    cdef int rep, k
+    cdef unsigned long long t0, t1
+    times = []
+    for rep in range(repeat):
+        with nogil:
+            t0 = optcore_now_ns()
+            for k in range(number):
+                body(ctx)
+            t1 = optcore_now_ns()
+        times.append((t1 - t0) * 1e-9 / number)
+    return times
+
+
+cdef void _timed_pass(void* ctx) noexcept nogil:
+    cdef Pass* ps = <Pass*>ctx
+    _one_pass(ps, ps.n, ps.num_threads, ps.f32)
+
+
 def make_buffers(str pattern, Py_ssize_t n, dtype=np.float32, seed=0):
     """Random (never zero) buffers for ``pattern``: a list of arrays."""
     _, _, nbuf = PATTERNS[pattern]
@@ -194,10 +221,7 @@ def run(str pattern, list buffers, int num_threads=1, int number=1,
     each sample. Values stay bounded (``scale`` < 1 makes every update a
     contraction towards a fixed point)."""
     cdef Pass ps
-    cdef int i, nbuf, rep, k
-    cdef Py_ssize_t n
-    cdef bint f32
-    cdef unsigned long long t0, t1
+    cdef int i, nbuf
     if number < 1 or repeat < 1:
         raise ValueError("number and repeat must be >= 1")
     ps.code = _CODES[pattern]
@@ -209,42 +233,28 @@ def run(str pattern, list buffers, int num_threads=1, int number=1,
     dt = arrays[0].dtype
     if dt not in (np.float32, np.float64):
         raise TypeError(f"buffers must be float32 or float64, got {dt}")
-    n = arrays[0].size
+    ps.n = arrays[0].size
     for a in arrays:
-        if a.dtype != dt or a.size != n or not a.flags.writeable:
+        if a.dtype != dt or a.size != ps.n or not a.flags.writeable:
             raise ValueError("buffers must be writable arrays of one dtype and size")
     for i in range(nbuf):
         ps.buf[i] = <void*><Py_ssize_t>arrays[i].ctypes.data
-    f32 = dt == np.float32
+    ps.f32 = dt == np.float32
     ps.scale = scale
-    if num_threads < 1 or not OPTCORE_HAVE_OPENMP:
-        num_threads = 1
-    times = []
-    for rep in range(repeat):
-        with nogil:
-            t0 = optcore_now_ns()
-            for k in range(number):
-                _one_pass(&ps, n, num_threads, f32)
-            t1 = optcore_now_ns()
-        times.append((t1 - t0) * 1e-9 / number)
-    return times
+    ps.num_threads = 1 if num_threads < 1 or not OPTCORE_HAVE_OPENMP else num_threads
+    return _seconds_per_call(_timed_pass, &ps, number, repeat)
+
+
+cdef void _timed_fork_join(void* ctx) noexcept nogil:
+    cdef int tid
+    with parallel(num_threads=(<int*>ctx)[0]):
+        tid = omp_get_thread_num()
 
 
 def fork_join(int num_threads, int number=1000, int repeat=15):
     """Seconds per empty OpenMP parallel region of ``num_threads`` threads
     (the fixed cost a parallel kernel call pays), one value per sample."""
-    cdef int rep, k, nt = num_threads
-    cdef unsigned long long t0, t1
-    cdef int tid
+    cdef int nt = num_threads
     if nt < 1 or not OPTCORE_HAVE_OPENMP:
         nt = 1
-    times = []
-    for rep in range(repeat):
-        with nogil:
-            t0 = optcore_now_ns()
-            for k in range(number):
-                with parallel(num_threads=nt):
-                    tid = omp_get_thread_num()
-            t1 = optcore_now_ns()
-        times.append((t1 - t0) * 1e-9 / number)
-    return times
+    return _seconds_per_call(_timed_fork_join, &nt, number, repeat)

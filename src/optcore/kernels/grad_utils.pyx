@@ -15,7 +15,8 @@ from libc.math cimport pow, sqrt, fabs, INFINITY, NAN, HUGE_VAL
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy
 
-from optcore.kernels._math cimport fabs_, maximum, sum_squares
+from optcore.kernels._math cimport (fabs_, maximum, sum_squares, sum_abs, lanes_sum,
+                                     SUM_LANES)
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
                                        block_fn)
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
@@ -37,7 +38,7 @@ cdef extern from * nogil:
     int optcore_flag_get(const int* f)
 
 cdef enum:
-    LANES = 8          # independent accumulators inside a block
+    LANES = 8          # independent chains of the float64 max (int64 compare-and-select)
     MAX_LANES = 32     # the same for the float32 max (integer compare-and-select)
     CHECK_LANES = 32   # float32 accumulators of the non-finite checks (float64: 16)
     CHECK_EVERY = 2048 # all_finite looks at the other threads' result this often
@@ -60,10 +61,6 @@ cdef struct NormCall:
     double divisor         # |x| / divisor; 1 on the first pass
     bint scaled
     bint is_f32
-
-
-cdef inline double _lanes_sum(const double* acc) noexcept nogil:
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
 ctypedef fused magnitude_bits:
@@ -127,37 +124,23 @@ cdef inline double _max_abs(const floating* x, Py_ssize_t n) noexcept nogil:
         return _max_magnitude(x, n, magnitude64)
 
 
-cdef double _sum_abs(const floating* x, Py_ssize_t n) noexcept nogil:
-    cdef double acc[LANES]
-    cdef Py_ssize_t i, j, r, nfull = n - n % LANES
-    for j in range(LANES):
-        acc[j] = 0.0
-    for r in range(nfull // LANES):
-        i = r * LANES
-        for j in range(LANES):
-            acc[j] += <double>fabs_(x[i + j])
-    for i in range(nfull, n):
-        acc[i - nfull] += <double>fabs_(x[i])
-    return _lanes_sum(acc)
-
-
 cdef double _sum_pow(const floating* x, Py_ssize_t n, int kind, double p,
                      double divisor) noexcept nogil:
     # sum (|x| / divisor)**p: any p (the general norm, and the rescaled pass).
-    cdef double acc[LANES]
+    cdef double acc[SUM_LANES]
     cdef double d
     cdef Py_ssize_t i, j
-    for j in range(LANES):
+    for j in range(SUM_LANES):
         acc[j] = 0.0
     for i in range(n):
         d = <double>fabs_(x[i]) / divisor
         if kind == NORM_1:
-            acc[i % LANES] += d
+            acc[i % SUM_LANES] += d
         elif kind == NORM_2:
-            acc[i % LANES] += d * d
+            acc[i % SUM_LANES] += d * d
         else:
-            acc[i % LANES] += pow(d, p)
-    return _lanes_sum(acc)
+            acc[i % SUM_LANES] += pow(d, p)
+    return lanes_sum(acc)
 
 
 cdef inline double _norm_of(const floating* x, Py_ssize_t n, const NormCall* c) noexcept nogil:
@@ -167,7 +150,7 @@ cdef inline double _norm_of(const floating* x, Py_ssize_t n, const NormCall* c) 
         return _sum_pow(x, n, c.kind, c.p, c.divisor)
     if c.kind == NORM_2:
         return sum_squares(x, n)
-    return _sum_abs(x, n)
+    return sum_abs(x, n)
 
 
 cdef void _norm_block(const void* ctx, Py_ssize_t t, Py_ssize_t start,

@@ -28,30 +28,24 @@ runs both passes chunk by chunk, which gives the same bits (each tensor's sums
 are folded in its own block order either way).
 """
 
-from cython cimport floating
+include "_lamb_call.pxi"
+
 from libc.math cimport sqrt
 from libc.string cimport memset
 
-from optcore.kernels._math cimport fsqrt, sum_squares
+from optcore.kernels._math cimport Betas, set_betas, load_betas, fsqrt, sum_squares
 from optcore.kernels._adam_common cimport bias_correction, second_moment
-from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
-                                       block_fn, REDUCE_BLOCK)
+from optcore.kernels._runtime cimport reduce_blocks, block_fn, REDUCE_BLOCK
 
 cdef enum:
     CHUNK_TENSORS = 128  # tensors per pair of passes (their sums on the stack)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
-    void** exp_avg_sq
+    Buffers bufs               # the call's tensors (_lamb_call.pxi)
     # per-step scalars, computed once in double
     double grad_sign           # -1 when maximizing
-    double beta1
-    double one_minus_beta1
-    double beta2
-    double one_minus_beta2
+    Betas betas
     double inv_bias_correction1    # 1 / (1 - beta1**step)
     double inv_bias_correction2    # 1 / (1 - beta2**step)
     double eps
@@ -78,15 +72,13 @@ cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
     # Pass 1 over one block: update m and v; out = (sum p*p, sum u*u). u goes
     # through a block-sized buffer on the stack (it stays in L1): two simple
     # loops vectorise better than one that also carries 16 accumulators.
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef floating* v = <floating*>c.exp_avg_sq[t] + start
+    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
+    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
+    cdef floating* v = <floating*>c.bufs.exp_avg_sq[t] + start
     cdef Py_ssize_t i, n = stop - start
     cdef floating sign = <floating>c.grad_sign
-    cdef floating b1 = <floating>c.beta1
-    cdef floating omb1 = <floating>c.one_minus_beta1
-    cdef floating b2 = <floating>c.beta2
-    cdef floating omb2 = <floating>c.one_minus_beta2
+    cdef floating b1, omb1, b2, omb2
+    load_betas(&c.betas, &b1, &omb1, &b2, &omb2)
     cdef floating c1 = <floating>c.inv_bias_correction1
     cdef floating c2 = <floating>c.inv_bias_correction2
     cdef floating eps = <floating>c.eps
@@ -105,12 +97,12 @@ cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
     out[1] = sum_squares(<const floating*>u, n)
 
 
-cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                               Py_ssize_t stop, floating* p) noexcept nogil:
-    # Pass 2: p = p - lr * r * u, with u recomputed from the new m and v.
-    cdef const floating* m = <const floating*>c.exp_avg[t] + start
-    cdef const floating* v = <const floating*>c.exp_avg_sq[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                               const floating* g, const floating* m,
+                               const floating* v) noexcept nogil:
+    # Pass 2: p = p - lr * r * u, with u recomputed from the new m and v (g is
+    # not read here).
+    cdef Py_ssize_t i
     cdef floating c1 = <floating>c.inv_bias_correction1
     cdef floating c2 = <floating>c.inv_bias_correction2
     cdef floating eps = <floating>c.eps
@@ -124,13 +116,13 @@ cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
 cdef void _block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
     cdef const Call* c = <const Call*>ctx
-    _moments_block(c, t, start, stop, out, <const float*>c.param[t] + start)
+    _moments_block(c, t, start, stop, out, <const float*>c.bufs.param[t] + start)
 
 
 cdef void _block_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
     cdef const Call* c = <const Call*>ctx
-    _moments_block(c, t, start, stop, out, <const double*>c.param[t] + start)
+    _moments_block(c, t, start, stop, out, <const double*>c.bufs.param[t] + start)
 
 
 cdef void _fold(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
@@ -151,10 +143,7 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
     cdef Py_ssize_t first, t, count
     cdef double pn, un, ratio
     c.grad_sign = -1.0 if maximize else 1.0
-    c.beta1 = beta1
-    c.one_minus_beta1 = 1.0 - beta1
-    c.beta2 = beta2
-    c.one_minus_beta2 = 1.0 - beta2
+    set_betas(&c.betas, beta1, beta2)
     c.inv_bias_correction1 = 1.0 / bias_correction(beta1, step)
     c.inv_bias_correction2 = 1.0 / bias_correction(beta2, step)
     c.eps = eps
@@ -164,10 +153,10 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
     first = 0
     while first < ntensors:
         count = min(<Py_ssize_t>CHUNK_TENSORS, ntensors - first)
-        c.param = param + first
-        c.grad = grad + first
-        c.exp_avg = exp_avg + first
-        c.exp_avg_sq = exp_avg_sq + first
+        c.bufs.param = param + first
+        c.bufs.grad = grad + first
+        c.bufs.exp_avg = exp_avg + first
+        c.bufs.exp_avg_sq = exp_avg_sq + first
         memset(scratch, 0, 2 * count * sizeof(double))
         reduce_blocks(block, &c, _fold, c.sums, sizes + first, count, 2, num_threads)
         for t in range(count):

@@ -12,21 +12,16 @@ sign(0) = 0 and NaN propagates (numpy.sign). torch has no Lion; the update is
 checked against optcore.reference and hand-computed values.
 """
 
-from cython cimport floating
+include "_lion_call.pxi"
 
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport Betas, set_betas, load_betas
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
+    Buffers bufs               # the call's tensors (_lion_call.pxi)
     # per-step scalars, computed once in double
     double grad_sign           # -1 when maximizing
-    double beta1
-    double one_minus_beta1
-    double beta2
-    double one_minus_beta2
+    Betas betas
     double decay               # 1 - lr * weight_decay
     double neg_lr
 
@@ -39,17 +34,13 @@ cdef inline floating _sign(floating x) noexcept nogil:
     return x if x != x else s
 
 
-cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                               Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                               const floating* g, floating* m) noexcept nogil:
+    cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
     cdef floating sign = <floating>c.grad_sign
-    cdef floating b1 = <floating>c.beta1
-    cdef floating omb1 = <floating>c.one_minus_beta1
-    cdef floating b2 = <floating>c.beta2
-    cdef floating omb2 = <floating>c.one_minus_beta2
+    cdef floating b1, omb1, b2, omb2
+    load_betas(&c.betas, &b1, &omb1, &b2, &omb2)
     cdef floating decay = <floating>c.decay
     cdef floating neg_lr = <floating>c.neg_lr
     cdef floating gi, mi
@@ -60,23 +51,14 @@ cdef inline void _lion_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
         m[i] = b2 * mi + omb2 * gi
 
 
-cdef inline void _run(void** param, void** grad, void** exp_avg,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double beta1, double beta2, double weight_decay,
-                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
+cdef inline void _prepare(Call* c, long long step, double lr, double beta1,
+                          double beta2, double weight_decay,
+                          bint maximize) noexcept nogil:
     c.grad_sign = -1.0 if maximize else 1.0
-    c.beta1 = beta1
-    c.one_minus_beta1 = 1.0 - beta1
-    c.beta2 = beta2
-    c.one_minus_beta2 = 1.0 - beta2
+    set_betas(&c.betas, beta1, beta2)
     # No decay term at all without weight decay (lr = inf must not give 0 * inf).
     c.decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0
     c.neg_lr = -lr
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_lion_api.pxi"

@@ -14,21 +14,17 @@ Element update, in torch's operation order:
     param += (-lr * mu_{t+1} / (1 - mu_product' * mu_{t+1})) * exp_avg / denom
 """
 
-from cython cimport floating
+include "_nadam_call.pxi"
+
 from libc.math cimport pow
 
-from optcore.kernels._math cimport fsqrt, lerp
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport fsqrt, lerp, signed_grad
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
-                                           bias_correction, adam_grad,
-                                           second_moment)
+                                           bias_correction, second_moment)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
-    void** exp_avg_sq
+    Buffers bufs               # the call's tensors (_nadam_call.pxi)
     Moments moments            # the Adam family's shared scalars
     # per-step scalars of this kernel, computed once in double
     double bias_correction2
@@ -54,23 +50,21 @@ cdef double _prepare(Call* c, long long step, double mu_product, double lr,
     return mu_product_new
 
 
-cdef inline void _nadam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef floating* v = <floating*>c.exp_avg_sq[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _nadam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                                const floating* g, floating* m,
+                                floating* v) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
-    load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
-    cdef bint use_l2 = c.moments.use_l2
-    cdef bint low = w1 < 0.5
+    cdef bint low
+    cdef bint use_l2 = load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1,
+                                    &low, &beta2, &omb2)
     cdef floating bc2 = <floating>c.bias_correction2
     cdef floating eps = <floating>c.eps
     cdef floating cg = <floating>c.grad_coef
     cdef floating ca = <floating>c.avg_coef
     cdef floating gi, pi, mi, vi, denom
     for i in range(n):
-        gi = adam_grad(g[i], p[i], sign, l2, use_l2)
+        gi = signed_grad(g[i], p[i], sign, l2, use_l2)
         pi = p[i] * decay
         mi = lerp(m[i], gi, w1, one_minus_w1, low)
         vi = second_moment(v[i], gi, beta2, omb2)
@@ -79,24 +73,6 @@ cdef inline void _nadam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
         denom = fsqrt(vi / bc2) + eps
         pi = pi + cg * gi / denom
         p[i] = pi + ca * mi / denom
-
-
-cdef inline double _run(void** param, void** grad, void** exp_avg, void** exp_avg_sq,
-                        const Py_ssize_t* sizes, Py_ssize_t ntensors,
-                        long long step, double mu_product, double lr, double beta1,
-                        double beta2, double eps, double weight_decay,
-                        double momentum_decay, bint decoupled, bint maximize,
-                        int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    cdef double mu_product_new
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
-    c.exp_avg_sq = exp_avg_sq
-    mu_product_new = _prepare(&c, step, mu_product, lr, beta1, beta2, eps,
-                              weight_decay, momentum_decay, decoupled, maximize)
-    run_segments(fn, &c, sizes, ntensors, num_threads)
-    return mu_product_new
 
 
 include "_nadam_api.pxi"

@@ -15,21 +15,17 @@ Element update, in torch's operation order:
     param -= u
 """
 
-from cython cimport floating
+include "_radam_call.pxi"
+
 from libc.math cimport pow
 
-from optcore.kernels._math cimport fsqrt, lerp
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport fsqrt, lerp, signed_grad
 from optcore.kernels._adam_common cimport (Moments, set_moments, load_moments,
-                                           bias_correction, adam_grad,
-                                           second_moment)
+                                           bias_correction, second_moment)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** exp_avg
-    void** exp_avg_sq
+    Buffers bufs               # the call's tensors (_radam_call.pxi)
     Moments moments            # the Adam family's shared scalars
     # per-step scalars of this kernel, computed once in double
     double bias_correction1
@@ -60,16 +56,14 @@ cdef void _prepare(Call* c, long long step, double lr, double beta1,
         c.rect = 1.0
 
 
-cdef inline void _radam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* m = <floating*>c.exp_avg[t] + start
-    cdef floating* v = <floating*>c.exp_avg_sq[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _radam_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                                const floating* g, floating* m,
+                                floating* v) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating sign, l2, decay, w1, one_minus_w1, beta2, omb2
-    load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1, &beta2, &omb2)
-    cdef bint use_l2 = c.moments.use_l2
-    cdef bint low = w1 < 0.5
+    cdef bint low
+    cdef bint use_l2 = load_moments(&c.moments, &sign, &l2, &decay, &w1, &one_minus_w1,
+                                    &low, &beta2, &omb2)
     cdef floating bc1 = <floating>c.bias_correction1
     cdef floating bc2s = <floating>c.bias_correction2_sqrt
     cdef floating eps = <floating>c.eps
@@ -77,40 +71,20 @@ cdef inline void _radam_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
     cdef floating rect = <floating>c.rect
     cdef floating one = 1
     cdef floating gi, pi, mi, vi, ui
-    if c.rectified:
-        for i in range(n):
-            gi = adam_grad(g[i], p[i], sign, l2, use_l2)
-            pi = p[i] * decay
-            mi = lerp(m[i], gi, w1, one_minus_w1, low)
-            vi = second_moment(v[i], gi, beta2, omb2)
-            m[i] = mi
-            v[i] = vi
+    cdef bint rectified = c.rectified
+    # One loop: `rectified` is the same for every element (gcc unswitches it).
+    for i in range(n):
+        gi = signed_grad(g[i], p[i], sign, l2, use_l2)
+        pi = p[i] * decay
+        mi = lerp(m[i], gi, w1, one_minus_w1, low)
+        vi = second_moment(v[i], gi, beta2, omb2)
+        m[i] = mi
+        v[i] = vi
+        ui = mi / bc1 * lr
+        if rectified:
             # torch evaluates bc2s / (sqrt(v) + eps) as a reciprocal times bc2s
-            ui = mi / bc1 * lr * (one / (fsqrt(vi) + eps) * bc2s) * rect
-            p[i] = pi - ui
-    else:
-        for i in range(n):
-            gi = adam_grad(g[i], p[i], sign, l2, use_l2)
-            pi = p[i] * decay
-            mi = lerp(m[i], gi, w1, one_minus_w1, low)
-            vi = second_moment(v[i], gi, beta2, omb2)
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi - mi / bc1 * lr
-
-
-cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_sq,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double beta1, double beta2, double eps,
-                      double weight_decay, bint decoupled, bint maximize,
-                      int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.exp_avg = exp_avg
-    c.exp_avg_sq = exp_avg_sq
-    _prepare(&c, step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize)
-    run_segments(fn, &c, sizes, ntensors, num_threads)
+            ui = ui * (one / (fsqrt(vi) + eps) * bc2s) * rect
+        p[i] = pi - ui
 
 
 include "_radam_api.pxi"

@@ -11,20 +11,15 @@ Element update, in torch's operation order:
     else:      param += (-lr * g) / avg
 """
 
-from cython cimport floating
+include "_rmsprop_call.pxi"
 
-from optcore.kernels._math cimport centered_variance, fsqrt, lerp
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport (GradTerm, set_grad_term, load_grad_term, signed_grad,
+                                     load_lerp_weight, centered_variance, fsqrt, lerp)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** square_avg
-    void** momentum_buffer     # NULL unless momentum > 0
-    void** grad_avg            # NULL unless centered
-    double grad_sign           # -1 when maximizing
-    double weight_decay
+    Buffers bufs               # the call's tensors (_rmsprop_call.pxi)
+    GradTerm grad              # ±grad + weight_decay * param
     double alpha
     double w                   # 1 - alpha: the new-gradient weight of both averages
     double eps
@@ -32,44 +27,31 @@ cdef struct Call:
     double neg_lr
 
 
-cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                  Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* sq = <floating*>c.square_avg[t] + start
-    cdef floating* buf = NULL
-    cdef floating* ga = NULL
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t n,
+                                  floating* p, const floating* g, floating* sq,
+                                  floating* buf, floating* ga) noexcept nogil:
+    cdef Py_ssize_t i
     # Scalars in the buffer's type, so float32 math stays float32.
-    cdef floating sign = <floating>c.grad_sign
-    cdef floating wd = <floating>c.weight_decay
-    cdef bint use_wd = c.weight_decay != 0.0
+    cdef floating sign, wd
+    cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating alpha = <floating>c.alpha
-    cdef floating w = <floating>c.w
-    cdef floating one_minus_w = 1 - w
-    cdef bint low = w < 0.5
+    cdef floating w, one_minus_w
+    cdef bint low = load_lerp_weight(c.w, &w, &one_minus_w)
     cdef floating eps = <floating>c.eps
     cdef floating mom = <floating>c.momentum
     cdef floating neg_lr = <floating>c.neg_lr
     cdef floating gi, si, ai, avg, bi
-    if c.momentum_buffer != NULL:
-        buf = <floating*>c.momentum_buffer[t] + start
-    if c.grad_avg != NULL:
-        ga = <floating*>c.grad_avg[t] + start
     # One loop per state layout, so that each vectorises without dead loads.
     if ga == NULL and buf == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             sq[i] = si
             avg = fsqrt(si) + eps
             p[i] = p[i] + neg_lr * gi / avg
     elif buf == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si
@@ -78,9 +60,7 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * gi / avg
     elif ga == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             sq[i] = si
             avg = fsqrt(si) + eps
@@ -89,9 +69,7 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * bi
     else:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             si = sq[i] * alpha + w * gi * gi
             ai = lerp(ga[i], gi, w, one_minus_w, low)
             sq[i] = si
@@ -102,25 +80,15 @@ cdef inline void _rmsprop_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * bi
 
 
-cdef inline void _run(void** param, void** grad, void** square_avg,
-                      void** momentum_buffer, void** grad_avg, const Py_ssize_t* sizes,
-                      Py_ssize_t ntensors, long long step, double lr, double alpha,
-                      double eps, double weight_decay, double momentum, bint centered,
-                      bint maximize, int num_threads, segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.square_avg = square_avg
-    c.momentum_buffer = momentum_buffer if momentum > 0.0 else NULL
-    c.grad_avg = grad_avg if centered else NULL
-    c.grad_sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
+cdef inline void _prepare(Call* c, long long step, double lr, double alpha, double eps,
+                          double weight_decay, double momentum, bint centered,
+                          bint maximize) noexcept nogil:
+    set_grad_term(&c.grad, weight_decay, maximize)
     c.alpha = alpha
     c.w = 1.0 - alpha
     c.eps = eps
     c.momentum = momentum
     c.neg_lr = -lr
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_rmsprop_api.pxi"

@@ -1,19 +1,16 @@
 """SGD step with momentum, dampening, Nesterov and weight decay
 (torch.optim.SGD's update rule)."""
 
-from cython cimport floating
+include "_sgd_call.pxi"
 
-from optcore.kernels._runtime cimport run_segments, segment_fn
+from optcore.kernels._math cimport GradTerm, set_grad_term, load_grad_term, signed_grad
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
 
 
 cdef struct Call:
-    void** param
-    void** grad
-    void** momentum_buffer     # NULL without momentum
-    double grad_sign
-    double weight_decay
+    Buffers bufs               # the call's tensors (_sgd_call.pxi)
+    GradTerm grad              # ±grad + weight_decay * param
     double momentum
     double one_minus_dampening
     double neg_lr
@@ -21,31 +18,24 @@ cdef struct Call:
     bint nesterov
 
 
-cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                              Py_ssize_t stop, floating* p) noexcept nogil:
-    cdef const floating* g = <const floating*>c.grad[t] + start
-    cdef floating* buf
-    cdef Py_ssize_t i, n = stop - start
-    cdef floating sign = <floating>c.grad_sign
-    cdef floating wd = <floating>c.weight_decay
-    cdef bint use_wd = c.weight_decay != 0.0
+cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floating* p,
+                              const floating* g, floating* buf) noexcept nogil:
+    cdef Py_ssize_t i
+    # Scalars in the buffer's type, so float32 math stays float32.
+    cdef floating sign, wd
+    cdef bint use_wd = load_grad_term(&c.grad, &sign, &wd)
     cdef floating mom = <floating>c.momentum
     cdef floating omd = <floating>c.one_minus_dampening
     cdef floating neg_lr = <floating>c.neg_lr
     cdef bint first = c.first, nesterov = c.nesterov
     cdef floating gi, bi
-    if c.momentum_buffer == NULL:
+    if buf == NULL:
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             p[i] = p[i] + neg_lr * gi
     else:
-        buf = <floating*>c.momentum_buffer[t] + start
         for i in range(n):
-            gi = g[i] * sign
-            if use_wd:
-                gi = gi + wd * p[i]
+            gi = signed_grad(g[i], p[i], sign, wd, use_wd)
             bi = gi if first else buf[i] * mom + omd * gi
             buf[i] = bi
             if nesterov:
@@ -55,23 +45,15 @@ cdef inline void _sgd_segment(const Call* c, Py_ssize_t t, Py_ssize_t start,
             p[i] = p[i] + neg_lr * gi
 
 
-cdef inline void _run(void** param, void** grad, void** momentum_buffer,
-                      const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
-                      double lr, double momentum, double dampening, bint nesterov,
-                      double weight_decay, bint maximize, int num_threads,
-                      segment_fn fn) noexcept nogil:
-    cdef Call c
-    c.param = param
-    c.grad = grad
-    c.momentum_buffer = momentum_buffer if momentum != 0.0 else NULL
-    c.grad_sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
+cdef inline void _prepare(Call* c, long long step, double lr, double momentum,
+                          double dampening, bint nesterov, double weight_decay,
+                          bint maximize) noexcept nogil:
+    set_grad_term(&c.grad, weight_decay, maximize)
     c.momentum = momentum
     c.one_minus_dampening = 1.0 - dampening
     c.neg_lr = -lr
     c.first = step <= 1
     c.nesterov = nesterov
-    run_segments(fn, &c, sizes, ntensors, num_threads)
 
 
 include "_sgd_api.pxi"
