@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from optcore.optim._arena import _Layout, _NewKinds
     from optcore.optim._options import Rules
 
-# Per group of a step: (group index, its gradients, kernel keywords, whether
-# every parameter has a gradient); a gradient replaced by an aligned copy:
-# (group index, position, the original).
-_Checked = tuple[int, list[Any], dict[str, Any], bool]
-_Copied = tuple[int, int, np.ndarray]
+    # Per group of a step: (group index, its gradients, kernel keywords,
+    # whether every parameter has a gradient); a gradient replaced by an
+    # aligned copy: (group index, position, the original).
+    _Checked = tuple[int, list[Any], dict[str, Any], bool]
+    _Copied = tuple[int, int, np.ndarray]
 
 
 class _Call:
