@@ -49,3 +49,19 @@ returns the seconds per call."""
 
 FloatDType: TypeAlias = type[np.floating[Any]] | np.dtype[np.floating[Any]] | str
 """A float dtype as the bench takes it: ``np.float32``, its dtype or its name."""
+
+ParamGroup: TypeAlias = dict[str, Any]
+"""One entry of an optimizer's ``param_groups``: its options and ``"params"``."""
+
+StateEntry: TypeAlias = dict[str, Any]
+"""One parameter's state in a NumPy optimizer: scalars (``step``) and arrays."""
+
+Kernel: TypeAlias = Callable[..., Any]
+"""A functional ``*_step`` kernel, as the optimizer classes call it."""
+
+KernelCall: TypeAlias = tuple[Any, ...]
+"""One call as ``optcore.kernels._buffers.check_calls`` takes it:
+``(names, objs, roles)`` or ``(names, objs, roles, labels)``."""
+
+Arenas: TypeAlias = dict[tuple[str, np.dtype[Any]], NDArray[Any]]
+"""A group's state arenas in a NumPy optimizer: (state kind, dtype) -> 1-D array."""

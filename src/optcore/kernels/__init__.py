@@ -8,6 +8,8 @@ All variants compute identical bits (no FMA contraction, same operations).
 ``OPTCORE_VARIANT=baseline`` (or another name) forces a variant.
 """
 
+from __future__ import annotations
+
 import os as _os
 
 from optcore.kernels._cpu import supported_variants as _supported_variants
@@ -16,7 +18,7 @@ _HERE = _os.path.dirname(_os.path.abspath(__file__))
 _ISA = _os.path.join(_HERE, "_isa")
 
 
-def _extension_modules(folder):
+def _extension_modules(folder: str) -> set[str]:
     """Kernel module names with a compiled extension in ``folder``."""
     try:
         names = _os.listdir(folder)
@@ -26,7 +28,7 @@ def _extension_modules(folder):
             if n.endswith((".so", ".pyd")) and not n.startswith("_cpu.")}
 
 
-def built_variants():
+def built_variants() -> list[str]:
     """Variants whose folder holds every kernel module the baseline has."""
     base = _extension_modules(_HERE)
     found = []
@@ -38,7 +40,7 @@ def built_variants():
     return ["baseline"] + found
 
 
-def _choose():
+def _choose() -> str:
     built = built_variants()
     supported = _supported_variants()
     forced = _os.environ.get("OPTCORE_VARIANT", "").strip()
@@ -61,6 +63,6 @@ if VARIANT != "baseline":
     __path__.insert(0, _os.path.join(_ISA, VARIANT))
 
 
-def supported_variants():
+def supported_variants() -> list[str]:
     """Variants this CPU can run, best first."""
     return _supported_variants()

@@ -2,13 +2,22 @@
 lives in one contiguous, 64-byte aligned arena per state kind and dtype, and
 the per-parameter entries of ``state`` are views into it."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from optcore._typing import Arenas, ParamGroup, StateEntry
+    from optcore.optim._options import Rules
 
 # Arena slots start on cache-line (and SIMD) boundaries.
 _ALIGN = 64
 
 
-def _aligned_empty(n, dtype):
+def _aligned_empty(n: int, dtype: np.dtype[Any]) -> np.ndarray:
     """A 1-D array of ``n`` elements whose first element is _ALIGN-byte aligned."""
     itemsize = dtype.itemsize
     raw = np.empty(n + _ALIGN // itemsize, dtype)
@@ -16,7 +25,7 @@ def _aligned_empty(n, dtype):
     return raw[shift:shift + n]
 
 
-def _slot(n, itemsize):
+def _slot(n: int, itemsize: int) -> int:
     per = _ALIGN // itemsize
     return (n + per - 1) // per * per
 
@@ -26,9 +35,9 @@ class _Layout:
     per (state kind, dtype); ``offsets[j]`` is parameter j's first element in
     the arena of its dtype."""
 
-    def __init__(self, params):
-        self.offsets = []
-        self.totals = {}
+    def __init__(self, params: Iterable[np.ndarray]) -> None:
+        self.offsets: list[int] = []
+        self.totals: dict[np.dtype[Any], int] = {}
         for p in params:
             off = self.totals.get(p.dtype, 0)
             self.offsets.append(off)
@@ -42,11 +51,12 @@ class _NewKinds:
 
     __slots__ = ("g", "kinds", "arenas", "views", "done")
 
-    def __init__(self, g, kinds):
+    def __init__(self, g: int, kinds: Sequence[str]) -> None:
         self.g = g
         self.kinds = kinds
-        self.arenas = {}        # (kind, dtype) -> new arena
-        self.views = {}         # (index in group, kind) -> view for an existing entry
+        self.arenas: Arenas = {}        # (kind, dtype) -> new arena
+        # (index in group, kind) -> view for an existing entry
+        self.views: dict[tuple[int, str], np.ndarray] = {}
         self.done = False
 
 
@@ -54,9 +64,24 @@ class _NewKinds:
 class ArenaMixin:
     """The arena methods of ``optcore.optim.base.Optimizer``."""
 
+    # What they use of the optimizer (set by its __init__), for type checkers.
+    param_groups: list[ParamGroup]
+    defaults: dict[str, Any]
+    _rules: Rules
+    _layouts: list[_Layout]
+    _arenas: list[Arenas]
+    _ready: list[set[str]]
+    _calls: list[Any]
+    _state: dict[int, StateEntry]
+    _starts: list[int]
+
+    if TYPE_CHECKING:
+        def _fill(self, kind: str) -> float: ...
+        def _buffers(self, group: ParamGroup) -> tuple[str, ...]: ...
+
     # -- arenas --
 
-    def _new_kinds(self, g, kinds):
+    def _new_kinds(self, g: int, kinds: Sequence[str]) -> _NewKinds | None:
         """What giving group g the state ``kinds`` takes, or None when it has
         them all: arenas not allocated yet and views for the existing entries
         that lack a kind. Nothing is attached until ``_attach_kinds``, so that
@@ -80,7 +105,7 @@ class ArenaMixin:
                     new.views[j, kind] = self._view(g, j, kind, new.arenas)
         return new
 
-    def _attach_kinds(self, new):
+    def _attach_kinds(self, new: _NewKinds) -> None:
         """Apply ``_new_kinds``: from now on the group holds those kinds."""
         if new.done:
             return
@@ -94,7 +119,8 @@ class ArenaMixin:
         self._calls[g] = None
         new.done = True
 
-    def _view(self, g, j, kind, new_arenas=None):
+    def _view(self, g: int, j: int, kind: str,
+              new_arenas: Arenas | None = None) -> np.ndarray:
         p = self.param_groups[g]["params"][j]
         off = self._layouts[g].offsets[j]
         arena = new_arenas.get((kind, p.dtype)) if new_arenas else None
@@ -102,17 +128,18 @@ class ArenaMixin:
             arena = self._arenas[g][kind, p.dtype]
         return arena[off:off + p.size].reshape(p.shape)
 
-    def _new_entry(self, g, j, kinds, new=None):
+    def _new_entry(self, g: int, j: int, kinds: Sequence[str],
+                   new: _NewKinds | None = None) -> StateEntry:
         """A first-step state entry for parameter j of group g: initial
         scalars and views into the arenas. Not registered: the caller puts it
         into ``_state`` once the step that creates it cannot fail any more."""
-        st = dict(self._rules.scalars)
+        st: StateEntry = dict(self._rules.scalars)
         arenas = new.arenas if new is not None else None
         for kind in kinds:
             st[kind] = self._view(g, j, kind, arenas)
         return st
 
-    def _init_group_state(self, g):
+    def _init_group_state(self, g: int) -> None:
         kinds = self._buffers(self.param_groups[g])
         new = self._new_kinds(g, kinds)
         if new is not None:
@@ -122,7 +149,8 @@ class ArenaMixin:
                 self._state[self._starts[g] + j] = self._new_entry(g, j, kinds)
         self._calls[g] = None
 
-    def arena(self, group=0, kind=None, dtype=None):
+    def arena(self, group: int = 0, kind: str | None = None,
+              dtype: Any = None) -> np.ndarray:
         """The 1-D arena holding state ``kind`` of every parameter of ``group``
         (of ``dtype``, needed only when the group mixes dtypes). The entries of
         ``state`` are views into it. KeyError before the state exists."""

@@ -2,7 +2,11 @@
 Buffers are checked by the kernels' own binding (``optcore.kernels._buffers``);
 hyperparameters by ``optcore.optim._options``."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +20,7 @@ _PARAM = ("param",)
 _WRITE = ("write",)
 
 
-def _check_params(params, labels, first_new=0):
+def _check_params(params: Sequence[Any], labels: Sequence[str], first_new: int = 0) -> None:
     """All parameters of an optimizer (``params[first_new:]`` the ones being
     added), named by ``labels``: NumPy arrays, each its own array, and each
     as a kernel call takes it (``check_calls``: float32/float64,
@@ -27,7 +31,7 @@ def _check_params(params, labels, first_new=0):
                 f"{label} is a {type(p).__module__}.{type(p).__name__}; optcore optimizers "
                 f"update NumPy arrays in place (use optcore.torch for torch tensors)")
     # The optimizer finds a parameter's state by identity: one array, one index.
-    seen = {}
+    seen: dict[int, int] = {}
     for i, p in enumerate(params):
         if id(p) in seen:
             raise ValueError(f"parameter {i} is the same array as parameter {seen[id(p)]}; "
@@ -37,7 +41,7 @@ def _check_params(params, labels, first_new=0):
     check_calls([(_PARAM, (p,), _WRITE, (label,)) for p, label in zip(params, labels)])
 
 
-def _as_param_list(params, what):
+def _as_param_list(params: np.ndarray | Iterable[Any], what: str) -> list[Any]:
     if isinstance(params, np.ndarray):
         return [params]
     if isinstance(params, (set, frozenset)):
@@ -46,7 +50,7 @@ def _as_param_list(params, what):
     return list(params)
 
 
-def _check_like(a, p, what):
+def _check_like(a: np.ndarray, p: np.ndarray, what: str) -> None:
     """Array ``a`` (a loaded state value) has the dtype and shape of parameter
     ``p`` (``what`` names a)."""
     if a.dtype != p.dtype:
@@ -55,20 +59,21 @@ def _check_like(a, p, what):
     _check_shape(a, p, what)
 
 
-def _check_shape(a, p, what):
+def _check_shape(a: np.ndarray, p: np.ndarray, what: str) -> None:
     """Array ``a`` has the shape of parameter ``p`` (``what`` names a); the
     kernels check only its size (and its dtype, layout and memory)."""
     if a.shape != p.shape:
         raise ValueError(f"{what} has shape {a.shape} but the parameter has shape {p.shape}")
 
 
-def _load_scalar(key, value, label):
+def _load_scalar(key: str, value: Any, label: str) -> int | float:
     """A scalar state value of a loaded state_dict, checked and converted."""
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
     if key == "step":
         ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-              and 0 <= value < 2**62 and value == int(value))    # NaN/inf fail
+              and 0 <= value < 2**62    # type: ignore[operator]
+              and value == int(value))    # type: ignore[call-overload]  # NaN/inf fail
         if not ok:
             raise ValueError(f"{label}: 'step' must be a non-negative integer, got "
                              f"{value!r}")

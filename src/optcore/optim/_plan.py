@@ -2,14 +2,29 @@
 checked, the kernel calls of a step prepared (and checked against each other)
 before the first one runs, and run."""
 
+from __future__ import annotations
+
 import numbers
 import operator
+from collections.abc import Sequence
 from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from optcore.kernels._buffers import check_calls
 from optcore.optim._checks import _MAX_STEP, _check_shape
+
+if TYPE_CHECKING:
+    from optcore._typing import Kernel, KernelCall, ParamGroup, StateEntry
+    from optcore.optim._arena import _Layout, _NewKinds
+    from optcore.optim._options import Rules
+
+    # Per group of a step: (group index, its gradients, kernel keywords,
+    # whether every parameter has a gradient); a gradient replaced by an
+    # aligned copy: (group index, position, the original).
+    _Checked = tuple[int, list[Any], dict[str, Any], bool]
+    _Copied = tuple[int, int, np.ndarray]
 
 
 class _Call:
@@ -21,8 +36,11 @@ class _Call:
     __slots__ = ("g", "indices", "params", "grads", "entries", "kinds", "buffers",
                  "scalars", "fresh", "hyper", "new_kinds")
 
-    def __init__(self, g, indices, params, grads, entries, kinds, buffers, scalars, fresh,
-                 hyper, new_kinds=None):
+    def __init__(self, g: int, indices: Sequence[int], params: Sequence[np.ndarray],
+                 grads: Sequence[np.ndarray], entries: Sequence[StateEntry] | None,
+                 kinds: Sequence[str], buffers: dict[str, list[np.ndarray]],
+                 scalars: dict[str, Any], fresh: bool, hyper: dict[str, Any],
+                 new_kinds: _NewKinds | None = None) -> None:
         self.g = g
         self.indices = indices
         self.params = params
@@ -40,7 +58,30 @@ class _Call:
 class PlanMixin:
     """The stepping methods of ``optcore.optim.base.Optimizer``."""
 
-    def _group_hyper(self, g):
+    # What they use of the optimizer (set by its __init__), for type checkers.
+    param_groups: list[ParamGroup]
+    defaults: dict[str, Any]
+    _rules: Rules
+    _layouts: list[_Layout]
+    _hyper_cache: list[Any]
+    _calls: list[Any]
+    _state: dict[int, StateEntry]
+    _starts: list[int]
+    _scalar_names: tuple[str, ...]
+
+    if TYPE_CHECKING:
+        def _check_hyper(self, group: ParamGroup, where: str) -> dict[str, Any]: ...
+        def _buffers(self, group: ParamGroup) -> tuple[str, ...]: ...
+        def _call(self, fn: Kernel, params: Sequence[np.ndarray],
+                  grads: Sequence[np.ndarray], buffers: dict[str, list[np.ndarray]],
+                  scalars: dict[str, Any], fresh: bool,
+                  hyper: dict[str, Any]) -> dict[str, Any] | None: ...
+        def _new_kinds(self, g: int, kinds: Sequence[str]) -> _NewKinds | None: ...
+        def _attach_kinds(self, new: _NewKinds) -> None: ...
+        def _new_entry(self, g: int, j: int, kinds: Sequence[str],
+                       new: _NewKinds | None = None) -> StateEntry: ...
+
+    def _group_hyper(self, g: int) -> dict[str, Any]:
         """The kernel keywords of group g, checked again whenever a value of
         the group changed since the last step (users edit param_groups)."""
         group = self.param_groups[g]
@@ -60,7 +101,7 @@ class PlanMixin:
         self._hyper_cache[g] = (values, hyper)
         return hyper
 
-    def _plan(self, grads):
+    def _plan(self, grads: Any) -> tuple[list[_Checked], list[_Copied]]:
         """Split ``grads`` per group and check them. Returns ``(checked,
         copied)``: per group ``(g, grads, hyperparameters, complete)``, and
         ``(g, j, original)`` for every gradient replaced by an aligned copy
@@ -69,7 +110,7 @@ class PlanMixin:
         ngroups = len(self.param_groups)
         sizes = [len(gr["params"]) for gr in self.param_groups]
         if isinstance(grads, dict):
-            plan = {}
+            plan: Any = {}          # then [(group index, its grads)]
             for g, gs in grads.items():
                 if not isinstance(g, (int, np.integer)) or not 0 <= g < ngroups:
                     raise ValueError(f"grads has key {g!r}, not a parameter group index "
@@ -104,7 +145,7 @@ class PlanMixin:
                 raise ValueError(f"grads for group {g} has {len(gs)} entries but the group "
                                  f"has {sizes[g]} parameters")
             hyper = self._group_hyper(g)
-            out = []
+            out: list[np.ndarray | None] = []
             complete = True
             for j, (p, gr) in enumerate(zip(group["params"], gs)):
                 if gr is None:
@@ -130,21 +171,22 @@ class PlanMixin:
             checked.append((g, out, hyper, complete))
         return checked, copied
 
-    def _run(self, fn, call):
+    def _run(self, fn: Kernel, call: _Call) -> None:
         new = self._call(fn, call.params, call.grads, call.buffers, call.scalars,
                          call.fresh, call.hyper)
         # The kernel returned: only now does the step's new state become state.
         if call.new_kinds is not None:
             self._attach_kinds(call.new_kinds)
         if call.fresh:
-            for idx, st in zip(call.indices, call.entries):
+            for idx, st in zip(call.indices, call.entries):  # type: ignore[arg-type]
                 self._state[idx] = st
             self._calls[call.g] = None
         if new and call.entries:
             for st in call.entries:
                 st.update(new)
 
-    def _group_calls(self, g, grads, hyper, complete):
+    def _group_calls(self, g: int, grads: list[Any], hyper: dict[str, Any],
+                     complete: bool) -> list[_Call]:
         """The kernel calls that step group g, prepared and checked, with the
         state they create (first-step entries, newly needed kinds) kept aside
         until they have run."""
@@ -167,16 +209,16 @@ class PlanMixin:
         # The general case: one call per (dtype, scalar state, first step).
         scalar_names = self._scalar_names
         keep_state = bool(kinds) or bool(scalar_names)
-        buckets = {}
+        buckets: dict[tuple[Any, ...], tuple[list[Any], ...]] = {}
         for j, (p, gr) in enumerate(zip(params, grads)):
             if gr is None:
                 continue
             idx = start + j
-            st = self._state.get(idx) if keep_state else None
+            st: Any = self._state.get(idx) if keep_state else None
             fresh = st is None and keep_state
             if fresh:
                 st = self._new_entry(g, j, kinds, new)
-                arrays = [st[kind] for kind in kinds]
+                arrays: Sequence[Any] = [st[kind] for kind in kinds]
                 scalars = tuple(st[k] for k in scalar_names)
             elif keep_state:
                 arrays = self._state_arrays(g, j, st, kinds, new)
@@ -201,7 +243,8 @@ class PlanMixin:
                                buffers, dict(zip(scalar_names, scalars)), fresh, hyper, new))
         return calls
 
-    def _cached_call(self, g, kinds, grads, hyper):
+    def _cached_call(self, g: int, kinds: tuple[str, ...], grads: list[Any],
+                     hyper: dict[str, Any]) -> _Call | None:
         """The usual case, fast: one dtype, every parameter has a gradient and
         state with the same scalar state -> one call over the whole group,
         with its state arguments cached until the state changes; None when
@@ -240,13 +283,13 @@ class PlanMixin:
         return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
                      grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
 
-    def _one_call(self, g, kinds):
+    def _one_call(self, g: int, kinds: tuple[str, ...]) -> tuple[Any, ...] | None:
         """(kinds, state entries, kernel state arguments, scalar getter,
         [(state array getter, the arrays it gave)]) for a step of the whole
         group in one call, or None while some parameter has no state yet.
         The state arrays are checked here."""
         start = self._starts[g]
-        entries = [self._state.get(i)
+        entries: list[Any] = [self._state.get(i)
                    for i in range(start, start + len(self.param_groups[g]["params"]))]
         if None in entries:
             return None
@@ -262,7 +305,8 @@ class PlanMixin:
 
     # -- checks of a step, before its first kernel call --
 
-    def _state_arrays(self, g, j, st, kinds, new):
+    def _state_arrays(self, g: int, j: int, st: StateEntry, kinds: Sequence[str],
+                      new: _NewKinds | None) -> list[np.ndarray]:
         """The arrays of ``kinds`` in parameter j's state entry (or, for a kind
         the group gets only now, its new view). Users may put their own arrays
         into the state (they are updated in place); the kernel calls check
@@ -282,7 +326,7 @@ class PlanMixin:
             out.append(a)
         return out
 
-    def _checked_scalars(self, values, g, j):
+    def _checked_scalars(self, values: tuple[Any, ...], g: int, j: int) -> tuple[Any, ...]:
         """The scalar state (in the spec's ``scalars`` order) of parameter j of
         group g, checked as the kernel would check it."""
         for name, value in zip(self._scalar_names, values):
@@ -301,7 +345,7 @@ class PlanMixin:
                                 f"number, got {value!r}")
         return values
 
-    def _entry_scalars(self, st, g, j):
+    def _entry_scalars(self, st: StateEntry, g: int, j: int) -> tuple[Any, ...]:
         try:
             values = tuple([st[name] for name in self._scalar_names])
         except KeyError as exc:
@@ -309,10 +353,10 @@ class PlanMixin:
                              f"(deleted from the state entry?)") from None
         return self._checked_scalars(values, g, j)
 
-    def _label(self, g, j):
+    def _label(self, g: int, j: int) -> str:
         return f"parameter {self._starts[g] + j} (group {g}, index {j})"
 
-    def _check_calls(self, calls, copied):
+    def _check_calls(self, calls: Sequence[_Call], copied: Sequence[_Copied]) -> None:
         """Every kernel call of a step checked before the first one runs, as
         the kernels' own binding checks them: each call's buffers, then the
         overlap rule over all of them (no written buffer may share memory with
@@ -328,10 +372,11 @@ class PlanMixin:
                 raise exc from None
             raise
 
-    def _kernel_calls(self, calls, copied, labelled):
+    def _kernel_calls(self, calls: Sequence[_Call], copied: Sequence[_Copied],
+                      labelled: bool) -> list[KernelCall]:
         """``calls`` (and the originals of ``copied`` gradients) as
         ``check_calls`` takes them."""
-        out = []
+        out: list[KernelCall] = []
         kernel_roles = self._rules.kernel_roles
         for call in calls:
             names = ("param", "grad", *call.buffers)

@@ -1,19 +1,44 @@
 """state_dict, load_state_dict and pickling of the NumPy optimizers."""
 
+from __future__ import annotations
+
 import copy
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from optcore.optim._arena import _aligned_empty
 from optcore.optim._checks import _check_like, _load_scalar
 
+if TYPE_CHECKING:
+    from optcore._typing import Arenas, ParamGroup, StateEntry
+    from optcore.optim._arena import _Layout
+    from optcore.optim._options import Rules
+
 
 class StateDictMixin:
     """The state_dict methods of ``optcore.optim.base.Optimizer``."""
 
+    # What they use of the optimizer (set by its __init__), for type checkers.
+    param_groups: list[ParamGroup]
+    _rules: Rules
+    _layouts: list[_Layout]
+    _arenas: list[Arenas]
+    _ready: list[set[str]]
+    _hyper_cache: list[Any]
+    _calls: list[Any]
+    _state: dict[int, StateEntry]
+    _starts: list[int]
+
+    if TYPE_CHECKING:
+        def _check_hyper(self, group: ParamGroup, where: str) -> dict[str, Any]: ...
+        def _buffers(self, group: ParamGroup) -> tuple[str, ...]: ...
+        def _fill(self, kind: str) -> float: ...
+        def _init_group_state(self, g: int) -> None: ...
+
     # -- state_dict --
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """A deep copy of the state, in torch.optim's layout::
 
             {"state": {index: {"step": int, "exp_avg": ndarray, ...}},
@@ -32,7 +57,7 @@ class StateDictMixin:
             groups.append(saved)
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``state_dict()`` (deep-copied). Everything is checked first
         (layout, group and parameter counts, hyperparameters, state keys,
         shapes, dtypes): a load that raises leaves the optimizer unchanged."""
@@ -76,7 +101,7 @@ class StateDictMixin:
 
         # Check every state entry against its parameter.
         scalar_names = set(self._rules.scalars)
-        entries = {}              # (g, j) -> {key: value}
+        entries: dict[tuple[int, int], StateEntry] = {}   # (g, j) -> {key: value}
         for idx, saved in saved_state.items():
             if idx not in where:
                 raise ValueError(f"loaded state has an entry for parameter {idx!r}, which "
@@ -91,12 +116,12 @@ class StateDictMixin:
             if missing:
                 raise ValueError(f"{label} lacks {sorted(missing)} (needed by "
                                  f"{type(self).__name__} with these options)")
-            allowed = set(self._rules.state_keys) | scalar_names
+            allowed: set[Any] = set(self._rules.state_keys) | scalar_names
             extra = set(saved) - allowed
             if extra:
                 raise ValueError(f"{label} has unknown keys {sorted(map(str, extra))} "
                                  f"({type(self).__name__} state keys: {sorted(allowed)})")
-            entry = {}
+            entry: Any = {}
             for key, value in saved.items():
                 if key in scalar_names:
                     entry[key] = _load_scalar(key, value, label)
@@ -109,8 +134,8 @@ class StateDictMixin:
             entries[g, j] = entry
 
         # Build the new arenas and state, then swap them in.
-        new_arenas = [{} for _ in self.param_groups]
-        new_state = {}
+        new_arenas: list[Arenas] = [{} for _ in self.param_groups]
+        new_state: dict[int, StateEntry] = {}
         for g, group in enumerate(new_groups):
             layout = self._layouts[g]
             kinds = {k for (gg, _), e in entries.items() if gg == g

@@ -15,7 +15,11 @@ gives its kernel, options, state and checks; it declares only its constructor
 (torch.optim's signature); see ``optcore/optim/family.py``.
 """
 
+from __future__ import annotations
+
 import copy
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +29,10 @@ from optcore.optim._checks import _as_param_list, _check_params
 from optcore.optim._options import check_flags, rules_for
 from optcore.optim._plan import PlanMixin
 from optcore.optim._state_dict import StateDictMixin
+
+if TYPE_CHECKING:
+    from optcore._typing import Kernel, ParamGroup, StateEntry
+    from optcore.optim._options import Rules
 
 __all__ = ["Optimizer", "OptimizerState"]
 
@@ -38,10 +46,10 @@ class OptimizerState:
 
     __slots__ = ("_opt",)
 
-    def __init__(self, opt):
+    def __init__(self, opt: Optimizer) -> None:
         self._opt = opt
 
-    def _index(self, key):
+    def _index(self, key: Any) -> int:
         if isinstance(key, np.ndarray):
             idx = self._opt._index.get(id(key))
             if idx is None or self._opt._param(idx) is not key:
@@ -51,37 +59,37 @@ class OptimizerState:
             return int(key)
         raise KeyError(key)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> StateEntry:
         return self._opt._state[self._index(key)]
 
-    def get(self, key, default=None):
+    def get(self, key: Any, default: Any = None) -> Any:
         try:
             return self[key]
         except KeyError:
             return default
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         try:
             return self._index(key) in self._opt._state
         except KeyError:
             return False
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(sorted(self._opt._state))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._opt._state)
 
-    def keys(self):
+    def keys(self) -> list[int]:
         return list(self)
 
-    def values(self):
+    def values(self) -> list[StateEntry]:
         return [self._opt._state[i] for i in self]
 
-    def items(self):
+    def items(self) -> list[tuple[int, StateEntry]]:
         return [(i, self._opt._state[i]) for i in self]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"OptimizerState({dict(self.items())!r})"
 
 
@@ -96,14 +104,14 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
     needed, and the scalar state. It may override ``_scalar_args`` (see NAdam).
     """
 
-    _rules = None       # optcore.optim._options.Rules of the class's spec entry
+    _rules: Rules = None  # type: ignore[assignment]  # the class's spec entry
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
             cls._rules = rules_for(cls.__name__)
 
-    def __init__(self, params, arguments):
+    def __init__(self, params: Iterable[Any], arguments: Mapping[str, Any]) -> None:
         """``arguments``: the constructor's arguments by name (its ``locals()``),
         of which the spec's options become ``defaults``; the torch.optim flags
         among them are checked and dropped."""
@@ -124,7 +132,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         self._hyper_cache = []      # per group: (values checked, kernel keywords)
         self._calls = []            # per group: the one-call step's arguments, cached
         self._state = {}            # global parameter index -> state dict
-        self._index = {}            # id(param) -> global index
+        self._index: dict[int, int] = {}    # id(param) -> global index
         self._starts = []           # per group: global index of its first parameter
         self._scalar_names = tuple(self._rules.scalars)
         self.state = OptimizerState(self)
@@ -150,11 +158,11 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
 
     # -- the spec, per group --
 
-    def _buffers(self, group):
+    def _buffers(self, group: ParamGroup) -> tuple[str, ...]:
         """The state keys this group's options need."""
         return tuple(b.state_key for b in self._rules.needed(group))
 
-    def _fill(self, kind):
+    def _fill(self, kind: str) -> float:
         """Initial value of state ``kind`` (the constructor's value, as torch)."""
         rules = self._rules
         for b in rules.state:
@@ -162,12 +170,15 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
                 return rules.fill(b, self.defaults)
         return 0.0
 
-    def _scalar_args(self, scalars, step, hyper):
+    def _scalar_args(self, scalars: dict[str, Any], step: int, hyper: dict[str, Any]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Kernel arguments for the scalar state other than ``step``, and the
         values to store after the call (kernel's result for a returned one)."""
         return {k: v for k, v in scalars.items() if k != "step"}, {}
 
-    def _call(self, fn, params, grads, buffers, scalars, fresh, hyper):
+    def _call(self, fn: Kernel, params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
+              buffers: dict[str, list[np.ndarray]], scalars: dict[str, Any], fresh: bool,
+              hyper: dict[str, Any]) -> dict[str, Any] | None:
         if "step" not in scalars:
             # No step count kept (SGD): the kernel initialises buffers created
             # now from the gradient when step == 1.
@@ -184,7 +195,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
 
     # -- validation --
 
-    def _check_hyper(self, group, where):
+    def _check_hyper(self, group: ParamGroup, where: str) -> dict[str, Any]:
         """The group's options checked (plain values); errors name ``where``."""
         try:
             for name in self.defaults:
@@ -196,7 +207,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
 
     # -- groups --
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group of parameters (dict with ``"params"`` and any
         hyperparameters; missing ones take the optimizer's defaults)."""
         if not isinstance(param_group, dict):
@@ -230,13 +241,13 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         for j, p in enumerate(params):
             self._index[id(p)] = start + j
 
-    def _param(self, idx):
+    def _param(self, idx: int) -> np.ndarray:
         for g in range(len(self.param_groups) - 1, -1, -1):
             if idx >= self._starts[g]:
                 return self.param_groups[g]["params"][idx - self._starts[g]]
         raise IndexError(idx)
 
-    def step(self, grads):
+    def step(self, grads: Any) -> None:
         """One optimizer step for every parameter with a gradient.
 
         ``grads``: one array per parameter in order over all groups; or one list
@@ -273,7 +284,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
                     raise exc from None
                 raise
 
-    def zero_state(self):
+    def zero_state(self) -> None:
         """Forget all optimizer state (moments, step counts): the next step is a
         first step again, as for a new optimizer. Parameters are untouched."""
         self._state = {}
@@ -287,17 +298,17 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
     # -- copy and pickle: rebuilt through state_dict, so that the copy's state
     # lives in its own arenas again (a plain deepcopy would detach the views) --
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {"defaults": self.defaults, "param_groups": self.param_groups,
                 "state_dict": self.state_dict()}
 
-    def __setstate__(self, saved):
+    def __setstate__(self, saved: dict[str, Any]) -> None:
         Optimizer.__init__(self, [dict(g) for g in saved["param_groups"]], saved["defaults"])
         self.load_state_dict(saved["state_dict"])
 
     # -- display --
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for g, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {g}")

@@ -10,6 +10,11 @@ compatibility and ignored (every step is one fused multi-tensor call);
 ``capturable``/``differentiable`` cannot apply to NumPy arrays and raise.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 
 from optcore.optim._options import torch_mu_product
@@ -25,9 +30,10 @@ class SGD(Optimizer):
     ``momentum > 0``, set to the gradient on the parameter's first step; no
     step count (as in torch)."""
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, locals())
 
 
@@ -36,9 +42,12 @@ class Adam(Optimizer):
     ``decoupled_weight_decay=True``, AdamW's weight decay. State: ``step``,
     ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, amsgrad: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 decoupled_weight_decay: bool = False) -> None:
         super().__init__(params, locals())
 
 
@@ -46,9 +55,11 @@ class AdamW(Adam):
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, whatever a
     group's ``decoupled_weight_decay`` says (as torch forces it)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
         Optimizer.__init__(self, params, locals())
 
 
@@ -56,9 +67,10 @@ class RMSprop(Optimizer):
     """RMSprop (torch.optim.RMSprop). State: ``step``, ``square_avg``,
     ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered)."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
+                 centered: bool = False, capturable: bool = False, foreach: bool | None = None,
+                 maximize: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, locals())
 
 
@@ -68,9 +80,10 @@ class Adagrad(Optimizer):
     used, as in torch); created at construction for the constructor's groups,
     at the first step for groups added later, as torch does."""
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0,
+                 weight_decay: float = 0, initial_accumulator_value: float = 0,
+                 eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, locals())
 
 
@@ -78,8 +91,10 @@ class Adadelta(Optimizer):
     """Adadelta (torch.optim.Adadelta). State: ``step``, ``square_avg``,
     ``acc_delta``."""
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None,
-                 *, capturable=False, maximize=False, differentiable=False):
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
+                 eps: float = 1e-6, weight_decay: float = 0, foreach: bool | None = None, *,
+                 capturable: bool = False, maximize: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, locals())
 
 
@@ -87,8 +102,11 @@ class Adamax(Optimizer):
     """Adamax (torch.optim.Adamax). State: ``step``, ``exp_avg``,
     ``exp_inf``."""
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 foreach=None, *, maximize=False, differentiable=False, capturable=False):
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False,
+                 capturable: bool = False) -> None:
         super().__init__(params, locals())
 
 
@@ -98,12 +116,16 @@ class NAdam(Optimizer):
     update as torch.optim rounds it with its default dtype), ``exp_avg``,
     ``exp_avg_sq``."""
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
-                 maximize=False, capturable=False, differentiable=False):
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, locals())
 
-    def _scalar_args(self, scalars, step, hyper):
+    def _scalar_args(self, scalars: dict[str, Any], step: int, hyper: dict[str, Any]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
         # torch rounds `mu_product *= mu` in its default dtype, float32 unless
         # changed; NumPy has no default dtype, so this class always rounds as
         # torch does by default (the saved mu_product is a Python float).
@@ -116,9 +138,11 @@ class RAdam(Optimizer):
     """RAdam (torch.optim.RAdam), optionally with decoupled weight decay.
     State: ``step``, ``exp_avg``, ``exp_avg_sq``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
-                 capturable=False, differentiable=False):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, locals())
 
 
@@ -126,8 +150,10 @@ class Lion(Optimizer):
     """Lion (sign of an interpolated momentum, decoupled weight decay; Chen et
     al. 2023; not in torch.optim). State: ``step``, ``exp_avg``."""
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
-                 maximize=False, foreach=None, capturable=False, differentiable=False):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, locals())
 
 
@@ -136,6 +162,9 @@ class LAMB(Optimizer):
     You et al. 2020; not in torch.optim). State: ``step``, ``exp_avg``,
     ``exp_avg_sq``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
-                 *, maximize=False, foreach=None, capturable=False, differentiable=False):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, locals())

@@ -23,6 +23,8 @@ Everything else lives here:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.autograd.graph import increment_version
@@ -32,6 +34,19 @@ from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
 from optcore._spec import OPTIMIZER
 from optcore.kernels._buffers import check_calls
 from optcore.optim._options import check_flags, rules_for
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch.optim.optimizer import ParamsT
+
+    from optcore._spec import Buffer
+    from optcore._typing import Kernel, KernelCall, ParamGroup
+    from optcore.optim._options import Rules
+
+    # The kernel calls that step one group: (group index, its slots, their
+    # gradients, [(bucket key, positions in slots)], state buffers, options).
+    _Plan = tuple[int, list["_Slot"], list[np.ndarray], list[tuple[Any, list[int]]],
+                  tuple[Buffer, ...], dict[str, Any]]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _NO_STATE: dict = {}          # shared by parameters without state; never written
@@ -47,7 +62,21 @@ class _Slot:
     __slots__ = ("param", "ptr", "numel", "view_dtype", "view", "state", "keys",
                  "tensors", "views", "scalar_views", "entries", "created")
 
-    def valid(self, p, state, needed):
+    param: torch.Tensor
+    ptr: int
+    numel: int
+    view_dtype: torch.dtype
+    view: np.ndarray
+    state: dict[str, Any]
+    keys: tuple[Buffer, ...]
+    tensors: tuple[torch.Tensor, ...]
+    views: tuple[np.ndarray, ...]
+    scalar_views: tuple[np.ndarray, ...]
+    entries: tuple[tuple[str, torch.Tensor, int], ...]
+    created: tuple[str, ...]
+
+    def valid(self, p: torch.Tensor, state: dict[str, Any],
+              needed: tuple[Buffer, ...]) -> bool:
         # Same parameter over the same contiguous memory, the same state
         # tensors over the same memory (share_memory_(), set_() or `.data =`
         # move a tensor's storage and would leave a cached view dangling).
@@ -70,14 +99,14 @@ class KernelOptimizer(Optimizer):
     ``super().__init__`` as keywords in torch.optim's ``defaults`` order.
     """
 
-    _rules = None       # optcore.optim._options.Rules of the class's spec entry
+    _rules: Rules = None  # type: ignore[assignment]  # the class's spec entry
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
             cls._rules = rules_for(cls.__name__)
 
-    def __init__(self, params, **defaults):
+    def __init__(self, params: ParamsT, **defaults: Any) -> None:
         self._check_options(defaults)
         super().__init__(params, defaults)
         if self._rules.eager:
@@ -90,14 +119,14 @@ class KernelOptimizer(Optimizer):
     # ---- options ---------------------------------------------------------
 
     @classmethod
-    def _static_defaults(cls):
+    def _static_defaults(cls) -> dict[str, Any]:
         """The constructor's default option values (for groups loaded from
         older state_dicts that lack a key, as torch's __setstate__ does)."""
         sig = inspect.signature(cls.__init__)
         return {name: prm.default for name, prm in sig.parameters.items()
                 if prm.default is not inspect.Parameter.empty}
 
-    def _check_options(self, options):
+    def _check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options checked (plain values, see ``Rules.check``), then the
         torch.optim flags; errors as torch's (and the kernels') own."""
         checked = self._rules.check(options)
@@ -107,7 +136,7 @@ class KernelOptimizer(Optimizer):
 
     # ---- parameters ----------------------------------------------------------
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -118,7 +147,7 @@ class KernelOptimizer(Optimizer):
             self.param_groups.pop()
             raise
 
-    def _check_param(self, p, gi, j):
+    def _check_param(self, p: torch.Tensor, gi: int, j: int) -> None:
         where = f"optcore.torch.{type(self).__name__}: param_groups[{gi}]['params'][{j}]"
         need = ("optcore updates CPU, dense, C-contiguous float32/float64 tensors in "
                 "place and never works on a copy")
@@ -133,7 +162,8 @@ class KernelOptimizer(Optimizer):
 
     # ---- state ---------------------------------------------------------------
 
-    def _init_state(self, state, p, group):
+    def _init_state(self, state: dict[str, Any], p: torch.Tensor,
+                    group: ParamGroup) -> list[str]:
         """Create missing state entries (torch.optim's lazy initialisation);
         returns the keys created."""
         created = []
@@ -153,7 +183,7 @@ class KernelOptimizer(Optimizer):
                 created.append(key)
         return created
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         static = self._static_defaults()
         for group in self.param_groups:
@@ -170,7 +200,8 @@ class KernelOptimizer(Optimizer):
                         p_state[key] = torch.tensor(float(p_state[key]), dtype=scalar_dtype)
         self.__dict__.pop("_optcore_slots", None)
 
-    def _slot(self, p, state, group, needed, gi, j):
+    def _slot(self, p: torch.Tensor, state: dict[str, Any], group: ParamGroup,
+              needed: tuple[Buffer, ...], gi: int, j: int) -> _Slot:
         """Views of p and its state, checked; builds state on first use."""
         slots = self.__dict__.setdefault("_optcore_slots", {})
         slot = slots.get(id(p))
@@ -189,14 +220,15 @@ class KernelOptimizer(Optimizer):
             slot.state = state
             slot.keys = needed
             names = tuple(self._rules.scalars)
-            slot.tensors = tuple(state[b.state_key] for b in needed)
+            # (the state buffers in `needed` all have a state_key)
+            slot.tensors = tuple(state[b.state_key] for b in needed)  # type: ignore[index]
             slot.views = tuple(self._state_view(t, p, b.state_key, gi, j)
                                for b, t in zip(needed, slot.tensors))
             scalars = tuple(state[k] for k in names)
             slot.scalar_views = tuple(self._scalar_view(t, k, gi, j)
                                       for k, t in zip(names, scalars))
             slot.entries = tuple(
-                (key, t, t.data_ptr()) for key, t in
+                (key, t, t.data_ptr()) for key, t in  # type: ignore[misc]
                 zip((*names, *(b.state_key for b in needed)), (*scalars, *slot.tensors)))
         except Exception:
             _forget(self.state, p, created)
@@ -205,7 +237,8 @@ class KernelOptimizer(Optimizer):
         slots[id(p)] = slot
         return slot
 
-    def _state_view(self, t, p, key, gi, j):
+    def _state_view(self, t: Any, p: torch.Tensor, key: str | None, gi: int,
+                    j: int) -> np.ndarray:
         where = (f"optcore.torch.{type(self).__name__}: state[{key!r}] of "
                  f"param_groups[{gi}]['params'][{j}]")
         if not isinstance(t, torch.Tensor):
@@ -223,7 +256,7 @@ class KernelOptimizer(Optimizer):
                              f"place and never works on a copy")
         return t.detach().numpy()
 
-    def _scalar_view(self, t, key, gi, j):
+    def _scalar_view(self, t: Any, key: str, gi: int, j: int) -> np.ndarray:
         if not (isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type == "cpu"):
             raise ValueError(
                 f"optcore.torch.{type(self).__name__}: state[{key!r}] of "
@@ -233,8 +266,10 @@ class KernelOptimizer(Optimizer):
 
     # ---- step ----------------------------------------------------------------
 
+    # (torch declares step as two overloads: no closure -> None, a closure -> its loss)
     @_use_grad_for_differentiable
-    def step(self, closure=None):
+    def step(self,  # type: ignore[override]
+             closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step (one kernel call per group).
 
         Every kernel call of the step is prepared and checked before the first
@@ -266,7 +301,7 @@ class KernelOptimizer(Optimizer):
             self._run_group(plans, n)
         return loss
 
-    def _group_options(self, group):
+    def _group_options(self, group: ParamGroup) -> tuple[dict[str, Any], tuple[Buffer, ...]]:
         """(kernel keywords, state buffers needed) of a group, checked again
         whenever its values change (users and schedulers edit param_groups);
         cached by value while they are plain numbers (a tensor lr may change
@@ -288,7 +323,7 @@ class KernelOptimizer(Optimizer):
             cache[values] = found
         return found
 
-    def _plan_group(self, gi, group):
+    def _plan_group(self, gi: int, group: ParamGroup) -> _Plan | None:
         """(gi, slots, grads, buckets, needed, options) of the kernel calls
         that step group gi, or None when no parameter has a gradient; state
         created for them is removed again if this raises."""
@@ -327,13 +362,13 @@ class KernelOptimizer(Optimizer):
         if all(k == first for k in keyed):
             buckets = [(first, list(range(len(slots))))]
         else:
-            by_key = {}
+            by_key: dict[tuple[Any, ...], list[int]] = {}
             for i, k in enumerate(keyed):
                 by_key.setdefault(k, []).append(i)
             buckets = list(by_key.items())
         return gi, slots, grads, buckets, needed, options
 
-    def _run_group(self, plans, n_plan):
+    def _run_group(self, plans: list[_Plan], n_plan: int) -> None:
         """Run the kernel calls of ``plans[n_plan]``; if one raises, the state
         created for it and for the calls after it is removed again."""
         gi, slots, grads, buckets, needed, options = plans[n_plan]
@@ -363,7 +398,7 @@ class KernelOptimizer(Optimizer):
                     f"list positions are the group's parameters that have a gradient")
                 raise
 
-    def _check_calls(self, plans):
+    def _check_calls(self, plans: Sequence[_Plan]) -> None:
         """Every kernel call of ``plans`` checked as the kernels' own binding
         checks it, then the overlap rule over all of them (``check_calls``);
         labels are built only to report an error."""
@@ -377,10 +412,10 @@ class KernelOptimizer(Optimizer):
                 raise exc from None
             raise
 
-    def _kernel_calls(self, plans, labelled):
+    def _kernel_calls(self, plans: Sequence[_Plan], labelled: bool) -> list[KernelCall]:
         """``plans`` as ``check_calls`` takes them: one call per bucket, on the
         NumPy views the kernels get."""
-        calls = []
+        calls: list[KernelCall] = []
         for gi, slots, grads, buckets, needed, _ in plans:
             names = ("param", "grad", *(b.name for b in needed))
             roles = ("write", "read", *(b.role for b in needed))
@@ -399,12 +434,14 @@ class KernelOptimizer(Optimizer):
                 calls.append((names, objs, roles, labels))
         return calls
 
-    def _scalar_args(self, scalars, step, options, views):
+    def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
+                     views: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Kernel arguments for the scalar state other than ``step``, and the
         values to store in it after the call (see NAdam)."""
         return {}, {}
 
-    def _call(self, kernel, slots, grads, key, needed, options):
+    def _call(self, kernel: Kernel, slots: list[_Slot], grads: list[np.ndarray],
+              key: tuple[Any, ...], needed: tuple[Buffer, ...], options: dict[str, Any]) -> None:
         names = tuple(self._rules.scalars)
         scalars = dict(zip(names, key))
         if "step" in scalars:
@@ -426,7 +463,7 @@ class KernelOptimizer(Optimizer):
                 view[()] = store[name]
         increment_version([s.param for s in slots] + [t for s in slots for t in s.tensors])
 
-    def _rollback(self, slots):
+    def _rollback(self, slots: Iterable[_Slot]) -> None:
         slot_cache = self.__dict__.get("_optcore_slots", {})
         for s in slots:
             if s.created:
@@ -434,7 +471,7 @@ class KernelOptimizer(Optimizer):
                 slot_cache.pop(id(s.param), None)
 
 
-def _forget(state, p, keys):
+def _forget(state: Any, p: torch.Tensor, keys: Iterable[str]) -> None:
     entry = state.get(p)
     if entry is None:
         return

@@ -6,8 +6,17 @@ param_groups look the same); the kernel, the state tensors (torch.optim's keys)
 and the checks are its entry in ``optcore._spec.OPTIMIZERS`` (see _base.py).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from optcore.optim._options import torch_mu_product
 from optcore.torch._base import KernelOptimizer
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import Tensor
+    from torch.optim.optimizer import ParamsT
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
            "NAdam", "RAdam", "Lion", "LAMB"]
@@ -17,9 +26,10 @@ class SGD(KernelOptimizer):
     """torch.optim.SGD on optcore.sgd_step (state: ``momentum_buffer`` when
     momentum != 0, created by the first step from the gradient, as torch does)."""
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                          foreach=foreach, differentiable=differentiable, fused=fused)
@@ -29,9 +39,12 @@ class Adam(KernelOptimizer):
     """torch.optim.Adam on optcore.adam_step (state: ``step``, ``exp_avg``,
     ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, amsgrad: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 decoupled_weight_decay: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, foreach=foreach,
                          capturable=capturable, differentiable=differentiable,
@@ -42,15 +55,17 @@ class AdamW(Adam):
     """torch.optim.AdamW: Adam with decoupled weight decay (always on, as in
     torch, also for loaded state_dicts)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
             group["decoupled_weight_decay"] = True
@@ -61,9 +76,10 @@ class RMSprop(KernelOptimizer):
     ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when
     centered)."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
+                 centered: bool = False, capturable: bool = False, foreach: bool | None = None,
+                 maximize: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, momentum=momentum, alpha=alpha, eps=eps,
                          centered=centered, weight_decay=weight_decay,
                          capturable=capturable, foreach=foreach, maximize=maximize,
@@ -76,16 +92,17 @@ class Adagrad(KernelOptimizer):
     construction, for groups added later at their first step, as torch does).
     Sparse gradients are not supported."""
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
+                 weight_decay: float = 0, initial_accumulator_value: float = 0,
+                 eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, lr=lr, lr_decay=lr_decay, eps=eps,
                          weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value,
                          foreach=foreach, maximize=maximize,
                          differentiable=differentiable, fused=fused)
 
-    def share_memory(self):
+    def share_memory(self) -> None:
         """Move the ``sum`` state tensors to shared memory (as torch's
         Adagrad.share_memory; the next step picks up the new storage)."""
         for group in self.param_groups:
@@ -97,8 +114,10 @@ class Adadelta(KernelOptimizer):
     """torch.optim.Adadelta on optcore.adadelta_step (state: ``step``,
     ``square_avg``, ``acc_delta``)."""
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None,
-                 *, capturable=False, maximize=False, differentiable=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1.0, rho: float = 0.9,
+                 eps: float = 1e-6, weight_decay: float = 0, foreach: bool | None = None, *,
+                 capturable: bool = False, maximize: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          maximize=maximize, capturable=capturable, foreach=foreach,
                          differentiable=differentiable)
@@ -108,8 +127,11 @@ class Adamax(KernelOptimizer):
     """torch.optim.Adamax on optcore.adamax_step (state: ``step``,
     ``exp_avg``, ``exp_inf``)."""
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 foreach=None, *, maximize=False, differentiable=False, capturable=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False,
+                 capturable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          foreach=foreach, maximize=maximize,
                          differentiable=differentiable, capturable=capturable)
@@ -120,7 +142,8 @@ class NAdam(KernelOptimizer):
     ``mu_product``, ``exp_avg``, ``exp_avg_sq``)."""
 
 
-    def _scalar_args(self, scalars, step, options, views):
+    def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
+                     views: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
         # torch updates the mu_product tensor in its own dtype (float32 unless
         # the default dtype is float64), `mu_product *= mu`, and uses the
         # rounded product in this step; the kernel multiplies in double. Hand
@@ -130,9 +153,12 @@ class NAdam(KernelOptimizer):
                                         options["momentum_decay"], views[1].dtype.type)
         return {"mu_product": arg}, {"mu_product": product}
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
-                 maximize=False, capturable=False, differentiable=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          momentum_decay=momentum_decay,
                          decoupled_weight_decay=decoupled_weight_decay,
@@ -144,9 +170,11 @@ class RAdam(KernelOptimizer):
     """torch.optim.RAdam on optcore.radam_step (state: ``step``, ``exp_avg``,
     ``exp_avg_sq``)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
-                 capturable=False, differentiable=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize, foreach=foreach, capturable=capturable,
                          decoupled_weight_decay=decoupled_weight_decay,
@@ -157,8 +185,10 @@ class Lion(KernelOptimizer):
     """Lion (sign of an interpolated momentum; Chen et al. 2023) on
     optcore.lion_step; not in torch.optim. State: ``step``, ``exp_avg``."""
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
-                 maximize=False, foreach=None, capturable=False, differentiable=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay,
                          maximize=maximize, foreach=foreach, capturable=capturable,
                          differentiable=differentiable)
@@ -169,8 +199,11 @@ class LAMB(KernelOptimizer):
     optcore.lamb_step; not in torch.optim. State: ``step``, ``exp_avg``,
     ``exp_avg_sq``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
-                 *, maximize=False, foreach=None, capturable=False, differentiable=False):
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize, foreach=foreach, capturable=capturable,
                          differentiable=differentiable)
