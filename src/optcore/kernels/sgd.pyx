@@ -6,6 +6,7 @@ include "_sgd_call.pxi"
 from optcore.kernels._math cimport GradTerm, set_grad_term, load_grad_term, signed_grad
 from optcore.kernels._buffers cimport (BufferSet, bind, FLOAT32, WRITE, READ,
                                        ABSENT)
+from optcore.kernels._checks cimport nonneg, flag_fast
 
 
 cdef struct Call:
@@ -74,15 +75,15 @@ def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
     """
     # hand-written (spec wrapper="hand"): the nesterov and dampening rules
     cdef long long c_step = _step(step)
-    cdef double c_lr = _hyper(lr, "lr", "nonneg", "learning rate", -1)
-    cdef double c_momentum = _hyper(momentum, "momentum", "nonneg", "momentum value", -1)
-    cdef double c_weight_decay = _hyper(weight_decay, "weight_decay", "nonneg",
-                                        "weight_decay value", -1)
-    cdef double c_dampening = _real(dampening, "dampening")
+    cdef double c_lr = nonneg(lr, "lr", "learning rate")
+    cdef double c_momentum = nonneg(momentum, "momentum", "momentum value")
+    cdef double c_weight_decay = nonneg(weight_decay, "weight_decay", "weight_decay value")
+    cdef double c_dampening = (<double>dampening if type(dampening) is float
+                               else _real(dampening, "dampening"))
     if c_dampening != c_dampening:
         raise ValueError(f"Invalid dampening value: {c_dampening}")
-    cdef bint c_nesterov = _flag(nesterov, "nesterov")
-    cdef bint c_maximize = _flag(maximize, "maximize")
+    cdef bint c_nesterov = flag_fast(nesterov, "nesterov")
+    cdef bint c_maximize = flag_fast(maximize, "maximize")
     if c_nesterov and (c_momentum <= 0.0 or c_dampening != 0.0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     cdef BufferSet b = bind(_NAMES, (param, grad, momentum_buffer),
