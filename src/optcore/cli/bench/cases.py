@@ -202,7 +202,7 @@ def _torch_mse(torch: ModuleType, tensors: Sequence[Sequence[Any]],
     return call
 
 
-KERNELS = (
+_STEP_CASES = (
     step_case("adam", "adam_step", positive=("exp_avg_sq",), deepspeed="adam"),
     step_case("adamw", "adam_step", alias="adamw_step", positive=("exp_avg_sq",),
               deepspeed="adamw"),
@@ -217,6 +217,20 @@ KERNELS = (
     # LAMB needs the norms of the parameter and of the update before writing:
     # one pass for the moments and norms, one for the parameter.
     step_case("lamb", "lamb_step", traffic=("4r2w", "3r1w"), positive=("exp_avg_sq",)),
+)
+
+
+def _default_case(spec: Any) -> Kernel:
+    """The case of a spec kernel listed above under no name: the spec's defaults,
+    one pass, every state buffer positive (a second moment under a square root
+    must be; any other state does not mind)."""
+    return step_case(spec.name.removesuffix("_step"), spec.name,
+                     positive=tuple(b.name for b in spec.state))
+
+
+_LISTED = {case.func for case in _STEP_CASES}
+KERNELS = _STEP_CASES + tuple(_default_case(k) for k in _spec.KERNELS
+                              if k.name not in _LISTED) + (
     Kernel("mse_loss_grad", "mse_loss_grad", ("triad",), ("pred", "target", "out"),
            call="loss", multi=False, torch=_torch_mse),
     Kernel("global_norm", "global_norm", ("1r",), ("grad",), call="grads",
