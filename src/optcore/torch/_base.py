@@ -107,6 +107,9 @@ class KernelOptimizer(Optimizer):
             cls._rules = rules_for(cls.__name__)
 
     def __init__(self, params: ParamsT, **defaults: Any) -> None:
+        # torch.optim.Optimizer's step wrapper reads defaults["differentiable"]
+        # (a class whose constructor has no such flag steps with grad off).
+        defaults.setdefault("differentiable", False)
         self._check_options(defaults)
         super().__init__(params, defaults)
         if self._rules.eager:
