@@ -73,11 +73,16 @@ def test_adam_bad_values_same_error_in_all_three_apis(bad):
     assert numpy_cls is not None and numpy_cls == torch_cls
     kind, message = numpy_cls
     name = next(iter(bad))
+    # Each API names the argument as its caller spells it: adam_step's beta1 is
+    # the classes' betas[0]; the rest of the message is the same.
+    class_name = {"beta1": "betas[0]", "beta2": "betas[1]"}.get(name, name)
     if kind is TypeError:
-        assert message.startswith(name), message          # names the argument
+        assert message.startswith(class_name), message    # names the argument
+    else:
+        assert f"({class_name} " in message, message
     if kind is TypeError and not _FUNCTIONAL_TYPES_CHECKED:
         pytest.skip("adam_step's wrapper does not check types with the shared checks yet")
-    assert _adam_step_error(bad) == numpy_cls
+    assert _adam_step_error(bad) == (kind, message.replace(class_name, name))
 
 
 @pytest.mark.parametrize("bad", [dict(lr=-1.0), dict(eps=-1.0), dict(weight_decay=-0.1),
@@ -232,3 +237,24 @@ def test_nadam_mu_product_follows_torch_in_both_layers(dtype):
     np.testing.assert_allclose(npy.param_groups[0]["params"][0],
                                ref.param_groups[0]["params"][0].numpy(), rtol=tol,
                                atol=tol)
+
+
+def test_nan_dampening_is_refused_before_any_step_in_every_api():
+    # A group's options are checked when the group is added, so a NaN in a
+    # later group cannot let an earlier group's kernel write and then raise.
+    nan = float("nan")
+    message = "Invalid dampening value: nan"
+    with pytest.raises(ValueError, match=message):
+        optcore.sgd_step(np.zeros(3), np.ones(3), np.zeros(3), step=1, lr=0.1,
+                         momentum=0.9, dampening=nan)
+    a, b = np.zeros(3), np.zeros(3)
+    with pytest.raises(ValueError, match=message):
+        optcore.SGD([{"params": [a]}, {"params": [b], "dampening": nan}], lr=0.1,
+                    momentum=0.9)
+    ta, tb = torch.zeros(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match=message):
+        ot.SGD([{"params": [ta]}, {"params": [tb], "dampening": nan}], lr=0.1, momentum=0.9)
+    opt = optcore.SGD([a], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=message):
+        opt.add_param_group({"params": [b], "dampening": nan})
+    assert len(opt.param_groups) == 1

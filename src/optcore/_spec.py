@@ -95,8 +95,9 @@ class Hyper:
     ``long long``). ``check``: the constraint, one of CHECKS (None: any value).
     ``what``: the noun of torch.optim's message for a bad value ("learning
     rate" gives "Invalid learning rate: ..."). ``index``: for betas, the index
-    torch's message names. ``python``: False for C-only arguments that the
-    Python wrapper derives (e.g. AdamW's fixed ``decoupled_weight_decay``)."""
+    torch's message names. ``python``: False for a C-only argument that the
+    Python wrapper passes as its default (no entry uses it yet; aliases fix
+    arguments per wrapper instead, e.g. ``adamw_step``)."""
 
     name: str
     ctype: str = "double"
@@ -108,12 +109,15 @@ class Hyper:
     python: bool = True
 
 
-#: Constraints on double hyperparameters: name -> (test as text, bound text).
-#: The messages are built in optcore.kernels._checks, which all three APIs use.
+#: Constraints on double hyperparameters: name -> the test a valid ``x`` passes,
+#: as C text. The generated wrappers inline it for plain floats; every other value,
+#: and every failure, goes to optcore.kernels._checks.hyper, which applies the
+#: same test and words the error (tests/test_checks.py holds the two together).
 CHECKS: dict[str, str] = {
     "nonneg": "0 <= x",
     "beta": "0 <= x < 1",
     "unit": "0 <= x <= 1",
+    "notnan": "x == x",
 }
 
 
@@ -207,7 +211,7 @@ KERNELS: tuple[Kernel, ...] = (
          _state("momentum_buffer", needed=Need("momentum", "nonzero"), init="grad")),
         (STEP, _lr(REQUIRED),
          Hyper("momentum", "double", 0.0, "nonneg", "momentum value"),
-         Hyper("dampening", "double", 0.0),
+         Hyper("dampening", "double", 0.0, "notnan", "dampening value"),
          _flag("nesterov"), _weight_decay(), MAXIMIZE),
         "One SGD step in place (torch.optim.SGD's update).",
         wrapper="hand",
@@ -396,8 +400,9 @@ TORCH_FLAGS = ("foreach", "capturable", "differentiable", "fused")
 class OptimizerSpec:
     """An optimizer class of optcore.optim and optcore.torch.
 
-    ``options``: the param-group options in torch.optim's ``defaults`` order
-    (``betas`` is the pair the kernels take as ``beta1``/``beta2``).
+    ``options``: the param-group options under torch.optim's names (``betas``
+    is the pair the kernels take as ``beta1``/``beta2``); the torch-layer
+    constructors pass them on in torch's own ``defaults`` order.
     ``flags``: the torch.optim flags its constructor takes. ``fixed``: kernel
     arguments the class forces. ``scalars``: per-parameter scalar state and
     its initial value (``step`` counts updates). ``eager``: state is created

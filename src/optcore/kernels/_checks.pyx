@@ -70,7 +70,7 @@ cpdef long long step(object value) except? -1:
 cpdef double hyper(object value, str name, str check, str what,
                    int index=-1) except? -1.0:
     """``real(value, name)``, then the constraint ``check`` of optcore._spec.CHECKS
-    ("nonneg", "beta", "unit"; "" for none) with torch.optim's wording:
+    ("nonneg", "beta", "unit", "notnan"; "" for none) with torch.optim's wording:
     ``what`` is the noun of its message ("learning rate", "epsilon value")."""
     cdef double x = real(value, name)
     if not check:
@@ -85,6 +85,9 @@ cpdef double hyper(object value, str name, str check, str what,
     elif check == "unit":
         if not (0.0 <= x <= 1.0):
             raise ValueError(f"Invalid {what}: {x} ({name} must be in [0, 1])")
+    elif check == "notnan":
+        if x != x:
+            raise ValueError(f"Invalid {what}: {x} ({name} must not be NaN)")
     else:
         raise ValueError(f"unknown constraint {check!r} for {name}")
     return x

@@ -78,10 +78,10 @@ def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
     cdef double c_lr = nonneg(lr, "lr", "learning rate")
     cdef double c_momentum = nonneg(momentum, "momentum", "momentum value")
     cdef double c_weight_decay = nonneg(weight_decay, "weight_decay", "weight_decay value")
-    cdef double c_dampening = (<double>dampening if type(dampening) is float
-                               else _real(dampening, "dampening"))
-    if c_dampening != c_dampening:
-        raise ValueError(f"Invalid dampening value: {c_dampening}")
+    cdef double c_dampening = (<double>dampening
+                               if type(dampening) is float and dampening == dampening
+                               else _hyper(dampening, "dampening", "notnan",
+                                           "dampening value", -1))
     cdef bint c_nesterov = flag_fast(nesterov, "nesterov")
     cdef bint c_maximize = flag_fast(maximize, "maximize")
     if c_nesterov and (c_momentum <= 0.0 or c_dampening != 0.0):

@@ -72,7 +72,7 @@ def _load_scalar(key: str, value: Any, label: str) -> int | float:
         value = value[()]
     if key == "step":
         ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-              and 0 <= value < 2**62    # type: ignore[operator]
+              and 0 <= value < _MAX_STEP    # type: ignore[operator]
               and value == int(value))    # type: ignore[call-overload]  # NaN/inf fail
         if not ok:
             raise ValueError(f"{label}: 'step' must be a non-negative integer, got "

@@ -102,7 +102,7 @@ class Rules:
                 continue
             if not isinstance(value, (tuple, list)) or len(value) != 2:
                 raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
-            out[name] = tuple(_checked(_plain(v, f"betas[{i}]"), h)
+            out[name] = tuple(_checked(_plain(v, f"betas[{i}]"), h, f"betas[{i}]")
                               for i, (v, h) in enumerate(zip(value, check)))
         for rule in self._cross:
             rule(out)
@@ -126,10 +126,12 @@ class Rules:
         return 0.0
 
 
-def _checked(value: Any, h: Hyper) -> Any:
+def _checked(value: Any, h: Hyper, name: str | None = None) -> Any:
+    """``value`` checked by ``h``'s rule; errors name ``name`` (the option as
+    the user passed it, e.g. ``betas[0]``), by default the kernel argument's."""
     if h.ctype == "bint":
-        return flag(value, h.name)
-    return hyper(value, h.name, h.check or "", h.what, h.index)
+        return flag(value, name or h.name)
+    return hyper(value, name or h.name, h.check or "", h.what, h.index)
 
 
 _RULES: dict[str, Rules] = {}

@@ -42,7 +42,6 @@ from optcore.cli.bench.timing import (CEILING_LIMIT, DRIFT_LIMIT, SPREAD_LIMIT, 
                                       measure_side_by_side, measure_trusted,
                                       pattern_timer, spread, timer)
 
-_pow2 = pow2            # the name older scripts use
 
 __all__ = [
     "FULL_SIZES", "IMPLS", "KERNELS", "MULTI_CASES", "QUICK_MULTI_CASES", "QUICK_SIZES",
