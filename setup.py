@@ -18,6 +18,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_tools.build_info import build_info, write_build_info  # noqa: E402
 from build_tools.generate import generate  # noqa: E402
 from build_tools.openmp_helpers import openmp_or_warn  # noqa: E402
 from build_tools.variants import (remove_stale, selected_variants,  # noqa: E402
@@ -91,5 +92,9 @@ ext_modules = cythonize(
 variants = [] if DEBUG else selected_variants()
 remove_stale(variants, root=os.path.dirname(os.path.abspath(__file__)))
 ext_modules += variant_extensions(ext_modules, variants, "build")
+
+write_build_info(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "src", "optcore", "_build_info.py"),
+                 build_info(compile_args, omp_cflags, omp_ldflags, variants))
 
 setup(ext_modules=ext_modules)

@@ -7,6 +7,8 @@ of arrays (one native call), and has a pure-NumPy twin of the same name in
 
 import os as _os
 
+from optcore._version import __version__
+
 from optcore.kernels._runtime import (
     get_num_threads,
     set_num_threads,
@@ -29,8 +31,8 @@ from optcore.kernels.grad_utils import (
 from optcore.optim.family import *  # noqa: F401,F403  (every optimizer class)
 from optcore.optim.family import __all__ as _optimizer_names
 from optcore import schedules
+from optcore._config import build_info, show_config
 
-__version__ = "0.1.0"
 
 __all__ = [
     *_kernel_names,
@@ -51,6 +53,8 @@ __all__ = [
     "set_parallel_threshold",
     "openmp_enabled",
     "get_include",
+    "show_config",
+    "build_info",
     "save",
     "load",
     "CheckpointError",

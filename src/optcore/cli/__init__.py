@@ -1,4 +1,4 @@
-"""Command line: ``python -m optcore {demo,bench}``."""
+"""Command line: ``python -m optcore {demo,bench,info}``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     from optcore.cli import bench
     bench.add_parser(sub)
+    from optcore.cli import info
+    info.add_parser(sub)
     return parser
 
 
