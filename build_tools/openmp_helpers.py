@@ -9,6 +9,7 @@ unless OPTCORE_FAIL_NO_OPENMP=1 asks for a hard error.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,10 @@ def _compiler() -> list[str]:
     return cc.split()
 
 
+def _env_flags(*names: str) -> list[str]:
+    return [flag for name in names for flag in shlex.split(os.environ.get(name, ""))]
+
+
 def check_openmp_support() -> tuple[list[str], list[str]] | None:
     """Return (compile_args, link_args) when OpenMP works, else None."""
     if os.environ.get("OPTCORE_NO_OPENMP") == "1":
@@ -61,7 +66,10 @@ def check_openmp_support() -> tuple[list[str], list[str]] | None:
             f.write(OPENMP_TEST_PROGRAM)
         try:
             subprocess.run(
-                [*cc, *cflags, src, "-o", exe, *ldflags],
+                # the flags the real build gets from the environment too (e.g.
+                # macOS: -I/-L of Homebrew's libomp)
+                [*cc, *_env_flags("CPPFLAGS", "CFLAGS"), *cflags, src, "-o", exe,
+                 *_env_flags("LDFLAGS"), *ldflags],
                 check=True, capture_output=True, timeout=120,
             )
             subprocess.run([exe], check=True, capture_output=True, timeout=60)
