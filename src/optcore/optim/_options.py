@@ -92,6 +92,10 @@ class Rules:
         self.flags = spec.flags
         hypers = {h.name: h for h in kspec.hypers}
         hypers.update({h.name: h for h in spec.extra})
+        # Options the kernel does not take, read from the constructor's
+        # defaults only (torch's Adagrad: initial_accumulator_value); a group
+        # may lack them, as torch.optim's may.
+        self.optional = frozenset(h.name for h in spec.extra)
         # (option, its check: a Hyper, or the pair for betas)
         self._checks: list[tuple[str, Any]] = []
         for name in spec.options:
@@ -107,6 +111,8 @@ class Rules:
         the kernels' message for a bad one."""
         out: dict[str, Any] = {}
         for name, check in self._checks:
+            if name not in options and name in self.optional:
+                continue
             value = options[name]
             if isinstance(check, Hyper):
                 out[name] = _checked(_plain(value, name), check)

@@ -236,9 +236,10 @@ class KernelOptimizer(Optimizer):
         own = {*self.defaults, *self._rules.spec.options, *self._rules.spec.fixed}
         scalars = set(self._rules.scalars)
         allowed = set(self._rules.state_keys) | scalars
+        required = [k for k in self.defaults if k not in self._rules.optional]
         index = 0
         for g, group in enumerate(self.param_groups):
-            check_loaded_group(group, g, self.defaults, own, owner)
+            check_loaded_group(group, g, required, own, owner)
             checked = self._check_options(group)
             needed = {b.state_key for b in self._rules.needed(checked)} | scalars
             for p in group["params"]:
