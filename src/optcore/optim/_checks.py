@@ -113,8 +113,8 @@ def check_loaded_group(saved: Mapping[str, Any], g: int, required: Iterable[str]
                          f"state_dict of another optimizer?)")
 
 
-def check_loaded_state_keys(keys: Iterable[Any], label: str, needed: Iterable[str],
-                            allowed: Iterable[str], owner: str) -> None:
+def check_loaded_state_keys(keys: Iterable[Any], label: str, needed: Iterable[Any],
+                            allowed: Iterable[Any], owner: str) -> None:
     """A loaded per-parameter state (its ``keys``) has every key in
     ``needed`` and none outside ``allowed``; ``label`` names it."""
     keys = set(keys)

@@ -22,6 +22,7 @@ class StateDictMixin:
 
     # What they use of the optimizer (set by its __init__), for type checkers.
     param_groups: list[ParamGroup]
+    defaults: dict[str, Any]
     _rules: Rules
     _layouts: list[_Layout]
     _arenas: list[Arenas]

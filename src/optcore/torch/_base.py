@@ -217,7 +217,7 @@ class KernelOptimizer(Optimizer):
         left as it was.
         """
         before = {k: self.__dict__[k] for k in ("state", "param_groups")}
-        caches = {k: self.__dict__.pop(k) for k in ("_optcore_slots", "_optcore_options")
+        caches: dict[str, Any] = {k: self.__dict__.pop(k) for k in ("_optcore_slots", "_optcore_options")
                   if k in self.__dict__}
         self.__dict__["_optcore_loading"] = True
         try:
