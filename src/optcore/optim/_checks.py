@@ -1,16 +1,19 @@
-"""Checks of the NumPy optimizers' inputs: parameters, loaded scalar state.
+"""Checks of the NumPy optimizers' inputs: parameters, loaded scalar state;
+and the keys of a loaded state_dict (shared with optcore.torch, so both
+class layers refuse the same state_dict with the same message).
 Buffers are checked by the kernels' own binding (``optcore.kernels._buffers``);
 hyperparameters by ``optcore.optim._options``."""
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from optcore.kernels._buffers import check_calls
+from optcore.optim._options import ALL_OPTIONS
 
 # Largest step count kept in state (the kernels take a 64-bit step).
 _MAX_STEP = 2**62
@@ -81,3 +84,45 @@ def _load_scalar(key: str, value: Any, label: str) -> int | float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{label}: {key!r} must be a real number, got {value!r}")
     return float(value)
+
+
+class StateDictKeyError(KeyError, ValueError):
+    """A loaded state_dict lacks a key its optimizer needs: a KeyError, as
+    torch.optim raises for it, and a ValueError, as for any other invalid
+    state_dict. Its message is printed as it is (not quoted as a key)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def check_loaded_group(saved: Mapping[str, Any], g: int, required: Iterable[str],
+                       own: Iterable[str], owner: str) -> None:
+    """Loaded param group ``g`` has every option in ``required`` and no
+    option of another optimizer (one in no ``own``); ``owner`` names the
+    class. A state_dict of another optimizer fails here."""
+    where = f"loaded param group {g}"
+    for name in required:
+        if name not in saved:
+            raise StateDictKeyError(
+                f"{where}: missing hyperparameter {name!r} ({owner} needs it; is this "
+                f"the state_dict of another optimizer?)")
+    own = set(own)
+    foreign = sorted(k for k in saved if k in ALL_OPTIONS and k not in own)
+    if foreign:
+        raise ValueError(f"{where}: {foreign} are not options of {owner} (is this the "
+                         f"state_dict of another optimizer?)")
+
+
+def check_loaded_state_keys(keys: Iterable[Any], label: str, needed: Iterable[Any],
+                            allowed: Iterable[Any], owner: str) -> None:
+    """A loaded per-parameter state (its ``keys``) has every key in
+    ``needed`` and none outside ``allowed``; ``label`` names it."""
+    keys = set(keys)
+    missing = set(needed) - keys
+    if missing:
+        raise StateDictKeyError(f"{label} lacks {sorted(missing)} (needed by {owner} with "
+                                f"these options)")
+    extra = keys - set(allowed)
+    if extra:
+        raise ValueError(f"{label} has unknown keys {sorted(map(str, extra))} ({owner} "
+                         f"state keys: {sorted(allowed)})")

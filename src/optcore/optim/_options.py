@@ -19,15 +19,26 @@ import numpy as np
 from optcore._spec import OPTIMIZER, Hyper, OptimizerSpec, kernel_options
 from optcore.kernels._checks import flag, hyper
 
-__all__ = ["Rules", "rules_for", "check_flags", "torch_mu_product"]
+__all__ = ["Rules", "rules_for", "check_flags", "torch_mu_product", "ALL_OPTIONS"]
+
+#: Every option of every optimizer class: a loaded param group carrying one
+#: its optimizer lacks comes from another optimizer (other keys, such as a
+#: scheduler's ``initial_lr``, are the user's and are kept).
+ALL_OPTIONS = frozenset(name for spec in OPTIMIZER.values() for name in spec.options)
+
+# torch.optim.Adam (and AdamW) refuse a betas pair mixing a tensor and a number.
+_SAME_KIND_BETAS = frozenset({"Adam", "AdamW"})
+
+
+def _is_tensor(value: Any) -> bool:
+    return callable(getattr(value, "numel", None)) and hasattr(value, "item")
 
 
 def _plain(value: Any, name: str) -> Any:
     """A torch tensor hyperparameter as its number (torch.optim accepts
     one-element tensors, e.g. a tensor lr); anything else as it is."""
-    numel = getattr(value, "numel", None)
-    if callable(numel) and hasattr(value, "item"):
-        if numel() != 1:
+    if _is_tensor(value):
+        if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
         return value.item()
     return value
@@ -81,6 +92,10 @@ class Rules:
         self.flags = spec.flags
         hypers = {h.name: h for h in kspec.hypers}
         hypers.update({h.name: h for h in spec.extra})
+        # Options the kernel does not take, read from the constructor's
+        # defaults only (torch's Adagrad: initial_accumulator_value); a group
+        # may lack them, as torch.optim's may.
+        self.optional = frozenset(h.name for h in spec.extra)
         # (option, its check: a Hyper, or the pair for betas)
         self._checks: list[tuple[str, Any]] = []
         for name in spec.options:
@@ -96,6 +111,8 @@ class Rules:
         the kernels' message for a bad one."""
         out: dict[str, Any] = {}
         for name, check in self._checks:
+            if name not in options and name in self.optional:
+                continue
             value = options[name]
             if isinstance(check, Hyper):
                 out[name] = _checked(_plain(value, name), check)
@@ -104,6 +121,8 @@ class Rules:
                 raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
             out[name] = tuple(_checked(_plain(v, f"betas[{i}]"), h, f"betas[{i}]")
                               for i, (v, h) in enumerate(zip(value, check)))
+            if self.spec.name in _SAME_KIND_BETAS and _is_tensor(value[0]) != _is_tensor(value[1]):
+                raise ValueError("betas must be either both floats or both Tensors")
         for rule in self._cross:
             rule(out)
         return out

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optcore.optim._arena import _aligned_empty
-from optcore.optim._checks import _check_like, _load_scalar
+from optcore.optim._checks import (_check_like, _load_scalar, check_loaded_group,
+                                   check_loaded_state_keys)
 
 if TYPE_CHECKING:
     from optcore._typing import Arenas, ParamGroup, StateEntry
@@ -21,6 +22,7 @@ class StateDictMixin:
 
     # What they use of the optimizer (set by its __init__), for type checkers.
     param_groups: list[ParamGroup]
+    defaults: dict[str, Any]
     _rules: Rules
     _layouts: list[_Layout]
     _arenas: list[Arenas]
@@ -60,7 +62,9 @@ class StateDictMixin:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``state_dict()`` (deep-copied). Everything is checked first
         (layout, group and parameter counts, hyperparameters, state keys,
-        shapes, dtypes): a load that raises leaves the optimizer unchanged."""
+        shapes, dtypes): a load that raises leaves the optimizer unchanged.
+        A state_dict of another optimizer, or one lacking a key, raises (a
+        missing key a ``KeyError`` that is also a ``ValueError``)."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         for key in ("state", "param_groups"):
@@ -92,6 +96,9 @@ class StateDictMixin:
                     raise ValueError(f"parameter index {idx!r} appears twice in the loaded "
                                      f"param_groups")
                 where[idx] = (g, j)
+            check_loaded_group(saved, g, self.defaults,
+                               {*self.defaults, *self._rules.spec.options,
+                                *self._rules.spec.fixed}, type(self).__name__)
             new = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             if isinstance(new.get("betas"), list):
                 new["betas"] = tuple(new["betas"])
@@ -111,16 +118,10 @@ class StateDictMixin:
             label = f"loaded state of parameter {idx!r}"
             if not isinstance(saved, dict):
                 raise TypeError(f"{label} must be a dict, got {type(saved).__name__}")
-            needed = set(self._buffers(new_groups[g])) | scalar_names
-            missing = needed - set(saved)
-            if missing:
-                raise ValueError(f"{label} lacks {sorted(missing)} (needed by "
-                                 f"{type(self).__name__} with these options)")
-            allowed: set[Any] = set(self._rules.state_keys) | scalar_names
-            extra = set(saved) - allowed
-            if extra:
-                raise ValueError(f"{label} has unknown keys {sorted(map(str, extra))} "
-                                 f"({type(self).__name__} state keys: {sorted(allowed)})")
+            check_loaded_state_keys(saved, label,
+                                    set(self._buffers(new_groups[g])) | scalar_names,
+                                    set(self._rules.state_keys) | scalar_names,
+                                    type(self).__name__)
             entry: Any = {}
             for key, value in saved.items():
                 if key in scalar_names:

@@ -11,7 +11,9 @@ Parameters must be CPU, dense, C-contiguous float32/float64 tensors; anything
 else is rejected with an error (never copied). ``foreach`` and ``fused`` are
 accepted and have no effect (every step is already one fused multi-tensor
 call); ``capturable=True`` and ``differentiable=True`` cannot be honoured and
-raise.
+raise. Inputs torch.optim refuses only for its foreach implementation (a
+tensor ``lr`` or tensor ``betas`` with ``foreach=True``) are therefore
+accepted; any other input it refuses raises its exception and message.
 
 Importing this module imports torch; ``import optcore`` alone never does.
 """

@@ -22,7 +22,6 @@ Everything else lives here:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
 
 from optcore._spec import OPTIMIZER
 from optcore.kernels._buffers import check_calls
+from optcore.optim._checks import check_loaded_group, check_loaded_state_keys
 from optcore.optim._options import check_flags, rules_for
 
 if TYPE_CHECKING:
@@ -101,6 +101,14 @@ class KernelOptimizer(Optimizer):
 
     _rules: Rules = None  # type: ignore[assignment]  # the class's spec entry
 
+    #: The group keys the torch.optim twin's ``__setstate__`` fills when a
+    #: loaded (or unpickled) group lacks them, with the values it fills in
+    #: (not always the constructor's defaults: torch's SGD fills fused=False).
+    #: Only keys of the class's defaults are filled; any other missing key
+    #: makes load_state_dict raise.
+    _setstate_fills: dict[str, Any] = {"foreach": None, "maximize": False,
+                                       "differentiable": False, "capturable": False}
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
@@ -120,14 +128,6 @@ class KernelOptimizer(Optimizer):
                     self._init_state(self.state[p], p, group)
 
     # ---- options ---------------------------------------------------------
-
-    @classmethod
-    def _static_defaults(cls) -> dict[str, Any]:
-        """The constructor's default option values (for groups loaded from
-        older state_dicts that lack a key, as torch's __setstate__ does)."""
-        sig = inspect.signature(cls.__init__)
-        return {name: prm.default for name, prm in sig.parameters.items()
-                if prm.default is not inspect.Parameter.empty}
 
     def _check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options checked (plain values, see ``Rules.check``), then the
@@ -188,11 +188,10 @@ class KernelOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        static = self._static_defaults()
         for group in self.param_groups:
-            for key in self.defaults:
-                if key not in group and key in static:
-                    group[key] = static[key]
+            for key, value in self._setstate_fills.items():
+                if key in self.defaults:
+                    group.setdefault(key, value)
             scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
             for p in group["params"]:
                 p_state = self.state.get(p)
@@ -202,6 +201,54 @@ class KernelOptimizer(Optimizer):
                     if key in p_state and not torch.is_tensor(p_state[key]):
                         p_state[key] = torch.tensor(float(p_state[key]), dtype=scalar_dtype)
         self.__dict__.pop("_optcore_slots", None)
+        self.__dict__.pop("_optcore_options", None)
+        if self.__dict__.get("_optcore_loading"):
+            self._check_loaded()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict (torch.optim's, or optcore.torch's: the layouts
+        are the same), checked before anything changes.
+
+        As torch.optim does, a group lacking one of the flags its
+        ``__setstate__`` fills gets torch's value. Any other missing
+        option, a missing state key, an option or state key of another
+        optimizer, or a bad option value raises (a missing key a KeyError,
+        as torch.optim raises for it at its next step), and the optimizer is
+        left as it was.
+        """
+        before = {k: self.__dict__[k] for k in ("state", "param_groups")}
+        caches: dict[str, Any] = {k: self.__dict__.pop(k) for k in ("_optcore_slots", "_optcore_options")
+                  if k in self.__dict__}
+        self.__dict__["_optcore_loading"] = True
+        try:
+            super().load_state_dict(state_dict)
+        except BaseException:
+            self.__dict__.update(before)
+            self.__dict__.update(caches)
+            raise
+        finally:
+            self.__dict__.pop("_optcore_loading", None)
+
+    def _check_loaded(self) -> None:
+        """The groups and state just loaded (see load_state_dict)."""
+        owner = type(self).__name__
+        own = {*self.defaults, *self._rules.spec.options, *self._rules.spec.fixed}
+        scalars = set(self._rules.scalars)
+        allowed = set(self._rules.state_keys) | scalars
+        required = [k for k in self.defaults if k not in self._rules.optional]
+        index = 0
+        for g, group in enumerate(self.param_groups):
+            check_loaded_group(group, g, required, own, owner)
+            checked = self._check_options(group)
+            needed = {b.state_key for b in self._rules.needed(checked)} | scalars
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state:
+                    # (torch's SGD reads its momentum buffer with state.get:
+                    # only state with a step count must be complete)
+                    check_loaded_state_keys(p_state, f"loaded state of parameter {index}",
+                                            needed if scalars else (), allowed, owner)
+                index += 1
 
     def _slot(self, p: torch.Tensor, state: dict[str, Any], group: ParamGroup,
               needed: tuple[Buffer, ...], gi: int, j: int) -> _Slot:

@@ -26,6 +26,9 @@ class SGD(KernelOptimizer):
     """torch.optim.SGD on optcore.sgd_step (state: ``momentum_buffer`` when
     momentum != 0, created by the first step from the gradient, as torch does)."""
 
+    _setstate_fills = {"nesterov": False, "maximize": False, "foreach": None,
+                       "differentiable": False, "fused": False}
+
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
@@ -38,6 +41,10 @@ class SGD(KernelOptimizer):
 class Adam(KernelOptimizer):
     """torch.optim.Adam on optcore.adam_step (state: ``step``, ``exp_avg``,
     ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad)."""
+
+    _setstate_fills = {"amsgrad": False, "maximize": False, "foreach": None,
+                       "capturable": False, "differentiable": False,
+                       "decoupled_weight_decay": False, "fused": None}
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -76,6 +83,9 @@ class RMSprop(KernelOptimizer):
     ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when
     centered)."""
 
+    _setstate_fills = {"momentum": 0, "centered": False, "foreach": None,
+                       "maximize": False, "differentiable": False, "capturable": False}
+
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
                  centered: bool = False, capturable: bool = False, foreach: bool | None = None,
@@ -91,6 +101,9 @@ class Adagrad(KernelOptimizer):
     filled with the constructor's initial_accumulator_value; created at
     construction, for groups added later at their first step, as torch does).
     Sparse gradients are not supported."""
+
+    _setstate_fills = {"foreach": None, "maximize": False, "differentiable": False,
+                       "fused": None}
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
@@ -141,6 +154,7 @@ class NAdam(KernelOptimizer):
     """torch.optim.NAdam on optcore.nadam_step (state: ``step``,
     ``mu_product``, ``exp_avg``, ``exp_avg_sq``)."""
 
+    _setstate_fills = {**KernelOptimizer._setstate_fills, "decoupled_weight_decay": False}
 
     def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
                      views: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -169,6 +183,8 @@ class NAdam(KernelOptimizer):
 class RAdam(KernelOptimizer):
     """torch.optim.RAdam on optcore.radam_step (state: ``step``, ``exp_avg``,
     ``exp_avg_sq``)."""
+
+    _setstate_fills = {**KernelOptimizer._setstate_fills, "decoupled_weight_decay": False}
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
