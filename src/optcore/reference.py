@@ -420,7 +420,7 @@ def _check_norm_type(norm_type: float) -> float:
 
 
 def global_norm(arrays: ArrayOrIterable, norm_type: float = 2.0) -> float:
-    """Norm of all elements as one vector, in float64, scaled by max |x|
+    """Norm of all elements as one vector, in float64, scaled by max(abs(x))
     (no overflow or underflow)."""
     p = _check_norm_type(norm_type)
     xs = [np.abs(a.astype(np.float64)) for a in _array_list(arrays) if a.size]

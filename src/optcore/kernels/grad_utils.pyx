@@ -493,7 +493,7 @@ def global_norm(arrays, norm_type=2.0):
     """The ``norm_type``-norm of all elements of ``arrays`` (one array or a
     list), as if concatenated into one vector: ``torch.nn.utils.get_total_norm``.
 
-    ``norm_type`` is any p > 0 or ``inf`` (max |x|). Accumulated in double, the
+    ``norm_type`` is any p > 0 or ``inf`` (``max(abs(x))``). Accumulated in double, the
     same bits for any thread count, and free of overflow/underflow where the
     norm itself is representable. NaN anywhere gives NaN; an infinity (and no
     NaN) gives inf. An empty list gives 0.0.
