@@ -182,14 +182,39 @@ def need_text(need: Any) -> str:
         need.test].format(need.option)
 
 
+#: Example values of the hyperparameters that have no default.
+EXAMPLE_VALUES = {"step": "1", "lr": "0.1", "mu_product": "1.0"}
+
+
+def example(kernel: Any, name: str) -> str:
+    """A doctest of one step of ``name`` on three float32 elements, the
+    states the defaults need starting at zero."""
+    states = [b.name for b in kernel.buffers[2:] if b.needed is None]
+    required = ", ".join(f"{h.name}={EXAMPLE_VALUES.get(h.name, '1' if h.ctype == 'step' else '0.1')}" for h in kernel.hypers
+                         if h.python and repr(h.default) == "REQUIRED")
+    state_lines = "".join(f"\n>>> {s} = np.zeros_like(param)" for s in states)
+    args = ", ".join(["param", "grad", *states])
+    return f"""Examples
+--------
+>>> param = np.array([1.0, -2.0, 0.5], dtype=np.float32)
+>>> grad = np.array([0.5, -1.0, 2.0], dtype=np.float32){state_lines}
+>>> before = param.copy()
+>>> _ = optcore.{name}({args}, {required})
+>>> bool(np.all(param != before))     # updated in place
+True"""
+
+
 def wrappers(kernel: Any) -> list[dict[str, Any]]:
     """The Python wrappers of a kernel: its own and its aliases'."""
+    own = kernel.doc + ("\n\n" + kernel.details if kernel.details else "")
     out = [{"name": kernel.name, "fixed": {}, "defaults": {},
-            "doc": kernel.doc + ("\n\n" + kernel.details if kernel.details else "")}]
+            "doc": own + "\n\n" + example(kernel, kernel.name)}]
     for alias, options in kernel.aliases.items():
         options = dict(options)
+        doc = kernel.alias_docs.get(alias, "")
         out.append({"name": alias, "defaults": options.pop("defaults", {}),
-                    "fixed": options, "doc": kernel.alias_docs.get(alias, "")})
+                    "fixed": options,
+                    "doc": doc + "\n\n" + example(kernel, alias) if doc else doc})
     return out
 
 

@@ -72,6 +72,14 @@ def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
     With ``momentum > 0`` the ``momentum_buffer`` is required and updated; at
     ``step == 1`` it is set to the (decayed, maximized) gradient. Each buffer
     argument is one array or a list of arrays (one native call for the list).
+
+    Examples
+    --------
+    >>> param = np.array([1.0, -2.0, 0.5], dtype=np.float32)
+    >>> grad = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    >>> optcore.sgd_step(param, grad, step=1, lr=0.1)
+    >>> param
+    array([ 0.95, -1.9 ,  0.3 ], dtype=float32)
     """
     # hand-written (spec wrapper="hand"): the nesterov and dampening rules
     cdef long long c_step = _step(step)
