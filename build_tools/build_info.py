@@ -8,7 +8,6 @@ compiler, flags, OpenMP runtime and instruction-set variants a build has.
 
 from __future__ import annotations
 
-import os
 import platform
 import pprint
 import subprocess
@@ -16,6 +15,8 @@ import sysconfig
 
 import Cython
 import numpy
+
+from build_tools.openmp_helpers import compiler_command
 
 
 def _compiler_version(cc: list[str]) -> str:
@@ -29,7 +30,7 @@ def _compiler_version(cc: list[str]) -> str:
 
 def build_info(compile_args: list[str], openmp_cflags: list[str],
                openmp_ldflags: list[str], variants: list[str]) -> dict[str, object]:
-    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    cc = compiler_command()
     return {
         "compiler": " ".join(cc),
         "compiler_version": _compiler_version(cc),

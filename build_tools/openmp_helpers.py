@@ -42,7 +42,8 @@ def openmp_flags() -> tuple[list[str], list[str]]:
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def _compiler() -> list[str]:
+def compiler_command() -> list[str]:
+    """The C compiler the build uses, as a command (``$CC`` or Python's)."""
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     return cc.split()
 
@@ -55,7 +56,7 @@ def check_openmp_support() -> tuple[list[str], list[str]] | None:
     """Return (compile_args, link_args) when OpenMP works, else None."""
     if os.environ.get("OPTCORE_NO_OPENMP") == "1":
         return None
-    cc = _compiler()
+    cc = compiler_command()
     if shutil.which(cc[0]) is None:
         return None
     cflags, ldflags = openmp_flags()
