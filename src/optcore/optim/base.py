@@ -26,6 +26,7 @@ import numpy as np
 from optcore._spec import OPTIMIZER
 from optcore.optim._arena import ArenaMixin, _Layout
 from optcore.optim._checks import _as_param_list, _check_params
+from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 from optcore.optim._plan import PlanMixin
 from optcore.optim._state_dict import StateDictMixin
@@ -110,6 +111,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         super().__init_subclass__(**kwargs)
         if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
             cls._rules = rules_for(cls.__name__)
+            cls.__doc__ = class_docstring(cls, "numpy")
 
     def __init__(self, params: Iterable[Any], arguments: Mapping[str, Any]) -> None:
         """``arguments``: the constructor's arguments by name (its ``locals()``),

@@ -33,6 +33,7 @@ from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
 
 from optcore._spec import OPTIMIZER
 from optcore.kernels._buffers import check_calls
+from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class KernelOptimizer(Optimizer):
         super().__init_subclass__(**kwargs)
         if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
             cls._rules = rules_for(cls.__name__)
+            cls.__doc__ = class_docstring(cls, "torch")
 
     def __init__(self, params: ParamsT, **defaults: Any) -> None:
         # torch.optim.Optimizer's step wrapper reads defaults["differentiable"]

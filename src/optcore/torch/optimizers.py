@@ -4,6 +4,7 @@ Each class declares only its constructor, with torch.optim's arguments and
 defaults (options passed on in torch.optim's ``defaults`` order, so
 param_groups look the same); the kernel, the state tensors (torch.optim's keys)
 and the checks are its entry in ``optcore._spec.OPTIMIZERS`` (see _base.py).
+The class docstrings are rendered from the spec (``optcore.optim._docs``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
 
 
 class SGD(KernelOptimizer):
-    """torch.optim.SGD on optcore.sgd_step (state: ``momentum_buffer`` when
-    momentum != 0, created by the first step from the gradient, as torch does)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
@@ -36,9 +34,6 @@ class SGD(KernelOptimizer):
 
 
 class Adam(KernelOptimizer):
-    """torch.optim.Adam on optcore.adam_step (state: ``step``, ``exp_avg``,
-    ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *,
@@ -52,9 +47,6 @@ class Adam(KernelOptimizer):
 
 
 class AdamW(Adam):
-    """torch.optim.AdamW: Adam with decoupled weight decay (always on, as in
-    torch, also for loaded state_dicts)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
@@ -72,10 +64,6 @@ class AdamW(Adam):
 
 
 class RMSprop(KernelOptimizer):
-    """torch.optim.RMSprop on optcore.rmsprop_step (state: ``step``,
-    ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when
-    centered)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
                  centered: bool = False, capturable: bool = False, foreach: bool | None = None,
@@ -87,11 +75,6 @@ class RMSprop(KernelOptimizer):
 
 
 class Adagrad(KernelOptimizer):
-    """torch.optim.Adagrad on optcore.adagrad_step (state: ``step``, ``sum``,
-    filled with the constructor's initial_accumulator_value; created at
-    construction, for groups added later at their first step, as torch does).
-    Sparse gradients are not supported."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
@@ -111,9 +94,6 @@ class Adagrad(KernelOptimizer):
 
 
 class Adadelta(KernelOptimizer):
-    """torch.optim.Adadelta on optcore.adadelta_step (state: ``step``,
-    ``square_avg``, ``acc_delta``)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0, foreach: bool | None = None, *,
                  capturable: bool = False, maximize: bool = False,
@@ -124,9 +104,6 @@ class Adadelta(KernelOptimizer):
 
 
 class Adamax(KernelOptimizer):
-    """torch.optim.Adamax on optcore.adamax_step (state: ``step``,
-    ``exp_avg``, ``exp_inf``)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, foreach: bool | None = None, *,
@@ -138,9 +115,6 @@ class Adamax(KernelOptimizer):
 
 
 class NAdam(KernelOptimizer):
-    """torch.optim.NAdam on optcore.nadam_step (state: ``step``,
-    ``mu_product``, ``exp_avg``, ``exp_avg_sq``)."""
-
 
     def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
                      views: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -167,9 +141,6 @@ class NAdam(KernelOptimizer):
 
 
 class RAdam(KernelOptimizer):
-    """torch.optim.RAdam on optcore.radam_step (state: ``step``, ``exp_avg``,
-    ``exp_avg_sq``)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
@@ -182,9 +153,6 @@ class RAdam(KernelOptimizer):
 
 
 class Lion(KernelOptimizer):
-    """Lion (sign of an interpolated momentum; Chen et al. 2023) on
-    optcore.lion_step; not in torch.optim. State: ``step``, ``exp_avg``."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
@@ -195,10 +163,6 @@ class Lion(KernelOptimizer):
 
 
 class LAMB(KernelOptimizer):
-    """LAMB (Adam with a per-tensor trust ratio; You et al. 2019) on
-    optcore.lamb_step; not in torch.optim. State: ``step``, ``exp_avg``,
-    ``exp_avg_sq``."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
