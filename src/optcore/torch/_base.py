@@ -92,12 +92,42 @@ class _Slot:
 
 
 class KernelOptimizer(Optimizer):
-    """torch.optim.Optimizer whose step runs an optcore multi-tensor kernel.
+    """A ``torch.optim.Optimizer`` whose step runs an optcore multi-tensor kernel.
 
-    A subclass named like an entry of ``optcore._spec.OPTIMIZERS`` (or a
-    subclass of one) takes its kernel, options, checks and state from it, and
-    defines ``__init__`` with torch.optim's signature, passing every option to
+    The base of ``optcore.torch.SGD``, ``Adam`` and the others. A subclass
+    named like an entry of ``optcore._spec.OPTIMIZERS`` (or a subclass of one)
+    takes its kernel, options, checks and state from it, and defines
+    ``__init__`` with torch.optim's signature, passing every option to
     ``super().__init__`` as keywords in torch.optim's ``defaults`` order.
+
+    Parameters
+    ----------
+    params : iterable of torch.Tensor or of dict
+        The parameters (CPU, dense, C-contiguous float32/float64 tensors) or
+        parameter groups, as for torch.optim.
+    **defaults
+        The options, by name.
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range, or a parameter is not on the CPU, not
+        dense or not contiguous.
+    TypeError
+        If an option has the wrong type or a parameter's dtype is not
+        float32/float64.
+
+    See Also
+    --------
+    optcore.optim.Optimizer : The same machinery over NumPy arrays.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import optcore.torch
+    >>> opt = optcore.torch.Adam([torch.zeros(2, requires_grad=True)])
+    >>> isinstance(opt, torch.optim.Optimizer)
+    True
     """
 
     _rules: Rules = None  # type: ignore[assignment]  # the class's spec entry
@@ -142,6 +172,36 @@ class KernelOptimizer(Optimizer):
     # ---- parameters ----------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group, checked as the constructor's groups are.
+
+        torch.optim's ``add_param_group``, then optcore's checks of the
+        group's options and parameters; a group that fails them is not added.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``"params"`` (a tensor or a list of tensors) and any options; the
+            options it omits take the optimizer's ``defaults``.
+
+        Raises
+        ------
+        ValueError
+            If an option is out of range, a parameter is already in the
+            optimizer, or a parameter is not a CPU, dense, contiguous tensor.
+        TypeError
+            If an option has the wrong type or a parameter's dtype is not
+            float32/float64.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import optcore.torch
+        >>> opt = optcore.torch.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+        >>> opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)],
+        ...                      "lr": 0.01})
+        >>> [g["lr"] for g in opt.param_groups]
+        [0.1, 0.01]
+        """
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -277,12 +337,45 @@ class KernelOptimizer(Optimizer):
              closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step (one kernel call per group).
 
-        Every kernel call of the step is prepared and checked before the first
-        one runs, so a step that raises changes no parameter and no state.
+        Parameters with a ``.grad`` are updated in place. Every kernel call of
+        the step is prepared and checked before the first one runs, so a step
+        that raises changes no parameter and no state.
 
-        Args:
-            closure (Callable, optional): A closure that reevaluates the model
-                and returns the loss.
+        Parameters
+        ----------
+        closure : callable, optional
+            A closure that reevaluates the model and returns the loss (run
+            with gradients enabled, before the update).
+
+        Returns
+        -------
+        object
+            The closure's loss (a tensor, typically), or None without a closure.
+
+        Raises
+        ------
+        ValueError
+            If a parameter, gradient or state tensor is not a CPU, dense,
+            contiguous tensor of the parameter's shape, or a group's option
+            was set to a bad value.
+        TypeError
+            If a gradient or state has another dtype than its parameter.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import optcore.torch
+        >>> w = torch.tensor([1.0, -2.0], requires_grad=True)
+        >>> opt = optcore.torch.SGD([w], lr=0.25)
+        >>> def closure():
+        ...     opt.zero_grad()
+        ...     loss = (w ** 2).sum()
+        ...     loss.backward()
+        ...     return loss
+        >>> opt.step(closure).item()
+        5.0
+        >>> w.tolist()
+        [0.5, -1.0]
         """
         loss = None
         if closure is not None:

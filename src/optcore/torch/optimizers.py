@@ -86,8 +86,20 @@ class Adagrad(KernelOptimizer):
                          differentiable=differentiable, fused=fused)
 
     def share_memory(self) -> None:
-        """Move the ``sum`` state tensors to shared memory (as torch's
-        Adagrad.share_memory; the next step picks up the new storage)."""
+        """Move the ``sum`` state tensors to shared memory (torch's Adagrad.share_memory).
+
+        The next step picks up the new storage.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import optcore.torch
+        >>> w = torch.zeros(2, requires_grad=True)
+        >>> opt = optcore.torch.Adagrad([w])
+        >>> opt.share_memory()
+        >>> opt.state[w]["sum"].is_shared()
+        True
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p]["sum"].share_memory_()
