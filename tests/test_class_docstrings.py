@@ -52,7 +52,7 @@ def numpy_objects():
 
 
 def schedule_objects():
-    names = []
+    names = ["optcore.schedules"]
     for name in schedules.__all__:
         obj = getattr(schedules, name)
         if inspect.isclass(obj):
