@@ -15,6 +15,7 @@ same problem, so they print the same rounded parameters.
 from __future__ import annotations
 
 import inspect
+import textwrap
 from optcore._spec import OPTIMIZER, REQUIRED, Hyper, OptimizerSpec
 
 __all__ = ["class_docstring"]
@@ -182,7 +183,7 @@ def _parameters(cls: type, spec: OptimizerSpec, layer: str) -> list[str]:
                  "groups, dicts with ``\"params\"`` and any of the options below, as "
                  "in torch.optim."]
     hypers = _hypers(spec)
-    for name, prm in inspect.signature(cls.__init__).parameters.items():
+    for name, prm in inspect.signature(getattr(cls, "__init__")).parameters.items():
         if name in ("self", "params"):
             continue
         default = prm.default
@@ -224,7 +225,8 @@ def _kernel_name(spec: OptimizerSpec) -> str:
 def _example(spec: OptimizerSpec, cls: type, layer: str) -> list[str]:
     arguments, printed = _EXAMPLE[spec.name]
     kwargs = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
-    options = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
+    signature = inspect.signature(getattr(cls, "__init__"))
+    options = {n: p.default for n, p in signature.parameters.items()}
     options.update(arguments)
     keys = list(spec.scalars) + [b.state_key for b in spec.spec.state
                                  if b.needed is None or b.needed.holds(options)]
@@ -278,6 +280,7 @@ def class_docstring(cls: type, layer: str) -> str:
     name = spec.name
     kernel = _kernel_name(spec)
     what = "NumPy arrays" if layer == "numpy" else "torch tensors"
+    refused = [f for f in ("capturable", "differentiable") if f in spec.flags]
     if layer == "numpy":
         intro = (f"torch.optim's arguments, defaults and state keys over {what}. "
                  if spec.in_torch else f"torch.optim-style optimizer over {what}. ")
@@ -298,10 +301,10 @@ def class_docstring(cls: type, layer: str) -> str:
            "Raises", "------",
            "ValueError",
            "    If an option is out of range (torch.optim's message, e.g. ``Invalid "
-           "learning rate: -1.0``), the parameter list is empty, or a flag that "
-           "cannot apply is True"
-           + (", or ``nesterov`` is set without momentum or with dampening."
-              if "nesterov" in spec.options else "."),
+           "learning rate: -1.0``), the parameter list is empty, "
+           + " or ".join(f"``{f}=True``" for f in refused)
+           + (" is given, or ``nesterov`` is set without momentum or with dampening."
+              if "nesterov" in spec.options else " is given."),
            "TypeError",
            "    If an option has the wrong type (a real number, a bool for flags"
            + (", a pair for ``betas``" if "betas" in spec.options else "")
@@ -322,5 +325,13 @@ def class_docstring(cls: type, layer: str) -> str:
     out += ["", "Notes", "-----", _state_notes(spec, layer)]
     if name in _NOTES:
         out += ["", _NOTES[name]]
-    out += ["", "Examples", "--------", *_example(spec, cls, layer)]
-    return "\n".join(out) + "\n"
+    text = [_wrap(line) for line in out]
+    text += ["", "Examples", "--------", *_example(spec, cls, layer)]
+    return "\n".join(text) + "\n"
+
+
+def _wrap(line: str) -> str:
+    """A long prose line filled to 79 columns, keeping its indent."""
+    indent = line[:len(line) - len(line.lstrip())]
+    return textwrap.fill(line, 79, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
