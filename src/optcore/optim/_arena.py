@@ -151,9 +151,41 @@ class ArenaMixin:
 
     def arena(self, group: int = 0, kind: str | None = None,
               dtype: Any = None) -> np.ndarray:
-        """The 1-D arena holding state ``kind`` of every parameter of ``group``
-        (of ``dtype``, needed only when the group mixes dtypes). The entries of
-        ``state`` are views into it. KeyError before the state exists."""
+        """Return the 1-D arena holding state ``kind`` of a group's parameters.
+
+        Every tensor state of a group lives in one contiguous, 64-byte aligned
+        array per kind (and dtype); the entries of ``state`` are views into it.
+
+        Parameters
+        ----------
+        group : int, default 0
+            The group's index.
+        kind : str
+            The state key (``"exp_avg"``...).
+        dtype : numpy.dtype, optional
+            Needed only when the group mixes float32 and float64 parameters.
+
+        Returns
+        -------
+        numpy.ndarray
+            The arena (writing to it changes the state).
+
+        Raises
+        ------
+        KeyError
+            If the group has no such state (yet), or several dtypes of it and
+            no ``dtype``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> opt = optcore.Adam([np.ones(2), np.ones(3)])
+        >>> opt.step([np.ones(2), np.ones(3)])
+        >>> arena = opt.arena(0, "exp_avg")
+        >>> arena.shape[0] >= 5, np.shares_memory(arena, opt.state[1]["exp_avg"])
+        (True, True)
+        """
         arenas = self._arenas[group]
         matches = [a for (k, dt), a in arenas.items()
                    if k == kind and (dtype is None or dt == np.dtype(dtype))]

@@ -41,12 +41,29 @@ class StateDictMixin:
     # -- state_dict --
 
     def state_dict(self) -> dict[str, Any]:
-        """A deep copy of the state, in torch.optim's layout::
+        """Return a deep copy of the state, in torch.optim's layout.
 
-            {"state": {index: {"step": int, "exp_avg": ndarray, ...}},
-             "param_groups": [{"lr": ..., ..., "params": [indices]}]}
+        ``{"state": {index: {"step": int, "exp_avg": ndarray, ...}},
+        "param_groups": [{"lr": ..., "params": [indices]}, ...]}``: only plain
+        Python containers, numbers, strings and NumPy arrays (what
+        ``optcore.save`` writes and ``load_state_dict`` reads).
 
-        Only plain Python containers, numbers, strings and NumPy arrays."""
+        Returns
+        -------
+        dict
+            ``"state"`` (per-parameter state by global index) and
+            ``"param_groups"`` (the options, parameters as indices).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> opt = optcore.Adam([np.ones(2)], lr=0.01)
+        >>> opt.step([np.ones(2)])
+        >>> sd = opt.state_dict()
+        >>> sd["state"][0]["step"], sd["param_groups"][0]["params"]
+        (1, [0])
+        """
         state = {}
         for idx in sorted(self._state):
             state[idx] = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
@@ -60,11 +77,42 @@ class StateDictMixin:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``state_dict()`` (deep-copied). Everything is checked first
-        (layout, group and parameter counts, hyperparameters, state keys,
-        shapes, dtypes): a load that raises leaves the optimizer unchanged.
-        A state_dict of another optimizer, or one lacking a key, raises (a
-        missing key a ``KeyError`` that is also a ``ValueError``)."""
+        """Load the state and options of a ``state_dict()`` (copied).
+
+        Everything is checked first (layout, group and parameter counts,
+        options, state keys, shapes, dtypes): a load that raises leaves the
+        optimizer unchanged.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A ``state_dict()`` of an optimizer of this class with as many
+            groups and parameters (of the same shapes).
+
+        Raises
+        ------
+        TypeError
+            If it is not laid out as a state dict, or a state has another
+            dtype than its parameter.
+        ValueError
+            If it does not match the optimizer (groups, parameters, shapes,
+            state keys) or an option is out of range.
+        KeyError
+            If a group or a state lacks a key, or it is the state_dict of
+            another optimizer (a ``KeyError`` that is also a ``ValueError``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> w = np.ones(2)
+        >>> opt = optcore.Adam([w])
+        >>> opt.step([np.ones(2)])
+        >>> restored = optcore.Adam([w.copy()])
+        >>> restored.load_state_dict(opt.state_dict())
+        >>> restored.state[0]["step"]
+        1
+        """
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         for key in ("state", "param_groups"):

@@ -26,6 +26,7 @@ import numpy as np
 from optcore._spec import OPTIMIZER
 from optcore.optim._arena import ArenaMixin, _Layout
 from optcore.optim._checks import _as_param_list, _check_params
+from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 from optcore.optim._plan import PlanMixin
 from optcore.optim._state_dict import StateDictMixin
@@ -38,11 +39,31 @@ __all__ = ["Optimizer", "OptimizerState"]
 
 
 class OptimizerState:
-    """``optimizer.state``: per-parameter state dicts, keyed by the parameter's
-    global index (its position over all groups, as in ``state_dict()``); the
-    parameter array itself is accepted as a key too, like torch's
+    """The per-parameter state of an optimizer (``optimizer.state``).
+
+    A read-only mapping from a parameter's global index (its position over
+    all groups, as in ``state_dict()``) to its state dict; the parameter
+    array itself is accepted as a key too, like torch's
     ``optimizer.state[p]``. Parameters that have not been stepped yet have no
-    entry (state is created lazily on the first step, as in torch.optim)."""
+    entry (state is created at the first step, as in torch.optim).
+
+    Parameters
+    ----------
+    opt : Optimizer
+        The optimizer whose state this is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import optcore
+    >>> w = np.ones(3)
+    >>> opt = optcore.Adam([w])
+    >>> len(opt.state)
+    0
+    >>> opt.step([np.ones(3)])
+    >>> opt.state[0]["step"], opt.state[w] is opt.state[0], w in opt.state
+    (1, True, True)
+    """
 
     __slots__ = ("_opt",)
 
@@ -63,6 +84,28 @@ class OptimizerState:
         return self._opt._state[self._index(key)]
 
     def get(self, key: Any, default: Any = None) -> Any:
+        """The state dict of parameter ``key``, or ``default`` if it has none.
+
+        Parameters
+        ----------
+        key : int or numpy.ndarray
+            The parameter's global index, or the parameter array.
+        default : object, optional
+            Returned when the parameter has no state (yet).
+
+        Returns
+        -------
+        dict or object
+            The state dict, or ``default``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> opt = optcore.SGD([np.ones(2)], lr=0.1, momentum=0.9)
+        >>> opt.state.get(0) is None
+        True
+        """
         try:
             return self[key]
         except KeyError:
@@ -81,12 +124,61 @@ class OptimizerState:
         return len(self._opt._state)
 
     def keys(self) -> list[int]:
+        """The global indices of the parameters that have state, in order.
+
+        Returns
+        -------
+        list of int
+            The indices.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> a, b = np.ones(2), np.ones(3)
+        >>> opt = optcore.Adam([a, b])
+        >>> opt.step([None, np.ones(3)])    # a has no gradient: no state
+        >>> opt.state.keys()
+        [1]
+        """
         return list(self)
 
     def values(self) -> list[StateEntry]:
+        """The state dicts, in the order of ``keys()``.
+
+        Returns
+        -------
+        list of dict
+            One state dict per parameter with state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> opt = optcore.Adam([np.ones(2)])
+        >>> opt.step([np.ones(2)])
+        >>> [sorted(st) for st in opt.state.values()]
+        [['exp_avg', 'exp_avg_sq', 'step']]
+        """
         return [self._opt._state[i] for i in self]
 
     def items(self) -> list[tuple[int, StateEntry]]:
+        """(index, state dict) pairs, in the order of ``keys()``.
+
+        Returns
+        -------
+        list of tuple
+            ``(global index, state dict)`` per parameter with state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> opt = optcore.Adam([np.ones(2)])
+        >>> opt.step([np.ones(2)])
+        >>> [(i, st["step"]) for i, st in opt.state.items()]
+        [(0, 1)]
+        """
         return [(i, self._opt._state[i]) for i in self]
 
     def __repr__(self) -> str:
@@ -96,12 +188,51 @@ class OptimizerState:
 # ---- the optimizer ---------------------------------------------------------
 
 class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
-    """Base class: parameter groups, arena-backed state, step, state_dict.
+    """The base of the NumPy optimizers: parameter groups, state, step, state_dict.
 
-    A subclass named like an entry of ``optcore._spec.OPTIMIZERS`` (a
-    subclass of one of those keeps its parent's entry) takes from it the
-    kernel, the options and their checks, the state keys and when each is
-    needed, and the scalar state. It may override ``_scalar_args`` (see NAdam).
+    Not used directly: ``optcore.SGD``, ``optcore.Adam`` and the others
+    subclass it. A subclass named like an entry of ``optcore._spec.OPTIMIZERS``
+    (or a subclass of one) takes from it the kernel, the options and their
+    checks, the state keys and when each is needed, and the scalar state; it
+    declares only its constructor (torch.optim's signature), which passes its
+    ``locals()`` here. It may override ``_scalar_args`` (see NAdam).
+
+    Parameters
+    ----------
+    params : iterable of numpy.ndarray or of dict
+        The parameters (float32/float64 arrays, updated in place), or
+        parameter groups (dicts with ``"params"`` and options).
+    arguments : mapping
+        The constructor's arguments by name: the spec's options become
+        ``defaults``; the torch.optim flags among them are checked and dropped.
+
+    Attributes
+    ----------
+    param_groups : list of dict
+        The parameter groups: ``"params"`` and every option.
+    defaults : dict
+        The constructor's options.
+    state : OptimizerState
+        The per-parameter state, under torch.optim's keys.
+
+    Raises
+    ------
+    TypeError
+        If the class has no spec entry, an option has the wrong type, or
+        ``params`` is a single array or dict.
+    ValueError
+        If an option is out of range or ``params`` is empty.
+
+    See Also
+    --------
+    optcore.torch : The same optimizers as ``torch.optim.Optimizer`` subclasses.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import optcore
+    >>> isinstance(optcore.Adam([np.ones(2)]), optcore.optim.Optimizer)
+    True
     """
 
     _rules: Rules = None  # type: ignore[assignment]  # the class's spec entry
@@ -110,11 +241,9 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         super().__init_subclass__(**kwargs)
         if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
             cls._rules = rules_for(cls.__name__)
+            cls.__doc__ = class_docstring(cls, "numpy")
 
     def __init__(self, params: Iterable[Any], arguments: Mapping[str, Any]) -> None:
-        """``arguments``: the constructor's arguments by name (its ``locals()``),
-        of which the spec's options become ``defaults``; the torch.optim flags
-        among them are checked and dropped."""
         rules = self._rules
         if rules is None:
             raise TypeError(f"{type(self).__name__} has no optimizer spec; subclass one "
@@ -208,8 +337,31 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
     # -- groups --
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group of parameters (dict with ``"params"`` and any
-        hyperparameters; missing ones take the optimizer's defaults)."""
+        """Add a parameter group, as torch.optim's ``add_param_group``.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``"params"`` (an array or a list of arrays) and any options; the
+            options it omits take the optimizer's ``defaults``.
+
+        Raises
+        ------
+        TypeError
+            If ``param_group`` is not a dict or an option has the wrong type.
+        ValueError
+            If it has no ``"params"``, a parameter is already in the optimizer,
+            or an option is out of range.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> opt = optcore.SGD([np.ones(2)], lr=0.1)
+        >>> opt.add_param_group({"params": [np.ones(3)], "lr": 0.01})
+        >>> [g["lr"] for g in opt.param_groups]
+        [0.1, 0.01]
+        """
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         if "params" not in param_group:
@@ -248,17 +400,41 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         raise IndexError(idx)
 
     def step(self, grads: Any) -> None:
-        """One optimizer step for every parameter with a gradient.
+        """Take one optimizer step for every parameter with a gradient.
 
-        ``grads``: one array per parameter in order over all groups; or one list
-        per group; or a dict ``{group index: list}`` stepping only those groups.
-        A ``None`` gradient skips its parameter (as a missing ``.grad`` does in
-        torch). Each group is one multi-tensor kernel call (per dtype and step
-        count, which normally coincide for the whole group).
+        Each group is one multi-tensor kernel call (per dtype and step count,
+        which normally coincide for the whole group). Every kernel call of the
+        step is prepared and checked before the first one runs, so a step that
+        raises changes nothing (no parameter, no state, no new state entry).
 
-        Every kernel call of the step is prepared and checked before the first
-        one runs, so a step that raises changes nothing (no parameter, no
-        state, and no new state entry).
+        Parameters
+        ----------
+        grads : list of numpy.ndarray, list of lists, or dict
+            One gradient per parameter, in order over all groups; or one list
+            per group; or ``{group index: list}`` to step only those groups. A
+            ``None`` gradient skips its parameter (as a missing ``.grad`` does
+            in torch). Gradients have their parameter's shape and dtype.
+
+        Raises
+        ------
+        TypeError
+            If a gradient is not an array or has another dtype than its
+            parameter.
+        ValueError
+            If the gradients do not match the parameters (count, shape), a
+            group's option was set to a bad value, or memory is shared where
+            it must not be.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> a, b = np.ones(2), np.ones(3)
+        >>> opt = optcore.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
+        >>> opt.step([np.ones(2), np.ones(3)])      # one array per parameter
+        >>> opt.step({1: [np.ones(3)]})              # only group 1
+        >>> print(a, b)
+        [0.9 0.9] [0. 0. 0.]
         """
         plan, copied = self._plan(grads)
         fn = self._rules.kernel
@@ -285,8 +461,21 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
                 raise
 
     def zero_state(self) -> None:
-        """Forget all optimizer state (moments, step counts): the next step is a
-        first step again, as for a new optimizer. Parameters are untouched."""
+        """Forget all optimizer state (moments, step counts).
+
+        The next step is a first step again, as for a new optimizer. The
+        parameters and groups are untouched.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> opt = optcore.Adam([np.ones(2)])
+        >>> opt.step([np.ones(2)])
+        >>> opt.zero_state()
+        >>> len(opt.state)
+        0
+        """
         self._state = {}
         self._arenas = [{} for _ in self.param_groups]
         self._ready = [set() for _ in self.param_groups]

@@ -8,6 +8,7 @@ entry in ``optcore._spec.OPTIMIZERS``, and the rest is
 ``optcore.optim.base.Optimizer``. ``foreach`` and ``fused`` are accepted for
 compatibility and ignored (every step is one fused multi-tensor call);
 ``capturable``/``differentiable`` cannot apply to NumPy arrays and raise.
+The class docstrings are rendered from the spec (``optcore.optim._docs``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with momentum, dampening, Nesterov and
-    weight decay (torch.optim.SGD). State: ``momentum_buffer`` when
-    ``momentum > 0``, set to the gradient on the parameter's first step; no
-    step count (as in torch)."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
@@ -38,10 +34,6 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (torch.optim.Adam), with ``amsgrad`` and, with
-    ``decoupled_weight_decay=True``, AdamW's weight decay. State: ``step``,
-    ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad)."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *,
@@ -52,9 +44,6 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, whatever a
-    group's ``decoupled_weight_decay`` says (as torch forces it)."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
@@ -64,9 +53,6 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (torch.optim.RMSprop). State: ``step``, ``square_avg``,
-    ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered)."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
                  centered: bool = False, capturable: bool = False, foreach: bool | None = None,
@@ -75,11 +61,6 @@ class RMSprop(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Adagrad (torch.optim.Adagrad). State: ``step`` and ``sum``, filled with
-    the constructor's ``initial_accumulator_value`` (a group's own value is not
-    used, as in torch); created at construction for the constructor's groups,
-    at the first step for groups added later, as torch does."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
@@ -88,9 +69,6 @@ class Adagrad(Optimizer):
 
 
 class Adadelta(Optimizer):
-    """Adadelta (torch.optim.Adadelta). State: ``step``, ``square_avg``,
-    ``acc_delta``."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0, foreach: bool | None = None, *,
                  capturable: bool = False, maximize: bool = False,
@@ -99,9 +77,6 @@ class Adadelta(Optimizer):
 
 
 class Adamax(Optimizer):
-    """Adamax (torch.optim.Adamax). State: ``step``, ``exp_avg``,
-    ``exp_inf``."""
-
     def __init__(self, params: Iterable[Any], lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, foreach: bool | None = None, *,
@@ -111,11 +86,6 @@ class Adamax(Optimizer):
 
 
 class NAdam(Optimizer):
-    """NAdam (torch.optim.NAdam), optionally with decoupled weight decay.
-    State: ``step``, ``mu_product`` (a float, rounded to float32 at each
-    update as torch.optim rounds it with its default dtype), ``exp_avg``,
-    ``exp_avg_sq``."""
-
     def __init__(self, params: Iterable[Any], lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, momentum_decay: float = 4e-3,
@@ -135,9 +105,6 @@ class NAdam(Optimizer):
 
 
 class RAdam(Optimizer):
-    """RAdam (torch.optim.RAdam), optionally with decoupled weight decay.
-    State: ``step``, ``exp_avg``, ``exp_avg_sq``."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
@@ -147,9 +114,6 @@ class RAdam(Optimizer):
 
 
 class Lion(Optimizer):
-    """Lion (sign of an interpolated momentum, decoupled weight decay; Chen et
-    al. 2023; not in torch.optim). State: ``step``, ``exp_avg``."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
@@ -158,10 +122,6 @@ class Lion(Optimizer):
 
 
 class LAMB(Optimizer):
-    """LAMB (Adam moments scaled per parameter by a trust ratio ||p|| / ||u||;
-    You et al. 2020; not in torch.optim). State: ``step``, ``exp_avg``,
-    ``exp_avg_sq``."""
-
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,

@@ -33,6 +33,7 @@ from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
 from optcore._spec import OPTIMIZER
 from optcore.kernels._buffers import check_calls
 from optcore.optim._checks import check_loaded_group, check_loaded_state_keys
+from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 
 if TYPE_CHECKING:
@@ -91,12 +92,42 @@ class _Slot:
 
 
 class KernelOptimizer(Optimizer):
-    """torch.optim.Optimizer whose step runs an optcore multi-tensor kernel.
+    """A ``torch.optim.Optimizer`` whose step runs an optcore multi-tensor kernel.
 
-    A subclass named like an entry of ``optcore._spec.OPTIMIZERS`` (or a
-    subclass of one) takes its kernel, options, checks and state from it, and
-    defines ``__init__`` with torch.optim's signature, passing every option to
+    The base of ``optcore.torch.SGD``, ``Adam`` and the others. A subclass
+    named like an entry of ``optcore._spec.OPTIMIZERS`` (or a subclass of one)
+    takes its kernel, options, checks and state from it, and defines
+    ``__init__`` with torch.optim's signature, passing every option to
     ``super().__init__`` as keywords in torch.optim's ``defaults`` order.
+
+    Parameters
+    ----------
+    params : iterable of torch.Tensor or of dict
+        The parameters (CPU, dense, C-contiguous float32/float64 tensors) or
+        parameter groups, as for torch.optim.
+    **defaults
+        The options, by name.
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range, or a parameter is not on the CPU, not
+        dense or not contiguous.
+    TypeError
+        If an option has the wrong type or a parameter's dtype is not
+        float32/float64.
+
+    See Also
+    --------
+    optcore.optim.Optimizer : The same machinery over NumPy arrays.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import optcore.torch
+    >>> opt = optcore.torch.Adam([torch.zeros(2, requires_grad=True)])
+    >>> isinstance(opt, torch.optim.Optimizer)
+    True
     """
 
     _rules: Rules = None  # type: ignore[assignment]  # the class's spec entry
@@ -113,6 +144,7 @@ class KernelOptimizer(Optimizer):
         super().__init_subclass__(**kwargs)
         if cls.__name__ in OPTIMIZER and cls.__module__.startswith("optcore."):
             cls._rules = rules_for(cls.__name__)
+            cls.__doc__ = class_docstring(cls, "torch")
 
     def __init__(self, params: ParamsT, **defaults: Any) -> None:
         # torch.optim.Optimizer's step wrapper reads defaults["differentiable"]
@@ -140,6 +172,36 @@ class KernelOptimizer(Optimizer):
     # ---- parameters ----------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group, checked as the constructor's groups are.
+
+        torch.optim's ``add_param_group``, then optcore's checks of the
+        group's options and parameters; a group that fails them is not added.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``"params"`` (a tensor or a list of tensors) and any options; the
+            options it omits take the optimizer's ``defaults``.
+
+        Raises
+        ------
+        ValueError
+            If an option is out of range, a parameter is already in the
+            optimizer, or a parameter is not a CPU, dense, contiguous tensor.
+        TypeError
+            If an option has the wrong type or a parameter's dtype is not
+            float32/float64.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import optcore.torch
+        >>> opt = optcore.torch.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+        >>> opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)],
+        ...                      "lr": 0.01})
+        >>> [g["lr"] for g in opt.param_groups]
+        [0.1, 0.01]
+        """
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -206,15 +268,42 @@ class KernelOptimizer(Optimizer):
             self._check_loaded()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state_dict (torch.optim's, or optcore.torch's: the layouts
-        are the same), checked before anything changes.
+        """Load a state_dict of torch.optim's or optcore.torch's class of this name.
 
-        As torch.optim does, a group lacking one of the flags its
-        ``__setstate__`` fills gets torch's value. Any other missing
-        option, a missing state key, an option or state key of another
-        optimizer, or a bad option value raises (a missing key a KeyError,
-        as torch.optim raises for it at its next step), and the optimizer is
-        left as it was.
+        The layouts are the same, so either loads into either. Everything is
+        checked before anything changes: a load that raises leaves the
+        optimizer as it was. As torch.optim does, a group lacking one of the
+        flags its ``__setstate__`` fills gets torch's value.
+
+        Parameters
+        ----------
+        state_dict : dict
+            The ``state_dict()`` of an optimizer of this class over as many
+            groups and parameters.
+
+        Raises
+        ------
+        KeyError
+            If a group lacks any other option, a state lacks a key, or an
+            option or state key belongs to another optimizer (torch.optim
+            raises a KeyError for a missing key at its next step). The
+            exception is also a ``ValueError``.
+        ValueError
+            If the groups or parameters do not match, or an option is out of
+            range.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import optcore.torch
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> reference = torch.optim.Adam([w], lr=0.1)
+        >>> w.grad = torch.ones(2)
+        >>> reference.step()
+        >>> opt = optcore.torch.Adam([w])
+        >>> opt.load_state_dict(reference.state_dict())
+        >>> opt.param_groups[0]["lr"], int(opt.state[w]["step"])
+        (0.1, 1)
         """
         before = {k: self.__dict__[k] for k in ("state", "param_groups")}
         caches: dict[str, Any] = {k: self.__dict__.pop(k) for k in ("_optcore_slots", "_optcore_options")
@@ -322,12 +411,45 @@ class KernelOptimizer(Optimizer):
              closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step (one kernel call per group).
 
-        Every kernel call of the step is prepared and checked before the first
-        one runs, so a step that raises changes no parameter and no state.
+        Parameters with a ``.grad`` are updated in place. Every kernel call of
+        the step is prepared and checked before the first one runs, so a step
+        that raises changes no parameter and no state.
 
-        Args:
-            closure (Callable, optional): A closure that reevaluates the model
-                and returns the loss.
+        Parameters
+        ----------
+        closure : callable, optional
+            A closure that reevaluates the model and returns the loss (run
+            with gradients enabled, before the update).
+
+        Returns
+        -------
+        object
+            The closure's loss (a tensor, typically), or None without a closure.
+
+        Raises
+        ------
+        ValueError
+            If a parameter, gradient or state tensor is not a CPU, dense,
+            contiguous tensor of the parameter's shape, or a group's option
+            was set to a bad value.
+        TypeError
+            If a gradient or state has another dtype than its parameter.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import optcore.torch
+        >>> w = torch.tensor([1.0, -2.0], requires_grad=True)
+        >>> opt = optcore.torch.SGD([w], lr=0.25)
+        >>> def closure():
+        ...     opt.zero_grad()
+        ...     loss = (w ** 2).sum()
+        ...     loss.backward()
+        ...     return loss
+        >>> opt.step(closure).item()
+        5.0
+        >>> w.tolist()
+        [0.5, -1.0]
         """
         loss = None
         if closure is not None:

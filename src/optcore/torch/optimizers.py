@@ -4,6 +4,7 @@ Each class declares only its constructor, with torch.optim's arguments and
 defaults (options passed on in torch.optim's ``defaults`` order, so
 param_groups look the same); the kernel, the state tensors (torch.optim's keys)
 and the checks are its entry in ``optcore._spec.OPTIMIZERS`` (see _base.py).
+The class docstrings are rendered from the spec (``optcore.optim._docs``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
 
 
 class SGD(KernelOptimizer):
-    """torch.optim.SGD on optcore.sgd_step (state: ``momentum_buffer`` when
-    momentum != 0, created by the first step from the gradient, as torch does)."""
-
     _setstate_fills = {"nesterov": False, "maximize": False, "foreach": None,
                        "differentiable": False, "fused": False}
 
@@ -39,9 +37,6 @@ class SGD(KernelOptimizer):
 
 
 class Adam(KernelOptimizer):
-    """torch.optim.Adam on optcore.adam_step (state: ``step``, ``exp_avg``,
-    ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad)."""
-
     _setstate_fills = {"amsgrad": False, "maximize": False, "foreach": None,
                        "capturable": False, "differentiable": False,
                        "decoupled_weight_decay": False, "fused": None}
@@ -59,9 +54,6 @@ class Adam(KernelOptimizer):
 
 
 class AdamW(Adam):
-    """torch.optim.AdamW: Adam with decoupled weight decay (always on, as in
-    torch, also for loaded state_dicts)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
@@ -79,10 +71,6 @@ class AdamW(Adam):
 
 
 class RMSprop(KernelOptimizer):
-    """torch.optim.RMSprop on optcore.rmsprop_step (state: ``step``,
-    ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when
-    centered)."""
-
     _setstate_fills = {"momentum": 0, "centered": False, "foreach": None,
                        "maximize": False, "differentiable": False, "capturable": False}
 
@@ -97,11 +85,6 @@ class RMSprop(KernelOptimizer):
 
 
 class Adagrad(KernelOptimizer):
-    """torch.optim.Adagrad on optcore.adagrad_step (state: ``step``, ``sum``,
-    filled with the constructor's initial_accumulator_value; created at
-    construction, for groups added later at their first step, as torch does).
-    Sparse gradients are not supported."""
-
     _setstate_fills = {"foreach": None, "maximize": False, "differentiable": False,
                        "fused": None}
 
@@ -116,17 +99,26 @@ class Adagrad(KernelOptimizer):
                          differentiable=differentiable, fused=fused)
 
     def share_memory(self) -> None:
-        """Move the ``sum`` state tensors to shared memory (as torch's
-        Adagrad.share_memory; the next step picks up the new storage)."""
+        """Move the ``sum`` state tensors to shared memory (torch's Adagrad.share_memory).
+
+        The next step picks up the new storage.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import optcore.torch
+        >>> w = torch.zeros(2, requires_grad=True)
+        >>> opt = optcore.torch.Adagrad([w])
+        >>> opt.share_memory()
+        >>> opt.state[w]["sum"].is_shared()
+        True
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p]["sum"].share_memory_()
 
 
 class Adadelta(KernelOptimizer):
-    """torch.optim.Adadelta on optcore.adadelta_step (state: ``step``,
-    ``square_avg``, ``acc_delta``)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0, foreach: bool | None = None, *,
                  capturable: bool = False, maximize: bool = False,
@@ -137,9 +129,6 @@ class Adadelta(KernelOptimizer):
 
 
 class Adamax(KernelOptimizer):
-    """torch.optim.Adamax on optcore.adamax_step (state: ``step``,
-    ``exp_avg``, ``exp_inf``)."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, foreach: bool | None = None, *,
@@ -151,9 +140,6 @@ class Adamax(KernelOptimizer):
 
 
 class NAdam(KernelOptimizer):
-    """torch.optim.NAdam on optcore.nadam_step (state: ``step``,
-    ``mu_product``, ``exp_avg``, ``exp_avg_sq``)."""
-
     _setstate_fills = {**KernelOptimizer._setstate_fills, "decoupled_weight_decay": False}
 
     def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
@@ -181,9 +167,6 @@ class NAdam(KernelOptimizer):
 
 
 class RAdam(KernelOptimizer):
-    """torch.optim.RAdam on optcore.radam_step (state: ``step``, ``exp_avg``,
-    ``exp_avg_sq``)."""
-
     _setstate_fills = {**KernelOptimizer._setstate_fills, "decoupled_weight_decay": False}
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
@@ -198,9 +181,6 @@ class RAdam(KernelOptimizer):
 
 
 class Lion(KernelOptimizer):
-    """Lion (sign of an interpolated momentum; Chen et al. 2023) on
-    optcore.lion_step; not in torch.optim. State: ``step``, ``exp_avg``."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
@@ -211,10 +191,6 @@ class Lion(KernelOptimizer):
 
 
 class LAMB(KernelOptimizer):
-    """LAMB (Adam with a per-tensor trust ratio; You et al. 2019) on
-    optcore.lamb_step; not in torch.optim. State: ``step``, ``exp_avg``,
-    ``exp_avg_sq``."""
-
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
