@@ -62,7 +62,24 @@ __all__ = [
 
 
 def get_include() -> str:
-    """Directory to add to a Cython build's include path so that
-    ``cimport optcore.kernels.adam`` (and the others) resolve, as
-    ``numpy.get_include()`` does for NumPy."""
+    """Directory of optcore's ``.pxd`` files, for a Cython build's include path.
+
+    With it on the include path ``cimport optcore.kernels.adam`` (and the
+    others) resolve, as ``numpy.get_include()`` does for NumPy.
+
+    Returns
+    -------
+    str
+        The directory that holds the ``optcore`` package.
+
+    See Also
+    --------
+    numpy.get_include : The same for NumPy's headers.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.path.isfile(os.path.join(optcore.get_include(), "optcore", "kernels", "adam.pxd"))
+    True
+    """
     return _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))

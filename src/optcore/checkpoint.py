@@ -54,8 +54,28 @@ _KINDS = "biufc"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be trusted: truncated, corrupted, not a
-    checkpoint, written by a newer format, or not matching ``into``."""
+    """A checkpoint file that cannot be trusted.
+
+    Raised by `load` for a file that is truncated, corrupted, not a checkpoint,
+    written by a newer format, or not matching ``into`` (another optimizer
+    class, other parameter groups or sizes). A subclass of `ValueError`.
+
+    See Also
+    --------
+    optcore.load : Reads a checkpoint and raises this error.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "bad.ckpt")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"not a checkpoint")
+    >>> try:
+    ...     optcore.load(path)
+    ... except optcore.CheckpointError:
+    ...     print("refused")
+    refused
+    """
 
 
 # ---- encoding the tree ------------------------------------------------------
@@ -185,11 +205,43 @@ def _kind_of(obj: object) -> str:
 
 
 def save(obj: Any, path: StrPath) -> None:
-    """Write ``obj``'s state_dict (or ``obj`` itself when it is a state_dict)
-    to ``path`` atomically: an interrupted save leaves the previous file.
+    """Write a state_dict to a checkpoint file, atomically.
 
-    Every value is checked before the file is created; an unsupported value
-    raises TypeError naming where it is.
+    ``obj``'s ``state_dict()`` (or ``obj`` itself when it is a state_dict) is
+    written to a temporary file that then replaces ``path``: an interrupted
+    save leaves the previous file. Every value is checked before the file is
+    created. Nothing is pickled.
+
+    Parameters
+    ----------
+    obj : object
+        An object with a ``state_dict()`` method (an optimizer), or a
+        state_dict: nested dicts, lists and tuples of NumPy arrays, CPU torch
+        tensors, numbers, strings, bytes, bools and None.
+    path : str or os.PathLike
+        The file to write (replaced if it exists).
+
+    Returns
+    -------
+    None
+        The file is written.
+
+    Raises
+    ------
+    TypeError
+        A value of an unsupported type, named by where it is in the state_dict.
+
+    See Also
+    --------
+    optcore.load : Reads the file back.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "state.ckpt")
+    >>> optcore.save({"step": 3, "w": np.arange(3, dtype=np.float32)}, path)
+    >>> optcore.load(path)["w"]
+    array([0., 1., 2.], dtype=float32)
     """
     if callable(getattr(obj, "state_dict", None)):
         state, kind = obj.state_dict(), _kind_of(obj)
@@ -290,11 +342,41 @@ def _read_exact(f: io.BufferedIOBase, view: memoryview, path: str, what: str) ->
 def load(path: StrPath, *, into: Any = None) -> Any:
     """Read a checkpoint and return its state_dict.
 
+    The end marker, the whole-file digest and every array's digest are checked.
     With ``into``, the state is first checked against it (same optimizer
     class, same parameter groups and sizes) and then given to
     ``into.load_state_dict``; nothing is changed if the check fails.
-    Raises CheckpointError for a truncated, corrupted, foreign, newer-format
-    or mismatched file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by `save`.
+    into : object, optional
+        An optimizer (anything with ``load_state_dict``) to load the state into.
+
+    Returns
+    -------
+    dict or object
+        The state_dict as it was saved (NumPy arrays for arrays and tensors).
+
+    Raises
+    ------
+    CheckpointError
+        A truncated, corrupted, foreign, newer-format or mismatched file.
+
+    See Also
+    --------
+    optcore.save : Writes the file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "state.ckpt")
+    >>> w = np.ones(2, dtype=np.float32)
+    >>> opt = optcore.SGD([w], lr=0.1, momentum=0.9)
+    >>> optcore.save(opt, path)
+    >>> sorted(optcore.load(path, into=optcore.SGD([w], lr=0.1, momentum=0.9)))
+    ['param_groups', 'state']
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -386,8 +468,8 @@ def _check_matches(state: Any, kind: str | None, into: Any, path: str) -> None:
         saved = kind.rsplit(".", 1)[-1]
         if saved != type(into).__name__:
             raise CheckpointError(
-                f"checkpoint {path!r} holds the state of a {saved}, not of a "
-                f"{type(into).__name__}")
+                f"checkpoint {path!r} holds the state of an optimizer of class "
+                f"{saved}, not of class {type(into).__name__}")
     groups = getattr(into, "param_groups", None)
     if not (isinstance(state, dict) and "param_groups" in state and groups is not None):
         return

@@ -36,8 +36,26 @@ if hasattr(_os, "register_at_fork"):
 
 
 def get_num_threads():
-    """Number of threads a large kernel call uses now (1 in a process forked
-    after OpenMP ran in its parent: see threads_for)."""
+    """Number of threads a large kernel call uses now.
+
+    It is the number given to `set_num_threads`, else OpenMP's own setting;
+    1 without OpenMP and in a process forked after OpenMP ran in its parent
+    (see ``threads_for``).
+
+    Returns
+    -------
+    int
+        The thread count, >= 1.
+
+    See Also
+    --------
+    optcore.set_num_threads : Sets it.
+
+    Examples
+    --------
+    >>> optcore.get_num_threads() >= 1
+    True
+    """
     if _forked_after_parallel or not OPTCORE_HAVE_OPENMP:
         return 1
     if _num_threads > 0:
@@ -46,10 +64,36 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads for large kernel calls (``None`` or 0: follow OpenMP).
+    """Use ``n`` threads for large kernel calls.
 
     OpenMP's own setting (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``)
-    applies while no number is set here.
+    applies while no number is set here. Results do not depend on the count.
+
+    Parameters
+    ----------
+    n : int or None
+        Threads per large call, >= 1; ``None`` or 0 follows OpenMP again.
+
+    Returns
+    -------
+    None
+        The setting applies to later calls.
+
+    Raises
+    ------
+    ValueError
+        A negative ``n``.
+
+    See Also
+    --------
+    optcore.get_num_threads : The count in use.
+
+    Examples
+    --------
+    >>> optcore.set_num_threads(1)
+    >>> optcore.get_num_threads()
+    1
+    >>> optcore.set_num_threads(None)
     """
     global _num_threads
     if n is None:
@@ -61,12 +105,55 @@ def set_num_threads(n):
 
 
 def get_parallel_threshold():
-    """Elements in one call below which kernels run on the calling thread."""
+    """Elements in one call below which kernels run on the calling thread.
+
+    Returns
+    -------
+    int
+        The threshold, in elements per call (measured for this machine).
+
+    See Also
+    --------
+    optcore.set_parallel_threshold : Sets it.
+
+    Examples
+    --------
+    >>> optcore.get_parallel_threshold() >= 0
+    True
+    """
     return PARALLEL_THRESHOLD
 
 
 def set_parallel_threshold(Py_ssize_t n):
-    """Set the single-thread threshold (elements per call); returns the old one."""
+    """Set the single-thread threshold (elements per call).
+
+    Parameters
+    ----------
+    n : int
+        Calls on fewer elements than this run on the calling thread; >= 0.
+
+    Returns
+    -------
+    int
+        The previous threshold.
+
+    Raises
+    ------
+    ValueError
+        A negative ``n``.
+
+    See Also
+    --------
+    optcore.get_parallel_threshold : The threshold in use.
+
+    Examples
+    --------
+    >>> old = optcore.set_parallel_threshold(1000)
+    >>> optcore.get_parallel_threshold()
+    1000
+    >>> optcore.set_parallel_threshold(old)
+    1000
+    """
     global PARALLEL_THRESHOLD
     if n < 0:
         raise ValueError(f"threshold must be >= 0, got {n}")
@@ -76,7 +163,22 @@ def set_parallel_threshold(Py_ssize_t n):
 
 
 def openmp_enabled():
-    """True when optcore was built with OpenMP."""
+    """Whether optcore was built with OpenMP.
+
+    Returns
+    -------
+    bool
+        True when large calls can run on several threads.
+
+    See Also
+    --------
+    optcore.get_num_threads : The thread count in use.
+
+    Examples
+    --------
+    >>> isinstance(optcore.openmp_enabled(), bool)
+    True
+    """
     return bool(OPTCORE_HAVE_OPENMP)
 
 
