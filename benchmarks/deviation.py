@@ -96,6 +96,19 @@ def torch_class(entry, dtype, seed, steps):
 APIS = {"functional": functional, "numpy": numpy_class, "torch": torch_class}
 
 
+def deviations(api, entry, dtype, steps=100, seeds=10):
+    """The deviation of each seed's run, torch single-threaded and in the
+    scalar dtype the comparison needs; torch's settings are restored after."""
+    default_dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    _torch_scalars(dtype)
+    try:
+        return [APIS[api](entry, dtype, seed, steps) for seed in range(seeds)]
+    finally:
+        torch.set_default_dtype(default_dtype)
+        torch.set_num_threads(threads)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api", choices=[*APIS, "all"], default="all")
@@ -104,8 +117,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.steps < 1 or args.seeds < 1:
         parser.error("--steps and --seeds must be at least 1")
-    torch.set_num_threads(1)
-    default_dtype = torch.get_default_dtype()
     apis = list(APIS) if args.api == "all" else [args.api]
     print(f"torch {torch.__version__}, optcore {optcore.__version__}: {args.steps} steps, "
           f"{args.seeds} seeds; largest max|ours - torch| / max|torch|")
@@ -115,12 +126,7 @@ def main(argv=None):
         cells = []
         for api in apis:
             for dtype in DTYPES:
-                _torch_scalars(dtype)
-                try:
-                    worst = max(APIS[api](entry, dtype, seed, args.steps)
-                                for seed in range(args.seeds))
-                finally:
-                    torch.set_default_dtype(default_dtype)
+                worst = max(deviations(api, entry, dtype, args.steps, args.seeds))
                 cells.append(f"{worst:22.2e}")
         print(f"{entry.torch_class:<10}" + "".join(cells))
 

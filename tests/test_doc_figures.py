@@ -1,0 +1,75 @@
+"""Every measured figure in the docs comes from the output of the command shown
+beside it.
+
+Timings cannot be re-measured in a test (the machines are shared and noisy), so
+the pages quote a recorded run whose whole output is committed under
+benchmarks/results/, and these tests check the quotes against that output. The
+deterministic figures (losses, drift from torch) are re-computed instead:
+tests/test_doc_examples.py for the drift bounds, the demo test below for the
+losses.
+"""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _table_rows(text):
+    return [line for line in text.splitlines()
+            if line.startswith("|") and not set(line) <= set("|-: ")]
+
+
+def test_performance_tables_are_the_recorded_bench_output():
+    page = (DOCS / "performance.md").read_text()
+    recorded = (RESULTS / "bench.md").read_text().splitlines()
+    header = recorded[0]
+    assert header in page, "performance.md must quote the recorded run's header line"
+    rows = _table_rows(page)
+    assert len(rows) > 20
+    # each quoted row is a row of the recorded report, in a table of the same
+    # header (the line above the first quoted row of each table)
+    missing = [row for row in rows if row not in recorded]
+    assert not missing, "rows not in benchmarks/results/bench.md:\n" + "\n".join(missing)
+
+
+def test_performance_prose_figures_are_in_the_tables():
+    """Figures in the running text (not derived ratios, which say how they are
+    derived) are ones the quoted tables show."""
+    page = (DOCS / "performance.md").read_text()
+    tables = "\n".join(_table_rows(page))
+    prose = "\n".join(line for line in page.splitlines()
+                      if not line.startswith(("|", "    ")) and "derived" not in line)
+    figures = re.findall(r"\b\d+(?:\.\d+)?(?:%|x| us| ms)", prose.replace("×", "x"))
+    assert figures
+    absent = [f for f in figures if f not in tables]
+    assert not absent, f"figures in performance.md's text but not in its tables: {absent}"
+
+
+def test_embedding_costs_are_the_recorded_output():
+    page = (DOCS / "embedding.md").read_text()
+    recorded = (RESULTS / "bench_embedding.txt").read_text()
+    quoted = re.findall(r"(\d+\.\d+) µs", page)
+    assert len(quoted) == 3
+    for figure in quoted:
+        assert re.search(rf"\b{re.escape(figure)} us\b", recorded), (figure, recorded)
+
+
+def test_demo_losses_are_the_commands_output():
+    """The final losses in getting-started.md are the demo's (fixed seed: they
+    do not depend on the machine); the times beside them are one run's."""
+    page = (DOCS / "getting-started.md").read_text()
+    quoted = re.findall(r"^\s+(linear|mlp)\s+(.+?)\s+(\d+)\s+(\S+e-\d+)\s+(\S+e-\d+)\s",
+                        page, re.M)
+    assert len(quoted) == 5
+    out = subprocess.run([sys.executable, "-m", "optcore", "demo"], capture_output=True,
+                         text=True, check=True, timeout=600).stdout
+    for model, method, steps, ours, ref in quoted:
+        line = re.search(rf"^\s*{model}\s+{re.escape(method)}\s+{steps}\s+(\S+)\s+(\S+)\s",
+                         out, re.M)
+        assert line, (model, method, out)
+        assert line.groups() == (ours, ref), (model, method, line.groups(), (ours, ref))
