@@ -134,7 +134,7 @@ class ZeroOptimizer:
                             f"(optcore.AdamW, optcore.SGD, ...), got {optimizer_class!r}")
         if stage not in (0, 1, 2) or isinstance(stage, bool):
             raise ValueError(f"stage must be 0, 1 or 2, got {stage!r}")
-        kernel = optimizer_class._rules.spec.name
+        kernel = optimizer_class._rules.spec.kernel
         if stage and kernel in _PER_TENSOR_KERNELS:
             raise ValueError(f"{optimizer_class.__name__} cannot be sharded (stage "
                              f"{stage}): its update needs whole-tensor norms; use stage=0")
