@@ -71,23 +71,23 @@ class Averager:
         self.world = comm.Get_size()
         self.segment = segment
         self.bucket = max(1, min(bucket, segment.shard))
-        n = self.world * self.bucket
+        n = self.world * self.bucket if self.world > 1 else 0   # one rank: no exchange
         self.send = np.empty(n, segment.dtype)
-        self.recv = np.empty(n, segment.dtype) if self.world > 1 else self.send
+        self.recv = np.empty(n, segment.dtype)
         self.divisor = segment.dtype.type(self.world)
 
     def reduce_scatter(self, grads: list[np.ndarray], out: np.ndarray) -> None:
         """The averaged gradient of this rank's slice, into ``out``."""
         seg, world, shard = self.segment, self.world, self.segment.shard
+        if world == 1:
+            seg.copy_range(grads, 0, shard, out)
+            return
         for a in range(0, shard, self.bucket):
             b = min(self.bucket, shard - a)
             send = self.send[:world * b].reshape(world, b)
             for q in range(world):
                 lo = q * shard + a
                 seg.copy_range(grads, lo, lo + b, send[q])
-            if world == 1:
-                out[a:a + b] = send[0]
-                continue
             recv = self.recv[:world * b].reshape(world, b)
             self.comm.Alltoall(send, recv)
             acc = out[a:a + b]
