@@ -174,6 +174,7 @@ def expect_same_error(fn, exc_type, words):
 
 def scenario_faults():
     bad = WORLD - 1
+    rank_word = f"rank {bad}"
     for stage in (1, 2, 0):
         params = initial_params()
         before = [p.copy() for p in params]
@@ -202,7 +203,6 @@ def scenario_faults():
         def count(gs):
             gs.pop()
 
-        rank_word = f"rank {bad}"
         expect_same_error(with_fault(shape), ValueError, [rank_word, "shape (8,)"])
         expect_same_error(with_fault(dtype), TypeError, [rank_word, "dtype float64"])
         expect_same_error(with_fault(missing), ValueError, [rank_word, "missing"])
@@ -252,6 +252,12 @@ def scenario_faults():
         params[0] = np.zeros((5, 4), np.float32)
     expect_same_error(lambda: ZeroOptimizer(optcore.SGD, params, comm, lr=0.1),
                       ValueError, ["different parameters"])
+    # a parameter the optimizer cannot update in place, on one rank
+    params = initial_params()
+    if RANK == bad:
+        params[1].flags.writeable = False
+    expect_same_error(lambda: ZeroOptimizer(optcore.SGD, params, comm, lr=0.1),
+                      ValueError, [rank_word, "parameter 1"])
 
 
 def scenario_abort():

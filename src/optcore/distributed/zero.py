@@ -12,7 +12,7 @@ import numpy as np
 from optcore.distributed._collective import (Averager, agree, allgather_in_place,
                                              attempt)
 from optcore.distributed._layout import Segment, segments
-from optcore.optim._checks import _as_param_list
+from optcore.optim._checks import _as_param_list, _check_params
 from optcore.optim.base import Optimizer
 
 __all__ = ["ZeroOptimizer", "DataParallelOptimizer"]
@@ -154,6 +154,12 @@ class ZeroOptimizer:
     def _build(self, params: Iterable[Any]) -> tuple[Any, ...]:
         groups = _user_groups(params)
         user = [g["params"] for g in groups]
+        # as the single-process class checks them (the wrapped optimizer of
+        # stages 1 and 2 sees only the flat slices)
+        _check_params([p for ps in user for p in ps],
+                      [f"parameter {i} (group {g}, index {j})"
+                       for i, (g, j) in enumerate((g, j) for g, ps in enumerate(user)
+                                                  for j in range(len(ps)))])
         if self.stage == 0:
             optimizer = self._class(groups, **self._hyper)
             segs = segments(user, self.world)
