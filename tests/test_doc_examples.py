@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 PAGES = [p for p in PAGES if "_build" not in p.parts]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-OPTIONAL = {"torch": require_torch, "numba": lambda: require_module("numba")}
+OPTIONAL = {"torch": require_torch, "numba": lambda: require_module("numba"),
+            "mpi4py": lambda: require_module("mpi4py")}
 
 
 def _blocks():

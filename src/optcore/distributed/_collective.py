@@ -1,0 +1,106 @@
+"""The collectives of the sharded optimizer: error agreement, the
+deterministic gradient average, the in-place all-gather.
+
+Every data-moving collective is preceded by ``agree``: a rank whose input is
+bad says so in that small all-gather instead of skipping the collective the
+others wait in, so all ranks raise the same error together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from optcore.distributed._layout import Segment
+
+#: The exception types a refusal keeps (anything else is re-raised as
+#: RuntimeError, its type named in the message).
+_KEPT = {"TypeError": TypeError, "ValueError": ValueError, "KeyError": KeyError,
+         "RuntimeError": RuntimeError, "FloatingPointError": FloatingPointError}
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """An exception as the (type name, message) pair ``agree`` exchanges."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return type(exc).__name__, str(text)
+
+
+def agree(comm: Any, what: str, failure: tuple[str, str] | None) -> None:
+    """Exchange every rank's ``failure`` (None when all is well); if any rank
+    failed, raise on every rank the same exception: the lowest failing rank's
+    type and message, naming the ranks that failed."""
+    failures = comm.allgather(failure)
+    bad = [r for r, f in enumerate(failures) if f is not None]
+    if not bad:
+        return
+    kind, message = failures[bad[0]]
+    ranks = ", ".join(map(str, bad))
+    text = f"{what} refused on rank{'s' if len(bad) > 1 else ''} {ranks}: {message}"
+    others = {failures[r][1] for r in bad[1:]} - {message}
+    if others:
+        text += f" (and other errors on the other ranks: {'; '.join(sorted(others))})"
+    exc_type = _KEPT.get(kind)
+    if exc_type is None:
+        raise RuntimeError(f"{text} [{kind}]")
+    raise exc_type(text)
+
+
+def attempt(fn: Callable[[], Any]) -> tuple[Any, tuple[str, str] | None]:
+    """Run ``fn``; its result and None, or None and the failure ``agree`` takes."""
+    try:
+        return fn(), None
+    except Exception as exc:  # every failure must reach the other ranks
+        return None, describe(exc)
+
+
+class Averager:
+    """The gradient average of one segment, reduced onto the rank that owns
+    each slice: ``avg = (((g_0 + g_1) + g_2) + ... + g_{N-1}) / N``, summed in
+    rank order in the gradient's dtype and then divided by N (IEEE
+    division), so the bits do not depend on MPI's reduction algorithm.
+
+    An all-to-all hands rank ``q`` the ``q``-th slice of every rank's
+    gradients (the data a reduce-scatter moves); ``bucket`` elements of the
+    slice at a time, through send and receive buffers of ``world * bucket``
+    elements that are kept between steps."""
+
+    def __init__(self, comm: Any, segment: Segment, bucket: int) -> None:
+        self.comm = comm
+        self.world = comm.Get_size()
+        self.segment = segment
+        self.bucket = max(1, min(bucket, segment.shard))
+        n = self.world * self.bucket if self.world > 1 else 0   # one rank: no exchange
+        self.send = np.empty(n, segment.dtype)
+        self.recv = np.empty(n, segment.dtype)
+        self.divisor = segment.dtype.type(self.world)
+
+    def reduce_scatter(self, grads: list[np.ndarray], out: np.ndarray) -> None:
+        """The averaged gradient of this rank's slice, into ``out``."""
+        seg, world, shard = self.segment, self.world, self.segment.shard
+        if world == 1:
+            seg.copy_range(grads, 0, shard, out)
+            return
+        for a in range(0, shard, self.bucket):
+            b = min(self.bucket, shard - a)
+            send = self.send[:world * b].reshape(world, b)
+            for q in range(world):
+                lo = q * shard + a
+                seg.copy_range(grads, lo, lo + b, send[q])
+            recv = self.recv[:world * b].reshape(world, b)
+            self.comm.Alltoall(send, recv)
+            acc = out[a:a + b]
+            np.add(recv[0], recv[1], out=acc)
+            for q in range(2, world):
+                np.add(acc, recv[q], out=acc)
+            np.divide(acc, self.divisor, out=acc)
+
+
+def allgather_in_place(comm: Any, flat: np.ndarray) -> None:
+    """Every rank's slice of ``flat`` (equal slices, in rank order) to every
+    rank, in place."""
+    if comm.Get_size() == 1:
+        return
+    from mpi4py import MPI
+    comm.Allgather(MPI.IN_PLACE, flat)

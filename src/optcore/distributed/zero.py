@@ -1,0 +1,532 @@
+"""ZeroOptimizer: any optcore NumPy optimizer, its state sharded over an MPI
+communicator (ZeRO stages 1 and 2), or replicated (stage 0: plain data
+parallel)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from optcore.distributed._collective import (Averager, agree, allgather_in_place,
+                                             attempt)
+from optcore.distributed._layout import Segment, segments
+from optcore.optim._checks import _as_param_list, _check_params
+from optcore.optim.base import Optimizer
+
+__all__ = ["ZeroOptimizer", "DataParallelOptimizer"]
+
+#: Kernels whose update of an element reads other elements of its tensor
+#: (LAMB's trust ratio is a ratio of whole-tensor norms): a flat shard cuts
+#: tensors apart, so these run replicated (stage 0) only.
+_PER_TENSOR_KERNELS = frozenset({"lamb_step"})
+
+#: Stage 2's all-to-all bucket, in elements sent per step of the loop.
+_STAGE2_BUCKET = 1 << 20
+
+
+def _user_groups(params: Iterable[Any]) -> list[dict[str, Any]]:
+    if isinstance(params, (np.ndarray, dict)):
+        raise TypeError("params must be an iterable of arrays or of dicts (parameter "
+                        "groups), as for the single-process optimizers")
+    groups = _as_param_list(params, "params")
+    if not groups:
+        raise ValueError("optimizer got an empty parameter list")
+    if not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    out = []
+    for g, group in enumerate(groups):
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"parameter group {g} must be a dict with 'params'")
+        out.append({**group, "params": _as_param_list(group["params"], "params")})
+    return out
+
+
+class ZeroOptimizer:
+    """An optcore optimizer data-parallel over an MPI communicator, its state
+    sharded (ZeRO).
+
+    Every rank passes the same parameters (same shapes, dtypes and groups)
+    and, at each step, its own gradients. ``step`` averages the gradients
+    over the ranks, steps, and leaves every rank's parameter arrays updated
+    in place with the same values. Stage 1 and 2: the parameters of each
+    group and dtype are packed into one flat buffer padded to a multiple of
+    the world size; each rank owns one slice of it, holds the optimizer
+    state of that slice only (1/N of it) and steps it with one native call
+    of ``optimizer_class``; the stepped slices are then all-gathered in place
+    and copied into the parameter arrays. Stage 0 keeps the whole state on
+    every rank and steps all of it (DeepSpeed's "stage 0", torch's
+    ``DistributedDataParallel`` with a local optimizer).
+
+    Parameters
+    ----------
+    optimizer_class : type
+        An optcore NumPy optimizer class (``optcore.AdamW``, ``optcore.SGD``,
+        ...) or a subclass of one.
+    params : iterable of numpy.ndarray or of dict
+        The parameters, or parameter groups, as for ``optimizer_class``.
+    comm : mpi4py.MPI.Comm
+        The communicator (an intracommunicator, e.g. ``MPI.COMM_WORLD``).
+    stage : {1, 2, 0}, optional
+        1: gradients reduce-scattered through buffers the size of the
+        parameters (kept between steps), state sharded. 2: the same through
+        buckets of about a million elements; no buffer of the whole
+        gradient is kept. 0: gradients all-reduced, state replicated.
+    check_finite : bool, optional
+        Refuse (on every rank, nothing changed) a step whose gradients hold
+        a NaN or an infinity on any rank.
+    **hyperparameters
+        The options of ``optimizer_class`` (``lr``, ``betas``, ...).
+
+    Attributes
+    ----------
+    optimizer : optcore.optim.Optimizer
+        The wrapped optimizer: over this rank's slices (stages 1 and 2) or
+        over the parameters themselves (stage 0). Its ``param_groups`` are
+        this optimizer's: an option changed there (a learning-rate schedule)
+        applies from the next step; change it alike on every rank.
+
+    Raises
+    ------
+    TypeError
+        If ``optimizer_class`` is not an optcore optimizer class, or an
+        option has the wrong type.
+    ValueError
+        If ``stage`` is not 0, 1 or 2, the ranks disagree on the parameters,
+        an option is out of range, or the class is LAMB with stage 1 or 2
+        (its trust ratio needs whole tensors: use stage 0).
+
+    See Also
+    --------
+    DataParallelOptimizer : The same with ``stage=0``.
+
+    Notes
+    -----
+    The average is ``(((g_0 + g_1) + g_2) + ... + g_{N-1}) / N``, summed in
+    rank order in the gradient's dtype: after each step every rank's
+    parameters equal, bit for bit, those of a single-process
+    ``optimizer_class`` stepped with that average (with N = 1, with the
+    gradient itself).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import optcore
+    >>> from mpi4py import MPI
+    >>> from optcore.distributed import ZeroOptimizer
+    >>> comm = MPI.COMM_WORLD                 # run under mpirun -n N
+    >>> w = np.ones(1000, np.float32)
+    >>> opt = ZeroOptimizer(optcore.AdamW, [w], comm, lr=0.5)
+    >>> opt.step([np.ones(1000, np.float32)])  # each rank its own gradient
+    >>> print(w[:3].round(4))                  # the same on every rank
+    [0.495 0.495 0.495]
+    >>> opt.state_dict()["state"][0]["exp_avg"].shape
+    (1000,)
+    """
+
+    def __init__(self, optimizer_class: type, params: Iterable[Any], comm: Any, *,
+                 stage: int = 1, check_finite: bool = False,
+                 **hyperparameters: Any) -> None:
+        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)
+                and getattr(optimizer_class, "_rules", None) is not None):
+            raise TypeError(f"optimizer_class must be an optcore optimizer class "
+                            f"(optcore.AdamW, optcore.SGD, ...), got {optimizer_class!r}")
+        if stage not in (0, 1, 2) or isinstance(stage, bool):
+            raise ValueError(f"stage must be 0, 1 or 2, got {stage!r}")
+        kernel = optimizer_class._rules.spec.kernel
+        if stage and kernel in _PER_TENSOR_KERNELS:
+            raise ValueError(f"{optimizer_class.__name__} cannot be sharded (stage "
+                             f"{stage}): its update needs whole-tensor norms; use stage=0")
+        self.comm = comm
+        self.rank, self.world = comm.Get_rank(), comm.Get_size()
+        self.stage = stage
+        self.check_finite = bool(check_finite)
+        self._class = optimizer_class
+        self._hyper = dict(hyperparameters)
+        self._broken: str | None = None
+
+        built, failure = attempt(lambda: self._build(params))
+        self._agree_layout(built, failure)
+
+    # -- construction --
+
+    def _build(self, params: Iterable[Any]) -> tuple[Any, ...]:
+        groups = _user_groups(params)
+        user = [g["params"] for g in groups]
+        # as the single-process class checks them (the wrapped optimizer of
+        # stages 1 and 2 sees only the flat slices)
+        _check_params([p for ps in user for p in ps],
+                      [f"parameter {i} (group {g}, index {j})"
+                       for i, (g, j) in enumerate((g, j) for g, ps in enumerate(user)
+                                                  for j in range(len(ps)))])
+        if self.stage == 0:
+            optimizer = self._class(groups, **self._hyper)
+            segs = segments(user, self.world)
+            return groups, user, segs, optimizer, [], []
+        segs = segments(user, self.world)
+        flats = [np.zeros(s.padded, s.dtype) for s in segs]
+        lo = self.rank
+        shards = [f[s.owned(lo)[0]:s.owned(lo)[1]] for s, f in zip(segs, flats)]
+        local = []
+        for g, group in enumerate(groups):
+            local.append({**{k: v for k, v in group.items() if k != "params"},
+                          "params": [sh for s, sh in zip(segs, shards) if s.group == g]})
+        optimizer = self._class(local, **self._hyper)
+        return groups, user, segs, optimizer, flats, shards
+
+    def _agree_layout(self, built: Any, failure: Any) -> None:
+        shape = None
+        if built is not None:
+            shape = [[(tuple(p.shape), p.dtype.str) for p in ps] for ps in built[1]]
+        layouts = self.comm.allgather(shape)
+        if failure is None and any(s != layouts[0] for s in layouts if s is not None):
+            failure = ("ValueError", "the ranks passed different parameters (shapes, "
+                                     "dtypes or groups); every rank passes the same")
+        agree(self.comm, "ZeroOptimizer", failure)
+        groups, self._params, self._segments, self.optimizer, self._flats, \
+            self._shards = built
+        self._local = {id(s): i for i, s in enumerate(self._segments)}
+        bucket = _STAGE2_BUCKET // self.world if self.stage == 2 else 1 << 62
+        self._averagers = [Averager(self.comm, s, bucket) for s in self._segments]
+        if self.stage == 0:
+            self._avg_flats = [np.zeros(s.padded, s.dtype) for s in self._segments]
+        else:
+            self._avg_shards = [np.zeros(s.shard, s.dtype) for s in self._segments]
+
+    # -- what the wrapped optimizer shows --
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The wrapped optimizer's parameter groups (their ``params`` are this
+        rank's slices in stages 1 and 2)."""
+        return self.optimizer.param_groups
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of optimizer state arrays held by this rank."""
+        return sum(v.nbytes for st in self.optimizer.state.values() for v in st.values()
+                   if isinstance(v, np.ndarray))
+
+    # -- the step --
+
+    def _checked_grads(self, grads: Any) -> list[list[np.ndarray]]:
+        """``grads`` (one array per parameter, or one list per group) as one
+        list per group, every gradient checked against its parameter."""
+        if self._broken is not None:
+            raise RuntimeError(self._broken)
+        sizes = [len(ps) for ps in self._params]
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of arrays (one per parameter) or of "
+                            f"lists (one per group), got {type(grads).__name__}")
+        if (len(grads) == len(sizes) and len(grads) > 0
+                and all(isinstance(gs, (list, tuple)) for gs in grads)):
+            per_group = [list(gs) for gs in grads]
+        else:
+            if len(grads) != sum(sizes):
+                raise ValueError(f"grads has {len(grads)} entries but the optimizer has "
+                                 f"{sum(sizes)} parameters")
+            per_group, pos = [], 0
+            for n in sizes:
+                per_group.append(list(grads[pos:pos + n]))
+                pos += n
+        index = 0
+        for g, (ps, gs) in enumerate(zip(self._params, per_group)):
+            if len(gs) != len(ps):
+                raise ValueError(f"grads for group {g} has {len(gs)} entries but the group "
+                                 f"has {len(ps)} parameters")
+            for j, (p, gr) in enumerate(zip(ps, gs)):
+                label = f"the grad of parameter {index + j} (group {g}, index {j})"
+                if gr is None:
+                    raise ValueError(f"{label} is missing (None): every parameter needs a "
+                                     f"gradient on every rank (pass zeros)")
+                if not isinstance(gr, np.ndarray):
+                    raise TypeError(f"{label} is a {type(gr).__name__}, not a NumPy array")
+                if gr.dtype != p.dtype:
+                    raise TypeError(f"{label} has dtype {gr.dtype} but the parameter has "
+                                    f"{p.dtype}")
+                if gr.shape != p.shape:
+                    raise ValueError(f"{label} has shape {gr.shape} but the parameter has "
+                                     f"{p.shape}")
+                if self.check_finite and not np.isfinite(gr).all():
+                    raise FloatingPointError(f"{label} is not finite (NaN or infinity)")
+            index += len(ps)
+        for g in range(len(self.optimizer.param_groups)):
+            self.optimizer._group_hyper(g)      # an option edited to a bad value
+        return per_group
+
+    def _grads_of(self, per_group: list[list[np.ndarray]], seg: Segment) -> list[np.ndarray]:
+        starts = np.cumsum([0] + [len(ps) for ps in self._params])
+        return [per_group[seg.group][i - starts[seg.group]] for i in seg.indices]
+
+    def step(self, grads: Any) -> None:
+        """Average the gradients over the ranks and take one optimizer step.
+
+        Collective: every rank calls it, with its own gradients. Everything
+        is checked (on every rank, and agreed) before any data moves: a bad
+        gradient on one rank raises the same error on every rank and changes
+        nothing.
+
+        Parameters
+        ----------
+        grads : list of numpy.ndarray, or list of lists
+            One gradient per parameter (in order over all groups), or one
+            list per group; each of its parameter's shape and dtype. None is
+            refused (every parameter is stepped on every step).
+
+        Raises
+        ------
+        TypeError
+            If a gradient is not an array or has another dtype (on any rank).
+        ValueError
+            If the gradients do not match the parameters, one is missing, or
+            an option was set to a bad value (on any rank).
+        FloatingPointError
+            If ``check_finite`` and a gradient is not finite (on any rank).
+        RuntimeError
+            If the step failed on a rank after the gradients were exchanged
+            (the parameters are unchanged on every rank, but the state of the
+            other ranks advanced: this optimizer then refuses to step until
+            ``load_state_dict`` restores a checkpoint).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> from mpi4py import MPI
+        >>> from optcore.distributed import ZeroOptimizer
+        >>> w = np.zeros(4)
+        >>> opt = ZeroOptimizer(optcore.SGD, [w], MPI.COMM_WORLD, stage=2, lr=1.0)
+        >>> opt.step([np.arange(4.0)])
+        >>> print(w)
+        [ 0. -1. -2. -3.]
+        """
+        per_group, failure = attempt(lambda: self._checked_grads(grads))
+        agree(self.comm, f"{type(self).__name__}.step", failure)
+        if self.stage == 0:
+            self._step_replicated(per_group)
+        else:
+            self._step_sharded(per_group)
+
+    def _after_local_step(self, failure: Any) -> None:
+        try:
+            agree(self.comm, f"{type(self).__name__}.step", failure)
+        except Exception as exc:
+            self._broken = (f"a previous step failed after the gradients were exchanged "
+                            f"({exc}); the optimizer state differs between ranks: call "
+                            f"load_state_dict with a checkpoint before stepping again")
+            raise RuntimeError(str(exc)) from None
+
+    def _step_sharded(self, per_group: list[list[np.ndarray]]) -> None:
+        for i, seg in enumerate(self._segments):
+            self._averagers[i].reduce_scatter(self._grads_of(per_group, seg),
+                                              self._avg_shards[i])
+            # The slice starts from the user's arrays, so values they set
+            # between steps (alike on every rank) are the ones stepped.
+            lo, hi = seg.owned(self.rank)
+            seg.copy_range(seg.params, lo, hi, self._shards[i])
+        local = [[a for s, a in zip(self._segments, self._avg_shards) if s.group == g]
+                 for g in range(len(self._params))]
+        _, failure = attempt(lambda: self.optimizer.step(local))
+        self._after_local_step(failure)
+        for seg, flat in zip(self._segments, self._flats):
+            allgather_in_place(self.comm, flat)
+            seg.scatter(flat, seg.params)
+
+    def _step_replicated(self, per_group: list[list[np.ndarray]]) -> None:
+        views: list[list[np.ndarray]] = [[] for _ in self._params]
+        where: dict[int, np.ndarray] = {}
+        for i, seg in enumerate(self._segments):
+            flat = self._avg_flats[i]
+            lo, hi = seg.owned(self.rank)
+            self._averagers[i].reduce_scatter(self._grads_of(per_group, seg), flat[lo:hi])
+            allgather_in_place(self.comm, flat)
+            for idx, p, off in zip(seg.indices, seg.params, seg.offsets):
+                where[idx] = flat[off:off + p.size].reshape(p.shape)
+        index = 0
+        for g, ps in enumerate(self._params):
+            views[g] = [where[index + j] for j in range(len(ps))]
+            index += len(ps)
+        _, failure = attempt(lambda: self.optimizer.step(views))
+        self._after_local_step(failure)
+
+    # -- checkpoints --
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state, in the single-process class's ``state_dict`` format.
+
+        Collective: every rank calls it and receives the whole state (the
+        slices gathered), loadable into a ZeroOptimizer of any world size or
+        stage and into the single-process ``optimizer_class``.
+
+        Returns
+        -------
+        dict
+            ``"state"`` by global parameter index and ``"param_groups"``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> from mpi4py import MPI
+        >>> from optcore.distributed import ZeroOptimizer
+        >>> w = np.ones(5)
+        >>> opt = ZeroOptimizer(optcore.Adam, [w], MPI.COMM_WORLD)
+        >>> opt.step([np.ones(5)])
+        >>> plain = optcore.Adam([w.copy()])     # the single-process class
+        >>> plain.load_state_dict(opt.state_dict())
+        >>> plain.state[0]["step"]
+        1
+        """
+        local = self.optimizer.state_dict()
+        if self.stage == 0:
+            return local
+        state: dict[int, dict[str, Any]] = {}
+        for i, seg in enumerate(self._segments):
+            entry = local["state"].get(i)
+            present = self.comm.allgather(entry is not None)
+            if not all(present):
+                if any(present):
+                    raise RuntimeError("the ranks disagree on which state exists")
+                continue
+            assert entry is not None
+            full: dict[str, Any] = {}
+            for key, value in entry.items():
+                if isinstance(value, np.ndarray):
+                    flat = np.empty(seg.padded, value.dtype)
+                    lo, hi = seg.owned(self.rank)
+                    flat[lo:hi] = value
+                    allgather_in_place(self.comm, flat)
+                    full[key] = flat
+                else:
+                    full[key] = value
+            for idx, p, off in zip(seg.indices, seg.params, seg.offsets):
+                state[idx] = {k: (v[off:off + p.size].reshape(p.shape).copy()
+                                  if isinstance(v, np.ndarray) else v)
+                              for k, v in full.items()}
+        groups, start = [], 0
+        for saved, ps in zip(local["param_groups"], self._params):
+            groups.append({**{k: v for k, v in saved.items() if k != "params"},
+                           "params": list(range(start, start + len(ps)))})
+            start += len(ps)
+        return {"state": dict(sorted(state.items())), "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a ``state_dict()`` of this class (saved at any world size) or
+        of the single-process ``optimizer_class``.
+
+        Collective: every rank passes the same whole state dict. It is
+        checked as the single-process class checks it (on a temporary
+        optimizer over the parameters, holding the whole state for the
+        moment), and the check is agreed: a load that raises raises on every
+        rank and changes nothing.
+
+        Parameters
+        ----------
+        state_dict : dict
+            The state dict.
+
+        Raises
+        ------
+        TypeError, ValueError, KeyError
+            As the single-process ``load_state_dict`` (on any rank), or if
+            the parameters of one group and dtype have different step counts.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> from mpi4py import MPI
+        >>> from optcore.distributed import ZeroOptimizer
+        >>> w = np.ones(5)
+        >>> plain = optcore.Adam([w.copy()])
+        >>> plain.step([np.ones(5)])
+        >>> opt = ZeroOptimizer(optcore.Adam, [w], MPI.COMM_WORLD)
+        >>> opt.load_state_dict(plain.state_dict())
+        >>> opt.state_dict()["state"][0]["step"]
+        1
+        """
+        local, failure = attempt(lambda: self._local_state_dict(state_dict))
+        agree(self.comm, f"{type(self).__name__}.load_state_dict", failure)
+        self.optimizer.load_state_dict(state_dict if self.stage == 0 else local)
+        self._broken = None
+
+    def _local_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        whole = self._class([{**{k: v for k, v in g.items() if k != "params"}, "params": ps}
+                             for g, ps in zip(self.optimizer.param_groups, self._params)],
+                            **self._hyper)
+        whole.load_state_dict(state_dict)
+        if self.stage == 0:
+            return state_dict
+        state: dict[int, dict[str, Any]] = {}
+        for i, seg in enumerate(self._segments):
+            entries = [whole.state.get(idx) for idx in seg.indices]
+            if all(e is None for e in entries):
+                continue
+            if any(e is None for e in entries):
+                raise ValueError(f"the state dict has state for some parameters of group "
+                                 f"{seg.group} ({seg.dtype}) but not for others; a "
+                                 f"sharded optimizer steps them together")
+            scalars = {k: v for k, v in entries[0].items() if not isinstance(v, np.ndarray)}
+            for idx, e in zip(seg.indices, entries):
+                if {k: v for k, v in e.items() if not isinstance(v, np.ndarray)} != scalars:
+                    raise ValueError(f"parameter {idx} has other scalar state ({e.get('step')}"
+                                     f" steps) than the others of group {seg.group} "
+                                     f"({seg.dtype}); a sharded optimizer steps them together")
+            entry: dict[str, Any] = dict(scalars)
+            lo, hi = seg.owned(self.rank)
+            for key, value in entries[0].items():
+                if isinstance(value, np.ndarray):
+                    shard = np.full(seg.shard, self.optimizer._fill(key), seg.dtype)
+                    seg.copy_range([e[key] for e in entries], lo, min(hi, seg.total),
+                                   shard[:max(0, min(hi, seg.total) - lo)])
+                    entry[key] = shard
+            state[i] = {k: entry[k] for k in entries[0]}
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [i for i, s in enumerate(self._segments) if s.group == gi]}
+                  for gi, g in enumerate(whole.state_dict()["param_groups"])]
+        return {"state": state, "param_groups": groups}
+
+
+def DataParallelOptimizer(optimizer_class: type, params: Iterable[Any], comm: Any,
+                          **hyperparameters: Any) -> ZeroOptimizer:
+    """An optcore optimizer data-parallel over MPI, its state replicated.
+
+    ``ZeroOptimizer(optimizer_class, params, comm, stage=0, ...)``: the
+    gradients are averaged over the ranks (bit for bit as ZeroOptimizer's)
+    and every rank steps all of its parameters with the whole state, as
+    torch's ``DistributedDataParallel`` with a local optimizer does.
+
+    Parameters
+    ----------
+    optimizer_class : type
+        An optcore NumPy optimizer class.
+    params : iterable of numpy.ndarray or of dict
+        The parameters, or parameter groups.
+    comm : mpi4py.MPI.Comm
+        The communicator.
+    **hyperparameters
+        The class's options, and ``check_finite``.
+
+    Returns
+    -------
+    ZeroOptimizer
+        With ``stage=0``.
+
+    See Also
+    --------
+    ZeroOptimizer : The sharded optimizer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import optcore
+    >>> from mpi4py import MPI
+    >>> from optcore.distributed import DataParallelOptimizer
+    >>> w = np.ones(3)
+    >>> opt = DataParallelOptimizer(optcore.SGD, [w], MPI.COMM_WORLD, lr=0.1)
+    >>> opt.step([np.ones(3)])
+    >>> print(w)
+    [0.9 0.9 0.9]
+    """
+    return ZeroOptimizer(optimizer_class, params, comm, stage=0, **hyperparameters)
