@@ -18,7 +18,8 @@ import textwrap
 from typing import Any, Mapping
 
 #: What each kernel argument is (buffers: the noun; the dtype, layout and
-#: whether it is updated are added from the spec).
+#: whether it is updated are added from the spec). The optimizer classes'
+#: docstrings (optcore/optim/_docs.py) take their options' prose from here too.
 ARGUMENTS: dict[str, str] = {
     "param": "The parameters",
     "grad": "The gradient of the objective with respect to ``param``",
@@ -40,8 +41,8 @@ ARGUMENTS: dict[str, str] = {
     "weight_decay": "Weight decay: an L2 penalty added to the gradient, or decoupled "
                     "with ``decoupled_weight_decay``.",
     "decoupled_weight_decay": "Decay the parameters directly, "
-                              "``param *= 1 - lr * weight_decay``, instead of adding "
-                              "an L2 penalty to the gradient.",
+                              "``param *= 1 - lr * weight_decay`` (AdamW's decay), "
+                              "instead of adding an L2 penalty to the gradient.",
     "amsgrad": "Use the AMSGrad variant (divide by the running maximum of "
                "``exp_avg_sq``).",
     "maximize": "Maximize the objective instead of minimizing it (the gradient is "
@@ -53,7 +54,7 @@ ARGUMENTS: dict[str, str] = {
                 "``dampening == 0``).",
     "alpha": "Smoothing constant of the running average of the squared gradient.",
     "centered": "Divide by the centered second moment (an estimate of the gradient's "
-                "variance), keeping ``grad_avg``.",
+                "variance), keeping a ``grad_avg`` state.",
     "lr_decay": "Learning rate decay: the step size is "
                 "``lr / (1 + (step - 1) * lr_decay)``.",
     "rho": "Coefficient of the running averages of the squared gradient and of the "
