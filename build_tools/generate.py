@@ -18,6 +18,7 @@ text changed are rewritten, so builds stay incremental.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import sys
@@ -183,6 +184,7 @@ def need_text(need: Any) -> str:
         need.test].format(need.option)
 
 
+@functools.lru_cache(maxsize=None)
 def load_kernel_docs(path: str = KERNEL_DOCS) -> ModuleType:
     """optcore/_kernel_docs.py, loaded from its file (it imports nothing of optcore)."""
     spec = importlib.util.spec_from_file_location("_optcore_kernel_docs_for_build", path)
