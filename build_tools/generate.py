@@ -18,6 +18,7 @@ text changed are rewritten, so builds stay incremental.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import sys
@@ -31,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 DEFAULT_SPEC = os.path.join(ROOT, "src", "optcore", "_spec.py")
 DEFAULT_OUT = os.path.join(ROOT, "src", "optcore")
+KERNEL_DOCS = os.path.join(ROOT, "src", "optcore", "_kernel_docs.py")
 
 #: Hand-written C APIs that kernels/__init__.pxd re-exports: (module, names).
 EXTRA_CIMPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -182,40 +184,20 @@ def need_text(need: Any) -> str:
         need.test].format(need.option)
 
 
-#: Example values of the hyperparameters that have no default.
-EXAMPLE_VALUES = {"step": "1", "lr": "0.1", "mu_product": "1.0"}
-
-
-def example(kernel: Any, name: str) -> str:
-    """A doctest of one step of ``name`` on three float32 elements, the
-    states the defaults need starting at zero."""
-    states = [b.name for b in kernel.buffers[2:] if b.needed is None]
-    required = ", ".join(f"{h.name}={EXAMPLE_VALUES.get(h.name, '1' if h.ctype == 'step' else '0.1')}" for h in kernel.hypers
-                         if h.python and repr(h.default) == "REQUIRED")
-    state_lines = "".join(f"\n>>> {s} = np.zeros_like(param)" for s in states)
-    args = ", ".join(["param", "grad", *states])
-    return f"""Examples
---------
->>> param = np.array([1.0, -2.0, 0.5], dtype=np.float32)
->>> grad = np.array([0.5, -1.0, 2.0], dtype=np.float32){state_lines}
->>> before = param.copy()
->>> _ = optcore.{name}({args}, {required})
->>> bool(np.all(param != before))     # updated in place
-True"""
+@functools.lru_cache(maxsize=None)
+def load_kernel_docs(path: str = KERNEL_DOCS) -> ModuleType:
+    """optcore/_kernel_docs.py, loaded from its file (it imports nothing of optcore)."""
+    spec = importlib.util.spec_from_file_location("_optcore_kernel_docs_for_build", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wrappers(kernel: Any) -> list[dict[str, Any]]:
-    """The Python wrappers of a kernel: its own and its aliases'."""
-    own = kernel.doc + ("\n\n" + kernel.details if kernel.details else "")
-    out = [{"name": kernel.name, "fixed": {}, "defaults": {},
-            "doc": own + "\n\n" + example(kernel, kernel.name)}]
-    for alias, options in kernel.aliases.items():
-        options = dict(options)
-        doc = kernel.alias_docs.get(alias, "")
-        out.append({"name": alias, "defaults": options.pop("defaults", {}),
-                    "fixed": options,
-                    "doc": doc + "\n\n" + example(kernel, alias) if doc else doc})
-    return out
+    """The Python wrappers of a kernel, its own and its aliases', with their
+    numpydoc docstrings (optcore/_kernel_docs.py)."""
+    return load_kernel_docs().wrapper_docstrings(kernel)  # type: ignore[no-any-return]
 
 
 def python_params(kernel: Any, wrapper: dict[str, Any], stub: bool = False) -> list[str]:

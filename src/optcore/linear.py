@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from optcore._docstrings import assign as _assign_docs
 from optcore.kernels.mse import mse_loss_grad
+
+__all__ = ["linear_mse_grad"]
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -19,13 +22,6 @@ if TYPE_CHECKING:
 def linear_mse_grad(X: ArrayLike, y: ArrayLike, w: ArrayLike, b: ArrayLike | None = None,
                     *, reduction: Literal["mean", "sum"] = "mean"
                     ) -> tuple[float, NDArray[Any], NDArray[Any] | None]:
-    """Return ``(loss, grad_w, grad_b)`` for ``pred = X @ w (+ b)`` and
-    ``loss = mse_loss(pred, y, reduction)`` ("mean" or "sum").
-
-    ``X`` is (n, d); ``w`` is (d,) or (d, k); ``y`` has the shape of ``X @ w``;
-    ``b`` is a scalar array of shape () / (1,) / (k,) or None (then ``grad_b``
-    is None). All arrays share one float dtype.
-    """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     X = np.asarray(X)
@@ -60,3 +56,5 @@ def linear_mse_grad(X: ArrayLike, y: ArrayLike, w: ArrayLike, b: ArrayLike | Non
         grad_b = np.asarray(total, dtype=X.dtype).reshape(np.shape(b))
     return loss, grad_w, grad_b
 
+
+_assign_docs(globals(), ("linear_mse_grad",))

@@ -479,3 +479,19 @@ def unscale_(grads: ArrayOrIterable, inv_scale: float) -> bool:
         for g in _array_list(grads):
             g *= g.dtype.type(inv)
     return found
+
+
+def _document_twins() -> None:
+    # Each twin's docstring is its native function's (the same Parameters and
+    # Returns, rendered from the same source), with the twin's own remarks,
+    # if any, as Notes.
+    from optcore import _docstrings, _kernel_docs, _spec
+    docs = dict(_docstrings.DOCS)
+    for kernel in _spec.KERNELS:
+        docs.update((w["name"], w["doc"]) for w in _kernel_docs.wrapper_docstrings(kernel))
+    for name in __all__:
+        function = globals()[name]
+        function.__doc__ = _kernel_docs.twin_docstring(docs[name], name, function.__doc__)
+
+
+_document_twins()

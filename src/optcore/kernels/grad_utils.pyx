@@ -15,6 +15,8 @@ from libc.math cimport pow, sqrt, fabs, INFINITY, NAN, HUGE_VAL
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy
 
+from optcore._docstrings import assign as _assign_docs
+
 from optcore.kernels._math cimport (fabs_, maximum, sum_squares, sum_abs, lanes_sum,
                                      SUM_LANES)
 from optcore.kernels._runtime cimport (run_segments, segment_fn, reduce_blocks,
@@ -490,14 +492,6 @@ cdef BufferSet _bind(str name, arrays, int role):
 
 
 def global_norm(arrays, norm_type=2.0):
-    """The ``norm_type``-norm of all elements of ``arrays`` (one array or a
-    list), as if concatenated into one vector: ``torch.nn.utils.get_total_norm``.
-
-    ``norm_type`` is any p > 0 or ``inf`` (``max(abs(x))``). Accumulated in double, the
-    same bits for any thread count, and free of overflow/underflow where the
-    norm itself is representable. NaN anywhere gives NaN; an infinity (and no
-    NaN) gives inf. An empty list gives 0.0.
-    """
     cdef double p = _norm_type(norm_type)
     cdef BufferSet b = _bind("arrays", arrays, READ)
     with nogil:
@@ -506,17 +500,6 @@ def global_norm(arrays, norm_type=2.0):
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
-    """Scale ``grads`` in place so that their global norm is at most
-    ``max_norm``; returns the norm before clipping (a float).
-
-    ``torch.nn.utils.clip_grad_norm_``'s rule: ``grads *= min(max_norm /
-    (total_norm + 1e-6), 1)``, a NaN coefficient (NaN norm) included; with an
-    infinite norm the coefficient is 0 (finite values become 0, infinities
-    NaN). With ``error_if_nonfinite`` a NaN or infinite norm raises
-    RuntimeError and nothing is written. The norm is ``global_norm``'s
-    (double; torch accumulates float32 gradients in float32); the coefficient
-    is computed in double and rounded once to the gradients' dtype.
-    """
     cdef double p = _norm_type(norm_type)
     cdef double mx = real(max_norm, "max_norm")
     cdef BufferSet b = _bind("grads", grads, WRITE)
@@ -536,9 +519,6 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
 
 
 def clip_grad_value_(grads, clip_value):
-    """Clamp ``grads`` in place to ``[-clip_value, clip_value]``
-    (``torch.nn.utils.clip_grad_value_``: clamp_min then clamp_max; NaN
-    gradients stay NaN, a NaN ``clip_value`` makes every element NaN)."""
     cdef double c = real(clip_value, "clip_value")
     cdef BufferSet b = _bind("grads", grads, WRITE)
     with nogil:
@@ -546,8 +526,6 @@ def clip_grad_value_(grads, clip_value):
 
 
 def all_finite(arrays):
-    """True when no element of ``arrays`` (one array or a list) is NaN, +inf
-    or -inf. Stops early once a non-finite value is found."""
     cdef BufferSet b = _bind("arrays", arrays, READ)
     cdef bint ok
     with nogil:
@@ -556,18 +534,14 @@ def all_finite(arrays):
 
 
 def unscale_(grads, inv_scale):
-    """``grads *= inv_scale`` in place, in one pass that also reports whether
-    any gradient was NaN or infinite: returns ``found_inf`` (bool).
-
-    The CPU semantics of ``torch._amp_foreach_non_finite_check_and_unscale_``:
-    the check is on the values before scaling, and ``inv_scale == 1`` leaves
-    the values untouched. ``inv_scale`` is used in the gradients' dtype (torch
-    keeps it as a float32 tensor; the two agree for the power-of-two scales
-    GradScaler uses).
-    """
     cdef double inv = real(inv_scale, "inv_scale")
     cdef BufferSet b = _bind("grads", grads, WRITE)
     cdef bint found
     with nogil:
         found = _unscale(b.data, b.sizes, b.ntensors, inv, b.dtype == FLOAT32, 0)
     return found
+
+
+# The docstrings are in optcore/_docstrings.py (shared with optcore.reference).
+_assign_docs(globals(), ("global_norm", "clip_grad_norm_", "clip_grad_value_", "all_finite",
+                        "unscale_"))

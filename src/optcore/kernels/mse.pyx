@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from optcore._docstrings import assign as _assign_docs
+
 from optcore.kernels._runtime cimport reduce_blocks
 from optcore.kernels._buffers cimport BufferSet, bind, FLOAT32, WRITE, READ
 
@@ -214,25 +216,18 @@ cdef tuple _run(pred, target, out, str reduction, bint want_grad, bint want_loss
 
 
 def mse_loss(pred, target, reduction="mean"):
-    """Mean (or summed) squared error of ``pred`` against ``target`` (arrays
-    of one shape and dtype).
-
-    Returns a float for "mean" / "sum" (accumulated in double, the same bits for
-    any thread count) and an array of squared errors for "none". An empty input
-    gives NaN for "mean" (as torch) and 0.0 for "sum".
-    """
     loss, _ = _run(pred, target, None, reduction, False, True)
     return loss
 
 
 def mse_grad(pred, target, *, reduction="mean", out=None):
-    """Gradient of ``mse_loss(pred, target, reduction)`` with respect to ``pred``:
-    ``2 * (pred - target) / n`` for "mean", without ``/ n`` for "sum" and "none".
-    Written into ``out`` when given (same size and dtype as ``pred``)."""
     _, grad = _run(pred, target, out, reduction, True, False)
     return grad
 
 
 def mse_loss_grad(pred, target, *, reduction="mean", out=None):
-    """``(mse_loss(...), mse_grad(...))`` computed in one pass over the data."""
     return _run(pred, target, out, reduction, True, True)
+
+
+# The docstrings are in optcore/_docstrings.py (shared with optcore.reference).
+_assign_docs(globals(), ("mse_loss", "mse_grad", "mse_loss_grad"))

@@ -67,20 +67,6 @@ cdef tuple _NAMES = ("param", "grad", "momentum_buffer")
 
 def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
              dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False):
-    """One SGD step in place (torch.optim.SGD's update).
-
-    With ``momentum > 0`` the ``momentum_buffer`` is required and updated; at
-    ``step == 1`` it is set to the (decayed, maximized) gradient. Each buffer
-    argument is one array or a list of arrays (one native call for the list).
-
-    Examples
-    --------
-    >>> param = np.array([1.0, -2.0, 0.5], dtype=np.float32)
-    >>> grad = np.array([0.5, -1.0, 2.0], dtype=np.float32)
-    >>> optcore.sgd_step(param, grad, step=1, lr=0.1)
-    >>> param
-    array([ 0.95, -1.9 ,  0.3 ], dtype=float32)
-    """
     # hand-written (spec wrapper="hand"): the nesterov and dampening rules
     cdef long long c_step = _step(step)
     cdef double c_lr = nonneg(lr, "lr", "learning rate")
@@ -101,3 +87,7 @@ def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
     with nogil:
         _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, c_step, c_lr, c_momentum,
              c_dampening, c_nesterov, c_weight_decay, c_maximize, 0, fn)
+
+
+# the docstring, rendered from the spec (_sgd_api.pxi)
+sgd_step.__doc__ = _DOCS["sgd_step"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from optcore._kernel_docs import ARGUMENTS
 from optcore._spec import OPTIMIZER, REQUIRED, Hyper, OptimizerSpec
 
 __all__ = ["class_docstring"]
@@ -36,34 +37,17 @@ _SUMMARY: dict[str, str] = {
 }
 
 #: What each option means (the check and default come from the spec and the
-#: signature); ``_OPTION_FOR`` holds the classes that mean something else.
+#: signature): the kernels' argument prose, and the class-only options;
+#: ``_OPTION_FOR`` holds the classes that mean something else.
 _OPTION: dict[str, str] = {
-    "lr": "Learning rate.",
+    **{name: ARGUMENTS[name] for name in (
+        "lr", "eps", "amsgrad", "maximize", "decoupled_weight_decay", "momentum",
+        "dampening", "nesterov", "alpha", "centered", "lr_decay", "rho",
+        "momentum_decay")},
     "betas": "Coefficients of the running averages of the gradient (``beta1``) and of "
              "its square (``beta2``).",
-    "eps": "Term added to the denominator for numerical stability.",
     "weight_decay": "Weight decay: an L2 penalty added to the gradient.",
-    "amsgrad": "Use the AMSGrad variant (divide by the running maximum of "
-               "``exp_avg_sq``).",
-    "maximize": "Maximize the objective instead of minimizing it (the gradient is "
-                "negated).",
-    "decoupled_weight_decay": "Decay the parameters directly, "
-                              "``param *= 1 - lr * weight_decay`` (AdamW's decay), "
-                              "instead of adding an L2 penalty to the gradient.",
-    "momentum": "Momentum factor.",
-    "dampening": "Dampening of the momentum: the gradient enters the buffer with "
-                 "weight ``1 - dampening``.",
-    "nesterov": "Use Nesterov momentum (needs ``momentum > 0`` and "
-                "``dampening == 0``).",
-    "alpha": "Smoothing constant of the running average of the squared gradient.",
-    "centered": "Divide by the centered second moment (an estimate of the gradient's "
-                "variance), keeping a ``grad_avg`` state.",
-    "lr_decay": "Learning rate decay: the step size is "
-                "``lr / (1 + (step - 1) * lr_decay)``.",
     "initial_accumulator_value": "Initial value of the ``sum`` state.",
-    "rho": "Coefficient of the running averages of the squared gradient and of the "
-           "squared update.",
-    "momentum_decay": "Decay of NAdam's momentum schedule (its ``psi``).",
 }
 _OPTION_FOR: dict[tuple[str, str], str] = {
     ("Adamax", "betas"): "Coefficients of the running average of the gradient "
@@ -79,8 +63,7 @@ _OPTION_FOR: dict[tuple[str, str], str] = {
     ("RMSprop", "momentum"): "Momentum factor (``momentum > 0`` keeps a "
                              "``momentum_buffer``).",
 }
-_DECOUPLABLE = ("Weight decay: an L2 penalty added to the gradient, or decoupled "
-                "with ``decoupled_weight_decay``.")
+_DECOUPLABLE = ARGUMENTS["weight_decay"]
 
 #: torch.optim's implementation switches, by layer ("numpy" or "torch").
 _FLAG: dict[str, str] = {
