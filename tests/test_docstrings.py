@@ -136,3 +136,14 @@ def test_torch_numpydoc():
     objects = _torch_objects()
     errors = [e for name in sorted(objects) for e in _numpydoc_errors(name)]
     assert not errors, "\n".join(errors)
+
+
+def test_distributed_numpydoc():
+    # The examples of optcore.distributed need several MPI processes: they run
+    # under mpirun in tests/test_distributed_mpi.py; validated here.
+    import optcore.distributed as od
+    objects = dict(_public(od, od.__all__))
+    assert "optcore.distributed.zero.ZeroOptimizer.step" in objects or \
+        "optcore.distributed.ZeroOptimizer.step" in objects, sorted(objects)
+    errors = [e for name in sorted(objects) for e in _numpydoc_errors(name)]
+    assert not errors, "\n".join(errors)

@@ -1,6 +1,6 @@
 """optcore's C-level kernels as ctypes function objects that numba-jitted
 code can call (nopython mode), found through the extension modules' exported
-C functions (``numba.extending.get_cython_function_address``).
+C functions (``numba.extending.get_cython_function_address``)::
 
     from optcore.numba import adam_step_f32
 
