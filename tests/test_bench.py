@@ -178,6 +178,36 @@ def test_bench_multi_and_threshold_sections():
     assert optcore.get_parallel_threshold() == th["current"]      # restored
 
 
+def test_bench_busy_section(capsys):
+    # The section starts its own busy process, times each case and stops it;
+    # the report and the scorecard show its two figures. (No timing asserted.)
+    import subprocess
+    kernels = [k for k in bench.available_kernels() if k.name == "adam"]
+    b = bench.Bench(kernels, [256], [np.float32], [1, 2],
+                    bench.Timing(budget=0.001, sample=0.0002), None, ["busy"],
+                    progress=False)
+    res = b.run()
+    busy = res["busy"]
+    assert busy["threads"] == 2 and busy["busy_cores"] == 1
+    for load in ("idle", "busy"):
+        assert [(r["threads"], r["dynamic"]) for r in busy[load]] == [
+            (1, True), (2, False), (2, True)]
+        assert all(r["calls"] == 200 and r["mean_s"] > 0 and r["p90_s"] >= r["median_s"]
+                   for r in busy[load])
+    assert optcore.get_dynamic_threads() and optcore.get_num_threads() >= 1   # restored
+    # no spinning process is left behind
+    left = subprocess.run(["pgrep", "-f", "^" + __import__("sys").executable + " -c while True"],
+                          capture_output=True, text=True).stdout
+    assert not left.strip()
+    from optcore.cli.bench.report import print_report
+    print_report(res, kernels)
+    bench.print_scorecard(res)
+    text = capsys.readouterr().out
+    assert "busy machine: adam" in text
+    assert "a core busy: 2-thread mean <= 1.2x 1-thread mean" in text
+    assert "idle: 2-thread mean >= 1.7x faster than 1 thread" in text
+
+
 def test_crossover():
     assert bench.crossover([1, 2, 4, 8], [1, 2, 4, 8], [3, 3, 3, 3]) == 4
     assert bench.crossover([1, 2, 4, 8], [1, 5, 1, 8], [3, 3, 3, 3]) == 8

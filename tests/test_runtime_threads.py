@@ -131,3 +131,75 @@ def test_every_element_is_updated_when_openmp_gives_fewer_threads():
         "print(int((p == -1).sum()) == n and int((q[0] != 0).sum()) == n)\n"
     )
     assert _num_threads_in_subprocess({"OMP_THREAD_LIMIT": "1"}, code) == ["True"]
+
+
+# -- dynamic threads: the fallback to the calling thread on a busy machine
+
+def _large_adam(rng, threads):
+    n = 4 * optcore.get_parallel_threshold() + 3
+    p, g = random_array(rng, n, np.float32), random_array(rng, n, np.float32)
+    m, v = random_array(rng, n, np.float32), random_array(rng, n, np.float32, positive=True)
+    optcore.set_num_threads(threads)
+    optcore.adam_step(p, g, m, v, step=2, lr=0.01)
+    return p.tobytes() + m.tobytes() + v.tobytes()
+
+
+@pytest.fixture()
+def _dynamic_threads_restored():
+    yield
+    optcore.set_dynamic_threads(True)
+
+
+def test_dynamic_threads_setting(_dynamic_threads_restored):
+    assert optcore.get_dynamic_threads() is True          # the default
+    optcore.set_dynamic_threads(False)
+    assert optcore.get_dynamic_threads() is False
+    optcore.set_dynamic_threads(True)
+    assert optcore.get_dynamic_threads() is True
+
+
+def test_dynamic_threads_off_from_the_environment():
+    out = _num_threads_in_subprocess({"OPTCORE_DYNAMIC_THREADS": "0"},
+                                     "print(optcore.get_dynamic_threads())")
+    assert out == ["False"]
+
+
+@pytest.mark.skipif(not optcore.openmp_enabled(), reason="built without OpenMP")
+def test_a_fallback_runs_large_calls_on_the_calling_thread(_dynamic_threads_restored):
+    # A late call starts a fallback; during it a 2-thread call runs on the
+    # calling thread, with the same bits, and outside it in parallel again.
+    from optcore.kernels import _runtime
+    expected = _large_adam(np.random.default_rng(5), 1)
+    before = _runtime._thread_stats()
+    _runtime._force_fallback(60.0)
+    assert _runtime._thread_stats()["falling_back"]
+    assert _large_adam(np.random.default_rng(5), 2) == expected
+    during = _runtime._thread_stats()
+    assert during["fallback_calls"] == before["fallback_calls"] + 1
+    assert during["parallel_calls"] == before["parallel_calls"]
+    # turning dynamic threads off (or on again) ends a fallback
+    optcore.set_dynamic_threads(False)
+    assert not _runtime._thread_stats()["falling_back"]
+    _runtime._force_fallback(60.0)
+    assert _large_adam(np.random.default_rng(5), 2) == expected
+    after = _runtime._thread_stats()
+    assert after["fallback_calls"] == during["fallback_calls"]
+    assert after["parallel_calls"] == during["parallel_calls"] + 1
+
+
+@pytest.mark.skipif(not optcore.openmp_enabled(), reason="built without OpenMP")
+def test_reductions_fall_back_too(_dynamic_threads_restored):
+    from optcore.kernels import _runtime
+    rng = np.random.default_rng(6)
+    grads = [random_array(rng, 3 * optcore.get_parallel_threshold(), np.float64)
+             for _ in range(3)]
+    optcore.set_num_threads(1)
+    expected = optcore.global_norm(grads)
+    optcore.set_num_threads(2)
+    before = _runtime._thread_stats()
+    _runtime._force_fallback(60.0)
+    assert optcore.global_norm(grads) == expected
+    assert _runtime._thread_stats()["fallback_calls"] == before["fallback_calls"] + 1
+    optcore.set_dynamic_threads(True)                    # ends the fallback
+    assert optcore.global_norm(grads) == expected
+    assert _runtime._thread_stats()["parallel_calls"] > before["parallel_calls"]

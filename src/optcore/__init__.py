@@ -15,6 +15,8 @@ from optcore.kernels._runtime import (
     get_parallel_threshold,
     set_parallel_threshold,
     openmp_enabled,
+    get_dynamic_threads,
+    set_dynamic_threads,
 )
 from optcore._kernels import *  # noqa: F401,F403  (every step kernel of the spec)
 from optcore._kernels import __all__ as _kernel_names
@@ -52,6 +54,8 @@ __all__ = [
     "get_parallel_threshold",
     "set_parallel_threshold",
     "openmp_enabled",
+    "get_dynamic_threads",
+    "set_dynamic_threads",
     "get_include",
     "show_config",
     "build_info",

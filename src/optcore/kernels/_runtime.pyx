@@ -1,7 +1,37 @@
 """Thread control and the parallel driver shared by all kernels."""
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel
 from libc.stdlib cimport malloc, free
+
+cdef extern from * nogil:
+    """
+    #include <time.h>
+    /* Work is handed out by an atomic counter; the fallback state is read and
+       written by concurrent callers, so every access is atomic (relaxed: each
+       value stands alone). */
+    static inline Py_ssize_t optcore_claim(Py_ssize_t *next) {
+        return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+    }
+    static inline long long optcore_load(long long *p) {
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+    static inline void optcore_store(long long *p, long long v) {
+        __atomic_store_n(p, v, __ATOMIC_RELAXED);
+    }
+    static inline void optcore_count(long long *p) {
+        __atomic_fetch_add(p, 1, __ATOMIC_RELAXED);
+    }
+    static inline long long optcore_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
+    """
+    Py_ssize_t optcore_claim(Py_ssize_t* next)
+    long long optcore_load(long long* p)
+    void optcore_store(long long* p, long long v)
+    void optcore_count(long long* p)
+    long long optcore_now_ns()
 
 # Total elements in one call below which a kernel runs on the calling thread.
 # Set from `python -m optcore bench` ("single-thread threshold" section) on a
@@ -22,6 +52,29 @@ cdef int _num_threads = 0
 # them forever. Such a child runs every kernel on its calling thread instead.
 cdef int _parallel_used = 0
 cdef int _forked_after_parallel = 0
+
+# Dynamic threads (on a busy machine). A parallel call is cut into more chunks
+# than threads, claimed from a counter, so the calling thread takes over the
+# chunks a thread that waits for a core has not started. The call still ends
+# when every team thread has arrived: if the calling thread then waited longer
+# than it worked (a thread got no core in time), large calls run on the
+# calling thread alone for a while (1 ms, doubling on each late call up to
+# 256 ms) before trying again; each prompt parallel call halves that time.
+# Results do not change: every element and block is computed the same way by
+# any thread.
+cdef enum:
+    CHUNKS_PER_THREAD = 8
+cdef long long LATE_MIN_NS = 50000          # waits under 50 us are never late
+cdef long long BACKOFF_MIN_NS = 1000000
+cdef long long BACKOFF_MAX_NS = 256000000
+cdef long long _dynamic = 1
+cdef long long _backoff_ns = 0
+cdef long long _serial_until_ns = 0
+# counts, for the bench and the tests: parallel calls, late ones, and calls
+# run on the calling thread because of a fallback
+cdef long long _parallel_calls = 0
+cdef long long _late_calls = 0
+cdef long long _fallback_calls = 0
 
 
 def _after_fork_in_child():
@@ -182,6 +235,83 @@ def openmp_enabled():
     return bool(OPTCORE_HAVE_OPENMP)
 
 
+def set_dynamic_threads(enabled):
+    """Let large calls fall back to the calling thread on a busy machine.
+
+    When a thread of a parallel call waits for a core, the whole call waits
+    for it. With dynamic threads on (the default, or ``OPTCORE_DYNAMIC_THREADS=1``
+    in the environment at import), a call whose calling thread waited longer
+    for the team than it worked makes the following large calls run on the
+    calling thread alone for a while (1 ms, doubling while calls stay late, at
+    most 256 ms, halving with each prompt parallel call). Like the thread
+    count, this never changes a result.
+
+    Parameters
+    ----------
+    enabled : bool
+        True to allow the fallback, False to always use the set thread count.
+
+    Returns
+    -------
+    None
+        The setting applies to later calls.
+
+    See Also
+    --------
+    optcore.get_dynamic_threads : The setting in use.
+    optcore.set_num_threads : The thread count of large calls.
+
+    Examples
+    --------
+    >>> optcore.set_dynamic_threads(False)
+    >>> optcore.get_dynamic_threads()
+    False
+    >>> optcore.set_dynamic_threads(True)
+    """
+    optcore_store(&_dynamic, 1 if enabled else 0)
+    optcore_store(&_backoff_ns, 0)
+    optcore_store(&_serial_until_ns, 0)
+
+
+def get_dynamic_threads():
+    """Whether large calls may fall back to the calling thread on a busy machine.
+
+    Returns
+    -------
+    bool
+        The setting of :func:`optcore.set_dynamic_threads`.
+
+    See Also
+    --------
+    optcore.set_dynamic_threads : Changes it, and describes the fallback.
+
+    Examples
+    --------
+    >>> optcore.get_dynamic_threads() in (True, False)
+    True
+    """
+    return bool(optcore_load(&_dynamic))
+
+
+def _thread_stats():
+    """Counts since import, for the bench and the tests: parallel calls, the
+    late ones among them, calls run on the calling thread by the fallback, and
+    whether a fallback is on now."""
+    return {"parallel_calls": optcore_load(&_parallel_calls),
+            "late_calls": optcore_load(&_late_calls),
+            "fallback_calls": optcore_load(&_fallback_calls),
+            "falling_back": optcore_now_ns() < optcore_load(&_serial_until_ns)}
+
+
+def _force_fallback(double seconds):
+    """Start a fallback of ``seconds`` now, as a late call would (tests)."""
+    optcore_store(&_serial_until_ns, optcore_now_ns() + <long long>(seconds * 1e9))
+
+
+if _os.environ.get("OPTCORE_DYNAMIC_THREADS", "1").strip() == "0":
+    optcore_store(&_dynamic, 0)
+
+
 cdef Py_ssize_t parallel_threshold() noexcept nogil:
     return PARALLEL_THRESHOLD
 
@@ -200,9 +330,33 @@ cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil:
     cdef Py_ssize_t parts = (total + PARTITION_ALIGN - 1) // PARTITION_ALIGN
     if n > parts:
         n = <int>parts
+    if n > 1 and optcore_load(&_dynamic) and \
+            optcore_now_ns() < optcore_load(&_serial_until_ns):
+        optcore_count(&_fallback_calls)
+        return 1
     if n > 1:
         _parallel_used = 1
     return n
+
+
+cdef void _note_parallel_call(long long start, long long done, long long end) noexcept nogil:
+    """Record how long the calling thread waited for the team after doing its
+    share (``done``) of a parallel call that ran from ``start`` to ``end``."""
+    cdef long long wait = end - done, backoff
+    optcore_count(&_parallel_calls)
+    if wait > LATE_MIN_NS and wait > done - start:
+        optcore_count(&_late_calls)
+        backoff = 2 * optcore_load(&_backoff_ns)
+        if backoff < BACKOFF_MIN_NS:
+            backoff = BACKOFF_MIN_NS
+        if backoff > BACKOFF_MAX_NS:
+            backoff = BACKOFF_MAX_NS
+        optcore_store(&_backoff_ns, backoff)
+        optcore_store(&_serial_until_ns, end + backoff)
+    elif optcore_load(&_backoff_ns):
+        # a prompt call: the next late one falls back for half as long
+        backoff = optcore_load(&_backoff_ns) // 2
+        optcore_store(&_backoff_ns, backoff if backoff >= BACKOFF_MIN_NS else 0)
 
 
 cdef inline void _run_range(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
@@ -230,7 +384,8 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
                        Py_ssize_t ntensors, int num_threads) noexcept nogil:
     """Apply ``fn`` over all elements of all tensors, with ``num_threads``
     threads (<= 0: the process setting; 1: the calling thread only)."""
-    cdef Py_ssize_t total = 0, t, chunk, lo, hi, part
+    cdef Py_ssize_t total = 0, t, chunk, nchunks, lo, part, next_chunk = 0
+    cdef long long stamps[2]
     cdef int nt
     for t in range(ntensors):
         total += sizes[t]
@@ -240,17 +395,23 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
     if nt == 1:
         _run_range(fn, ctx, sizes, ntensors, 0, total)
         return
-    # Static partition into nt contiguous, aligned ranges, so every element is
-    # computed by the same code whatever the thread count. The ranges are
-    # handed out by prange: OpenMP may start fewer threads than asked (nested
-    # regions, OMP_THREAD_LIMIT), and every range must still be done.
-    chunk = (total + nt - 1) // nt
+    # Chunks of aligned, contiguous ranges, claimed in order by whichever
+    # thread is free: every element is computed by the same code whatever the
+    # thread count. OpenMP may start fewer threads than asked (nested regions,
+    # OMP_THREAD_LIMIT); the chunks are done all the same.
+    chunk = (total + nt * CHUNKS_PER_THREAD - 1) // (nt * CHUNKS_PER_THREAD)
     chunk = (chunk + PARTITION_ALIGN - 1) // PARTITION_ALIGN * PARTITION_ALIGN
-    for part in prange(nt, schedule='static', num_threads=nt):
-        lo = part * chunk
-        hi = _clipped_end(lo, chunk, total)
-        if lo < hi:
-            _run_range(fn, ctx, sizes, ntensors, lo, hi)
+    nchunks = (total + chunk - 1) // chunk
+    stamps[0] = optcore_now_ns()
+    with parallel(num_threads=nt):
+        part = optcore_claim(&next_chunk)
+        while part < nchunks:
+            lo = part * chunk
+            _run_range(fn, ctx, sizes, ntensors, lo, _clipped_end(lo, chunk, total))
+            part = optcore_claim(&next_chunk)
+        if omp_get_thread_num() == 0:
+            stamps[1] = optcore_now_ns()
+    _note_parallel_call(stamps[0], stamps[1], optcore_now_ns())
 
 
 cdef inline Py_ssize_t _blocks_of(Py_ssize_t n) noexcept nogil:
@@ -281,7 +442,9 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
                         int num_threads) noexcept nogil:
     """Run ``fn`` on every block of the call and ``fold`` the block results in
     call order. ``width`` <= REDUCE_MAX_WIDTH doubles per block."""
-    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, lo, hi, part
+    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, nchunks, lo, hi, part
+    cdef Py_ssize_t next_chunk = 0
+    cdef long long stamps[2]
     cdef double one[REDUCE_MAX_WIDTH]
     cdef double* partials = NULL
     cdef int nt
@@ -305,12 +468,21 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
         return
     if nt > nblocks:
         nt = <int>nblocks
-    chunk = (nblocks + nt - 1) // nt
-    for part in prange(nt, schedule='static', num_threads=nt):
-        lo = part * chunk
-        hi = _clipped_end(lo, chunk, nblocks)
-        if lo < hi:
+    # Runs of blocks claimed as in run_segments; each block's results go to
+    # its own slot, folded in call order below.
+    chunk = (nblocks + nt * CHUNKS_PER_THREAD - 1) // (nt * CHUNKS_PER_THREAD)
+    nchunks = (nblocks + chunk - 1) // chunk
+    stamps[0] = optcore_now_ns()
+    with parallel(num_threads=nt):
+        part = optcore_claim(&next_chunk)
+        while part < nchunks:
+            lo = part * chunk
+            hi = _clipped_end(lo, chunk, nblocks)
             _run_blocks(fn, ctx, sizes, ntensors, lo, hi, partials + lo * width, width)
+            part = optcore_claim(&next_chunk)
+        if omp_get_thread_num() == 0:
+            stamps[1] = optcore_now_ns()
+    _note_parallel_call(stamps[0], stamps[1], optcore_now_ns())
     b = 0
     for t in range(ntensors):
         for j in range(_blocks_of(sizes[t])):

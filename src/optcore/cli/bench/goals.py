@@ -29,6 +29,10 @@ class Goal:
     "overhead" optcore's time per call at 1024 elements, one thread
     "multi"    optcore's time per multi-tensor call of the case ``case``
     "scaling"  one thread's time over all threads' at each size
+    "busy"     with a core kept busy, the mean all-threads call over the mean
+               one-thread call (busy section)
+    "idle"     in the busy section's idle run, the one-thread mean over the
+               all-threads mean
     """
     measure: str
     kernel: str
@@ -54,6 +58,8 @@ GOALS = (
     Goal("overhead", "adam", 2e-6, at_most=True),
     Goal("multi", "adam", 100e-6, at_most=True, case="100x1024"),
     Goal("scaling", "adam", 1.7, sizes=(2 ** 20,)),
+    Goal("busy", "adam", 1.2, at_most=True),
+    Goal("idle", "adam", 1.7),
 )
 
 _VS_NAME = {"torch-fused": "torch fused", "reference": "reference"}
@@ -116,6 +122,19 @@ def evaluate(goal: Goal, results: JSONDict) -> list[ScoreLine]:
             t = r["median_s"]["optcore"]
             out.append((f"{name} 1024 elements, one call: <= {fmt_time(goal.bound)}",
                         fmt_time(t), _check(goal, t), _reliable(r)))
+    elif goal.measure in ("busy", "idle") and results.get("busy"):
+        from optcore.cli.bench.busy import ratios
+        section = results["busy"]
+        r = ratios(section)
+        nt, at = section["threads"], f"{name} 2^{section['n'].bit_length() - 1}"
+        if goal.measure == "busy":
+            out.append((f"{at}, a core busy: {nt}-thread mean <= {goal.bound:g}x "
+                        "1-thread mean", f"{r['busy_over_single']:.2f}x",
+                        _check(goal, r["busy_over_single"]), True))
+        else:
+            out.append((f"{at}, idle: {nt}-thread mean >= {goal.bound:g}x faster than "
+                        "1 thread", fmt_x(r["idle_speedup"]),
+                        _check(goal, r["idle_speedup"]), True))
     elif goal.measure == "multi":
         r = _find(results["multi"], kernel=goal.kernel, dtype="float32", case=goal.case,
                   threads=tmax)

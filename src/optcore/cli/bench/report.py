@@ -159,6 +159,9 @@ def print_report(results: JSONDict, kernels: Iterable[Kernel],
     th = results["threshold"]
     if th:
         _print_threshold(th, out)
+    if results.get("busy"):
+        from optcore.cli.bench.busy import print_busy
+        print_busy(results["busy"], out)
 
 
 def _print_threshold(th: JSONDict, out: SupportsWrite[str]) -> None:

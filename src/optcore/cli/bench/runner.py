@@ -114,7 +114,7 @@ class Bench:
         self.progress_enabled = progress
         self.retry_seconds = 0.0       # spent re-measuring disturbed rows
         self.results: JSONDict = {"machine": machine_info(), "ceiling": [], "kernels": [],
-                        "multi": [], "overhead": [], "threshold": {}}
+                        "multi": [], "overhead": [], "threshold": {}, "busy": {}}
         if torch is not None:
             self.results["machine"]["torch"] = torch.__version__
 
@@ -141,6 +141,8 @@ class Bench:
         if "threshold" in self.sections and max(self.threads) > 1:
             total += 1 + len([k for k in self.kernels if k.call != "grads"]) * \
                 len(self.threshold_sizes)
+        if "busy" in self.sections and max(self.threads) > 1:
+            total += 1
         return total
 
     def run(self) -> JSONDict:
@@ -154,6 +156,11 @@ class Bench:
                 self._overhead()
             if "threshold" in self.sections and max(self.threads) > 1:
                 self._threshold()
+            if "busy" in self.sections and max(self.threads) > 1:
+                from optcore.cli.bench.busy import measure_busy   # (imports report)
+                calls = max(200, int(8000 * self.timing.budget))
+                self.results["busy"] = measure_busy(max(self.threads), calls)
+                self.progress.step("busy machine")
         finally:
             self.progress.close()
         return self.results
