@@ -109,3 +109,13 @@ def test_api_reference_lists_every_public_name():
     names += optcore.distributed.__all__
     missing = [n for n in names if not re.search(rf"\b{re.escape(n)}\b", text)]
     assert not missing, f"not in docs/api.md: {missing}"
+
+
+def test_getting_started_gives_the_readme_set_up_commands():
+    """The set-up commands CI runs (the README's) are the ones the guide shows."""
+    def commands(text):
+        return re.findall(r"```bash\n(.*?)```", text, re.S)
+    readme = (ROOT / "README.md").read_text().split("## Set-up on a fresh machine", 1)[1]
+    readme = readme.split("\n## ", 1)[0]
+    guide = (ROOT / "docs" / "getting-started.md").read_text()
+    assert commands(readme) and commands(readme) == commands(guide)[:len(commands(readme))]
