@@ -188,11 +188,15 @@ EXAMPLE_VALUES = {"step": "1", "lr": "0.1", "mu_product": "1.0"}
 
 def example(kernel: Any, name: str) -> str:
     """A doctest of one step of ``name`` on three float32 elements, the
-    states the defaults need starting at zero."""
+    states the defaults need starting at zero (at the option's example value
+    for a state that starts at a group option, ``init="group:<option>"``)."""
     states = [b.name for b in kernel.buffers[2:] if b.needed is None]
+    starts = {b.name: EXAMPLE_VALUES.get(b.init[6:], "0.1") for b in kernel.buffers
+              if b.init.startswith("group:")}
     required = ", ".join(f"{h.name}={EXAMPLE_VALUES.get(h.name, '1' if h.ctype == 'step' else '0.1')}" for h in kernel.hypers
                          if h.python and repr(h.default) == "REQUIRED")
-    state_lines = "".join(f"\n>>> {s} = np.zeros_like(param)" for s in states)
+    state_lines = "".join(f"\n>>> {s} = np.full_like(param, {starts[s]})" if s in starts
+                          else f"\n>>> {s} = np.zeros_like(param)" for s in states)
     args = ", ".join(["param", "grad", *states])
     return f"""Examples
 --------
