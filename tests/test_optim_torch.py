@@ -68,7 +68,7 @@ def test_import_optcore_does_not_import_torch():
 # ---- 100-step trajectories ---------------------------------------------------
 
 TWINS = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
-         "RAdam"]
+         "RAdam", "Rprop", "ASGD"]
 
 
 @pytest.mark.parametrize("draw", range(2))
@@ -607,7 +607,7 @@ def test_grad_scaler_and_autocast(torch, ot, ts, rng):
 
 
 ALL = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
-       "RAdam", "Lion", "LAMB"]
+       "RAdam", "Rprop", "ASGD", "Lion", "LAMB"]
 TWINS_ERRORS = ALL[:-2]
 
 
