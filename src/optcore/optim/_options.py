@@ -95,10 +95,12 @@ class Rules:
         self.scalar_only = frozenset(spec.scalar_options)
         hypers = {h.name: h for h in kspec.hypers}
         hypers.update({h.name: h for h in spec.extra})
-        # Options read from the constructor's defaults only (torch's Adagrad:
-        # initial_accumulator_value); a group may lack them, as torch.optim's may.
-        self.optional = frozenset(b.init[5:] for b in self.state
-                                  if b.init.startswith("fill:"))
+        # Options only a state buffer's initial value reads (torch's Adagrad:
+        # the constructor's initial_accumulator_value; Rprop: the group's lr,
+        # read when a parameter's state is created): a loaded group may lack
+        # them, as torch.optim's may.
+        self.optional = frozenset(b.init.partition(":")[2] for b in self.state
+                                  if b.init.startswith(("fill:", "group:")))
         # (option, its check: a Hyper, or (the Pair, its two Hypers))
         self._checks: list[tuple[str, Any]] = []
         for name in spec.options:
@@ -207,14 +209,17 @@ def torch_mu_product(mu_product: float, step: float, beta1: float, momentum_deca
 
 
 def torch_asgd_scalars(scalars: Mapping[str, Any], step: float, options: Mapping[str, Any],
-                       dtype: Any = np.float32) -> tuple[dict[str, Any], dict[str, Any]]:
-    """ASGD's ``eta`` and ``mu`` as torch.optim.ASGD keeps them: tensors of
-    ``dtype``, read by step ``step`` and then set from it,
+                       dtype: Any = np.float32, read: Any = float
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ASGD's ``eta`` and ``mu`` as torch.optim.ASGD keeps them: read by step
+    ``step`` (as ``read`` gives the stored value), then set from it,
     ``eta = lr / (1 + lambd * lr * step) ** alpha`` and
-    ``mu = 1 / max(1, step - t0)`` (computed in double, stored rounded).
-    Returns (the kernel's ``eta``/``mu`` arguments, the values to store)."""
+    ``mu = 1 / max(1, step - t0)``, computed in double and rounded to
+    ``dtype`` (torch's default dtype, whatever the state tensors' dtype: a
+    loaded state_dict casts them to the parameters'). Returns (the kernel's
+    ``eta``/``mu`` arguments, the values to store)."""
     lr, lambd = options["lr"], options["lambd"]
     eta = lr / ((1 + lambd * lr * step) ** options["alpha"])
     mu = 1 / max(1, step - options["t0"])
-    args = {"eta": float(dtype(scalars["eta"])), "mu": float(dtype(scalars["mu"]))}
+    args = {"eta": float(read(scalars["eta"])), "mu": float(read(scalars["mu"]))}
     return args, {"eta": float(dtype(eta)), "mu": float(dtype(mu))}

@@ -131,9 +131,9 @@ class ASGD(Optimizer):
 
     def _scalar_args(self, scalars: dict[str, Any], step: int, hyper: dict[str, Any]
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-        # eta and mu as torch.optim.ASGD keeps them by default: float32 (the
-        # saved values are Python floats).
-        return torch_asgd_scalars(scalars, step, hyper, np.float32)
+        # eta and mu as torch.optim.ASGD keeps them by default: float32, from
+        # the initial eta (lr) on (the saved values are Python floats).
+        return torch_asgd_scalars(scalars, step, hyper, np.float32, np.float32)
 
 
 class Lion(Optimizer):

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from optcore.optim._options import torch_asgd_scalars, torch_mu_product
 from optcore.torch._base import KernelOptimizer
 
+import numpy as np
+import torch
+
 if TYPE_CHECKING:
-    import numpy as np
     from torch import Tensor
     from torch.optim.optimizer import ParamsT
 
@@ -200,9 +202,11 @@ class ASGD(KernelOptimizer):
 
     def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
                      views: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
-        # eta and mu are tensors of torch's scalar dtype (float32 unless the
-        # default dtype is float64); the step reads their stored values.
-        return torch_asgd_scalars(scalars, step, options, views[1].dtype.type)
+        # torch sets eta and mu from Python floats made tensors of its default
+        # dtype (float32 unless changed), also into the float64 tensors a
+        # loaded state_dict holds; the step reads their stored values.
+        dtype = np.float64 if torch.get_default_dtype() == torch.float64 else np.float32
+        return torch_asgd_scalars(scalars, step, options, dtype)
 
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lambd: float = 1e-4,
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0,
