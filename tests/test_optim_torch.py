@@ -822,3 +822,50 @@ def test_state_moved_to_shared_memory_is_followed(torch, ot, ts, rng):
         ts.step_pair(ref, ref_opt, model, opt, X, y)
     ts.assert_same_state(ref_opt, opt, torch.float64)
     assert ts.max_rel_dev(list(ref.parameters()), list(model.parameters())) <= 1e-12
+
+
+# ==== Rprop's and ASGD's particular rules =====================================
+
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_rprop_non_finite_gradients_step_like_torch(torch, ot, dtype_name):
+    """torch.sign(NaN) is 0: a NaN gradient element moves neither its parameter
+    nor its step size, and is kept as ``prev``; infinities have a sign. Rprop's
+    update is exact (products by the factors, a clamp, +-step_size), so the two
+    agree bit for bit."""
+    dtype = _dtype(torch, dtype_name)
+    start = torch.linspace(-1.0, 1.0, 45, dtype=dtype)
+    ours, ref = start.clone().requires_grad_(), start.clone().requires_grad_()
+    opt = ot.Rprop([ours], lr=0.1, step_sizes=(1e-3, 0.4))
+    ref_opt = torch.optim.Rprop([ref], lr=0.1, step_sizes=(1e-3, 0.4), foreach=False)
+    for k in range(6):
+        g = torch.sin(start * (k + 2))
+        if k % 2 == 0:
+            g[::3] = float("nan")
+        g[1::11] = float("inf") if k % 3 else -float("inf")
+        ours.grad, ref.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+        assert torch.equal(ours, ref), k
+        for key in ("prev", "step_size"):
+            torch.testing.assert_close(opt.state[ours][key], ref_opt.state[ref][key],
+                                       rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_asgd_averages_after_t0_like_torch(torch, ot, ts, rng, dtype_name):
+    """Past ``t0`` ASGD's ``mu`` drops below 1 and ``ax`` becomes a running
+    average; ``eta`` and ``mu`` are torch's float32 values exactly."""
+    dtype = _dtype(torch, dtype_name)
+    model = ts.make_model(rng, dtype, hidden=8)
+    ref = ts.twin(model)
+    X, y = ts.make_data(rng, dtype)
+    options = dict(lr=0.05, lambd=0.01, alpha=0.6, t0=3, weight_decay=0.01)
+    opt = ot.ASGD(model.parameters(), foreach=False, **options)
+    ref_opt = torch.optim.ASGD(ref.parameters(), foreach=False, **options)
+    for _ in range(10):
+        ts.step_pair(ref, ref_opt, model, opt, X, y)
+    ts.assert_same_state(ref_opt, opt, dtype)
+    for p, q in zip(ref.parameters(), model.parameters()):
+        for key in ("eta", "mu"):
+            assert opt.state[q][key].item() == ref_opt.state[p][key].item(), key
+        assert ref_opt.state[p]["mu"].item() < 1.0
