@@ -175,13 +175,12 @@ def _checked_pair(value: Any, pair: Pair, checks: tuple[Hyper, Hyper]) -> tuple[
         raise TypeError(f"{name} must be a pair ({pair.names[0]}, {pair.names[1]}), "
                         f"got {value!r}")
     plain = [_plain(v, f"{name}[{i}]") for i, v in enumerate(value)]
-    if not pair.what:
-        return tuple(_checked(v, h, f"{name}[{i}]")   # type: ignore[return-value]
-                     for i, (v, h) in enumerate(zip(plain, checks)))
     try:
-        return tuple(_checked(v, h, f"{name}[{i}]")   # type: ignore[return-value]
+        return tuple(_checked(v, h, f"{name}[{i}]")
                      for i, (v, h) in enumerate(zip(plain, checks)))
     except ValueError:
+        if not pair.what:
+            raise
         raise ValueError(f"Invalid {pair.what}: {plain[0]}, {plain[1]}") from None
 
 
