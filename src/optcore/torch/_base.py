@@ -622,8 +622,7 @@ class KernelOptimizer(Optimizer):
             # No step count kept (SGD): buffers created now are initialised by
             # the kernel's first step.
             step = 1.0 if key[0] else 2.0
-        scalar_only = self._rules.scalar_only
-        kwargs = {k: v for k, v in options.items() if k not in scalar_only}
+        kwargs = {k: v for k, v in options.items() if k not in self._rules.scalar_only}
         for i, b in enumerate(needed):
             kwargs[b.name] = [s.views[i] for s in slots]
         extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)
