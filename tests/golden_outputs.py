@@ -46,6 +46,12 @@ CASES = {
     "radam_step": (("exp_avg", "exp_avg_sq"), [
         dict(lr=1e-3), dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True),
         dict(lr=1e-3, weight_decay=0.1, maximize=True)]),
+    "rprop_step": (("prev", "step_size"), [
+        dict(), dict(etaminus=0.3, etaplus=1.5, step_size_min=1e-3, step_size_max=0.5,
+                     maximize=True)]),
+    "asgd_step": (("ax",), [
+        dict(eta=0.01, mu=1.0), dict(eta=0.01, mu=0.5, lambd=0.01, weight_decay=0.1,
+                                     maximize=True)]),
     "lion_step": (("exp_avg",), [
         dict(lr=1e-4), dict(lr=1e-4, weight_decay=0.1, maximize=True)]),
     "lamb_step": (("exp_avg", "exp_avg_sq"), [

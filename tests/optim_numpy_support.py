@@ -10,8 +10,8 @@ import optcore
 from support import random_array
 
 ALL = [optcore.SGD, optcore.Adam, optcore.AdamW, optcore.RMSprop, optcore.Adagrad,
-       optcore.Adadelta, optcore.Adamax, optcore.NAdam, optcore.RAdam, optcore.Lion,
-       optcore.LAMB]
+       optcore.Adadelta, optcore.Adamax, optcore.NAdam, optcore.RAdam, optcore.Rprop,
+       optcore.ASGD, optcore.Lion, optcore.LAMB]
 IN_TORCH = [c for c in ALL if c not in (optcore.Lion, optcore.LAMB)]
 SHAPES = [(7,), (3, 5), (0,), (33,), (2, 2, 9)]
 
@@ -57,6 +57,12 @@ def random_options(cls, rng):
     if cls is optcore.RAdam:
         return dict(common, lr=u(1e-3, 0.02), betas=betas, eps=u(1e-8, 1e-6),
                     decoupled_weight_decay=flag())
+    if cls is optcore.Rprop:
+        return dict(lr=u(1e-3, 0.05), etas=(u(0.3, 0.7), u(1.1, 1.5)),
+                    step_sizes=(u(1e-6, 1e-4), u(1.0, 50.0)), maximize=flag())
+    if cls is optcore.ASGD:
+        return dict(common, lr=u(1e-3, 0.05), lambd=u(1e-4, 1e-2), alpha=u(0.5, 1.0),
+                    t0=float(rng.integers(0, 4)))
     if cls is optcore.Lion:
         return dict(common, lr=u(1e-4, 1e-2), betas=(u(0.8, 0.95), u(0.9, 0.999)))
     if cls is optcore.LAMB:
@@ -67,6 +73,8 @@ def random_options(cls, rng):
 def group_options(cls, rng):
     """Hyperparameters for a second group that differ from the first's."""
     opts = {"lr": float(rng.uniform(1e-3, 0.01))}
+    if cls is optcore.Rprop:
+        return dict(opts, etas=(0.4, 1.3))
     if cls is not optcore.SGD or rng.integers(2):
         opts["weight_decay"] = float(rng.uniform(0.0, 0.05))
     return opts
@@ -89,6 +97,10 @@ def state_args(cls, group):
         keys = ["exp_avg", "exp_inf"]
     elif cls is optcore.Lion:
         keys = ["exp_avg"]
+    elif cls is optcore.Rprop:
+        keys = ["prev", "step_size"]
+    elif cls is optcore.ASGD:
+        keys = ["ax"]
     else:
         keys = ["exp_avg", "exp_avg_sq"]
     return {k: k for k in keys}
@@ -103,6 +115,14 @@ def kernel_hyper(cls, group):
             continue
         if k == "betas":
             out["beta1"], out["beta2"] = v
+        elif k == "etas":
+            out["etaminus"], out["etaplus"] = v
+        elif k == "step_sizes":
+            out["step_size_min"], out["step_size_max"] = v
+        elif cls is optcore.Rprop and k == "lr":
+            continue                              # the initial step size only
+        elif cls is optcore.ASGD and k in ("lr", "alpha", "t0"):
+            continue                              # they set eta and mu
         else:
             out[k] = v
     return out
@@ -119,10 +139,13 @@ class Replay:
         self.state = []
         for g in self.groups:
             fill = g.get("initial_accumulator_value", 0.0)
-            self.state.append({arg: [np.full_like(p, fill) for p in g["params"]]
+            self.state.append({arg: [np.full_like(p, g["lr"] if arg == "step_size" else fill)
+                                     for p in g["params"]]
                                for arg in state_args(cls, g).values()})
         self.t = 0
         self.mu = [1.0] * len(self.groups)
+        # ASGD's eta and mu, float32 as torch.optim.ASGD keeps them by default
+        self.eta_mu = [(float(np.float32(g["lr"])), 1.0) for g in self.groups]
 
     def step(self, grads_per_group):
         self.t += 1
@@ -136,6 +159,13 @@ class Replay:
                 product = float(np.float32(self.mu[i]) * np.float32(mu))
                 self.fn(g["params"], gs, mu_product=product / mu, **kw)
                 self.mu[i] = product
+            elif self.cls is optcore.ASGD:
+                eta, mu = self.eta_mu[i]
+                self.fn(g["params"], gs, eta=eta, mu=mu, **kw)
+                lr = g["lr"]
+                self.eta_mu[i] = (
+                    float(np.float32(lr / (1 + g["lambd"] * lr * self.t) ** g["alpha"])),
+                    float(np.float32(1 / max(1, self.t - g["t0"]))))
             else:
                 self.fn(g["params"], gs, **kw)
 

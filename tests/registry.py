@@ -179,6 +179,15 @@ def _family_invalid(hp):
     return bad
 
 
+def _rprop_invalid(hp):
+    bad = _common_invalid(hp)
+    if "etaminus" in hp and not 0 < hp["etaminus"] < 1:
+        bad.add("etaminus")
+    if "etaplus" in hp and not hp["etaplus"] > 1:
+        bad.add("etaplus")
+    return bad
+
+
 def _sgd_invalid(hp):
     bad = _common_invalid(hp)
     if math.isnan(hp["dampening"]):
@@ -226,6 +235,20 @@ LION_OPTIONS = (
     dict(lr=0.05, beta1=0.8, beta2=0.95, weight_decay=0.1),
     dict(lr=1e-3, weight_decay=0.5, maximize=True),
     dict(lr=0.01, beta1=0.0, beta2=0.0),
+)
+RPROP_OPTIONS = (
+    dict(),
+    dict(etaminus=0.3, etaplus=1.5),
+    dict(step_size_min=1e-3, step_size_max=0.02, maximize=True),
+    dict(etaminus=0.9, etaplus=3.0, step_size_min=0.0, step_size_max=math.inf),
+    dict(step_size_min=0.5, step_size_max=0.1),         # lo > hi: torch's clamp gives hi
+)
+# ASGD's eta and mu are its scalar state, passed in (mu == 1 copies the parameter).
+ASGD_OPTIONS = (
+    dict(eta=0.01, mu=1.0),
+    dict(eta=0.05, mu=0.5, lambd=0.01, weight_decay=0.1),
+    dict(eta=0.01, mu=1.0, weight_decay=0.1, maximize=True),
+    dict(eta=0.0, mu=0.25, lambd=0.0, maximize=True),
 )
 LAMB_OPTIONS = (
     dict(),
@@ -367,6 +390,25 @@ LION = Entry(
     wild=frozenset({"lr", "beta1", "beta2", "weight_decay"}),
     invalid=_family_invalid,
 )
+RPROP = Entry(
+    name="rprop_step", options=RPROP_OPTIONS,
+    buffers=(Buf("param", WRITE), Buf("grad", READ), _state("prev"),
+             _state("step_size", positive=True)),
+    hyper=dict(step=STEPS, etaminus=st.floats(0.01, 0.99), etaplus=st.floats(1.01, 3.0),
+               step_size_min=st.sampled_from([1e-6, 0.0, 1e-3]),
+               step_size_max=st.sampled_from([50.0, 0.05, math.inf]), maximize=st.booleans()),
+    wild=frozenset({"etaminus", "etaplus", "step_size_min", "step_size_max"}),
+    invalid=_rprop_invalid,
+)
+ASGD = Entry(
+    name="asgd_step", options=ASGD_OPTIONS,
+    buffers=(Buf("param", WRITE), Buf("grad", READ), _state("ax")),
+    hyper=dict(step=STEPS, eta=small_lr, mu=st.sampled_from([1.0, 0.5]) | st.floats(0.0, 1.0),
+               lambd=st.sampled_from([1e-4, 0.0, 0.1]), weight_decay=_WD,
+               maximize=st.booleans()),
+    wild=frozenset({"eta", "mu", "lambd", "weight_decay"}),
+    invalid=_family_invalid,
+)
 LAMB = Entry(
     name="lamb_step", options=LAMB_OPTIONS,
     buffers=_MOMENTS,
@@ -424,7 +466,8 @@ MSE_LOSS_GRAD = Entry(
 
 # Elementwise/reduction kernels over same-sized buffers, fuzzed through the
 # generic buffer machinery. linear_mse_grad (matrix shapes) has its own test.
-KERNELS = [SGD, ADAM, ADAMW, RMSPROP, ADAGRAD, ADADELTA, ADAMAX, NADAM, RADAM, LION, LAMB,
+KERNELS = [SGD, ADAM, ADAMW, RMSPROP, ADAGRAD, ADADELTA, ADAMAX, NADAM, RADAM, RPROP, ASGD,
+           LION, LAMB,
            GLOBAL_NORM, CLIP_GRAD_NORM, CLIP_GRAD_VALUE, ALL_FINITE, UNSCALE,
            MSE_LOSS, MSE_GRAD, MSE_LOSS_GRAD]
 OPTIMIZER_STEPS = [e for e in KERNELS if e.name.endswith("_step")]
@@ -449,6 +492,8 @@ OPTIMIZER_CLASSES = [("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
            ("Adamax", dict(lr=2e-3)),
            ("NAdam", dict(lr=2e-3)),
            ("RAdam", dict(lr=1e-3)),
+           ("Rprop", dict(lr=1e-2)),
+           ("ASGD", dict(lr=1e-2, t0=2)),
            ("Lion", dict(lr=1e-4, weight_decay=0.1)),
            ("LAMB", dict(lr=1e-3, weight_decay=0.01))]
 
@@ -468,7 +513,8 @@ def typical_hyper(entry, **overrides):
                 amsgrad=True, decoupled_weight_decay=False, reduction="mean",
                 alpha=0.99, centered=True, lr_decay=0.01, rho=0.9, momentum_decay=4e-3,
                 mu_product=0.95, norm_type=2.0, max_norm=0.5, clip_value=0.5,
-                inv_scale=0.5)
+                inv_scale=0.5, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+                step_size_max=50.0, eta=0.01, mu=0.5, lambd=1e-4)
     hp = {k: base[k] for k in entry.hyper}
     hp.update(overrides)
     return hp
@@ -649,6 +695,15 @@ def draw_options(entry, rng, lerp_branch=None):
         if name == "adam":
             opts["decoupled_weight_decay"] = coin()
         return opts
+    if name == "rprop":
+        return dict(etaminus=float(rng.uniform(0.2, 0.8)), etaplus=float(rng.uniform(1.1, 2.0)),
+                    step_size_min=float(rng.choice([1e-6, 1e-3])),
+                    step_size_max=float(rng.choice([50.0, 0.1])), maximize=coin())
+    if name == "asgd":
+        return dict(eta=float(10 ** rng.uniform(-4, -1.5)), mu=float(rng.choice([1.0, 0.5])),
+                    lambd=float(rng.choice([1e-4, 1e-2])),
+                    weight_decay=float(rng.choice([0.0, 10 ** rng.uniform(-3, -1)])),
+                    maximize=coin())
     o = {"lr": float(10 ** rng.uniform(-4, -1.5)),
          "weight_decay": float(rng.choice([0.0, 10 ** rng.uniform(-3, -1)])),
          "maximize": bool(rng.integers(2))}

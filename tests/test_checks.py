@@ -29,6 +29,10 @@ KERNELS = {
                     "momentum_decay"), ("decoupled_weight_decay", "maximize")),
     "radam_step": (4, {}, ("lr", "beta1", "beta2", "eps", "weight_decay"),
                    ("decoupled_weight_decay", "maximize")),
+    "rprop_step": (4, {}, ("etaminus", "etaplus", "step_size_min", "step_size_max"),
+                   ("maximize",)),
+    "asgd_step": (3, {"eta": 0.01, "mu": 1.0}, ("eta", "mu", "lambd", "weight_decay"),
+                  ("maximize",)),
     "lion_step": (3, {}, ("lr", "beta1", "beta2", "weight_decay"), ("maximize",)),
     "lamb_step": (4, {}, ("lr", "beta1", "beta2", "eps", "weight_decay"), ("maximize",)),
 }
@@ -121,6 +125,22 @@ def test_value_errors_keep_torch_wording(kwargs, message):
     before = [b.copy() for b in bufs]
     with pytest.raises(ValueError) as info:
         optcore.adam_step(*bufs, step=1, **kwargs)
+    assert str(info.value) == message
+    for b, b0 in zip(bufs, before):
+        assert np.array_equal(b, b0)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"etaminus": 1.0}, "Invalid etaminus value: 1.0 (etaminus must be in (0, 1))"),
+    ({"etaminus": 0.0}, "Invalid etaminus value: 0.0 (etaminus must be in (0, 1))"),
+    ({"etaplus": 1.0}, "Invalid etaplus value: 1.0 (etaplus must be > 1)"),
+    ({"etaplus": float("nan")}, "Invalid etaplus value: nan (etaplus must be > 1)"),
+])
+def test_rprop_value_errors(kwargs, message):
+    bufs = _buffers(4)
+    before = [b.copy() for b in bufs]
+    with pytest.raises(ValueError) as info:
+        optcore.rprop_step(*bufs, step=1, **kwargs)
     assert str(info.value) == message
     for b, b0 in zip(bufs, before):
         assert np.array_equal(b, b0)

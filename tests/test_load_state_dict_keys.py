@@ -22,7 +22,7 @@ ot = pytest.importorskip("optcore.torch")
 pytestmark = pytest.mark.torch
 
 IN_TORCH = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
-            "RAdam"]
+            "RAdam", "Rprop", "ASGD"]
 
 
 def _stepped(cls, **kwargs):

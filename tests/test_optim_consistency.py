@@ -23,8 +23,8 @@ torch = pytest.importorskip("torch")
 ot = pytest.importorskip("optcore.torch")
 
 NAMES = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
-         "RAdam", "Lion", "LAMB"]
-IN_TORCH = NAMES[:9]
+         "RAdam", "Rprop", "ASGD", "Lion", "LAMB"]
+IN_TORCH = NAMES[:11]
 
 
 def _error(fn):

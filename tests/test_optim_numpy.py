@@ -215,7 +215,8 @@ def test_state_is_created_lazily_with_torch_keys(cls, rng):
         assert len(opt.state) == 0
     opt.step([random_array(rng, 12, np.float32)])
     group = opt.param_groups[0]
-    scalars = {optcore.SGD: set(), optcore.NAdam: {"step", "mu_product"}}.get(cls, {"step"})
+    scalars = {optcore.SGD: set(), optcore.NAdam: {"step", "mu_product"},
+               optcore.ASGD: {"step", "eta", "mu"}}.get(cls, {"step"})
     expected = set(state_args(cls, group)) | scalars
     assert set(opt.state[0]) == expected
 

@@ -68,7 +68,7 @@ def test_import_optcore_does_not_import_torch():
 # ---- 100-step trajectories ---------------------------------------------------
 
 TWINS = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
-         "RAdam"]
+         "RAdam", "Rprop", "ASGD"]
 
 
 @pytest.mark.parametrize("draw", range(2))
@@ -607,7 +607,7 @@ def test_grad_scaler_and_autocast(torch, ot, ts, rng):
 
 
 ALL = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
-       "RAdam", "Lion", "LAMB"]
+       "RAdam", "Rprop", "ASGD", "Lion", "LAMB"]
 TWINS_ERRORS = ALL[:-2]
 
 
@@ -685,7 +685,10 @@ _BAD_OPTIONS = [
     dict(alpha=-0.5), dict(rho=1.5), dict(lr_decay=-1.0),
     dict(initial_accumulator_value=-1.0), dict(momentum_decay=-1.0),
     dict(nesterov=True), dict(nesterov=True, momentum=0.9, dampening=0.1),
+    dict(etas=(1.0, 0.5)), dict(etas=(0.5, 1.0)), dict(etas=(0.0, 1.2)),
 ]
+#: Options a class takes with any value, as torch.optim does: not bad there.
+_ANY_VALUE = {("ASGD", "alpha"): "the exponent of eta's decay"}
 
 
 @pytest.mark.parametrize("name", TWINS_ERRORS)
@@ -694,7 +697,7 @@ def test_bad_hyperparameters_rejected_like_torch(torch, ot, name):
     accepted = set(inspect.signature(getattr(torch.optim, name)).parameters)
     checked = 0
     for bad in _BAD_OPTIONS:
-        if not set(bad) <= accepted:
+        if not set(bad) <= accepted or any((name, k) in _ANY_VALUE for k in bad):
             continue
         p = [torch.zeros(3, requires_grad=True)]
         try:
@@ -819,3 +822,50 @@ def test_state_moved_to_shared_memory_is_followed(torch, ot, ts, rng):
         ts.step_pair(ref, ref_opt, model, opt, X, y)
     ts.assert_same_state(ref_opt, opt, torch.float64)
     assert ts.max_rel_dev(list(ref.parameters()), list(model.parameters())) <= 1e-12
+
+
+# ==== Rprop's and ASGD's particular rules =====================================
+
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_rprop_non_finite_gradients_step_like_torch(torch, ot, dtype_name):
+    """torch.sign(NaN) is 0: a NaN gradient element moves neither its parameter
+    nor its step size, and is kept as ``prev``; infinities have a sign. Rprop's
+    update is exact (products by the factors, a clamp, +-step_size), so the two
+    agree bit for bit."""
+    dtype = _dtype(torch, dtype_name)
+    start = torch.linspace(-1.0, 1.0, 45, dtype=dtype)
+    ours, ref = start.clone().requires_grad_(), start.clone().requires_grad_()
+    opt = ot.Rprop([ours], lr=0.1, step_sizes=(1e-3, 0.4))
+    ref_opt = torch.optim.Rprop([ref], lr=0.1, step_sizes=(1e-3, 0.4), foreach=False)
+    for k in range(6):
+        g = torch.sin(start * (k + 2))
+        if k % 2 == 0:
+            g[::3] = float("nan")
+        g[1::11] = float("inf") if k % 3 else -float("inf")
+        ours.grad, ref.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+        assert torch.equal(ours, ref), k
+        for key in ("prev", "step_size"):
+            torch.testing.assert_close(opt.state[ours][key], ref_opt.state[ref][key],
+                                       rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_asgd_averages_after_t0_like_torch(torch, ot, ts, rng, dtype_name):
+    """Past ``t0`` ASGD's ``mu`` drops below 1 and ``ax`` becomes a running
+    average; ``eta`` and ``mu`` are torch's float32 values exactly."""
+    dtype = _dtype(torch, dtype_name)
+    model = ts.make_model(rng, dtype, hidden=8)
+    ref = ts.twin(model)
+    X, y = ts.make_data(rng, dtype)
+    options = dict(lr=0.05, lambd=0.01, alpha=0.6, t0=3, weight_decay=0.01)
+    opt = ot.ASGD(model.parameters(), foreach=False, **options)
+    ref_opt = torch.optim.ASGD(ref.parameters(), foreach=False, **options)
+    for _ in range(10):
+        ts.step_pair(ref, ref_opt, model, opt, X, y)
+    ts.assert_same_state(ref_opt, opt, dtype)
+    for p, q in zip(ref.parameters(), model.parameters()):
+        for key in ("eta", "mu"):
+            assert opt.state[q][key].item() == ref_opt.state[p][key].item(), key
+        assert ref_opt.state[p]["mu"].item() < 1.0

@@ -16,7 +16,7 @@ import pytest
 import optcore
 import optcore.reference as ref
 
-from registry import (ADAM, ADAMW, BY_NAME, FAMILIES, OPTIMIZERS, OPTION_NAMES,
+from registry import (ADAM, ADAMW, ASGD, BY_NAME, FAMILIES, OPTIMIZERS, OPTION_NAMES, RPROP,
     OPTION_VALUES, SGD, adam_opts, all_on, call_with_states, combo_id, copy_buffers,
     family_cases, flat_arrays, new_grads, random_states, sgd_opts, shaped_buffers)
 from support import DTYPES, LARGE, SIZES, assert_close, assert_same_bits, random_array
@@ -81,6 +81,56 @@ def test_large(family, opts, dtype, rng):
         run_both(rng, family, bufs, opts, (1, 2))
     finally:
         optcore.set_num_threads(None)
+
+
+# ==== Rprop, ASGD (explicit option sets) =====================================
+
+RPROP_ASGD = family_cases([RPROP, ASGD])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("family,opts", RPROP_ASGD)
+def test_rprop_asgd_single_tensor(family, opts, dtype, size, num_threads, rng):
+    bufs = shaped_buffers(rng, family, (size,), dtype)
+    run_both(rng, family, bufs, opts, range(1, 6))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("family,opts", RPROP_ASGD)
+def test_rprop_asgd_multi_tensor(family, opts, dtype, num_threads, rng):
+    bufs = shaped_buffers(rng, family, MIXED_SHAPES, dtype)
+    out = run_both(rng, family, bufs, opts, range(1, 6))
+    assert [a.shape for a in out["param"]] == MIXED_SHAPES
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("family", [RPROP, ASGD], ids=lambda f: f.short)
+def test_rprop_asgd_large(family, dtype, rng):
+    optcore.set_num_threads(2)
+    try:
+        bufs = shaped_buffers(rng, family, (LARGE,), dtype)
+        run_both(rng, family, bufs, family.options[1], (1, 2))
+    finally:
+        optcore.set_num_threads(None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("family,opts", RPROP_ASGD)
+def test_rprop_asgd_non_finite_gradients(family, opts, dtype, rng):
+    # Rprop takes a NaN gradient as sign 0 (torch.sign); both propagate the rest.
+    bufs = shaped_buffers(rng, family, [(40,), (7, 3)], dtype)
+    fast, want = copy_buffers(bufs), copy_buffers(bufs)
+    for step in range(1, 5):
+        new_grads(rng, fast)
+        for g in fast["grad"]:
+            g.reshape(-1)[step::5] = [np.nan, np.inf, -np.inf, 0.0][step - 1]
+        want["grad"] = fast["grad"]
+        family.run(True, fast, step, opts)
+        with np.errstate(all="ignore"):             # inf * 0 on purpose
+            family.run(False, want, step, opts)
+        for (label, a), (_, b) in zip(flat_arrays(fast), flat_arrays(want)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{family.short} {label} {step}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -13,10 +13,12 @@ import optcore
 from support import random_array
 
 # (class name, options): Adam-style state, SGD's state made from the first
-# gradient, NAdam's extra scalar state.
+# gradient, NAdam's extra scalar state, Rprop's state filled with the group's
+# lr, ASGD's scalar state starting at the group's lr.
 CLASSES = [("Adam", dict(lr=0.1)), ("Adam", dict(lr=0.1, amsgrad=True)),
-           ("SGD", dict(lr=0.1, momentum=0.9)), ("NAdam", dict(lr=0.1))]
-IDS = ["Adam", "Adam-amsgrad", "SGD-momentum", "NAdam"]
+           ("SGD", dict(lr=0.1, momentum=0.9)), ("NAdam", dict(lr=0.1)),
+           ("Rprop", dict(lr=0.1)), ("ASGD", dict(lr=0.1, t0=1))]
+IDS = ["Adam", "Adam-amsgrad", "SGD-momentum", "NAdam", "Rprop", "ASGD"]
 
 # Three groups; the last parameter (group 2, index 1) gets the bad gradient.
 # Its shape is the first parameter's, so that a view of that parameter (or of

@@ -51,10 +51,8 @@ DTYPES = [torch.float32, torch.float64]
 #: that optcore.torch gains is tested automatically.
 NOT_IN_OPTCORE = {
     "Adafactor": "not implemented yet (the precision issue)",
-    "ASGD": "not implemented yet",
     "LBFGS": "not implemented yet",
     "Muon": "not implemented yet",
-    "Rprop": "not implemented yet",
     "SparseAdam": "sparse gradients are not supported yet",
 }
 

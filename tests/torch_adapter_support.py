@@ -14,7 +14,7 @@ from support import TORCH_RTOL
 # Classes with a torch.optim twin (the rest, Lion and LAMB, are checked
 # against optcore.reference).
 TORCH_TWINS = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
-               "NAdam", "RAdam"]
+               "NAdam", "RAdam", "Rprop", "ASGD"]
 OPTCORE_ONLY = ["Lion", "LAMB"]
 
 NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
@@ -231,6 +231,14 @@ def sample_options(name, rng):
     if name == "RAdam":
         return dict(lr=float(pick(1e-3, 1e-2)), betas=betas(), eps=float(pick(1e-8, 1e-6)),
                     weight_decay=wd, decoupled_weight_decay=coin(), maximize=maximize)
+    if name == "Rprop":
+        return dict(lr=float(pick(1e-2, 1e-3)), etas=(float(pick(0.5, 0.3)), float(pick(1.2, 1.5))),
+                    step_sizes=(float(pick(1e-6, 1e-4)), float(pick(50.0, 1.0))),
+                    maximize=maximize)
+    if name == "ASGD":
+        return dict(lr=float(pick(1e-2, 5e-2)), lambd=float(pick(1e-4, 1e-2)),
+                    alpha=float(pick(0.75, 0.5)), t0=float(pick(1e6, 2.0)), weight_decay=wd,
+                    maximize=maximize)
     if name == "Lion":
         return dict(lr=float(pick(1e-4, 1e-3)), betas=betas((0.98, 0.99)),
                     weight_decay=wd, maximize=maximize)

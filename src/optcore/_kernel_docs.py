@@ -62,6 +62,11 @@ ARGUMENTS: dict[str, str] = {
     "momentum_decay": "Decay of NAdam's momentum schedule (its ``psi``).",
     "mu_product": "Product of the momentum coefficients of the earlier steps: 1.0 at "
                   "step 1, then the value the previous call returned.",
+    "prev": "The previous step's gradient (zeros before the first step).",
+    "step_size": "Per-element step sizes (the learning rate before the first step).",
+    "etaminus": "Factor of the step size where the gradient changed sign.",
+    "etaplus": "Factor of the step size where the gradient kept its sign.",
+    "ax": "Running average of the parameters (zeros before the first step).",
 }
 
 #: (kernel, argument) -> the meaning where it differs from ``ARGUMENTS``.
@@ -87,7 +92,8 @@ ARGUMENT_FOR: dict[tuple[str, str], str] = {
 
 #: The range each spec check enforces.
 RANGES = {"nonneg": "Must be ``>= 0``.", "beta": "Must be in ``[0, 1)``.",
-          "unit": "Must be in ``[0, 1]``.", "notnan": "Must not be NaN."}
+          "unit": "Must be in ``[0, 1]``.", "notnan": "Must not be NaN.",
+          "open_unit": "Must be in ``(0, 1)``.", "above_one": "Must be ``> 1``."}
 _TYPES = {"double": "float", "bint": "bool", "step": "int"}
 _BUFFERS = "numpy.ndarray or list of numpy.ndarray"
 #: Hand-written examples (the others are one step on three elements).
@@ -99,7 +105,7 @@ EXAMPLES = {"sgd_step": """>>> import numpy as np
 >>> param
 array([ 0.95, -1.9 ,  0.3 ], dtype=float32)"""}
 #: Example values of the arguments that have no default.
-EXAMPLE_VALUES = {"step": "1", "lr": "0.1", "mu_product": "1.0"}
+EXAMPLE_VALUES = {"step": "1", "lr": "0.1", "mu_product": "1.0", "eta": "0.1", "mu": "1.0"}
 
 
 def _need(need: Any) -> str:
@@ -195,13 +201,17 @@ _RAISES = [
 
 def example(kernel: Any, name: str, module: str = "optcore") -> str:
     """A doctest of one step of ``name`` on three float32 elements, the
-    states the defaults need starting at zero."""
+    states the defaults need starting at zero (at the option's example value
+    for a state that starts at a group option, ``init="group:<option>"``)."""
     states = [b.name for b in kernel.buffers
               if b.name not in ("param", "grad") and b.needed is None]
+    starts = {b.name: EXAMPLE_VALUES.get(b.init[len("group:"):], "0.1")
+              for b in kernel.buffers if b.init.startswith("group:")}
     required = ", ".join(
         f"{h.name}={EXAMPLE_VALUES.get(h.name, '1' if h.ctype == 'step' else '0.1')}"
         for h in kernel.hypers if h.python and repr(h.default) == "REQUIRED")
-    state_lines = "".join(f"\n>>> {s} = np.zeros_like(param)" for s in states)
+    state_lines = "".join(f"\n>>> {s} = np.full_like(param, {starts[s]})" if s in starts
+                          else f"\n>>> {s} = np.zeros_like(param)" for s in states)
     has_grad = any(b.name == "grad" for b in kernel.buffers)
     args = ", ".join(["param", *(["grad"] if has_grad else []), *states])
     grad_line = ("\n>>> grad = np.array([0.5, -1.0, 2.0], dtype=np.float32)"

@@ -69,7 +69,9 @@ class Buffer:
     ``state_key``: torch.optim's state key for an optimizer-state buffer
     (None for the parameter and gradient). ``init``: how a class layer creates
     the state: "zeros", "grad" (the kernel sets it from the gradient at step 1)
-    or "fill:<option>" (filled with that constructor option). ``keyword``: a
+    "fill:<option>" (filled with that constructor option, as torch's Adagrad)
+    or "group:<option>" (with the parameter group's value, as torch's Rprop
+    fills ``step_size`` with the group's ``lr``). ``keyword``: a
     ``needed`` buffer the Python wrapper takes as a keyword-only argument right
     after its option (Adam's ``max_exp_avg_sq`` after ``amsgrad``) instead of
     positionally after the other buffers."""
@@ -118,7 +120,29 @@ CHECKS: dict[str, str] = {
     "beta": "0 <= x < 1",
     "unit": "0 <= x <= 1",
     "notnan": "x == x",
+    "open_unit": "0 < x < 1",
+    "above_one": "1 < x",
 }
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A param-group option holding two kernel arguments (torch's ``betas``:
+    ``beta1``/``beta2``). ``what``: when set, torch.optim checks the pair as a
+    whole with the message ``"Invalid <what>: <first>, <second>"`` (Rprop's
+    ``etas``); otherwise each element is checked with its own message."""
+
+    option: str
+    names: tuple[str, str]
+    what: str = ""
+
+
+#: Every pair option, by its name in the param groups.
+PAIRS: dict[str, Pair] = {p.option: p for p in (
+    Pair("betas", ("beta1", "beta2")),
+    Pair("etas", ("etaminus", "etaplus"), "eta values"),
+    Pair("step_sizes", ("step_size_min", "step_size_max")),
+)}
 
 
 @dataclass(frozen=True)
@@ -349,6 +373,51 @@ corrections, rho_t and the rectification term are computed inside (rectified
 when rho_t > 5, as torch.optim.RAdam). The update is torch.optim.RAdam's
 (decoupled_weight_decay: RAdamW's decay)."""),
     Kernel(
+        "rprop_step", "rprop",
+        (_param(), _grad(), _state("prev"), _state("step_size", init="group:lr")),
+        (STEP, Hyper("etaminus", "double", 0.5, "open_unit", "etaminus value"),
+         Hyper("etaplus", "double", 1.2, "above_one", "etaplus value"),
+         Hyper("step_size_min", "double", 1e-6, doc="smallest step size"),
+         Hyper("step_size_max", "double", 50.0, doc="largest step size"), MAXIMIZE),
+        "One Rprop step in place (torch.optim.Rprop's update).",
+        details="""Per element, with ``s = sign(grad * prev)``: ``step_size`` is multiplied by
+``etaplus`` where ``s > 0``, by ``etaminus`` where ``s < 0`` (and the
+gradient is taken as 0 there), then clipped to
+``[step_size_min, step_size_max]``; ``param -= sign(grad) * step_size`` and
+``prev = grad`` (``grad`` negated when ``maximize``). A NaN gradient counts
+as sign 0, as torch's ``sign`` does. ``param``, ``prev`` (zeros before the
+first step) and ``step_size`` (filled with the learning rate before the
+first step) are updated in place, ``grad`` is read. Each buffer argument is
+one array or a list of arrays (one native call for the list). ``step`` is
+the 1-based count of this update (Rprop's rule does not depend on it; it is
+checked for consistency with the other steps).""",
+        c_notes="""prev starts at zero and step_size at the learning rate (torch.optim.Rprop's
+state keys); Rprop's rule does not use `step`. The update is
+torch.optim.Rprop's (NaN gradients count as sign 0, as torch.sign)."""),
+    Kernel(
+        "asgd_step", "asgd",
+        (_param(), _grad(), _state("ax")),
+        (STEP, Hyper("eta", "double", REQUIRED, doc="step size of this update (ASGD's eta)"),
+         Hyper("mu", "double", REQUIRED, doc="averaging coefficient of this update (ASGD's mu)"),
+         Hyper("lambd", "double", 1e-4, doc="decay term"),
+         _weight_decay(), MAXIMIZE),
+        "One ASGD step in place (torch.optim.ASGD's update).",
+        details="""``param *= 1 - lambd * eta``; ``param -= eta * g`` with ``g`` the gradient
+(negated when ``maximize``, plus ``weight_decay * param``); then the
+average ``ax = param`` when ``mu == 1``, else ``ax += (param - ax) * mu``.
+``eta`` and ``mu`` are ASGD's scalar state (torch's state keys of those
+names): pass ``lr`` and 1.0 at step 1, then, after step ``t``,
+``eta = lr / (1 + lambd * lr * t) ** alpha`` and
+``mu = 1 / max(1, t - t0)`` (torch.optim.ASGD keeps both in float32).
+``param`` and ``ax`` are updated in place, ``grad`` is read. Each buffer
+argument is one array or a list of arrays (one native call for the list;
+they share one ``eta`` and ``mu``). ``step`` is the 1-based count of this
+update (checked; the rule reads ``eta`` and ``mu``).""",
+        c_notes="""ax starts at zero (torch.optim.ASGD's state key); eta and mu are ASGD's
+scalar state, passed by value (the caller updates them after the step, as
+torch.optim.ASGD does). The update is torch.optim.ASGD's (weight decay added
+to the gradient)."""),
+    Kernel(
         "lion_step", "lion",
         (_param(), _grad(), _state("exp_avg")),
         (STEP, _lr(1e-4), _beta(0, 0.9), _beta(1, 0.99), _weight_decay(), MAXIMIZE),
@@ -400,24 +469,30 @@ TORCH_FLAGS = ("foreach", "capturable", "differentiable", "fused")
 class OptimizerSpec:
     """An optimizer class of optcore.optim and optcore.torch.
 
-    ``options``: the param-group options under torch.optim's names (``betas``
-    is the pair the kernels take as ``beta1``/``beta2``); the torch-layer
+    ``options``: the param-group options under torch.optim's names (a pair
+    option of PAIRS, e.g. ``betas``, is two kernel arguments, ``beta1`` and
+    ``beta2``); the torch-layer
     constructors pass them on in torch's own ``defaults`` order.
     ``flags``: the torch.optim flags its constructor takes. ``fixed``: kernel
     arguments the class forces. ``scalars``: per-parameter scalar state and
-    its initial value (``step`` counts updates). ``eager``: state is created
+    its initial value (``step`` counts updates; a string names the group
+    option it starts at, ASGD's ``eta`` starts at ``lr``). ``eager``: state is created
     at construction (torch's Adagrad). ``extra``: options the kernel does not
-    take, with their checks (e.g. Adagrad's ``initial_accumulator_value``)."""
+    take, with their checks (e.g. Adagrad's ``initial_accumulator_value``).
+    ``scalar_options``: options that only set the scalar state (ASGD's
+    ``lr``, ``alpha``, ``t0``): handed to the class's scalar-state rule with
+    the kernel's options, never to the kernel."""
 
     name: str
     kernel: str
     options: tuple[str, ...]
     flags: tuple[str, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
-    scalars: Mapping[str, float] = field(default_factory=lambda: {"step": 0})
+    scalars: Mapping[str, float | str] = field(default_factory=lambda: {"step": 0})
     eager: bool = False
     in_torch: bool = True
     extra: tuple[Hyper, ...] = ()
+    scalar_options: tuple[str, ...] = ()
 
     @property
     def spec(self) -> Kernel:
@@ -456,6 +531,16 @@ OPTIMIZERS: tuple[OptimizerSpec, ...] = (
     OptimizerSpec("RAdam", "radam_step",
                   ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
                    "maximize"), ("foreach", "capturable", "differentiable")),
+    OptimizerSpec("Rprop", "rprop_step", ("lr", "etas", "step_sizes", "maximize"),
+                  ("foreach", "differentiable", "capturable"),
+                  extra=(_lr(1e-2),)),
+    OptimizerSpec("ASGD", "asgd_step",
+                  ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize"),
+                  ("foreach", "differentiable", "capturable"),
+                  scalars={"step": 0, "eta": "lr", "mu": 1.0},
+                  extra=(_lr(1e-2), Hyper("alpha", "double", 0.75, what="alpha value"),
+                         Hyper("t0", "double", 1e6, what="t0 value")),
+                  scalar_options=("lr", "alpha", "t0")),
     OptimizerSpec("Lion", "lion_step", ("lr", "betas", "weight_decay", "maximize"),
                   ("foreach", "capturable", "differentiable"), in_torch=False),
     OptimizerSpec("LAMB", "lamb_step", ("lr", "betas", "eps", "weight_decay", "maximize"),
@@ -466,15 +551,18 @@ OPTIMIZER: dict[str, OptimizerSpec] = {o.name: o for o in OPTIMIZERS}
 
 
 def kernel_options(opt: OptimizerSpec, group: Mapping[str, Any]) -> dict[str, Any]:
-    """The kernel's keyword arguments from a param group's options (``betas``
-    split into ``beta1``/``beta2``; ``fixed`` applied; options the kernel does
-    not take, e.g. ``initial_accumulator_value``, left out)."""
+    """The kernel's keyword arguments from a param group's options (a pair
+    option such as ``betas`` split into its two arguments, ``beta1``/``beta2``;
+    ``fixed`` applied; options the kernel does not take, e.g.
+    ``initial_accumulator_value``, left out, except the ``scalar_options``)."""
     spec = opt.spec
     names = {h.name for h in spec.hypers if h.python and h.name != "step"}
+    names.update(opt.scalar_options)
     out: dict[str, Any] = {}
     for key in opt.options:
-        if key == "betas":
-            out["beta1"], out["beta2"] = group["betas"]
+        pair = PAIRS.get(key)
+        if pair is not None:
+            out[pair.names[0]], out[pair.names[1]] = group[key]
         elif key in names:
             out[key] = group[key]
     out.update(opt.fixed)

@@ -29,6 +29,8 @@ __all__ = [
     "adamax_step",
     "nadam_step",
     "radam_step",
+    "rprop_step",
+    "asgd_step",
     "mse_loss",
     "mse_grad",
     "mse_loss_grad",
@@ -340,6 +342,44 @@ def linear_mse_grad(X: ArrayLike, y: ArrayLike, w: ArrayLike, b: ArrayLike | Non
 
 
 # ---- Lion, LAMB ----------------------------------------------------------------
+
+def rprop_step(param: Buffers, grad: Buffers, prev: Buffers, step_size: Buffers, *,
+               step: int, etaminus: float = 0.5, etaplus: float = 1.2,
+               step_size_min: float = 1e-6, step_size_max: float = 50.0,
+               maximize: bool = False) -> None:
+    for p, g, prv, ss in _tensors(param, grad, prev, step_size):
+        p, g, prv, ss = map(_flat, (p, g, prv, ss))
+        dt = p.dtype.type
+        g = -g if maximize else g
+        s = g * prv
+        factor = np.where(s > 0, dt(etaplus), np.where(s < 0, dt(etaminus), dt(1)))
+        ss *= factor
+        # torch's clamp: the lower bound, then the upper one (NaN kept)
+        ss[...] = np.where(ss < dt(step_size_min), dt(step_size_min), ss)
+        ss[...] = np.where(dt(step_size_max) < ss, dt(step_size_max), ss)
+        g = np.where(s < 0, dt(0), g)
+        # torch.sign: 0 for NaN (numpy.sign keeps NaN)
+        sign = (g > 0).astype(dt) - (g < 0).astype(dt)
+        p -= sign * ss
+        prv[...] = g
+
+
+def asgd_step(param: Buffers, grad: Buffers, ax: Buffers, *, step: int, eta: float,
+              mu: float, lambd: float = 1e-4, weight_decay: float = 0.0,
+              maximize: bool = False) -> None:
+    for p, g, a in _tensors(param, grad, ax):
+        p, g, a = map(_flat, (p, g, a))
+        dt = p.dtype.type
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        p *= dt(1 - lambd * eta)
+        p += dt(-eta) * g
+        if mu == 1:
+            a[...] = p
+        else:
+            a += (p - a) * dt(mu)
+
 
 def lion_step(param: Buffers, grad: Buffers, exp_avg: Buffers, *, step: int,
               lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99,

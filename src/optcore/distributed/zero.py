@@ -506,7 +506,8 @@ class ZeroOptimizer:
             lo, hi = seg.owned(self.rank)
             for key, value in entries[0].items():
                 if isinstance(value, np.ndarray):
-                    shard = np.full(seg.shard, self.optimizer._fill(key), seg.dtype)
+                    fill = self.optimizer._fill(key, self.optimizer.param_groups[seg.group])
+                    shard = np.full(seg.shard, fill, seg.dtype)
                     seg.copy_range([e[key] for e in entries], lo, min(hi, seg.total),
                                    shard[:max(0, min(hi, seg.total) - lo)])
                     entry[key] = shard

@@ -70,7 +70,8 @@ cpdef long long step(object value) except? -1:
 cpdef double hyper(object value, str name, str check, str what,
                    int index=-1) except? -1.0:
     """``real(value, name)``, then the constraint ``check`` of optcore._spec.CHECKS
-    ("nonneg", "beta", "unit", "notnan"; "" for none) with torch.optim's wording:
+    ("nonneg", "beta", "unit", "notnan", "open_unit", "above_one"; "" for
+    none) with torch.optim's wording:
     ``what`` is the noun of its message ("learning rate", "epsilon value")."""
     cdef double x = real(value, name)
     if not check:
@@ -88,6 +89,12 @@ cpdef double hyper(object value, str name, str check, str what,
     elif check == "notnan":
         if x != x:
             raise ValueError(f"Invalid {what}: {x} ({name} must not be NaN)")
+    elif check == "open_unit":
+        if not (0.0 < x < 1.0):
+            raise ValueError(f"Invalid {what}: {x} ({name} must be in (0, 1))")
+    elif check == "above_one":
+        if not (1.0 < x):
+            raise ValueError(f"Invalid {what}: {x} ({name} must be > 1)")
     else:
         raise ValueError(f"unknown constraint {check!r} for {name}")
     return x

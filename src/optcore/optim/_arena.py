@@ -76,7 +76,7 @@ class ArenaMixin:
     _starts: list[int]
 
     if TYPE_CHECKING:
-        def _fill(self, kind: str) -> float: ...
+        def _fill(self, kind: str, group: ParamGroup) -> float: ...
         def _buffers(self, group: ParamGroup) -> tuple[str, ...]: ...
 
     # -- arenas --
@@ -97,7 +97,7 @@ class ArenaMixin:
             for dt, total in layout.totals.items():
                 if (kind, dt) not in arenas:
                     arena = _aligned_empty(total, dt)
-                    arena.fill(self._fill(kind))
+                    arena.fill(self._fill(kind, group))
                     new.arenas[kind, dt] = arena
             for j in range(len(group["params"])):
                 st = self._state.get(self._starts[g] + j)
@@ -133,7 +133,7 @@ class ArenaMixin:
         """A first-step state entry for parameter j of group g: initial
         scalars and views into the arenas. Not registered: the caller puts it
         into ``_state`` once the step that creates it cannot fail any more."""
-        st: StateEntry = dict(self._rules.scalars)
+        st: StateEntry = self._rules.initial_scalars(self.param_groups[g])
         arenas = new.arenas if new is not None else None
         for kind in kinds:
             st[kind] = self._view(g, j, kind, arenas)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import textwrap
 from optcore._kernel_docs import ARGUMENTS
-from optcore._spec import OPTIMIZER, REQUIRED, Hyper, OptimizerSpec
+from optcore._spec import OPTIMIZER, PAIRS, REQUIRED, Hyper, OptimizerSpec
 
 __all__ = ["class_docstring"]
 
@@ -32,6 +32,9 @@ _SUMMARY: dict[str, str] = {
     "Adamax": "Adamax: Adam with the infinity norm in place of the second moment.",
     "NAdam": "NAdam: Adam with Nesterov momentum, optionally with decoupled weight decay.",
     "RAdam": "RAdam: Adam with a rectified adaptive learning rate.",
+    "Rprop": "Rprop: resilient backpropagation, a per-element step size adapted to the "
+             "gradient's sign.",
+    "ASGD": "ASGD: averaged stochastic gradient descent.",
     "Lion": "Lion: the sign of an interpolated momentum, with decoupled weight decay.",
     "LAMB": "LAMB: Adam moments scaled per tensor by a trust ratio.",
 }
@@ -48,12 +51,19 @@ _OPTION: dict[str, str] = {
              "its square (``beta2``).",
     "weight_decay": "Weight decay: an L2 penalty added to the gradient.",
     "initial_accumulator_value": "Initial value of the ``sum`` state.",
+    "etas": "Multiplicative decrease and increase factors of the step sizes "
+            "``(etaminus, etaplus)``. Must satisfy ``0 < etaminus < 1 < etaplus``.",
+    "step_sizes": "Smallest and largest step size ``(step_size_min, step_size_max)``.",
+    "lambd": "Decay term.",
+    "t0": "The step after which the average starts.",
 }
 _OPTION_FOR: dict[tuple[str, str], str] = {
     ("Adamax", "betas"): "Coefficients of the running average of the gradient "
                          "(``beta1``) and of the decay of its infinity norm (``beta2``).",
     ("AdamW", "weight_decay"): "Decoupled weight decay: "
                                "``param *= 1 - lr * weight_decay`` before the update.",
+    ("Rprop", "lr"): "Learning rate: the initial step size of every element.",
+    ("ASGD", "alpha"): "Power of the decay of ``eta``.",
     ("Lion", "weight_decay"): "Decoupled weight decay: "
                               "``param *= 1 - lr * weight_decay`` before the update.",
     ("Lion", "betas"): "``beta1`` interpolates the update direction between the "
@@ -79,7 +89,8 @@ _FLAG: dict[str, str] = {
 _FLAG_TYPE = {"foreach": "bool or None", "fused": "bool or None"}
 
 _CHECK = {"nonneg": "Must be ``>= 0``.", "beta": "Each must be in ``[0, 1)``.",
-          "unit": "Must be in ``[0, 1]``.", "notnan": "Must not be NaN."}
+          "unit": "Must be in ``[0, 1]``.", "notnan": "Must not be NaN.",
+          "open_unit": "Must be in ``(0, 1)``.", "above_one": "Must be ``> 1``."}
 
 #: Class-specific remarks (Notes), both layers.
 _NOTES: dict[str, str] = {
@@ -90,6 +101,11 @@ _NOTES: dict[str, str] = {
     "Adagrad": "The ``sum`` state is filled with the constructor's "
                "``initial_accumulator_value`` (a group's own value is not used, as in "
                "torch). Sparse gradients are not supported.",
+    "Rprop": "A NaN gradient element counts as sign 0 (torch's ``sign``): it leaves "
+             "its parameter and step size unchanged.",
+    "ASGD": "``eta`` and ``mu`` are rounded at each update as torch.optim rounds them, "
+            "in torch's default dtype (float32 for the NumPy class), so both take the "
+            "same steps.",
     "NAdam": "``mu_product`` is rounded at each update as torch.optim rounds it, in "
              "torch's default dtype (float32 for the NumPy class), so both take the "
              "same steps.",
@@ -101,7 +117,9 @@ _NOTES: dict[str, str] = {
 }
 
 _SCALAR_STATE = {"step": "the number of updates taken",
-                 "mu_product": "the product of the momentum coefficients so far"}
+                 "mu_product": "the product of the momentum coefficients so far",
+                 "eta": "the step size of the next update",
+                 "mu": "the averaging coefficient of the next update"}
 
 #: The examples: constructor arguments, and the parameters printed after three
 #: steps from ``[1.0, -2.0]`` on ``sum(w ** 2)`` (float64; the same in both layers).
@@ -116,12 +134,14 @@ _EXAMPLE: dict[str, tuple[dict[str, float], str]] = {
     "NAdam": ({"lr": 0.1}, "[ 0.7527 -1.7475]"),
     "RAdam": ({"lr": 0.1}, "[ 0.4623 -0.9246]"),
     "Lion": ({"lr": 0.1}, "[ 0.7 -1.7]"),
+    "Rprop": ({"lr": 0.1}, "[ 0.636 -1.636]"),
+    "ASGD": ({"lr": 0.1}, "[ 0.512 -1.024]"),
     "LAMB": ({"lr": 0.1}, "[ 0.5702 -1.5675]"),
 }
 
 
 def _option_type(name: str, h: Hyper | None, layer: str) -> str:
-    if name == "betas":
+    if name in PAIRS:
         return "tuple of float"
     if name in _FLAG_TYPE:
         return _FLAG_TYPE[name]
@@ -135,7 +155,11 @@ def _option_type(name: str, h: Hyper | None, layer: str) -> str:
 def _hypers(spec: OptimizerSpec) -> dict[str, Hyper]:
     hypers = {h.name: h for h in spec.spec.hypers}
     hypers.update({h.name: h for h in spec.extra})
-    hypers["betas"] = hypers.get("beta1", Hyper("betas"))
+    for pair in PAIRS.values():
+        # the pair's check is its first element's (betas); a pair checked as a
+        # whole (etas) says so in its text
+        hypers[pair.option] = (hypers.get(pair.names[0], Hyper(pair.option))
+                               if not pair.what else Hyper(pair.option))
     return hypers
 
 
@@ -290,7 +314,7 @@ def class_docstring(cls: type, layer: str) -> str:
               if "nesterov" in spec.options else " is given."),
            "TypeError",
            "    If an option has the wrong type (a real number, a bool for flags"
-           + (", a pair for ``betas``" if "betas" in spec.options else "")
+           + "".join(f", a pair for ``{name}``" for name in spec.options if name in PAIRS)
            + "), or ``params`` is not an iterable of "
            + ("arrays or dicts." if layer == "numpy" else
               "tensors or dicts, or a parameter's dtype is not float32/float64."),

@@ -16,10 +16,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from optcore._spec import OPTIMIZER, Hyper, OptimizerSpec, kernel_options
+from optcore._spec import OPTIMIZER, PAIRS, Hyper, OptimizerSpec, Pair, kernel_options
 from optcore.kernels._checks import flag, hyper
 
-__all__ = ["Rules", "rules_for", "check_flags", "torch_mu_product", "ALL_OPTIONS"]
+__all__ = ["Rules", "rules_for", "check_flags", "torch_mu_product", "torch_asgd_scalars",
+           "ALL_OPTIONS"]
 
 #: Every option of every optimizer class: a loaded param group carrying one
 #: its optimizer lacks comes from another optimizer (other keys, such as a
@@ -90,17 +91,22 @@ class Rules:
         self.scalars = dict(spec.scalars)
         self.eager = spec.eager
         self.flags = spec.flags
+        # Options that feed the scalar state only (ASGD's lr): not kernel arguments.
+        self.scalar_only = frozenset(spec.scalar_options)
         hypers = {h.name: h for h in kspec.hypers}
         hypers.update({h.name: h for h in spec.extra})
-        # Options the kernel does not take, read from the constructor's
-        # defaults only (torch's Adagrad: initial_accumulator_value); a group
-        # may lack them, as torch.optim's may.
-        self.optional = frozenset(h.name for h in spec.extra)
-        # (option, its check: a Hyper, or the pair for betas)
+        # Options only a state buffer's initial value reads (torch's Adagrad:
+        # the constructor's initial_accumulator_value; Rprop: the group's lr,
+        # read when a parameter's state is created): a loaded group may lack
+        # them, as torch.optim's may.
+        self.optional = frozenset(b.init.partition(":")[2] for b in self.state
+                                  if b.init.startswith(("fill:", "group:")))
+        # (option, its check: a Hyper, or (the Pair, its two Hypers))
         self._checks: list[tuple[str, Any]] = []
         for name in spec.options:
-            if name == "betas":
-                self._checks.append((name, (hypers["beta1"], hypers["beta2"])))
+            pair = PAIRS.get(name)
+            if pair is not None:
+                self._checks.append((name, (pair, tuple(hypers[n] for n in pair.names))))
             else:
                 self._checks.append((name, hypers[name]))
         self._cross = [rule for name, rule in _CROSS_RULES.items() if name in spec.options]
@@ -117,10 +123,7 @@ class Rules:
             if isinstance(check, Hyper):
                 out[name] = _checked(_plain(value, name), check)
                 continue
-            if not isinstance(value, (tuple, list)) or len(value) != 2:
-                raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
-            out[name] = tuple(_checked(_plain(v, f"betas[{i}]"), h, f"betas[{i}]")
-                              for i, (v, h) in enumerate(zip(value, check)))
+            out[name] = _checked_pair(value, *check)
             if self.spec.name in _SAME_KIND_BETAS and _is_tensor(value[0]) != _is_tensor(value[1]):
                 raise ValueError("betas must be either both floats or both Tensors")
         for rule in self._cross:
@@ -136,13 +139,24 @@ class Rules:
         return tuple(b for b in self.state if b.needed is None or b.needed.holds(options))
 
     @staticmethod
-    def fill(buffer: Any, defaults: Mapping[str, Any]) -> float:
+    def fill(buffer: Any, defaults: Mapping[str, Any], group: Mapping[str, Any]) -> float:
         """Initial value of a state buffer: ``"fill:<option>"`` takes the
         constructor's value of that option (``defaults``), as torch.optim's
-        Adagrad does for every group, also groups added later."""
+        Adagrad does for every group, also groups added later;
+        ``"group:<option>"`` the group's own value (torch's Rprop: ``lr``)."""
         if buffer.init.startswith("fill:"):
             return defaults[buffer.init[5:]]
+        if buffer.init.startswith("group:"):
+            name = buffer.init[6:]
+            return float(_plain(group[name], name))
         return 0.0
+
+    def initial_scalars(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        """The scalar state of a parameter before its first step: the spec's
+        values, a string naming the group option it starts at (ASGD's ``eta``
+        starts at ``lr``)."""
+        return {k: float(_plain(group[v], v)) if isinstance(v, str) else v
+                for k, v in self.scalars.items()}
 
 
 def _checked(value: Any, h: Hyper, name: str | None = None) -> Any:
@@ -151,6 +165,23 @@ def _checked(value: Any, h: Hyper, name: str | None = None) -> Any:
     if h.ctype == "bint":
         return flag(value, name or h.name)
     return hyper(value, name or h.name, h.check or "", h.what, h.index)
+
+
+def _checked_pair(value: Any, pair: Pair, checks: tuple[Hyper, Hyper]) -> tuple[Any, Any]:
+    """A pair option (``betas``, ``etas``) as two checked values. A pair with
+    a ``what`` is checked as a whole, with torch.optim's message for it."""
+    name = pair.option
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair ({pair.names[0]}, {pair.names[1]}), "
+                        f"got {value!r}")
+    plain = [_plain(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    try:
+        return tuple(_checked(v, h, f"{name}[{i}]")
+                     for i, (v, h) in enumerate(zip(plain, checks)))
+    except ValueError:
+        if not pair.what:
+            raise
+        raise ValueError(f"Invalid {pair.what}: {plain[0]}, {plain[1]}") from None
 
 
 _RULES: dict[str, Rules] = {}
@@ -174,3 +205,20 @@ def torch_mu_product(mu_product: float, step: float, beta1: float, momentum_deca
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
     product = float(dtype(mu_product) * dtype(mu))
     return (product / mu if mu != 0.0 else mu_product), product
+
+
+def torch_asgd_scalars(scalars: Mapping[str, Any], step: float, options: Mapping[str, Any],
+                       dtype: Any = np.float32, read: Any = float
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ASGD's ``eta`` and ``mu`` as torch.optim.ASGD keeps them: read by step
+    ``step`` (as ``read`` gives the stored value), then set from it,
+    ``eta = lr / (1 + lambd * lr * step) ** alpha`` and
+    ``mu = 1 / max(1, step - t0)``, computed in double and rounded to
+    ``dtype`` (torch's default dtype, whatever the state tensors' dtype: a
+    loaded state_dict casts them to the parameters'). Returns (the kernel's
+    ``eta``/``mu`` arguments, the values to store)."""
+    lr, lambd = options["lr"], options["lambd"]
+    eta = lr / ((1 + lambd * lr * step) ** options["alpha"])
+    mu = 1 / max(1, step - options["t0"])
+    args = {"eta": float(read(scalars["eta"])), "mu": float(read(scalars["mu"]))}
+    return args, {"eta": float(dtype(eta)), "mu": float(dtype(mu))}

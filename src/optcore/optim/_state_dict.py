@@ -35,7 +35,7 @@ class StateDictMixin:
     if TYPE_CHECKING:
         def _check_hyper(self, group: ParamGroup, where: str) -> dict[str, Any]: ...
         def _buffers(self, group: ParamGroup) -> tuple[str, ...]: ...
-        def _fill(self, kind: str) -> float: ...
+        def _fill(self, kind: str, group: ParamGroup) -> float: ...
         def _init_group_state(self, g: int) -> None: ...
 
     # -- state_dict --
@@ -192,7 +192,7 @@ class StateDictMixin:
             for kind in sorted(kinds):
                 for dt, total in layout.totals.items():
                     arena = _aligned_empty(total, dt)
-                    arena.fill(self._fill(kind))
+                    arena.fill(self._fill(kind, group))
                     new_arenas[g][kind, dt] = arena
             for j, p in enumerate(group["params"]):
                 entry = entries.get((g, j))

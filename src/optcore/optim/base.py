@@ -291,12 +291,12 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         """The state keys this group's options need."""
         return tuple(b.state_key for b in self._rules.needed(group))
 
-    def _fill(self, kind: str) -> float:
-        """Initial value of state ``kind`` (the constructor's value, as torch)."""
+    def _fill(self, kind: str, group: ParamGroup) -> float:
+        """Initial value of state ``kind`` in ``group`` (as torch's)."""
         rules = self._rules
         for b in rules.state:
             if b.state_key == kind:
-                return rules.fill(b, self.defaults)
+                return rules.fill(b, self.defaults, group)
         return 0.0
 
     def _scalar_args(self, scalars: dict[str, Any], step: int, hyper: dict[str, Any]
@@ -315,6 +315,8 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
             return None
         step = scalars["step"] + 1
         extra, store = self._scalar_args(scalars, step, hyper)
+        if self._rules.scalar_only:
+            hyper = {k: v for k, v in hyper.items() if k not in self._rules.scalar_only}
         result = fn(params, grads, **buffers, step=step, **extra, **hyper)
         new = {"step": step}
         for name in self._scalar_names:

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from optcore.optim._options import torch_mu_product
+from optcore.optim._options import torch_asgd_scalars, torch_mu_product
 from optcore.optim.base import Optimizer
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
-           "NAdam", "RAdam", "Lion", "LAMB"]
+           "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "LAMB"]
 
 
 class SGD(Optimizer):
@@ -111,6 +111,29 @@ class RAdam(Optimizer):
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False) -> None:
         super().__init__(params, locals())
+
+
+class Rprop(Optimizer):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2,
+                 etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
+                 foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False) -> None:
+        super().__init__(params, locals())
+
+
+class ASGD(Optimizer):
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4,
+                 alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0,
+                 foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False, capturable: bool = False) -> None:
+        super().__init__(params, locals())
+
+    def _scalar_args(self, scalars: dict[str, Any], step: int, hyper: dict[str, Any]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        # eta and mu as torch.optim.ASGD keeps them by default: float32, from
+        # the initial eta (lr) on (the saved values are Python floats).
+        return torch_asgd_scalars(scalars, step, hyper, np.float32, np.float32)
 
 
 class Lion(Optimizer):

@@ -236,14 +236,14 @@ class KernelOptimizer(Optimizer):
         # the default dtype.
         scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
         rules = self._rules
-        for key, value in rules.scalars.items():
+        for key, value in rules.initial_scalars(group).items():
             if key not in state:
                 state[key] = torch.tensor(float(value), dtype=scalar_dtype)
                 created.append(key)
         for b in rules.needed(group):
             key = b.state_key
             if state.get(key) is None:
-                state[key] = torch.full_like(p, rules.fill(b, self.defaults),
+                state[key] = torch.full_like(p, rules.fill(b, self.defaults, group),
                                              memory_format=torch.preserve_format)
                 created.append(key)
         return created
@@ -622,7 +622,7 @@ class KernelOptimizer(Optimizer):
             # No step count kept (SGD): buffers created now are initialised by
             # the kernel's first step.
             step = 1.0 if key[0] else 2.0
-        kwargs = dict(options)
+        kwargs = {k: v for k, v in options.items() if k not in self._rules.scalar_only}
         for i, b in enumerate(needed):
             kwargs[b.name] = [s.views[i] for s in slots]
         extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from optcore.optim._options import torch_mu_product
+from optcore.optim._options import torch_asgd_scalars, torch_mu_product
 from optcore.torch._base import KernelOptimizer
 
+import numpy as np
+import torch
+
 if TYPE_CHECKING:
-    import numpy as np
     from torch import Tensor
     from torch.optim.optimizer import ParamsT
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
-           "NAdam", "RAdam", "Lion", "LAMB"]
+           "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "LAMB"]
 
 
 class SGD(KernelOptimizer):
@@ -178,6 +180,41 @@ class RAdam(KernelOptimizer):
                          maximize=maximize, foreach=foreach, capturable=capturable,
                          decoupled_weight_decay=decoupled_weight_decay,
                          differentiable=differentiable)
+
+
+class Rprop(KernelOptimizer):
+    _setstate_fills = {"foreach": None, "maximize": False, "differentiable": False,
+                       "capturable": False}
+
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2,
+                 etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
+                 foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False) -> None:
+        super().__init__(params, lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach,
+                         maximize=maximize, differentiable=differentiable,
+                         capturable=capturable)
+
+
+class ASGD(KernelOptimizer):
+    _setstate_fills = {"foreach": None, "maximize": False, "differentiable": False,
+                       "capturable": False}
+
+    def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
+                     views: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+        # torch sets eta and mu from Python floats made tensors of its default
+        # dtype (float32 unless changed), also into the float64 tensors a
+        # loaded state_dict holds; the step reads their stored values.
+        dtype = np.float64 if torch.get_default_dtype() == torch.float64 else np.float32
+        return torch_asgd_scalars(scalars, step, options, dtype)
+
+    def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lambd: float = 1e-4,
+                 alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0,
+                 foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False, capturable: bool = False) -> None:
+        super().__init__(params, lr=lr, lambd=lambd, alpha=alpha, t0=t0,
+                         weight_decay=weight_decay, foreach=foreach, maximize=maximize,
+                         differentiable=differentiable, capturable=capturable)
 
 
 class Lion(KernelOptimizer):

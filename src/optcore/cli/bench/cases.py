@@ -124,13 +124,14 @@ def step_case(name: str, kernel: str, *, alias: str | None = None,
         writes = sum(1 for b in spec.buffers if b.name in buffers and b.role == "write")
         traffic = (f"{len(buffers)}r{writes}w",)
     # The call names the learning rate, as a user's does, and what the case sets.
-    kwargs = {"lr": resolved["lr"], **options}
+    kwargs = {"lr": resolved["lr"], **options} if "lr" in resolved else dict(options)
     opt = _torch_class(spec, fixed)
     torch_kwargs: dict[str, Any] = {}
     if opt is not None:
         for key in opt.options:
-            if key == "betas":
-                torch_kwargs["betas"] = (resolved["beta1"], resolved["beta2"])
+            pair = _spec.PAIRS.get(key)
+            if pair is not None:
+                torch_kwargs[key] = tuple(resolved[n] for n in pair.names)
             elif key in resolved:
                 torch_kwargs[key] = resolved[key]
     return Kernel(name, alias or kernel, tuple(traffic), buffers, kwargs,
@@ -213,6 +214,9 @@ _STEP_CASES = (
     step_case("adamax", "adamax_step", positive=("exp_inf",)),
     step_case("nadam", "nadam_step", positive=("exp_avg_sq",), mu_product=0.9),
     step_case("radam", "radam_step", positive=("exp_avg_sq",)),
+    step_case("rprop", "rprop_step", positive=("step_size",)),
+    # mu = 1: ASGD before t0 (torch's default t0 = 1e6), the average copies the parameter
+    step_case("asgd", "asgd_step", eta=1e-2, mu=1.0),
     step_case("lion", "lion_step"),
     # LAMB needs the norms of the parameter and of the update before writing:
     # one pass for the moments and norms, one for the parameter.
