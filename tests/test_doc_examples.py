@@ -119,3 +119,30 @@ def test_getting_started_gives_the_readme_set_up_commands():
     readme = readme.split("\n## ", 1)[0]
     guide = (ROOT / "docs" / "getting-started.md").read_text()
     assert commands(readme) and commands(readme) == commands(guide)[:len(commands(readme))]
+
+
+def test_readme_optimizer_table_matches_the_package():
+    """Each cell of the README's optimizer table names an object that exists,
+    "not yet" one that does not, and every torch.optim optimizer has a row."""
+    torch = require_torch()
+    import inspect
+
+    import optcore
+    import optcore.torch as ot
+    text = (ROOT / "README.md").read_text()
+    table = text.split("<!-- optimizer table: optimizer functional numpy torch -->", 1)[1]
+    rows = re.findall(r"^\| (\w+)[^|]* \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", table, re.M)
+    torch_classes = {n for n, c in vars(torch.optim).items() if inspect.isclass(c)
+                     and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer}
+    assert torch_classes <= {r[0] for r in rows}
+    for name, *cells in rows:
+        if name == "optimizer":                  # the header
+            continue
+        # the function, the NumPy class, the torch class: where each would be
+        targets = [(optcore, f"{name.lower()}_step"), (optcore, name), (ot, name)]
+        for (module, missing_name), cell in zip(targets, cells):
+            cell = cell.strip()
+            if cell == "not yet":
+                assert not hasattr(module, missing_name), (name, module.__name__, missing_name)
+            else:
+                assert hasattr(module, cell.strip("`")), (name, module.__name__, cell)
