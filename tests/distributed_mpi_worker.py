@@ -72,7 +72,9 @@ def groups(params, **second):
     return [{"params": params[:2]}, {"params": params[2:], **second}]
 
 
-def run_exact(name, stage, first=0, steps=3, bucket=None):
+def run_exact(name, stage, first=0, steps=3, bucket=None, flat=False):
+    """``flat``: train with flat_params() and write the gradients into
+    flat_grads() (no copies), checking the same bits."""
     cls = getattr(optcore, name)
     hyper = CLASSES[name]
     params, ref_params = initial_params(), initial_params()
@@ -81,8 +83,22 @@ def run_exact(name, stage, first=0, steps=3, bucket=None):
         for avg in opt._averagers:
             avg.__init__(comm, avg.segment, bucket)
     ref = cls(groups(ref_params, lr=hyper["lr"] / 2), **hyper)
+    if flat:
+        originals, passed = params, [p.copy() for p in params]
+        views = opt.flat_params()
+        assert all(a is b for a, b in zip(opt.flat_params(), views))
+        for p, v in zip(params, views):
+            same_bits(v, p, "flat_params() starts from the parameters")
+        if stage:
+            params = views
+        flat_grads = opt.flat_grads()
     for step in range(first, first + steps):
-        opt.step(rank_grads(RANK, step, params))
+        grads = rank_grads(RANK, step, params)
+        if flat:
+            for view, g in zip(flat_grads, grads):
+                view[...] = g
+            grads = flat_grads
+        opt.step(grads)
         ref.step(averaged(step, ref_params))
         for j, (p, q) in enumerate(zip(params, ref_params)):
             same_bits(p, q, f"{name} stage {stage} step {step} parameter {j}")
@@ -98,6 +114,9 @@ def run_exact(name, stage, first=0, steps=3, bucket=None):
     plain_params = [p.copy() for p in params]
     plain = cls(groups(plain_params, lr=hyper["lr"] / 2), **hyper)
     plain.load_state_dict(sd)
+    if flat and stage:
+        for p, q in zip(originals, passed):
+            same_bits(p, q, "flat_params() leaves the arrays passed at construction")
     opt.step(rank_grads(RANK, 99, params))
     plain.step(averaged(99, plain_params))
     for j, (p, q) in enumerate(zip(params, plain_params)):
@@ -117,6 +136,9 @@ def scenario_exact():
                 continue
             run_exact(name, stage)
     run_exact("AdamW", 2, bucket=2)      # several all-to-all buckets per slice
+    for stage in (0, 1, 2):
+        run_exact("AdamW", stage, flat=True)
+        run_exact("SGD", stage, flat=True, bucket=3)
     try:
         ZeroOptimizer(optcore.LAMB, initial_params(), comm, stage=1)
     except ValueError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,3 +80,51 @@ def segments(groups: Sequence[Sequence[np.ndarray]], world: int) -> list[Segment
                                world))
         start += len(params)
     return out
+
+
+def param_views(segs: Sequence[Segment],
+                flats: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """Arrays shaped like the parameters (in global order), views into one
+    flat buffer per segment."""
+    views: dict[int, np.ndarray] = {}
+    for seg, flat in zip(segs, flats):
+        assert flat is not None
+        for idx, p, off in zip(seg.indices, seg.params, seg.offsets):
+            views[idx] = flat[off:off + p.size].reshape(p.shape)
+    return [views[i] for i in range(len(views))]
+
+
+def shard_state(whole: Any, segs: Sequence[Segment], rank: int) -> dict[str, Any]:
+    """The state dict of rank ``rank``'s sharded optimizer (one entry per
+    segment, its slice), from the single-process optimizer ``whole`` over
+    all the parameters; the parameters of one segment must have the same
+    scalar state (step count)."""
+    state: dict[int, dict[str, Any]] = {}
+    for i, seg in enumerate(segs):
+        entries = [whole.state.get(idx) for idx in seg.indices]
+        if all(e is None for e in entries):
+            continue
+        if any(e is None for e in entries):
+            raise ValueError(f"the state dict has state for some parameters of group "
+                             f"{seg.group} ({seg.dtype}) but not for others; a "
+                             f"sharded optimizer steps them together")
+        scalars = {k: v for k, v in entries[0].items() if not isinstance(v, np.ndarray)}
+        for idx, e in zip(seg.indices, entries):
+            if {k: v for k, v in e.items() if not isinstance(v, np.ndarray)} != scalars:
+                raise ValueError(f"parameter {idx} has other scalar state ({e.get('step')}"
+                                 f" steps) than the others of group {seg.group} "
+                                 f"({seg.dtype}); a sharded optimizer steps them together")
+        entry: dict[str, Any] = dict(scalars)
+        lo, hi = seg.owned(rank)
+        for key, value in entries[0].items():
+            if isinstance(value, np.ndarray):
+                shard = np.full(seg.shard, whole._fill(key), seg.dtype)
+                seg.copy_range([e[key] for e in entries], lo, min(hi, seg.total),
+                               shard[:max(0, min(hi, seg.total) - lo)])
+                entry[key] = shard
+        state[i] = {k: entry[k] for k in entries[0]}
+    groups = [{**{k: v for k, v in g.items() if k != "params"},
+               "params": [i for i, s in enumerate(segs) if s.group == gi]}
+              for gi, g in enumerate(whole.state_dict()["param_groups"])]
+    return {"state": state, "param_groups": groups}
+
