@@ -19,8 +19,8 @@ from optcore.optim.base import Optimizer
 __all__ = ["ZeroOptimizer", "DataParallelOptimizer"]
 
 #: Kernels whose update of an element reads other elements of its tensor
-#: (LAMB's trust ratio is a ratio of whole-tensor norms): a flat shard cuts
-#: tensors apart, so these run replicated (stage 0) only.
+#: (LAMB's trust ratio is a ratio of whole-tensor norms): sharded at the
+#: granularity of whole parameters, each stepped as its own array.
 _PER_TENSOR_KERNELS = frozenset({"lamb_step"})
 
 #: Stage 2's all-to-all bucket, in elements sent per step of the loop.
@@ -39,7 +39,11 @@ class ZeroOptimizer:
     the world size; each rank owns one slice of it, holds the optimizer
     state of that slice only (1/N of it) and steps it with one native call
     of ``optimizer_class``; the stepped slices are then all-gathered in place
-    and copied into the parameter arrays. Stage 0 keeps the whole state on
+    and copied into the parameter arrays (or, after ``flat_params()``, left
+    in the flat buffer the returned arrays view). LAMB, whose trust ratio
+    needs whole tensors, is sharded by whole parameters: each rank's slice
+    holds the parameters it owns, each stepped as its own array. Stage 0
+    keeps the whole state on
     every rank and steps all of it (DeepSpeed's "stage 0", torch's
     ``DistributedDataParallel`` with a local optimizer).
 
@@ -77,9 +81,8 @@ class ZeroOptimizer:
         If ``optimizer_class`` is not an optcore optimizer class, or an
         option has the wrong type.
     ValueError
-        If ``stage`` is not 0, 1 or 2, the ranks disagree on the parameters,
-        an option is out of range, or the class is LAMB with stage 1 or 2
-        (its trust ratio needs whole tensors: use stage 0).
+        If ``stage`` is not 0, 1 or 2, the ranks disagree on the parameters
+        or an option is out of range.
 
     See Also
     --------
@@ -118,10 +121,7 @@ class ZeroOptimizer:
                             f"(optcore.AdamW, optcore.SGD, ...), got {optimizer_class!r}")
         if stage not in (0, 1, 2) or isinstance(stage, bool):
             raise ValueError(f"stage must be 0, 1 or 2, got {stage!r}")
-        kernel = optimizer_class._rules.spec.kernel
-        if stage and kernel in _PER_TENSOR_KERNELS:
-            raise ValueError(f"{optimizer_class.__name__} cannot be sharded (stage "
-                             f"{stage}): its update needs whole-tensor norms; use stage=0")
+        self._whole = optimizer_class._rules.spec.kernel in _PER_TENSOR_KERNELS
         self.comm = comm
         self.rank, self.world = comm.Get_rank(), comm.Get_size()
         self.stage = stage
@@ -146,18 +146,19 @@ class ZeroOptimizer:
                                                   for j in range(len(ps)))])
         if self.stage == 0:
             optimizer = self._class(groups, **self._hyper)
-            segs = segments(user, self.world)
-            return groups, user, segs, optimizer, [], []
-        segs = segments(user, self.world)
+            return groups, user, segments(user, self.world), optimizer, [], [], []
+        segs = segments(user, self.world, self._whole)
         flats = [np.zeros(s.padded, s.dtype) for s in segs]
-        lo = self.rank
-        shards = [f[s.owned(lo)[0]:s.owned(lo)[1]] for s, f in zip(segs, flats)]
-        local = []
-        for g, group in enumerate(groups):
-            local.append({**{k: v for k, v in group.items() if k != "params"},
-                          "params": [sh for s, sh in zip(segs, shards) if s.group == g]})
+        r = self.rank
+        shards = [f[s.owned(r)[0]:s.owned(r)[1]] for s, f in zip(segs, flats)]
+        # the arrays the wrapped optimizer steps: each segment's slice, or
+        # the whole parameters in it
+        slots = [(i, j) for i, s in enumerate(segs) for j in s.slots(r)]
+        local = [{**{k: v for k, v in group.items() if k != "params"},
+                  "params": [segs[i].piece(shards[i], j, r) for i, j in slots
+                             if segs[i].group == g]} for g, group in enumerate(groups)]
         optimizer = self._class(local, **self._hyper)
-        return groups, user, segs, optimizer, flats, shards
+        return groups, user, segs, optimizer, flats, shards, slots
 
     def _agree_layout(self, built: Any, failure: Any) -> None:
         shape = None
@@ -169,7 +170,7 @@ class ZeroOptimizer:
                                      "dtypes or groups); every rank passes the same")
         agree(self.comm, "ZeroOptimizer", failure)
         groups, self._params, self._segments, self.optimizer, self._flats, \
-            self._shards = built
+            self._shards, self._slots = built
         self._local = {id(s): i for i, s in enumerate(self._segments)}
         bucket = _STAGE2_BUCKET // self.world if self.stage == 2 else 1 << 62
         self._averagers = [Averager(self.comm, s, bucket) for s in self._segments]
@@ -270,8 +271,7 @@ class ZeroOptimizer:
         return list(self._grad_views)
 
     def _source(self, i: int, seg: Segment, grads: list[np.ndarray]) -> np.ndarray | None:
-        """The flat gradient of segment ``i`` to send from (``grads`` copied
-        in unless they are the flat_grads views), or None to stage them."""
+        """Segment ``i``'s flat gradient holding ``grads``, or None (staged)."""
         flat = self._grad_flats[i]
         if flat is None:
             return None
@@ -411,8 +411,9 @@ class ZeroOptimizer:
                 # between steps (alike on every rank) are the ones stepped.
                 lo, hi = seg.owned(self.rank)
                 seg.copy_range(seg.params, lo, hi, self._shards[i])
-        local = [[a for s, a in zip(self._segments, averaged) if s.group == g]
-                 for g in range(len(self._params))]
+        segs, r = self._segments, self.rank
+        local = [[segs[i].piece(averaged[i], j, r) for i, j in self._slots
+                  if segs[i].group == g] for g in range(len(self._params))]
         _, failure = attempt(lambda: self.optimizer.step(local))
         self._after_local_step(failure)
         for seg, flat in zip(self._segments, self._flats):
@@ -475,19 +476,22 @@ class ZeroOptimizer:
             return local
         state: dict[int, dict[str, Any]] = {}
         for i, seg in enumerate(self._segments):
-            entry = local["state"].get(i)
-            present = self.comm.allgather(entry is not None)
+            mine = [(s, j) for s, (si, j) in enumerate(self._slots) if si == i]
+            entries = [local["state"].get(s) for s, _ in mine]
+            present = self.comm.allgather(all(e is not None for e in entries))
             if not all(present):
                 if any(present):
                     raise RuntimeError("the ranks disagree on which state exists")
                 continue
+            entry = entries[0]
             assert entry is not None
             full: dict[str, Any] = {}
             for key, value in entry.items():
                 if isinstance(value, np.ndarray):
-                    flat = np.empty(seg.padded, value.dtype)
+                    flat = np.zeros(seg.padded, value.dtype)
                     lo, hi = seg.owned(self.rank)
-                    flat[lo:hi] = value
+                    for (_, j), e in zip(mine, entries):
+                        seg.piece(flat[lo:hi], j, self.rank)[...] = e[key]
                     allgather_in_place(self.comm, flat)
                     full[key] = flat
                 else:
@@ -550,7 +554,7 @@ class ZeroOptimizer:
         whole.load_state_dict(state_dict)
         if self.stage == 0:
             return state_dict
-        return shard_state(whole, self._segments, self.rank)
+        return shard_state(whole, self._segments, self.rank, self._slots)
 
 def DataParallelOptimizer(optimizer_class: type, params: Iterable[Any], comm: Any,
                           **hyperparameters: Any) -> ZeroOptimizer:
