@@ -95,6 +95,9 @@ class Averager:
             return out
         from mpi4py.util.dtlib import from_numpy_dtype
         kind = from_numpy_dtype(seg.dtype)
+        if source is None and self.bucket >= shard:
+            self._reduce_scatter_direct(grads, out, kind)
+            return out
         if source is None and self.staging.size < world * self.bucket:
             self.staging = np.empty(world * self.bucket, seg.dtype)
         counts = [0] * world
@@ -123,6 +126,37 @@ class Averager:
                 np.add(acc, term, out=acc)
             np.divide(acc, self.divisor, out=acc)
         return out
+
+
+    def _reduce_scatter_direct(self, grads: list[np.ndarray], out: np.ndarray,
+                               kind: Any) -> None:
+        """The exchange in one bucket, sent from and summed in the
+        gradients themselves: one message per parameter piece of each
+        other rank's slice (the receiver knows the same pieces)."""
+        from mpi4py import MPI
+        seg, shard, rank = self.segment, self.segment.shard, self.rank
+        flats = [g.reshape(-1) for g in grads]      # views of contiguous arrays
+        requests = []
+        mine = seg.pieces(rank * shard, (rank + 1) * shard)
+        for k, q in enumerate(self.others):
+            base = k * shard - rank * shard
+            requests += [self.comm.Irecv([self.recv[base + a:base + b], kind], source=q)
+                         for _, a, b in mine]
+        for q in self.others:
+            requests += [self.comm.Isend([flats[j][a - seg.offsets[j]:b - seg.offsets[j]],
+                                          kind], dest=q)
+                         for j, a, b in seg.pieces(q * shard, (q + 1) * shard)]
+        MPI.Request.Waitall(requests)
+        where = {q: k * shard - rank * shard for k, q in enumerate(self.others)}
+        for j, a, b in mine:
+            own = flats[j][a - seg.offsets[j]:b - seg.offsets[j]]
+            terms = [own if q == rank else self.recv[where[q] + a:where[q] + b]
+                     for q in range(self.world)]
+            acc = out[a - rank * shard:b - rank * shard]
+            np.add(terms[0], terms[1], out=acc)
+            for term in terms[2:]:
+                np.add(acc, term, out=acc)
+            np.divide(acc, self.divisor, out=acc)
 
 
 def allgather_in_place(comm: Any, flat: np.ndarray) -> None:

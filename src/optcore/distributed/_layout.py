@@ -87,6 +87,19 @@ class Segment:
         if pos < hi:
             out[pos - lo:hi - lo] = 0
 
+    def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """The parameters in the flat range ``[lo, hi)``: ``(j, a, b)`` for
+        the flat elements ``[a, b)`` of parameter ``j`` (gaps and padding
+        are in none)."""
+        out = []
+        for j in range(bisect.bisect_right(self.ends, lo), len(self.params)):
+            a, b = max(lo, self.offsets[j]), min(hi, self.ends[j])
+            if self.offsets[j] >= hi:
+                break
+            if b > a:
+                out.append((j, a, b))
+        return out
+
     def scatter(self, flat: np.ndarray, arrays: Sequence[np.ndarray]) -> None:
         """Write the flat buffer ``flat`` into ``arrays`` (laid out like this
         segment's parameters), in place; the padding is dropped."""

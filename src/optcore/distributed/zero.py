@@ -57,9 +57,9 @@ class ZeroOptimizer:
     comm : mpi4py.MPI.Comm
         The communicator (an intracommunicator, e.g. ``MPI.COMM_WORLD``).
     stage : {1, 2, 0}, optional
-        1: gradients reduce-scattered through buffers the size of the
-        parameters (kept between steps), state sharded. 2: the same through
-        buckets of about a million elements; no buffer of the whole
+        1: gradients reduce-scattered (sent from where they lie, received
+        into a buffer kept between steps), state sharded. 2: the same
+        through buckets of about a million elements; no buffer of the whole
         gradient is kept. 0: gradients all-reduced, state replicated.
     check_finite : bool, optional
         Refuse (on every rank, nothing changed) a step whose gradients hold
@@ -178,11 +178,9 @@ class ZeroOptimizer:
             self._avg_flats = [np.zeros(s.padded, s.dtype) for s in self._segments]
         else:
             self._avg_shards = [np.zeros(s.shard, s.dtype) for s in self._segments]
-        # Each segment's flat gradient, which the exchange sends from in
-        # place; stage 2 keeps none (it stages buckets) unless flat_grads()
-        # hands one out.
-        self._grad_flats: list[np.ndarray | None] = [
-            None if self.stage == 2 else np.zeros(s.padded, s.dtype) for s in self._segments]
+        # Each segment's flat gradient, which flat_grads() hands out and the
+        # exchange then sends from in place.
+        self._grad_flats: list[np.ndarray | None] = [None] * len(self._segments)
         self._param_views: list[np.ndarray] | None = None
         self._grad_views: list[np.ndarray] | None = None
 
@@ -234,10 +232,9 @@ class ZeroOptimizer:
         from: write each step's gradients into them and pass them to
         ``step`` to save a copy of the gradients per step.
 
-        ``step`` recognises these arrays and sends from them in place; given
-        other arrays, it copies those into this buffer (overwriting these
-        views). At stage 2 the first call allocates a buffer of the whole
-        gradient, which stage 2 otherwise does without.
+        ``step`` recognises these arrays and sends from them in place (other
+        arrays are read where they lie, or at stage 2 through a bucket).
+        The first call allocates a buffer of the whole gradient.
 
         Returns
         -------
@@ -272,18 +269,13 @@ class ZeroOptimizer:
 
     def _source(self, i: int, seg: Segment, grads: list[np.ndarray]) -> np.ndarray | None:
         """Segment ``i``'s flat gradient holding ``grads``, or None (staged)."""
-        flat = self._grad_flats[i]
-        if flat is None:
-            return None
-        views = self._grad_views
-        if views is not None and all(
+        flat, views = self._grad_flats[i], self._grad_views
+        if flat is not None and views is not None and all(
                 g is views[idx] or (g.ctypes.data == views[idx].ctypes.data
                                     and g.strides == views[idx].strides)
                 for g, idx in zip(grads, seg.indices)):
             return flat
-        for g, off in zip(grads, seg.offsets):
-            flat[off:off + g.size] = g.reshape(-1)
-        return flat
+        return None
 
     # -- what the wrapped optimizer shows --
 
