@@ -77,6 +77,23 @@ def run_optcore(args):
             comm.Alltoallv(*a)
             spent[0] += MPI.Wtime() - t
 
+        def Isend(self, *a, **k):
+            t = MPI.Wtime()
+            request = comm.Isend(*a, **k)
+            spent[0] += MPI.Wtime() - t
+            return request
+
+        def Irecv(self, *a, **k):
+            t = MPI.Wtime()
+            request = comm.Irecv(*a, **k)
+            spent[0] += MPI.Wtime() - t
+            return request
+
+    def timed_wait(requests):
+        t = MPI.Wtime()
+        MPI.Request.Waitall(requests)
+        spent[0] += MPI.Wtime() - t
+
     real_allgather = zero.allgather_in_place
 
     def timed_allgather(c, flat):
@@ -94,7 +111,7 @@ def run_optcore(args):
         opt = ZeroOptimizer(optcore.AdamW, [p.copy() for p in params], comm, stage=1,
                             lr=1e-3)
         for avg in opt._averagers:
-            avg.comm = TimedComm()
+            avg.comm, avg.wait = TimedComm(), timed_wait
         step_grads = grads
         if mode == "flat":
             opt.flat_params()

@@ -133,7 +133,6 @@ class Averager:
         """The exchange in one bucket, sent from and summed in the
         gradients themselves: one message per parameter piece of each
         other rank's slice (the receiver knows the same pieces)."""
-        from mpi4py import MPI
         seg, shard, rank = self.segment, self.segment.shard, self.rank
         flats = [g.reshape(-1) for g in grads]      # views of contiguous arrays
         requests = []
@@ -146,7 +145,7 @@ class Averager:
             requests += [self.comm.Isend([flats[j][a - seg.offsets[j]:b - seg.offsets[j]],
                                           kind], dest=q)
                          for j, a, b in seg.pieces(q * shard, (q + 1) * shard)]
-        MPI.Request.Waitall(requests)
+        self.wait(requests)
         where = {q: k * shard - rank * shard for k, q in enumerate(self.others)}
         for j, a, b in mine:
             own = flats[j][a - seg.offsets[j]:b - seg.offsets[j]]
@@ -157,6 +156,13 @@ class Averager:
             for term in terms[2:]:
                 np.add(acc, term, out=acc)
             np.divide(acc, self.divisor, out=acc)
+
+
+    @staticmethod
+    def wait(requests: list[Any]) -> None:
+        """Complete the exchange's messages."""
+        from mpi4py import MPI
+        MPI.Request.Waitall(requests)
 
 
 def allgather_in_place(comm: Any, flat: np.ndarray) -> None:
