@@ -61,13 +61,14 @@ class Averager:
     rank order in the gradient's dtype and then divided by N (IEEE
     division), so the bits do not depend on MPI's reduction algorithm.
 
-    An all-to-all hands rank ``q`` the ``q``-th slice of every other rank's
-    gradients (the data a reduce-scatter moves; a rank's own slice is read
-    where it lies), ``bucket`` elements of the slice at a time. The source
-    is a flat gradient buffer laid out like the segment when there is one
-    (sent from in place), else a staging buffer of ``world * bucket``
-    elements the gradients are copied into; the receive buffer holds
-    ``(world - 1) * bucket`` elements. Both are kept between steps."""
+    Rank ``q`` receives the ``q``-th slice of every other rank's gradients
+    (the data a reduce-scatter moves; a rank's own slice is read where it
+    lies), into a receive buffer of ``(world - 1) * bucket`` elements kept
+    between steps. With one bucket per slice (stages 0 and 1) the slices
+    are sent from the gradients themselves, point to point; with several
+    (stage 2) each bucket is one all-to-all, from the flat gradient buffer
+    when the gradients are in it, else through a staging buffer of
+    ``world * bucket`` elements they are copied into."""
 
     def __init__(self, comm: Any, segment: Segment, bucket: int) -> None:
         self.comm = comm
@@ -95,7 +96,7 @@ class Averager:
             return out
         from mpi4py.util.dtlib import from_numpy_dtype
         kind = from_numpy_dtype(seg.dtype)
-        if source is None and self.bucket >= shard:
+        if self.bucket >= shard:              # one bucket: point to point
             self._reduce_scatter_direct(grads, out, kind)
             return out
         if source is None and self.staging.size < world * self.bucket:

@@ -228,13 +228,14 @@ class ZeroOptimizer:
         return list(self._param_views)
 
     def flat_grads(self) -> list[np.ndarray]:
-        """Gradient arrays, views into the flat buffers the exchange sends
-        from: write each step's gradients into them and pass them to
-        ``step`` to save a copy of the gradients per step.
+        """Gradient arrays, views into flat buffers laid out like the
+        parameters: write each step's gradients into them and pass them to
+        ``step`` (at stage 2 this saves a copy of the gradients per step).
 
-        ``step`` recognises these arrays and sends from them in place (other
-        arrays are read where they lie, or at stage 2 through a bucket).
-        The first call allocates a buffer of the whole gradient.
+        Gradients are sent from where they lie at stages 0 and 1; at stage 2
+        ``step`` recognises these arrays and sends each bucket from them in
+        place instead of copying it (the first call allocates a buffer of
+        the whole gradient, which stage 2 otherwise does without).
 
         Returns
         -------
