@@ -14,6 +14,7 @@ from mpi4py import MPI
 
 import optcore
 from optcore.distributed import ZeroOptimizer
+from optcore.distributed import _collective as collective
 from optcore.distributed import zero as zero_module
 
 comm = MPI.COMM_WORLD
@@ -144,6 +145,12 @@ def scenario_exact():
     for stage in (0, 1, 2):
         run_exact("AdamW", stage, flat=True)
         run_exact("SGD", stage, flat=True, bucket=3)
+    # many parameters: one all-to-all instead of a message per piece
+    limit, collective.MAX_POINT_TO_POINT = collective.MAX_POINT_TO_POINT, 1
+    for stage in (0, 1):
+        run_exact("AdamW", stage)
+        run_exact("AdamW", stage, flat=True)
+    collective.MAX_POINT_TO_POINT = limit
     # LAMB: whole parameters per rank, with more parameters than ranks, as
     # many, and fewer (ranks that own none step a slice of padding)
     for n in (9, WORLD, 1):

@@ -55,6 +55,12 @@ def attempt(fn: Callable[[], Any]) -> tuple[Any, tuple[str, str] | None]:
         return None, describe(exc)
 
 
+#: Up to this many parameters per segment, one-bucket exchanges go point to
+#: point from the gradients (a message per parameter piece); above, one
+#: all-to-all, from a flat gradient buffer or a staging copy.
+MAX_POINT_TO_POINT = 64
+
+
 class Averager:
     """The gradient average of one segment, reduced onto the rank that owns
     each slice: ``avg = (((g_0 + g_1) + g_2) + ... + g_{N-1}) / N``, summed in
@@ -64,9 +70,10 @@ class Averager:
     Rank ``q`` receives the ``q``-th slice of every other rank's gradients
     (the data a reduce-scatter moves; a rank's own slice is read where it
     lies), into a receive buffer of ``(world - 1) * bucket`` elements kept
-    between steps. With one bucket per slice (stages 0 and 1) the slices
-    are sent from the gradients themselves, point to point; with several
-    (stage 2) each bucket is one all-to-all, from the flat gradient buffer
+    between steps. With one bucket per slice (stages 0 and 1) and up to
+    ``MAX_POINT_TO_POINT`` parameters the slices are sent from the
+    gradients themselves, point to point; otherwise each bucket is one
+    all-to-all, from the flat gradient buffer
     when the gradients are in it, else through a staging buffer of
     ``world * bucket`` elements they are copied into."""
 
@@ -96,7 +103,7 @@ class Averager:
             return out
         from mpi4py.util.dtlib import from_numpy_dtype
         kind = from_numpy_dtype(seg.dtype)
-        if self.bucket >= shard:              # one bucket: point to point
+        if self.bucket >= shard and len(seg.params) <= MAX_POINT_TO_POINT:
             self._reduce_scatter_direct(grads, out, kind)
             return out
         if source is None and self.staging.size < world * self.bucket:
