@@ -73,3 +73,18 @@ def test_demo_losses_are_the_commands_output():
                          out, re.M)
         assert line, (model, method, out)
         assert line.groups() == (ours, ref), (model, method, line.groups(), (ours, ref))
+
+
+def test_distributed_step_tables_are_the_recorded_output():
+    page = (DOCS / "distributed.md").read_text()
+    section = page.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    recorded = [(RESULTS / name).read_text().splitlines()
+                for name in ("distributed_step.txt", "distributed_step_50m.txt")]
+    for lines in recorded:
+        assert lines[0] in section, "distributed.md must quote each run's header line"
+    assert "shared" in section and "medians" in section
+    rows = _table_rows(section)
+    assert len(rows) >= 10
+    missing = [row for row in rows if not any(row in lines for lines in recorded)]
+    assert not missing, ("rows not in benchmarks/results/distributed_step*.txt:\n"
+                         + "\n".join(missing))

@@ -55,46 +55,122 @@ def attempt(fn: Callable[[], Any]) -> tuple[Any, tuple[str, str] | None]:
         return None, describe(exc)
 
 
+#: Up to this many parameters per segment, one-bucket exchanges go point to
+#: point from the gradients (a message per parameter piece); above, one
+#: all-to-all, from a flat gradient buffer or a staging copy.
+MAX_POINT_TO_POINT = 64
+
+
 class Averager:
     """The gradient average of one segment, reduced onto the rank that owns
     each slice: ``avg = (((g_0 + g_1) + g_2) + ... + g_{N-1}) / N``, summed in
     rank order in the gradient's dtype and then divided by N (IEEE
     division), so the bits do not depend on MPI's reduction algorithm.
 
-    An all-to-all hands rank ``q`` the ``q``-th slice of every rank's
-    gradients (the data a reduce-scatter moves); ``bucket`` elements of the
-    slice at a time, through send and receive buffers of ``world * bucket``
-    elements that are kept between steps."""
+    Rank ``q`` receives the ``q``-th slice of every other rank's gradients
+    (the data a reduce-scatter moves; a rank's own slice is read where it
+    lies), into a receive buffer of ``(world - 1) * bucket`` elements kept
+    between steps. With one bucket per slice (stages 0 and 1) and up to
+    ``MAX_POINT_TO_POINT`` parameters the slices are sent from the
+    gradients themselves, point to point; otherwise each bucket is one
+    all-to-all, from the flat gradient buffer
+    when the gradients are in it, else through a staging buffer of
+    ``world * bucket`` elements they are copied into."""
 
     def __init__(self, comm: Any, segment: Segment, bucket: int) -> None:
         self.comm = comm
-        self.world = comm.Get_size()
+        self.world, self.rank = comm.Get_size(), comm.Get_rank()
         self.segment = segment
         self.bucket = max(1, min(bucket, segment.shard))
-        n = self.world * self.bucket if self.world > 1 else 0   # one rank: no exchange
-        self.send = np.empty(n, segment.dtype)
-        self.recv = np.empty(n, segment.dtype)
+        self.others = [q for q in range(self.world) if q != self.rank]
+        n = self.bucket if self.world > 1 else 0      # one rank: no exchange
+        self.staging = np.empty(0, segment.dtype)     # allocated on first use
+        self.recv = np.empty((self.world - 1) * n, segment.dtype)
         self.divisor = segment.dtype.type(self.world)
 
-    def reduce_scatter(self, grads: list[np.ndarray], out: np.ndarray) -> None:
-        """The averaged gradient of this rank's slice, into ``out``."""
-        seg, world, shard = self.segment, self.world, self.segment.shard
+    def reduce_scatter(self, grads: list[np.ndarray], out: np.ndarray,
+                       source: np.ndarray | None = None) -> np.ndarray:
+        """The averaged gradient of this rank's slice: ``out``, or with one
+        rank a view of ``source`` (the gradient itself, not copied).
+
+        ``source`` is the segment's flat gradient buffer (``grads`` already
+        in it), or None to read ``grads`` through the staging buffer."""
+        seg, world, shard, rank = self.segment, self.world, self.segment.shard, self.rank
         if world == 1:
+            if source is not None:
+                return source[:shard]
             seg.copy_range(grads, 0, shard, out)
-            return
+            return out
+        from mpi4py.util.dtlib import from_numpy_dtype
+        kind = from_numpy_dtype(seg.dtype)
+        if self.bucket >= shard and len(seg.params) <= MAX_POINT_TO_POINT:
+            self._reduce_scatter_direct(grads, out, kind)
+            return out
+        if source is None and self.staging.size < world * self.bucket:
+            self.staging = np.empty(world * self.bucket, seg.dtype)
+        counts = [0] * world
+        recv_displs = [0] * world
+        for k, q in enumerate(self.others):
+            recv_displs[q] = k * self.bucket
         for a in range(0, shard, self.bucket):
             b = min(self.bucket, shard - a)
-            send = self.send[:world * b].reshape(world, b)
-            for q in range(world):
-                lo = q * shard + a
-                seg.copy_range(grads, lo, lo + b, send[q])
-            recv = self.recv[:world * b].reshape(world, b)
-            self.comm.Alltoall(send, recv)
+            for q in self.others:
+                counts[q] = b
+            if source is None:
+                for q in range(world):
+                    lo = q * shard + a
+                    seg.copy_range(grads, lo, lo + b, self.staging[q * b:(q + 1) * b])
+                send, send_displs = self.staging, [q * b for q in range(world)]
+            else:
+                send, send_displs = source, [q * shard + a for q in range(world)]
+            own = send[send_displs[rank]:send_displs[rank] + b]
+            self.comm.Alltoallv([send, (counts, send_displs), kind],
+                                [self.recv, (counts, recv_displs), kind])
+            terms = [own if q == rank else self.recv[recv_displs[q]:recv_displs[q] + b]
+                     for q in range(world)]
             acc = out[a:a + b]
-            np.add(recv[0], recv[1], out=acc)
-            for q in range(2, world):
-                np.add(acc, recv[q], out=acc)
+            np.add(terms[0], terms[1], out=acc)
+            for term in terms[2:]:
+                np.add(acc, term, out=acc)
             np.divide(acc, self.divisor, out=acc)
+        return out
+
+
+    def _reduce_scatter_direct(self, grads: list[np.ndarray], out: np.ndarray,
+                               kind: Any) -> None:
+        """The exchange in one bucket, sent from and summed in the
+        gradients themselves: one message per parameter piece of each
+        other rank's slice (the receiver knows the same pieces)."""
+        seg, shard, rank = self.segment, self.segment.shard, self.rank
+        flats = [g.reshape(-1) for g in grads]      # views of contiguous arrays
+        requests = []
+        mine = seg.pieces(rank * shard, (rank + 1) * shard)
+        for k, q in enumerate(self.others):
+            base = k * shard - rank * shard
+            requests += [self.comm.Irecv([self.recv[base + a:base + b], kind], source=q)
+                         for _, a, b in mine]
+        for q in self.others:
+            requests += [self.comm.Isend([flats[j][a - seg.offsets[j]:b - seg.offsets[j]],
+                                          kind], dest=q)
+                         for j, a, b in seg.pieces(q * shard, (q + 1) * shard)]
+        self.wait(requests)
+        where = {q: k * shard - rank * shard for k, q in enumerate(self.others)}
+        for j, a, b in mine:
+            own = flats[j][a - seg.offsets[j]:b - seg.offsets[j]]
+            terms = [own if q == rank else self.recv[where[q] + a:where[q] + b]
+                     for q in range(self.world)]
+            acc = out[a - rank * shard:b - rank * shard]
+            np.add(terms[0], terms[1], out=acc)
+            for term in terms[2:]:
+                np.add(acc, term, out=acc)
+            np.divide(acc, self.divisor, out=acc)
+
+
+    @staticmethod
+    def wait(requests: list[Any]) -> None:
+        """Complete the exchange's messages."""
+        from mpi4py import MPI
+        MPI.Request.Waitall(requests)
 
 
 def allgather_in_place(comm: Any, flat: np.ndarray) -> None:

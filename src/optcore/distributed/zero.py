@@ -11,36 +11,20 @@ import numpy as np
 
 from optcore.distributed._collective import (Averager, agree, allgather_in_place,
                                              attempt)
-from optcore.distributed._layout import Segment, segments
-from optcore.optim._checks import _as_param_list, _check_params
+from optcore.distributed._inputs import checked_grads, user_groups
+from optcore.distributed._layout import Segment, param_views, segments, shard_state
+from optcore.optim._checks import _check_params
 from optcore.optim.base import Optimizer
 
 __all__ = ["ZeroOptimizer", "DataParallelOptimizer"]
 
 #: Kernels whose update of an element reads other elements of its tensor
-#: (LAMB's trust ratio is a ratio of whole-tensor norms): a flat shard cuts
-#: tensors apart, so these run replicated (stage 0) only.
+#: (LAMB's trust ratio is a ratio of whole-tensor norms): sharded at the
+#: granularity of whole parameters, each stepped as its own array.
 _PER_TENSOR_KERNELS = frozenset({"lamb_step"})
 
 #: Stage 2's all-to-all bucket, in elements sent per step of the loop.
 _STAGE2_BUCKET = 1 << 20
-
-
-def _user_groups(params: Iterable[Any]) -> list[dict[str, Any]]:
-    if isinstance(params, (np.ndarray, dict)):
-        raise TypeError("params must be an iterable of arrays or of dicts (parameter "
-                        "groups), as for the single-process optimizers")
-    groups = _as_param_list(params, "params")
-    if not groups:
-        raise ValueError("optimizer got an empty parameter list")
-    if not isinstance(groups[0], dict):
-        groups = [{"params": groups}]
-    out = []
-    for g, group in enumerate(groups):
-        if not isinstance(group, dict) or "params" not in group:
-            raise TypeError(f"parameter group {g} must be a dict with 'params'")
-        out.append({**group, "params": _as_param_list(group["params"], "params")})
-    return out
 
 
 class ZeroOptimizer:
@@ -55,7 +39,11 @@ class ZeroOptimizer:
     the world size; each rank owns one slice of it, holds the optimizer
     state of that slice only (1/N of it) and steps it with one native call
     of ``optimizer_class``; the stepped slices are then all-gathered in place
-    and copied into the parameter arrays. Stage 0 keeps the whole state on
+    and copied into the parameter arrays (or, after ``flat_params()``, left
+    in the flat buffer the returned arrays view). LAMB, whose trust ratio
+    needs whole tensors, is sharded by whole parameters: each rank's slice
+    holds the parameters it owns, each stepped as its own array. Stage 0
+    keeps the whole state on
     every rank and steps all of it (DeepSpeed's "stage 0", torch's
     ``DistributedDataParallel`` with a local optimizer).
 
@@ -69,9 +57,9 @@ class ZeroOptimizer:
     comm : mpi4py.MPI.Comm
         The communicator (an intracommunicator, e.g. ``MPI.COMM_WORLD``).
     stage : {1, 2, 0}, optional
-        1: gradients reduce-scattered through buffers the size of the
-        parameters (kept between steps), state sharded. 2: the same through
-        buckets of about a million elements; no buffer of the whole
+        1: gradients reduce-scattered (sent from where they lie, received
+        into a buffer kept between steps), state sharded. 2: the same
+        through buckets of about a million elements; no buffer of the whole
         gradient is kept. 0: gradients all-reduced, state replicated.
     check_finite : bool, optional
         Refuse (on every rank, nothing changed) a step whose gradients hold
@@ -93,9 +81,8 @@ class ZeroOptimizer:
         If ``optimizer_class`` is not an optcore optimizer class, or an
         option has the wrong type.
     ValueError
-        If ``stage`` is not 0, 1 or 2, the ranks disagree on the parameters,
-        an option is out of range, or the class is LAMB with stage 1 or 2
-        (its trust ratio needs whole tensors: use stage 0).
+        If ``stage`` is not 0, 1 or 2, the ranks disagree on the parameters
+        or an option is out of range.
 
     See Also
     --------
@@ -134,10 +121,7 @@ class ZeroOptimizer:
                             f"(optcore.AdamW, optcore.SGD, ...), got {optimizer_class!r}")
         if stage not in (0, 1, 2) or isinstance(stage, bool):
             raise ValueError(f"stage must be 0, 1 or 2, got {stage!r}")
-        kernel = optimizer_class._rules.spec.kernel
-        if stage and kernel in _PER_TENSOR_KERNELS:
-            raise ValueError(f"{optimizer_class.__name__} cannot be sharded (stage "
-                             f"{stage}): its update needs whole-tensor norms; use stage=0")
+        self._whole = optimizer_class._rules.spec.kernel in _PER_TENSOR_KERNELS
         self.comm = comm
         self.rank, self.world = comm.Get_rank(), comm.Get_size()
         self.stage = stage
@@ -152,7 +136,7 @@ class ZeroOptimizer:
     # -- construction --
 
     def _build(self, params: Iterable[Any]) -> tuple[Any, ...]:
-        groups = _user_groups(params)
+        groups = user_groups(params)
         user = [g["params"] for g in groups]
         # as the single-process class checks them (the wrapped optimizer of
         # stages 1 and 2 sees only the flat slices)
@@ -162,18 +146,19 @@ class ZeroOptimizer:
                                                   for j in range(len(ps)))])
         if self.stage == 0:
             optimizer = self._class(groups, **self._hyper)
-            segs = segments(user, self.world)
-            return groups, user, segs, optimizer, [], []
-        segs = segments(user, self.world)
+            return groups, user, segments(user, self.world), optimizer, [], [], []
+        segs = segments(user, self.world, self._whole)
         flats = [np.zeros(s.padded, s.dtype) for s in segs]
-        lo = self.rank
-        shards = [f[s.owned(lo)[0]:s.owned(lo)[1]] for s, f in zip(segs, flats)]
-        local = []
-        for g, group in enumerate(groups):
-            local.append({**{k: v for k, v in group.items() if k != "params"},
-                          "params": [sh for s, sh in zip(segs, shards) if s.group == g]})
+        r = self.rank
+        shards = [f[s.owned(r)[0]:s.owned(r)[1]] for s, f in zip(segs, flats)]
+        # the arrays the wrapped optimizer steps: each segment's slice, or
+        # the whole parameters in it
+        slots = [(i, j) for i, s in enumerate(segs) for j in s.slots(r)]
+        local = [{**{k: v for k, v in group.items() if k != "params"},
+                  "params": [segs[i].piece(shards[i], j, r) for i, j in slots
+                             if segs[i].group == g]} for g, group in enumerate(groups)]
         optimizer = self._class(local, **self._hyper)
-        return groups, user, segs, optimizer, flats, shards
+        return groups, user, segs, optimizer, flats, shards, slots
 
     def _agree_layout(self, built: Any, failure: Any) -> None:
         shape = None
@@ -185,7 +170,7 @@ class ZeroOptimizer:
                                      "dtypes or groups); every rank passes the same")
         agree(self.comm, "ZeroOptimizer", failure)
         groups, self._params, self._segments, self.optimizer, self._flats, \
-            self._shards = built
+            self._shards, self._slots = built
         self._local = {id(s): i for i, s in enumerate(self._segments)}
         bucket = _STAGE2_BUCKET // self.world if self.stage == 2 else 1 << 62
         self._averagers = [Averager(self.comm, s, bucket) for s in self._segments]
@@ -193,6 +178,105 @@ class ZeroOptimizer:
             self._avg_flats = [np.zeros(s.padded, s.dtype) for s in self._segments]
         else:
             self._avg_shards = [np.zeros(s.shard, s.dtype) for s in self._segments]
+        # Each segment's flat gradient, which flat_grads() hands out and the
+        # exchange then sends from in place.
+        self._grad_flats: list[np.ndarray | None] = [None] * len(self._segments)
+        self._param_views: list[np.ndarray] | None = None
+        self._grad_views: list[np.ndarray] | None = None
+
+    def flat_params(self) -> list[np.ndarray]:
+        """The parameters as views into the flat buffers the step updates.
+
+        Train with these arrays instead of the ones passed at construction
+        to save two copies per step: in stages 1 and 2 ``step`` then steps
+        this rank's slice of the flat buffer where it lies and all-gathers
+        the slices straight into it, and stops writing the arrays passed
+        at construction (their current values are copied in by this call).
+        At stage 0 the parameters are stepped in place already: these are
+        the arrays passed at construction. Call it alike on every rank.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One array per parameter (in order over all groups), each of its
+            parameter's shape and dtype; the same arrays on every call.
+
+        See Also
+        --------
+        flat_grads : The same for the gradients.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> from mpi4py import MPI
+        >>> from optcore.distributed import ZeroOptimizer
+        >>> w = np.ones((2, 3), np.float32)
+        >>> opt = ZeroOptimizer(optcore.SGD, [w], MPI.COMM_WORLD, lr=0.5)
+        >>> (weights,) = opt.flat_params()
+        >>> opt.step([np.ones((2, 3), np.float32)])
+        >>> print(weights[0], w[0])          # w is no longer written
+        [0.5 0.5 0.5] [1. 1. 1.]
+        """
+        if self._param_views is None:
+            if self.stage == 0:
+                self._param_views = [p for ps in self._params for p in ps]
+            else:
+                for seg, flat in zip(self._segments, self._flats):
+                    seg.copy_range(seg.params, 0, seg.total, flat[:seg.total])
+                self._param_views = param_views(self._segments, self._flats)
+        return list(self._param_views)
+
+    def flat_grads(self) -> list[np.ndarray]:
+        """Gradient arrays, views into flat buffers laid out like the
+        parameters: write each step's gradients into them and pass them to
+        ``step`` (at stage 2 this saves a copy of the gradients per step).
+
+        Gradients are sent from where they lie at stages 0 and 1; at stage 2
+        ``step`` recognises these arrays and sends each bucket from them in
+        place instead of copying it (the first call allocates a buffer of
+        the whole gradient, which stage 2 otherwise does without).
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One zero-filled array per parameter (in order over all groups),
+            each of its parameter's shape and dtype; the same arrays on
+            every call.
+
+        See Also
+        --------
+        flat_params : The same for the parameters.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import optcore
+        >>> from mpi4py import MPI
+        >>> from optcore.distributed import ZeroOptimizer
+        >>> opt = ZeroOptimizer(optcore.SGD, [np.zeros(4)], MPI.COMM_WORLD, lr=1.0)
+        >>> (weights,), (grad,) = opt.flat_params(), opt.flat_grads()
+        >>> grad[:] = [1.0, 2.0, 3.0, 4.0]   # e.g. a backward pass writing in place
+        >>> opt.step([grad])
+        >>> print(weights)
+        [-1. -2. -3. -4.]
+        """
+        if self._grad_views is None:
+            for i, seg in enumerate(self._segments):
+                if self._grad_flats[i] is None:
+                    self._grad_flats[i] = np.zeros(seg.padded, seg.dtype)
+            self._grad_views = param_views(self._segments, self._grad_flats)
+        return list(self._grad_views)
+
+    def _source(self, i: int, seg: Segment, grads: list[np.ndarray]) -> np.ndarray | None:
+        """Segment ``i``'s flat gradient holding ``grads``, or None (staged)."""
+        flat, views = self._grad_flats[i], self._grad_views
+        if flat is not None and views is not None and all(
+                g is views[idx] or (g.ctypes.data == views[idx].ctypes.data
+                                    and g.strides == views[idx].strides)
+                for g, idx in zip(grads, seg.indices)):
+            return flat
+        return None
 
     # -- what the wrapped optimizer shows --
 
@@ -240,46 +324,9 @@ class ZeroOptimizer:
     # -- the step --
 
     def _checked_grads(self, grads: Any) -> list[list[np.ndarray]]:
-        """``grads`` (one array per parameter, or one list per group) as one
-        list per group, every gradient checked against its parameter."""
         if self._broken is not None:
             raise RuntimeError(self._broken)
-        sizes = [len(ps) for ps in self._params]
-        if not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads must be a list of arrays (one per parameter) or of "
-                            f"lists (one per group), got {type(grads).__name__}")
-        if (len(grads) == len(sizes) and len(grads) > 0
-                and all(isinstance(gs, (list, tuple)) for gs in grads)):
-            per_group = [list(gs) for gs in grads]
-        else:
-            if len(grads) != sum(sizes):
-                raise ValueError(f"grads has {len(grads)} entries but the optimizer has "
-                                 f"{sum(sizes)} parameters")
-            per_group, pos = [], 0
-            for n in sizes:
-                per_group.append(list(grads[pos:pos + n]))
-                pos += n
-        index = 0
-        for g, (ps, gs) in enumerate(zip(self._params, per_group)):
-            if len(gs) != len(ps):
-                raise ValueError(f"grads for group {g} has {len(gs)} entries but the group "
-                                 f"has {len(ps)} parameters")
-            for j, (p, gr) in enumerate(zip(ps, gs)):
-                label = f"the grad of parameter {index + j} (group {g}, index {j})"
-                if gr is None:
-                    raise ValueError(f"{label} is missing (None): every parameter needs a "
-                                     f"gradient on every rank (pass zeros)")
-                if not isinstance(gr, np.ndarray):
-                    raise TypeError(f"{label} is a {type(gr).__name__}, not a NumPy array")
-                if gr.dtype != p.dtype:
-                    raise TypeError(f"{label} has dtype {gr.dtype} but the parameter has "
-                                    f"{p.dtype}")
-                if gr.shape != p.shape:
-                    raise ValueError(f"{label} has shape {gr.shape} but the parameter has "
-                                     f"{p.shape}")
-                if self.check_finite and not np.isfinite(gr).all():
-                    raise FloatingPointError(f"{label} is not finite (NaN or infinity)")
-            index += len(ps)
+        per_group = checked_grads(self._params, grads, self.check_finite)
         for g in range(len(self.optimizer.param_groups)):
             self.optimizer._group_hyper(g)      # an option edited to a bad value
         return per_group
@@ -347,20 +394,25 @@ class ZeroOptimizer:
             raise RuntimeError(str(exc)) from None
 
     def _step_sharded(self, per_group: list[list[np.ndarray]]) -> None:
+        averaged = []
         for i, seg in enumerate(self._segments):
-            self._averagers[i].reduce_scatter(self._grads_of(per_group, seg),
-                                              self._avg_shards[i])
-            # The slice starts from the user's arrays, so values they set
-            # between steps (alike on every rank) are the ones stepped.
-            lo, hi = seg.owned(self.rank)
-            seg.copy_range(seg.params, lo, hi, self._shards[i])
-        local = [[a for s, a in zip(self._segments, self._avg_shards) if s.group == g]
-                 for g in range(len(self._params))]
+            grads = self._grads_of(per_group, seg)
+            averaged.append(self._averagers[i].reduce_scatter(
+                grads, self._avg_shards[i], self._source(i, seg, grads)))
+            if self._param_views is None:
+                # The slice starts from the user's arrays, so values they set
+                # between steps (alike on every rank) are the ones stepped.
+                lo, hi = seg.owned(self.rank)
+                seg.copy_range(seg.params, lo, hi, self._shards[i])
+        segs, r = self._segments, self.rank
+        local = [[segs[i].piece(averaged[i], j, r) for i, j in self._slots
+                  if segs[i].group == g] for g in range(len(self._params))]
         _, failure = attempt(lambda: self.optimizer.step(local))
         self._after_local_step(failure)
         for seg, flat in zip(self._segments, self._flats):
             allgather_in_place(self.comm, flat)
-            seg.scatter(flat, seg.params)
+            if self._param_views is None:
+                seg.scatter(flat, seg.params)
 
     def _step_replicated(self, per_group: list[list[np.ndarray]]) -> None:
         views: list[list[np.ndarray]] = [[] for _ in self._params]
@@ -368,8 +420,13 @@ class ZeroOptimizer:
         for i, seg in enumerate(self._segments):
             flat = self._avg_flats[i]
             lo, hi = seg.owned(self.rank)
-            self._averagers[i].reduce_scatter(self._grads_of(per_group, seg), flat[lo:hi])
-            allgather_in_place(self.comm, flat)
+            grads = self._grads_of(per_group, seg)
+            mine = self._averagers[i].reduce_scatter(grads, flat[lo:hi],
+                                                     self._source(i, seg, grads))
+            if self.world > 1:
+                allgather_in_place(self.comm, flat)
+            else:
+                flat = mine                         # the gradient itself
             for idx, p, off in zip(seg.indices, seg.params, seg.offsets):
                 where[idx] = flat[off:off + p.size].reshape(p.shape)
         index = 0
@@ -412,19 +469,22 @@ class ZeroOptimizer:
             return local
         state: dict[int, dict[str, Any]] = {}
         for i, seg in enumerate(self._segments):
-            entry = local["state"].get(i)
-            present = self.comm.allgather(entry is not None)
+            mine = [(s, j) for s, (si, j) in enumerate(self._slots) if si == i]
+            entries = [local["state"].get(s) for s, _ in mine]
+            present = self.comm.allgather(all(e is not None for e in entries))
             if not all(present):
                 if any(present):
                     raise RuntimeError("the ranks disagree on which state exists")
                 continue
+            entry = entries[0]
             assert entry is not None
             full: dict[str, Any] = {}
             for key, value in entry.items():
                 if isinstance(value, np.ndarray):
-                    flat = np.empty(seg.padded, value.dtype)
+                    flat = np.zeros(seg.padded, value.dtype)
                     lo, hi = seg.owned(self.rank)
-                    flat[lo:hi] = value
+                    for (_, j), e in zip(mine, entries):
+                        seg.piece(flat[lo:hi], j, self.rank)[...] = e[key]
                     allgather_in_place(self.comm, flat)
                     full[key] = flat
                 else:
@@ -487,36 +547,7 @@ class ZeroOptimizer:
         whole.load_state_dict(state_dict)
         if self.stage == 0:
             return state_dict
-        state: dict[int, dict[str, Any]] = {}
-        for i, seg in enumerate(self._segments):
-            entries = [whole.state.get(idx) for idx in seg.indices]
-            if all(e is None for e in entries):
-                continue
-            if any(e is None for e in entries):
-                raise ValueError(f"the state dict has state for some parameters of group "
-                                 f"{seg.group} ({seg.dtype}) but not for others; a "
-                                 f"sharded optimizer steps them together")
-            scalars = {k: v for k, v in entries[0].items() if not isinstance(v, np.ndarray)}
-            for idx, e in zip(seg.indices, entries):
-                if {k: v for k, v in e.items() if not isinstance(v, np.ndarray)} != scalars:
-                    raise ValueError(f"parameter {idx} has other scalar state ({e.get('step')}"
-                                     f" steps) than the others of group {seg.group} "
-                                     f"({seg.dtype}); a sharded optimizer steps them together")
-            entry: dict[str, Any] = dict(scalars)
-            lo, hi = seg.owned(self.rank)
-            for key, value in entries[0].items():
-                if isinstance(value, np.ndarray):
-                    fill = self.optimizer._fill(key, self.optimizer.param_groups[seg.group])
-                    shard = np.full(seg.shard, fill, seg.dtype)
-                    seg.copy_range([e[key] for e in entries], lo, min(hi, seg.total),
-                                   shard[:max(0, min(hi, seg.total) - lo)])
-                    entry[key] = shard
-            state[i] = {k: entry[k] for k in entries[0]}
-        groups = [{**{k: v for k, v in g.items() if k != "params"},
-                   "params": [i for i, s in enumerate(self._segments) if s.group == gi]}
-                  for gi, g in enumerate(whole.state_dict()["param_groups"])]
-        return {"state": state, "param_groups": groups}
-
+        return shard_state(whole, self._segments, self.rank, self._slots)
 
 def DataParallelOptimizer(optimizer_class: type, params: Iterable[Any], comm: Any,
                           **hyperparameters: Any) -> ZeroOptimizer:
