@@ -1,4 +1,4 @@
-"""DTensor parameters (FSDP2's ``fully_shard``, tensor parallelism) in optcore.torch.
+"""DTensor parameters (FSDP2's ``fully_shard``) in optcore.torch.
 
 A DTensor is a wrapper without storage of its own: its memory is the local
 tensor (``to_local()``) of this rank, the shard FSDP2 keeps resident. The
@@ -9,12 +9,13 @@ the gradient; the state tensors are DTensors built from the parameter
 ``set_optimizer_state_dict`` save, load and reshard them as they do
 torch.optim's.
 
-The hooks ``_base.py`` calls: ``param_local`` (checks, the tensor to view),
-``state_local`` (a state tensor against its parameter), ``grad_local`` (a
-gradient that is not a plain tensor), ``new_slot`` (the slot class whose
-validity check reads the local tensors). Each returns its argument, or the
-plain slot, unchanged for plain tensors; the plain path calls none of them
-on a step whose slots are cached.
+The hooks: ``param_local`` and ``state_local`` (the checks of
+``optcore.torch._tensors``: the tensor to view, a state tensor against its
+parameter), ``grad_local`` (``_base.py``, for a gradient that is not a plain
+tensor), ``local_ptr`` and ``new_slot`` (``_base.py``: the slot class whose
+validity check reads the local tensors). For plain tensors each returns its
+argument, or the plain slot; a step whose slots are cached calls none of
+them for plain tensors.
 
 An optimizer step has no collective: parameters whose gradients are DTensors
 are expected to have been reduced by the engine (FSDP2 reduce-scatters in
@@ -51,26 +52,24 @@ def is_dtensor(t: Any) -> bool:
 
 
 def _local(t: Any) -> torch.Tensor:
-    # The local tensor itself, never an autograd view of it (to_local()
-    # under grad mode returns a view; its memory is the same).
-    with torch.no_grad():
-        return t.to_local()
+    # (steps run in no-grad mode, where to_local() is the local tensor
+    # itself; in grad mode it is an autograd view of the same memory)
+    local: torch.Tensor = t.to_local()
+    return local if not torch.is_grad_enabled() else local.detach()
 
 
 def _layout(t: Any) -> tuple[Any, tuple[Any, ...]]:
     return t.device_mesh, tuple(t.placements)
 
 
-def param_local(p: torch.Tensor, where: str, kernel: str) -> torch.Tensor:
+def param_local(p: Any, where: str, kernel: str) -> torch.Tensor:
     """The tensor whose memory a step updates: p, or the local shard of a
-    DTensor p (its mesh on the CPU; a kernel that reduces over whole tensors
-    only with replicated placements)."""
+    DTensor p (checked by the caller as any parameter: on the CPU, dense,
+    contiguous); a kernel that reduces over whole tensors only with
+    replicated placements."""
     if not is_dtensor(p):
         return p
-    mesh, placements = _layout(p)
-    if mesh.device_type != "cpu":
-        raise ValueError(f"{where} is a DTensor on a {mesh.device_type!r} device mesh; "
-                         f"optcore steps DTensors of a CPU device mesh")
+    placements = tuple(p.placements)
     if kernel in _WHOLE_TENSOR_KERNELS and not all(pl.is_replicate() for pl in placements):
         raise ValueError(
             f"{where} is a DTensor with placements {placements}; {kernel} computes "
