@@ -35,6 +35,9 @@ from optcore.kernels._buffers import check_calls
 from optcore.optim._checks import check_loaded_group, check_loaded_state_keys
 from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
+from optcore.torch import _dtensor
+from optcore.torch._tensors import Slot as _Slot
+from optcore.torch._tensors import check_param, forget as _forget, scalar_view, state_view
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,46 +52,11 @@ if TYPE_CHECKING:
     _Plan = tuple[int, list["_Slot"], list[np.ndarray], list[tuple[Any, list[int]]],
                   tuple[Buffer, ...], dict[str, Any]]
 
-_SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _NO_STATE: dict = {}          # shared by parameters without state; never written
 _STRIDED = torch.strided
+_TENSOR = torch.Tensor
 _FLAGS = ("fused", "foreach", "capturable", "differentiable")
 _PLAIN = (float, int, bool, type(None))
-
-
-class _Slot:
-    """Cached NumPy views of one parameter and its state, valid while the
-    tensors (and their storage) are the ones recorded here."""
-
-    __slots__ = ("param", "ptr", "numel", "view_dtype", "view", "state", "keys",
-                 "tensors", "views", "scalar_views", "entries", "created")
-
-    param: torch.Tensor
-    ptr: int
-    numel: int
-    view_dtype: torch.dtype
-    view: np.ndarray
-    state: dict[str, Any]
-    keys: tuple[Buffer, ...]
-    tensors: tuple[torch.Tensor, ...]
-    views: tuple[np.ndarray, ...]
-    scalar_views: tuple[np.ndarray, ...]
-    entries: tuple[tuple[str, torch.Tensor, int], ...]
-    created: tuple[str, ...]
-
-    def valid(self, p: torch.Tensor, state: dict[str, Any],
-              needed: tuple[Buffer, ...]) -> bool:
-        # Same parameter over the same contiguous memory, the same state
-        # tensors over the same memory (share_memory_(), set_() or `.data =`
-        # move a tensor's storage and would leave a cached view dangling).
-        if not (self.param is p and self.state is state and self.keys == needed
-                and self.ptr == p.data_ptr() and self.numel == p.numel()
-                and p.dtype is self.view_dtype and p.is_contiguous()):
-            return False
-        for key, t, ptr in self.entries:
-            if state.get(key) is not t or t.data_ptr() != ptr:
-                return False
-        return True
 
 
 class KernelOptimizer(Optimizer):
@@ -212,18 +180,8 @@ class KernelOptimizer(Optimizer):
             self.param_groups.pop()
             raise
 
-    def _check_param(self, p: torch.Tensor, gi: int, j: int) -> None:
-        where = f"optcore.torch.{type(self).__name__}: param_groups[{gi}]['params'][{j}]"
-        need = ("optcore updates CPU, dense, C-contiguous float32/float64 tensors in "
-                "place and never works on a copy")
-        if p.device.type != "cpu":
-            raise ValueError(f"{where} is on device {p.device}; {need}")
-        if p.layout is not _STRIDED:
-            raise ValueError(f"{where} has layout {p.layout}; {need}")
-        if p.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(f"{where} has dtype {p.dtype}; {need}")
-        if not p.is_contiguous():
-            raise ValueError(f"{where} is not contiguous (strides {p.stride()}); {need}")
+    def _check_param(self, p: torch.Tensor, gi: int, j: int) -> torch.Tensor:
+        return check_param(type(self).__name__, self._rules.spec.spec.name, p, gi, j)
 
     # ---- state ---------------------------------------------------------------
 
@@ -347,27 +305,28 @@ class KernelOptimizer(Optimizer):
         if slot is not None and slot.valid(p, state, needed):
             slot.created = ()
             return slot
-        self._check_param(p, gi, j)
+        local = self._check_param(p, gi, j)
         created = self._init_state(state, p, group)
         try:
-            slot = _Slot()
+            slot = _dtensor.new_slot(p, _Slot)
             slot.param = p
-            slot.ptr = p.data_ptr()
-            slot.numel = p.numel()
-            slot.view_dtype = p.dtype
-            slot.view = p.detach().numpy()
+            slot.ptr = local.data_ptr()
+            slot.numel = local.numel()
+            slot.view_dtype = local.dtype
+            slot.view = local.detach().numpy()
             slot.state = state
             slot.keys = needed
             names = tuple(self._rules.scalars)
             # (the state buffers in `needed` all have a state_key)
             slot.tensors = tuple(state[b.state_key] for b in needed)  # type: ignore[index]
-            slot.views = tuple(self._state_view(t, p, b.state_key, gi, j)
+            owner = type(self).__name__
+            slot.views = tuple(state_view(owner, t, p, b.state_key, gi, j)
                                for b, t in zip(needed, slot.tensors))
             scalars = tuple(state[k] for k in names)
-            slot.scalar_views = tuple(self._scalar_view(t, k, gi, j)
+            slot.scalar_views = tuple(scalar_view(owner, t, k, gi, j)
                                       for k, t in zip(names, scalars))
             slot.entries = tuple(
-                (key, t, t.data_ptr()) for key, t in  # type: ignore[misc]
+                (key, t, _dtensor.local_ptr(t)) for key, t in  # type: ignore[misc]
                 zip((*names, *(b.state_key for b in needed)), (*scalars, *slot.tensors)))
         except Exception:
             _forget(self.state, p, created)
@@ -375,33 +334,6 @@ class KernelOptimizer(Optimizer):
         slot.created = tuple(created)
         slots[id(p)] = slot
         return slot
-
-    def _state_view(self, t: Any, p: torch.Tensor, key: str | None, gi: int,
-                    j: int) -> np.ndarray:
-        where = (f"optcore.torch.{type(self).__name__}: state[{key!r}] of "
-                 f"param_groups[{gi}]['params'][{j}]")
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{where} is a {type(t).__name__}, not a tensor")
-        if t.device.type != "cpu" or t.layout is not _STRIDED:
-            raise ValueError(f"{where} is a {t.layout} tensor on {t.device}; state "
-                             f"tensors must be dense CPU tensors")
-        if t.dtype != p.dtype:
-            raise TypeError(f"{where} has dtype {t.dtype} but the parameter has {p.dtype}")
-        if t.shape != p.shape:
-            raise ValueError(f"{where} has shape {tuple(t.shape)} but the parameter "
-                             f"has {tuple(p.shape)}")
-        if not t.is_contiguous():
-            raise ValueError(f"{where} is not contiguous; optcore updates state in "
-                             f"place and never works on a copy")
-        return t.detach().numpy()
-
-    def _scalar_view(self, t: Any, key: str, gi: int, j: int) -> np.ndarray:
-        if not (isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type == "cpu"):
-            raise ValueError(
-                f"optcore.torch.{type(self).__name__}: state[{key!r}] of "
-                f"param_groups[{gi}]['params'][{j}] must be a one-element CPU tensor, "
-                f"got {t!r}")
-        return t.detach().numpy().reshape(())
 
     # ---- step ----------------------------------------------------------------
 
@@ -513,6 +445,9 @@ class KernelOptimizer(Optimizer):
                         f"optcore.torch.{type(self).__name__} does not support sparse "
                         f"gradients (param_groups[{gi}]['params'][{j}] has a "
                         f"{g.layout} gradient)")
+                if g.__class__ is not _TENSOR:   # a DTensor's: its local tensor
+                    g = _dtensor.grad_local(g, p, f"optcore.torch.{type(self).__name__}: "
+                                                  f"param_groups[{gi}]['params'][{j}]")
                 # torch.optim leaves no state entry where there is no state.
                 p_state = _NO_STATE if stateless and p not in state else state[p]
                 slot = self._slot(p, p_state, group, needed, gi, j)
@@ -641,13 +576,3 @@ class KernelOptimizer(Optimizer):
             if s.created:
                 _forget(self.state, s.param, s.created)
                 slot_cache.pop(id(s.param), None)
-
-
-def _forget(state: Any, p: torch.Tensor, keys: Iterable[str]) -> None:
-    entry = state.get(p)
-    if entry is None:
-        return
-    for key in keys:
-        entry.pop(key, None)
-    if not entry:
-        del state[p]
