@@ -211,7 +211,7 @@ class LBFGS(torch.optim.Optimizer):
         ...     loss = ((w - 1) ** 2).sum()
         ...     loss.backward()
         ...     return loss
-        >>> float(opt.step(closure))
+        >>> opt.step(closure).item()
         4.0
         >>> round(w.item(), 6)
         1.0
