@@ -334,3 +334,26 @@ def test_numpy_state_dict_round_trip_continues_identically():
     with pytest.raises(ValueError, match="options"):
         twin.load_state_dict({"state": {}, "param_groups": [{"params": [0], "lr": 1}]})
     assert twin.param_groups[0]["history_size"] == 4
+
+
+def test_numpy_checkpoint_round_trip(tmp_path):
+    x = np.array([-1.5, 2.0])
+    opt = optcore.LBFGS([x], max_iter=5)
+    opt.step(_numpy_closure(rosenbrock, [x]))
+    optcore.save(opt, tmp_path / "lbfgs.oc")
+    y = x.copy()
+    twin = optcore.LBFGS([y], max_iter=5)
+    optcore.load(tmp_path / "lbfgs.oc", into=twin)
+    opt.step(_numpy_closure(rosenbrock, [x]))
+    twin.step(_numpy_closure(rosenbrock, [y]))
+    assert np.array_equal(x, y)
+
+
+def test_torch_save_of_optcore_state_loads_into_torch(tmp_path):
+    params = _torch_params("mlp", torch.float32)
+    opt = ot.LBFGS(params, max_iter=3, line_search_fn="strong_wolfe")
+    opt.step(_torch_closure(opt, mlp, params))
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    ref = torch.optim.LBFGS(params, max_iter=3, line_search_fn="strong_wolfe")
+    ref.load_state_dict(torch.load(tmp_path / "opt.pt"))
+    _assert_same_state(opt.state_dict()["state"][0], ref.state_dict()["state"][0], 0.0)

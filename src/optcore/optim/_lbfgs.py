@@ -275,7 +275,7 @@ def lbfgs_step(state: dict[str, Any], group: dict[str, Any], lr: Any, problem: P
 
     # What carries over from the previous step (absent on the first); written
     # back at the end, in torch's key order.
-    mem = {key: state.get(key) for key in CARRIED}
+    mem: dict[str, Any] = {key: state.get(key) for key in CARRIED}
     n_iter = 0
     while n_iter < max_iter:
         n_iter += 1

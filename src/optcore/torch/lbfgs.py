@@ -173,8 +173,10 @@ class LBFGS(torch.optim.Optimizer):
                  max_eval: int | None = None, tolerance_grad: float = 1e-7,
                  tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: str | None = None) -> None:
-        is_tensor = isinstance(lr, torch.Tensor)
-        check_options(lr, is_tensor, lr.numel() if isinstance(lr, torch.Tensor) else None)
+        if isinstance(lr, torch.Tensor):
+            check_options(lr, True, lr.numel())
+        else:
+            check_options(lr, False, None)
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval,
