@@ -51,7 +51,6 @@ DTYPES = [torch.float32, torch.float64]
 #: that optcore.torch gains is tested automatically.
 NOT_IN_OPTCORE = {
     "Adafactor": "not implemented yet (the precision issue)",
-    "LBFGS": "not implemented yet",
     "Muon": "not implemented yet",
     "SparseAdam": "sparse gradients are not supported yet",
 }
@@ -139,8 +138,15 @@ def _loss(m, step):
     return loss
 
 
+def _info(name):
+    return next(i for i in INFOS if i.optim_cls.__name__ == name)
+
+
 def _groups(m, cls, kwargs):
-    """Two groups, the second with half the lr (torch's tests use groups too)."""
+    """Two groups, the second with half the lr (torch's tests use groups too);
+    one group for an optimizer without groups (LBFGS)."""
+    if not _info(cls.__name__).supports_param_groups:
+        return list(m.values())
     lr = kwargs.get("lr", inspect.signature(cls.__init__).parameters["lr"].default)
     half = torch.tensor(float(lr) / 2) if torch.is_tensor(lr) else lr / 2
     return [{"params": [m["weight"], m["bias"], m["empty"]]},
@@ -155,6 +161,7 @@ def _run_twins(name, torch_kwargs, optcore_kwargs, dtype):
                                              torch_kwargs), **copy.deepcopy(torch_kwargs))
     opt = getattr(ot, name)(_groups(model, getattr(ot, name), optcore_kwargs),
                             **copy.deepcopy(optcore_kwargs))
+    closure_always = _info(name).step_requires_closure
     for step in range(STEPS):
         losses = []
         for o, m in ((ref, ref_model), (opt, model)):
@@ -164,7 +171,7 @@ def _run_twins(name, torch_kwargs, optcore_kwargs, dtype):
                 loss.backward()
                 return loss
 
-            if step % 2:
+            if step % 2 or closure_always:
                 losses.append(float(o.step(closure).detach()))
             else:
                 closure()
@@ -195,7 +202,20 @@ class _Plain:
     def __init__(self, sd):
         groups = [{k: (v.item() if torch.is_tensor(v) else v) for k, v in g.items()}
                   for g in sd["param_groups"]]
-        self._sd = {"state": sd["state"], "param_groups": groups}
+        self._sd = {"state": {k: self._flat(entry) for k, entry in sd["state"].items()},
+                    "param_groups": groups}
+
+    @staticmethod
+    def _flat(entry):
+        """List-valued state (LBFGS's history) as one key per element."""
+        flat = {}
+        for key, value in entry.items():
+            if isinstance(value, list):
+                flat[f"{key} length"] = len(value)
+                flat.update({f"{key}[{i}]": v for i, v in enumerate(value)})
+            else:
+                flat[key] = value
+        return flat
 
     def state_dict(self):
         return self._sd

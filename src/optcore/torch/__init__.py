@@ -26,4 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
         "or use the NumPy optimizers in optcore") from exc
 
 from optcore.torch.optimizers import *  # noqa: F401,F403
-from optcore.torch.optimizers import __all__ as __all__
+from optcore.torch.optimizers import __all__ as _kernel_classes
+from optcore.torch.lbfgs import LBFGS
+
+__all__ = [*_kernel_classes, "LBFGS"]
