@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optcore.kernels._buffers import check_calls
+from optcore.kernels._plan import NumpyPlan
 from optcore.optim._checks import _MAX_STEP, _check_shape
 
 if TYPE_CHECKING:
@@ -171,6 +172,31 @@ class PlanMixin:
             checked.append((g, out, hyper, complete))
         return checked, copied
 
+    def _planned_step(self, grads: Any) -> bool:
+        """Take the step through the cached plan (``optcore.kernels._plan``)
+        when nothing it was built from changed; False when the general path
+        must take it (nothing was written then)."""
+        plan = self.__dict__.get("_step_plan")
+        if plan is None or len(self.param_groups) != 1:
+            return False
+        group = self.param_groups[0]
+        first = plan.check(self._calls[0], group, grads)
+        if first is None:
+            return False
+        names = self._scalar_names
+        hyper, buffers = plan.data
+        scalars = dict(zip(names, self._checked_scalars(first, 0, 0)))
+        try:
+            new = self._call(self._rules.kernel, group["params"], grads, buffers, scalars,
+                             False, hyper)
+        except (TypeError, ValueError):
+            # The kernel refused its buffers before writing: the general path
+            # reports them as the parameters and state users know.
+            return False
+        if new:
+            plan.store(new)
+        return True
+
     def _run(self, fn: Kernel, call: _Call) -> None:
         new = self._call(fn, call.params, call.grads, call.buffers, call.scalars,
                          call.fresh, call.hyper)
@@ -280,6 +306,11 @@ class PlanMixin:
             first = (first,)
         scalars = self._checked_scalars(first, g, 0)
         start = self._starts[g]
+        if g == 0 and len(self.param_groups) == 1:
+            # The next steps of this one-group optimizer: re-validated in C.
+            self.__dict__["_step_plan"] = NumpyPlan.build(
+                self._calls[g], self.param_groups[g], tuple(self.defaults), entries, kinds,
+                [column for _, column in self._calls[g][4]], names, (hyper, buffers))
         return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
                      grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
 

@@ -1,0 +1,233 @@
+"""Cached step plans: the per-step re-validation of the optimizer classes.
+
+A class steps a parameter group with one multi-tensor kernel call whose
+arguments (parameter views, state views, options) do not change from step to
+step. A plan holds them, built once by the class from its checked general
+path, and re-validates them at each step in C by identity (the same group
+dict, parameter list and parameters, the same option objects, the same state
+entries and arrays; for torch tensors also the same data pointer, size, dtype
+and contiguity). Anything that does not pass makes ``check`` return None and
+the class takes its general path, which checks everything and raises the
+errors users see. The kernel call itself still binds and checks every buffer
+(``_buffers.bind``) before it writes.
+"""
+
+cimport numpy as cnp
+from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport uintptr_t
+
+cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    int PyArray_SetBaseObject(cnp.ndarray arr, object base) except -1
+
+
+cdef inline bint _grad_like(object gr, cnp.ndarray p) noexcept:
+    # Exactly an aligned NumPy array of p's dtype (the same descriptor
+    # object) and shape: the grads the general path accepts unchanged.
+    cdef cnp.ndarray g
+    cdef int d
+    if not cnp.PyArray_CheckExact(gr):
+        return False
+    g = <cnp.ndarray>gr
+    if <PyObject*>cnp.PyArray_DESCR(g) != <PyObject*>cnp.PyArray_DESCR(p):
+        return False
+    if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p) or not cnp.PyArray_ISALIGNED(g):
+        return False
+    for d in range(cnp.PyArray_NDIM(p)):
+        if cnp.PyArray_DIM(g, d) != cnp.PyArray_DIM(p, d):
+            return False
+    return True
+
+
+cdef inline bint _same_values(dict group, tuple keys, tuple values) noexcept:
+    cdef Py_ssize_t i
+    cdef PyObject* v
+    for i in range(len(keys)):
+        v = PyDict_GetItem(group, <object>PyTuple_GET_ITEM(keys, i))
+        if v == NULL or v != PyTuple_GET_ITEM(values, i):
+            return False
+    return True
+
+
+cdef bint _immutable(object v):
+    if v is None or type(v) in (float, int, bool, str):
+        return True
+    if type(v) is tuple:
+        return all([_immutable(x) for x in v])
+    return False
+
+
+cdef class _GroupPlan:
+    """What both plans check: the group, its parameters and its options."""
+    cdef readonly object owner        # what the plan belongs to (a cache's key)
+    cdef readonly dict group
+    cdef list params                  # the group's "params" list (identity)
+    cdef tuple param_items            # its items when the plan was built
+    cdef tuple keys                   # option names
+    cdef tuple values                 # their objects when the plan was built
+    cdef public object data           # the caller's cached call arguments
+
+    cdef bint _init_group(self, object owner, dict group, tuple keys) except -1:
+        self.owner = owner
+        self.group = group
+        self.params = group["params"]
+        self.param_items = tuple(self.params)
+        self.keys = keys
+        self.values = tuple([group.get(k) for k in keys])
+        # A mutable option (a list, a tensor lr) may change in place: no plan.
+        return all([_immutable(v) for v in self.values])
+
+    cdef inline bint _group_ok(self, dict group) noexcept:
+        cdef Py_ssize_t j, n = len(self.param_items)
+        if group is not self.group or group.get("params") is not self.params:
+            return False
+        if PyList_GET_SIZE(self.params) != n:
+            return False
+        for j in range(n):
+            if PyList_GET_ITEM(self.params, j) != PyTuple_GET_ITEM(self.param_items, j):
+                return False
+        return _same_values(group, self.keys, self.values)
+
+
+cdef class NumpyPlan(_GroupPlan):
+    """The plan of one group of a NumPy optimizer (``optcore.optim``): its
+    state entries, the state arrays in them, the names of its scalar state."""
+    cdef list entries
+    cdef tuple kinds                  # state keys of the arrays
+    cdef list columns                 # per kind: the arrays, per parameter
+    cdef tuple scalar_names
+
+    @staticmethod
+    def build(owner, dict group, tuple keys, list entries, tuple kinds, list columns,
+              tuple scalar_names, data):
+        """A plan, or None when the group's options may change in place."""
+        cdef NumpyPlan plan = NumpyPlan.__new__(NumpyPlan)
+        if not plan._init_group(owner, group, keys):
+            return None
+        plan.entries = entries
+        plan.kinds = kinds
+        plan.columns = columns
+        plan.scalar_names = scalar_names
+        plan.data = data
+        return plan
+
+    def check(self, owner, dict group, grads):
+        """The scalar state shared by every entry (a tuple), or None when the
+        general path must take this step: anything changed, a gradient that
+        is not an aligned array of its parameter's dtype and shape, or
+        diverged scalar state."""
+        cdef Py_ssize_t j, k, n = len(self.param_items)
+        cdef PyObject* a
+        cdef list column
+        if owner is not self.owner or not self._group_ok(group):
+            return None
+        if type(grads) is not list and type(grads) is not tuple:
+            return None
+        if len(grads) != n:
+            return None
+        for j in range(n):
+            if not _grad_like(grads[j], <cnp.ndarray>PyTuple_GET_ITEM(self.param_items, j)):
+                return None
+        for j in range(n):
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            for k in range(len(self.kinds)):
+                a = PyDict_GetItem(entry, <object>PyTuple_GET_ITEM(self.kinds, k))
+                column = <list>PyList_GET_ITEM(self.columns, k)
+                if a == NULL or a != PyList_GET_ITEM(column, j):
+                    return None
+        first = None
+        for j in range(n):
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            values = []
+            for name in self.scalar_names:
+                a = PyDict_GetItem(entry, name)
+                if a == NULL:
+                    return None
+                values.append(<object>a)
+            values = tuple(values)
+            if first is None:
+                first = values
+            elif values != first:
+                return None
+        return first if first is not None else ()
+
+    def store(self, dict new):
+        """The scalar state after the kernel ran, into every entry."""
+        for entry in self.entries:
+            (<dict>entry).update(new)
+
+
+cdef class TorchPlan(_GroupPlan):
+    """The plan of one group of an ``optcore.torch`` optimizer: its parameters'
+    memory, their state entries and tensors (with their memory)."""
+    cdef object state                 # the optimizer's state mapping
+    cdef list entries                 # per parameter: its state dict
+    cdef list entry_items             # per parameter: its (key, tensor) pairs
+    cdef list ptrs                    # per parameter: data_ptr, numel
+    cdef object dtype                 # the group's parameters' dtype
+    cdef list tensors                 # per entry pair: the tensors' data_ptr
+    cdef int typenum
+
+    @staticmethod
+    def build(owner, dict group, tuple keys, state, list entries, list entry_items,
+              dtype, int typenum, data):
+        """A plan, or None when the group's options may change in place."""
+        cdef TorchPlan plan = TorchPlan.__new__(TorchPlan)
+        if not plan._init_group(owner, group, keys):
+            return None
+        plan.state = state
+        plan.entries = entries
+        plan.entry_items = entry_items
+        plan.dtype = dtype
+        plan.typenum = typenum
+        plan.ptrs = [(p.data_ptr(), p.numel()) for p in plan.param_items]
+        plan.tensors = [tuple([t.data_ptr() for _, t in items]) for items in entry_items]
+        plan.data = data
+        return plan
+
+    def check(self, owner, dict group, state, bint check_entries):
+        """The gradients as NumPy views (a list), or None when the general
+        path must take this step. ``check_entries``: also look the state
+        entries up in ``state`` (by parameter)."""
+        cdef Py_ssize_t j, n = len(self.param_items)
+        cdef list grads = []
+        cdef cnp.npy_intp size
+        cdef cnp.ndarray view
+        cdef uintptr_t ptr
+        cdef PyObject* found
+        if owner is not self.owner or state is not self.state or not self._group_ok(group):
+            return None
+        dtype = self.dtype
+        for j in range(n):
+            p = <object>PyTuple_GET_ITEM(self.param_items, j)
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            if check_entries:
+                found = PyDict_GetItem(state, p)
+                if found == NULL or found != <PyObject*>entry:
+                    return None
+            pptr, numel = <tuple>PyList_GET_ITEM(self.ptrs, j)
+            if (p.dtype is not dtype or p.data_ptr() != pptr or p.numel() != numel
+                    or not p.is_contiguous()):
+                return None
+            for (key, t), tptr in zip(<list>PyList_GET_ITEM(self.entry_items, j),
+                                      <tuple>PyList_GET_ITEM(self.tensors, j)):
+                found = PyDict_GetItem(entry, key)
+                if found == NULL or found != <PyObject*>t or t.data_ptr() != tptr:
+                    return None
+            g = p.grad
+            if (g is None or g.layout is not p.layout or g.dtype is not dtype
+                    or not g.is_cpu or g.numel() != numel or not g.is_contiguous()):
+                return None
+            # A NumPy view of the gradient's memory that keeps the tensor alive
+            # (what tensor.numpy() gives, without its cost).
+            ptr = g.data_ptr()
+            size = numel
+            view = cnp.PyArray_SimpleNewFromData(1, &size, self.typenum, <void*>ptr)
+            PyArray_SetBaseObject(view, g)
+            grads.append(view)
+        return grads
