@@ -49,7 +49,9 @@ cdef inline bint _same_values(dict group, tuple keys, tuple values) noexcept:
     cdef PyObject* v
     for i in range(len(keys)):
         v = PyDict_GetItem(group, <object>PyTuple_GET_ITEM(keys, i))
-        if v == NULL or v != PyTuple_GET_ITEM(values, i):
+        if v == NULL:
+            v = <PyObject*>None
+        if v != PyTuple_GET_ITEM(values, i):
             return False
     return True
 
@@ -78,9 +80,18 @@ cdef class _GroupPlan:
         self.params = group["params"]
         self.param_items = tuple(self.params)
         self.keys = keys
-        self.values = tuple([group.get(k) for k in keys])
-        # A mutable option (a list, a tensor lr) may change in place: no plan.
+        return self.set_options(group)
+
+    def set_options(self, dict group):
+        """Record the group's option objects (after the caller checked them);
+        False when one is mutable (a list, a tensor lr: it may change in
+        place, so the plan must not be used)."""
+        self.values = tuple([group.get(k) for k in self.keys])
         return all([_immutable(v) for v in self.values])
+
+    def same_options(self, dict group):
+        """True when every option of ``group`` is the object recorded."""
+        return _same_values(group, self.keys, self.values)
 
     cdef inline bint _group_ok(self, dict group) noexcept:
         cdef Py_ssize_t j, n = len(self.param_items)
@@ -91,7 +102,7 @@ cdef class _GroupPlan:
         for j in range(n):
             if PyList_GET_ITEM(self.params, j) != PyTuple_GET_ITEM(self.param_items, j):
                 return False
-        return _same_values(group, self.keys, self.values)
+        return True
 
 
 cdef class NumpyPlan(_GroupPlan):
@@ -124,7 +135,8 @@ cdef class NumpyPlan(_GroupPlan):
         cdef Py_ssize_t j, k, n = len(self.param_items)
         cdef PyObject* a
         cdef list column
-        if owner is not self.owner or not self._group_ok(group):
+        if owner is not self.owner or not self._group_ok(group) or \
+                not _same_values(group, self.keys, self.values):
             return None
         if type(grads) is not list and type(grads) is not tuple:
             return None
@@ -171,11 +183,13 @@ cdef class TorchPlan(_GroupPlan):
     cdef list ptrs                    # per parameter: data_ptr, numel
     cdef object dtype                 # the group's parameters' dtype
     cdef list tensors                 # per entry pair: the tensors' data_ptr
+    cdef list scalar_views            # per parameter: its scalar state's 0-d views
     cdef int typenum
+    cdef public object columns        # the caller's kernel arguments, cached
 
     @staticmethod
     def build(owner, dict group, tuple keys, state, list entries, list entry_items,
-              dtype, int typenum, data):
+              list scalar_views, dtype, int typenum, data):
         """A plan, or None when the group's options may change in place."""
         cdef TorchPlan plan = TorchPlan.__new__(TorchPlan)
         if not plan._init_group(owner, group, keys):
@@ -183,6 +197,7 @@ cdef class TorchPlan(_GroupPlan):
         plan.state = state
         plan.entries = entries
         plan.entry_items = entry_items
+        plan.scalar_views = scalar_views
         plan.dtype = dtype
         plan.typenum = typenum
         plan.ptrs = [(p.data_ptr(), p.numel()) for p in plan.param_items]
@@ -190,10 +205,10 @@ cdef class TorchPlan(_GroupPlan):
         plan.data = data
         return plan
 
-    def check(self, owner, dict group, state, bint check_entries):
-        """The gradients as NumPy views (a list), or None when the general
-        path must take this step. ``check_entries``: also look the state
-        entries up in ``state`` (by parameter)."""
+    def check(self, owner, dict group, state):
+        """``(gradients as NumPy views, the scalar state shared by every
+        parameter)``, or None when the general path must take this step
+        (options are checked by ``same_options``)."""
         cdef Py_ssize_t j, n = len(self.param_items)
         cdef list grads = []
         cdef cnp.npy_intp size
@@ -206,10 +221,9 @@ cdef class TorchPlan(_GroupPlan):
         for j in range(n):
             p = <object>PyTuple_GET_ITEM(self.param_items, j)
             entry = <dict>PyList_GET_ITEM(self.entries, j)
-            if check_entries:
-                found = PyDict_GetItem(state, p)
-                if found == NULL or found != <PyObject*>entry:
-                    return None
+            found = PyDict_GetItem(state, p)
+            if found == NULL or found != <PyObject*>entry:
+                return None
             pptr, numel = <tuple>PyList_GET_ITEM(self.ptrs, j)
             if (p.dtype is not dtype or p.data_ptr() != pptr or p.numel() != numel
                     or not p.is_contiguous()):
@@ -228,6 +242,42 @@ cdef class TorchPlan(_GroupPlan):
             ptr = g.data_ptr()
             size = numel
             view = cnp.PyArray_SimpleNewFromData(1, &size, self.typenum, <void*>ptr)
+            Py_INCREF(g)          # (PyArray_SetBaseObject steals a reference)
             PyArray_SetBaseObject(view, g)
             grads.append(view)
-        return grads
+        # One call needs one scalar state (step count) for every parameter.
+        first = None
+        for views in self.scalar_views:
+            values = tuple([_scalar(v) for v in <tuple>views])
+            if first is None:
+                first = values
+            elif values != first:
+                return None
+        return grads, first if first is not None else ()
+
+    def store_scalars(self, tuple values):
+        """Write ``values`` (in scalar-state order) into every parameter's
+        scalar state tensors, rounded to their dtype."""
+        cdef Py_ssize_t i
+        cdef cnp.ndarray v
+        cdef double x
+        for views in self.scalar_views:
+            for i in range(len(values)):
+                v = <cnp.ndarray>PyTuple_GET_ITEM(<tuple>views, i)
+                x = values[i]
+                if cnp.PyArray_TYPE(v) == cnp.NPY_FLOAT32:
+                    (<float*>cnp.PyArray_DATA(v))[0] = <float>x
+                elif cnp.PyArray_TYPE(v) == cnp.NPY_FLOAT64:
+                    (<double*>cnp.PyArray_DATA(v))[0] = x
+                else:
+                    v[()] = x
+
+
+cdef double _scalar(cnp.ndarray v) except? -1:
+    # A one-element state tensor's value, as float() reads it.
+    cdef int tn = cnp.PyArray_TYPE(v)
+    if tn == cnp.NPY_FLOAT32:
+        return (<float*>cnp.PyArray_DATA(v))[0]
+    if tn == cnp.NPY_FLOAT64:
+        return (<double*>cnp.PyArray_DATA(v))[0]
+    return float(v)
