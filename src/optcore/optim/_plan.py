@@ -172,6 +172,17 @@ class PlanMixin:
             checked.append((g, out, hyper, complete))
         return checked, copied
 
+    def _plain_kwargs(self, names: tuple[str, ...], hyper: dict[str, Any],
+                      buffers: dict[str, list[np.ndarray]]) -> dict[str, Any] | None:
+        """The kernel's keywords but ``step`` when the scalar state is the
+        step count alone, kept as is (``_call`` without its per-step work);
+        else None."""
+        from optcore.optim.base import Optimizer
+        if names != ("step",) or getattr(type(self), "_scalar_args") is not Optimizer._scalar_args:
+            return None
+        only = self._rules.scalar_only
+        return {**buffers, **{k: v for k, v in hyper.items() if k not in only}}
+
     def _planned_step(self, grads: Any) -> bool:
         """Take the step through the cached plan (``optcore.kernels._plan``)
         when nothing it was built from changed; False when the general path
@@ -184,11 +195,16 @@ class PlanMixin:
         if first is None:
             return False
         names = self._scalar_names
-        hyper, buffers = plan.data
-        scalars = dict(zip(names, self._checked_scalars(first, 0, 0)))
+        hyper, buffers, plain = plan.data
+        scalars = self._checked_scalars(first, 0, 0)
         try:
-            new = self._call(self._rules.kernel, group["params"], grads, buffers, scalars,
-                             False, hyper)
+            if plain is not None:
+                step = scalars[0] + 1
+                self._rules.kernel(group["params"], grads, step=step, **plain)
+                new: dict[str, Any] | None = {"step": step}
+            else:
+                new = self._call(self._rules.kernel, group["params"], grads, buffers,
+                                 dict(zip(names, scalars)), False, hyper)
         except (TypeError, ValueError):
             # The kernel refused its buffers before writing: the general path
             # reports them as the parameters and state users know.
@@ -310,7 +326,8 @@ class PlanMixin:
             # The next steps of this one-group optimizer: re-validated in C.
             self.__dict__["_step_plan"] = NumpyPlan.build(
                 self._calls[g], self.param_groups[g], tuple(self.defaults), entries, kinds,
-                [column for _, column in self._calls[g][4]], names, (hyper, buffers))
+                [column for _, column in self._calls[g][4]], names,
+                (hyper, buffers, self._plain_kwargs(names, hyper, buffers)))
         return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
                      grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
 
