@@ -182,7 +182,8 @@ cdef class TorchPlan(_GroupPlan):
     cdef list entry_items             # per parameter: its (key, tensor) pairs
     cdef list ptrs                    # per parameter: data_ptr, numel
     cdef object dtype                 # the group's parameters' dtype
-    cdef list tensors                 # per entry pair: the tensors' data_ptr
+    cdef list tensors                 # per parameter: ((key, tensor, data_ptr), ...)
+    cdef object layout                # the parameters' layout (strided)
     cdef list scalar_views            # per parameter: its scalar state's 0-d views
     cdef int typenum
     cdef public object columns        # the caller's kernel arguments, cached
@@ -201,7 +202,9 @@ cdef class TorchPlan(_GroupPlan):
         plan.dtype = dtype
         plan.typenum = typenum
         plan.ptrs = [(p.data_ptr(), p.numel()) for p in plan.param_items]
-        plan.tensors = [tuple([t.data_ptr() for _, t in items]) for items in entry_items]
+        plan.tensors = [tuple([(key, t, t.data_ptr()) for key, t in items])
+                        for items in entry_items]
+        plan.layout = plan.param_items[0].layout if plan.param_items else None
         plan.data = data
         return plan
 
@@ -215,6 +218,9 @@ cdef class TorchPlan(_GroupPlan):
         cdef cnp.ndarray view
         cdef uintptr_t ptr
         cdef PyObject* found
+        cdef tuple item
+        cdef Py_ssize_t i
+        layout = self.layout
         if owner is not self.owner or state is not self.state or not self._group_ok(group):
             return None
         dtype = self.dtype
@@ -228,13 +234,16 @@ cdef class TorchPlan(_GroupPlan):
             if (p.dtype is not dtype or p.data_ptr() != pptr or p.numel() != numel
                     or not p.is_contiguous()):
                 return None
-            for (key, t), tptr in zip(<list>PyList_GET_ITEM(self.entry_items, j),
-                                      <tuple>PyList_GET_ITEM(self.tensors, j)):
-                found = PyDict_GetItem(entry, key)
-                if found == NULL or found != <PyObject*>t or t.data_ptr() != tptr:
+            items = <tuple>PyList_GET_ITEM(self.tensors, j)
+            for i in range(len(items)):
+                item = <tuple>PyTuple_GET_ITEM(items, i)
+                found = PyDict_GetItem(entry, <object>PyTuple_GET_ITEM(item, 0))
+                if found == NULL or found != PyTuple_GET_ITEM(item, 1):
+                    return None
+                if (<object>found).data_ptr() != <object>PyTuple_GET_ITEM(item, 2):
                     return None
             g = p.grad
-            if (g is None or g.layout is not p.layout or g.dtype is not dtype
+            if (g is None or g.layout is not layout or g.dtype is not dtype
                     or not g.is_cpu or g.numel() != numel or not g.is_contiguous()):
                 return None
             # A NumPy view of the gradient's memory that keeps the tensor alive

@@ -143,27 +143,29 @@ class PlannedStepMixin:
                 self.__dict__.pop("_optcore_plan", None)
                 return False
             plan.data = (slots, needed, options, None, tensors)
+            plan.columns = None
         found = plan.check(self, group, self.state)
         if found is None:
             return False
         grads, key = found
-        columns = plan.columns
-        if columns is None:
-            columns = plan.columns = {b.name: [s.views[i] for s in slots]
-                                      for i, b in enumerate(needed)}
-            columns["param"] = [s.view for s in slots]
         rules = self._rules
+        cached = plan.columns
+        if cached is None:
+            # The kernel's arguments but the gradients and the scalar state.
+            kwargs = {k: v for k, v in options.items() if k not in rules.scalar_only}
+            kwargs.update({b.name: [s.views[i] for s in slots]
+                           for i, b in enumerate(needed)})
+            cached = plan.columns = ([s.view for s in slots], kwargs)
+        views, kwargs = cached
         names = rules.scalars
         scalars = dict(zip(names, key))
         # (a plan has a step count or state created in an earlier step)
         step = scalars["step"] + 1.0 if "step" in scalars else 2.0
-        kwargs = {k: v for k, v in options.items() if k not in rules.scalar_only}
-        kwargs.update(columns)
         extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)
-        kwargs.update(extra)
         store["step"] = step
         try:
-            rules.kernel(kwargs.pop("param"), grads, step=int(step), **kwargs)
+            rules.kernel(views, grads, step=int(step),
+                         **({**kwargs, **extra} if extra else kwargs))
         except (TypeError, ValueError):
             # The kernel refused its buffers before writing: the general
             # path names them as users see them.
