@@ -56,6 +56,14 @@ class _Call:
 
 
 
+def as_floats(options: dict[str, Any], double_args: frozenset[str]) -> dict[str, Any]:
+    """``options`` (checked) with the kernel's double arguments as Python
+    floats (an int 0 becomes 0.0: the C value the kernel would take)."""
+    return {k: float(v) if (k in double_args and type(v) is not float
+                            and isinstance(v, numbers.Real) and not isinstance(v, bool))
+            else v for k, v in options.items()}
+
+
 class PlanMixin:
     """The stepping methods of ``optcore.optim.base.Optimizer``."""
 
@@ -181,7 +189,8 @@ class PlanMixin:
         if names != ("step",) or getattr(type(self), "_scalar_args") is not Optimizer._scalar_args:
             return None
         only = self._rules.scalar_only
-        return {**buffers, **{k: v for k, v in hyper.items() if k not in only}}
+        return {**buffers, **as_floats({k: v for k, v in hyper.items() if k not in only},
+                                       self._rules.double_args)}
 
     def _planned_step(self, grads: Any) -> bool:
         """Take the step through the cached plan (``optcore.kernels._plan``)

@@ -18,6 +18,7 @@ from torch.optim import optimizer as _torch_optimizer
 
 from optcore.kernels._buffers import check_calls
 from optcore.kernels._plan import TorchPlan
+from optcore.optim._plan import as_floats
 
 if TYPE_CHECKING:
     from optcore._typing import KernelCall
@@ -152,7 +153,8 @@ class PlannedStepMixin:
         cached = plan.columns
         if cached is None:
             # The kernel's arguments but the gradients and the scalar state.
-            kwargs = {k: v for k, v in options.items() if k not in rules.scalar_only}
+            kwargs = as_floats({k: v for k, v in options.items()
+                                if k not in rules.scalar_only}, rules.double_args)
             kwargs.update({b.name: [s.views[i] for s in slots]
                            for i, b in enumerate(needed)})
             cached = plan.columns = ([s.view for s in slots], kwargs)
