@@ -14,7 +14,7 @@ errors users see. The kernel call itself still binds and checks every buffer
 
 cimport numpy as cnp
 from cpython.object cimport PyObject
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport Py_INCREF
@@ -170,8 +170,11 @@ cdef class NumpyPlan(_GroupPlan):
 
     def store(self, dict new):
         """The scalar state after the kernel ran, into every entry."""
-        for entry in self.entries:
-            (<dict>entry).update(new)
+        cdef Py_ssize_t j
+        for j in range(PyList_GET_SIZE(self.entries)):
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            for key, value in new.items():
+                PyDict_SetItem(entry, key, value)
 
 
 cdef class TorchPlan(_GroupPlan):

@@ -205,15 +205,16 @@ class PlanMixin:
             return False
         names = self._scalar_names
         hyper, buffers, plain = plan.data
-        scalars = self._checked_scalars(first, 0, 0)
+        if plain is None or type(first[0]) is not int or not 0 <= first[0] < _MAX_STEP:
+            first = self._checked_scalars(first, 0, 0)
         try:
             if plain is not None:
-                step = scalars[0] + 1
+                step = first[0] + 1
                 self._rules.kernel(group["params"], grads, step=step, **plain)
                 new: dict[str, Any] | None = {"step": step}
             else:
                 new = self._call(self._rules.kernel, group["params"], grads, buffers,
-                                 dict(zip(names, scalars)), False, hyper)
+                                 dict(zip(names, first)), False, hyper)
         except (TypeError, ValueError):
             # The kernel refused its buffers before writing: the general path
             # reports them as the parameters and state users know.
