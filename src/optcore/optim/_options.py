@@ -93,6 +93,9 @@ class Rules:
         self.flags = spec.flags
         # Options that feed the scalar state only (ASGD's lr): not kernel arguments.
         self.scalar_only = frozenset(spec.scalar_options)
+        # The kernel's double arguments: a plan passes them as floats (the
+        # wrappers' fast path; the same C value).
+        self.double_args = frozenset(h.name for h in kspec.hypers if h.ctype == "double")
         hypers = {h.name: h for h in kspec.hypers}
         hypers.update({h.name: h for h in spec.extra})
         # Options only a state buffer's initial value reads (torch's Adagrad:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optcore.kernels._buffers import check_calls
+from optcore.kernels._plan import NumpyPlan
 from optcore.optim._checks import _MAX_STEP, _check_shape
 
 if TYPE_CHECKING:
@@ -53,6 +54,14 @@ class _Call:
         self.hyper = hyper
         self.new_kinds = new_kinds
 
+
+
+def as_floats(options: dict[str, Any], double_args: frozenset[str]) -> dict[str, Any]:
+    """``options`` (checked) with the kernel's double arguments as Python
+    floats (an int 0 becomes 0.0: the C value the kernel would take)."""
+    return {k: float(v) if (k in double_args and type(v) is not float
+                            and isinstance(v, numbers.Real) and not isinstance(v, bool))
+            else v for k, v in options.items()}
 
 
 class PlanMixin:
@@ -171,6 +180,49 @@ class PlanMixin:
             checked.append((g, out, hyper, complete))
         return checked, copied
 
+    def _plain_kwargs(self, names: tuple[str, ...], hyper: dict[str, Any],
+                      buffers: dict[str, list[np.ndarray]]) -> dict[str, Any] | None:
+        """The kernel's keywords but ``step`` when the scalar state is the
+        step count alone, kept as is (``_call`` without its per-step work);
+        else None."""
+        from optcore.optim.base import Optimizer
+        if names != ("step",) or getattr(type(self), "_scalar_args") is not Optimizer._scalar_args:
+            return None
+        only = self._rules.scalar_only
+        return {**buffers, **as_floats({k: v for k, v in hyper.items() if k not in only},
+                                       self._rules.double_args)}
+
+    def _planned_step(self, grads: Any) -> bool:
+        """Take the step through the cached plan (``optcore.kernels._plan``)
+        when nothing it was built from changed; False when the general path
+        must take it (nothing was written then)."""
+        plan = self.__dict__.get("_step_plan")
+        if plan is None or len(self.param_groups) != 1:
+            return False
+        group = self.param_groups[0]
+        first = plan.check(self._calls[0], group, grads)
+        if first is None:
+            return False
+        names = self._scalar_names
+        hyper, buffers, plain = plan.data
+        if plain is None or type(first[0]) is not int or not 0 <= first[0] < _MAX_STEP:
+            first = self._checked_scalars(first, 0, 0)
+        try:
+            if plain is not None:
+                step = first[0] + 1
+                self._rules.kernel(group["params"], grads, step=step, **plain)
+                new: dict[str, Any] | None = {"step": step}
+            else:
+                new = self._call(self._rules.kernel, group["params"], grads, buffers,
+                                 dict(zip(names, first)), False, hyper)
+        except (TypeError, ValueError):
+            # The kernel refused its buffers before writing: the general path
+            # reports them as the parameters and state users know.
+            return False
+        if new:
+            plan.store(new)
+        return True
+
     def _run(self, fn: Kernel, call: _Call) -> None:
         new = self._call(fn, call.params, call.grads, call.buffers, call.scalars,
                          call.fresh, call.hyper)
@@ -280,6 +332,12 @@ class PlanMixin:
             first = (first,)
         scalars = self._checked_scalars(first, g, 0)
         start = self._starts[g]
+        if g == 0 and len(self.param_groups) == 1:
+            # The next steps of this one-group optimizer: re-validated in C.
+            self.__dict__["_step_plan"] = NumpyPlan.build(
+                self._calls[g], self.param_groups[g], tuple(self.defaults), entries, kinds,
+                [column for _, column in self._calls[g][4]], names,
+                (hyper, buffers, self._plain_kwargs(names, hyper, buffers)))
         return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
                      grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
 

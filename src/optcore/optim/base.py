@@ -438,6 +438,8 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         >>> print(a, b)
         [0.9 0.9] [0. 0. 0.]
         """
+        if self._planned_step(grads):
+            return
         plan, copied = self._plan(grads)
         fn = self._rules.kernel
         calls = []
@@ -482,6 +484,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         self._arenas = [{} for _ in self.param_groups]
         self._ready = [set() for _ in self.param_groups]
         self._calls = [None] * len(self.param_groups)
+        self.__dict__.pop("_step_plan", None)
         if self._rules.eager:
             for g in range(len(self.param_groups)):
                 self._init_group_state(g)

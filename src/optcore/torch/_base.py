@@ -27,15 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.autograd.graph import increment_version
-from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
-                                   _use_grad_for_differentiable)
+from torch.optim.optimizer import Optimizer, _get_scalar_dtype
 
 from optcore._spec import OPTIMIZER
-from optcore.kernels._buffers import check_calls
 from optcore.optim._checks import check_loaded_group, check_loaded_state_keys
 from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 from optcore.torch import _dtensor
+from optcore.torch._plan import PlannedStepMixin, without_grad
 from optcore.torch._tensors import Slot as _Slot
 from optcore.torch._tensors import check_param, forget as _forget, scalar_view, state_view
 
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from torch.optim.optimizer import ParamsT
 
     from optcore._spec import Buffer
-    from optcore._typing import Kernel, KernelCall, ParamGroup
+    from optcore._typing import Kernel, ParamGroup
     from optcore.optim._options import Rules
 
     # The kernel calls that step one group: (group index, its slots, their
@@ -57,9 +56,10 @@ _STRIDED = torch.strided
 _TENSOR = torch.Tensor
 _FLAGS = ("fused", "foreach", "capturable", "differentiable")
 _PLAIN = (float, int, bool, type(None))
+_CACHES = ("_optcore_slots", "_optcore_options", "_optcore_plan")
 
 
-class KernelOptimizer(Optimizer):
+class KernelOptimizer(PlannedStepMixin, Optimizer):
     """A ``torch.optim.Optimizer`` whose step runs an optcore multi-tensor kernel.
 
     The base of ``optcore.torch.SGD``, ``Adam`` and the others. A subclass
@@ -220,8 +220,8 @@ class KernelOptimizer(Optimizer):
                 for key in self._rules.scalars:
                     if key in p_state and not torch.is_tensor(p_state[key]):
                         p_state[key] = torch.tensor(float(p_state[key]), dtype=scalar_dtype)
-        self.__dict__.pop("_optcore_slots", None)
-        self.__dict__.pop("_optcore_options", None)
+        for cache in ("_optcore_slots", "_optcore_options", "_optcore_plan"):
+            self.__dict__.pop(cache, None)
         if self.__dict__.get("_optcore_loading"):
             self._check_loaded()
 
@@ -264,8 +264,8 @@ class KernelOptimizer(Optimizer):
         (0.1, 1)
         """
         before = {k: self.__dict__[k] for k in ("state", "param_groups")}
-        caches: dict[str, Any] = {k: self.__dict__.pop(k) for k in ("_optcore_slots", "_optcore_options")
-                  if k in self.__dict__}
+        caches: dict[str, Any] = {k: self.__dict__.pop(k) for k in _CACHES
+                                  if k in self.__dict__}
         self.__dict__["_optcore_loading"] = True
         try:
             super().load_state_dict(state_dict)
@@ -338,7 +338,7 @@ class KernelOptimizer(Optimizer):
     # ---- step ----------------------------------------------------------------
 
     # (torch declares step as two overloads: no closure -> None, a closure -> its loss)
-    @_use_grad_for_differentiable
+    @without_grad
     def step(self,  # type: ignore[override]
              closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step (one kernel call per group).
@@ -387,6 +387,8 @@ class KernelOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._planned_step():
+            return loss
         plans = []
         try:
             for gi, group in enumerate(self.param_groups):
@@ -403,6 +405,7 @@ class KernelOptimizer(Optimizer):
             raise
         for n in range(len(plans)):
             self._run_group(plans, n)
+        self._record_plan(plans, self._rules.spec.options + _FLAGS)
         return loss
 
     def _group_options(self, group: ParamGroup) -> tuple[dict[str, Any], tuple[Buffer, ...]]:
@@ -504,42 +507,6 @@ class KernelOptimizer(Optimizer):
                     f"in optcore.torch.{type(self).__name__}.step(), param_groups[{gi}]; "
                     f"list positions are the group's parameters that have a gradient")
                 raise
-
-    def _check_calls(self, plans: Sequence[_Plan]) -> None:
-        """Every kernel call of ``plans`` checked as the kernels' own binding
-        checks it, then the overlap rule over all of them (``check_calls``);
-        labels are built only to report an error."""
-        try:
-            check_calls(self._kernel_calls(plans, False))
-        except (TypeError, ValueError):
-            try:
-                check_calls(self._kernel_calls(plans, True))
-            except (TypeError, ValueError) as exc:
-                exc.add_note(f"in optcore.torch.{type(self).__name__}.step()")
-                raise exc from None
-            raise
-
-    def _kernel_calls(self, plans: Sequence[_Plan], labelled: bool) -> list[KernelCall]:
-        """``plans`` as ``check_calls`` takes them: one call per bucket, on the
-        NumPy views the kernels get."""
-        calls: list[KernelCall] = []
-        for gi, slots, grads, buckets, needed, _ in plans:
-            names = ("param", "grad", *(b.name for b in needed))
-            roles = ("write", "read", *(b.role for b in needed))
-            for _, members in buckets:
-                part = [slots[i] for i in members]
-                objs = ([s.view for s in part], [grads[i] for i in members],
-                        *([s.views[k] for s in part] for k in range(len(needed))))
-                if not labelled:
-                    calls.append((names, objs, roles))
-                    continue
-                position = {id(p): j for j, p in enumerate(self.param_groups[gi]["params"])}
-                where = [f"param_groups[{gi}]['params'][{position[id(s.param)]}]"
-                         for s in part]
-                labels = [where, [f"the grad of {w}" for w in where]]
-                labels += [[f"state[{b.state_key!r}] of {w}" for w in where] for b in needed]
-                calls.append((names, objs, roles, labels))
-        return calls
 
     def _scalar_args(self, scalars: dict[str, Any], step: float, options: dict[str, Any],
                      views: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,0 +1,295 @@
+"""Cached step plans: the per-step re-validation of the optimizer classes.
+
+A class steps a parameter group with one multi-tensor kernel call whose
+arguments (parameter views, state views, options) do not change from step to
+step. A plan holds them, built once by the class from its checked general
+path, and re-validates them at each step in C by identity (the same group
+dict, parameter list and parameters, the same option objects, the same state
+entries and arrays; for torch tensors also the same data pointer, size, dtype
+and contiguity). Anything that does not pass makes ``check`` return None and
+the class takes its general path, which checks everything and raises the
+errors users see. The kernel call itself still binds and checks every buffer
+(``_buffers.bind``) before it writes.
+"""
+
+cimport numpy as cnp
+from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport uintptr_t
+
+cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    int PyArray_SetBaseObject(cnp.ndarray arr, object base) except -1
+
+
+cdef inline bint _grad_like(object gr, cnp.ndarray p) noexcept:
+    # Exactly an aligned NumPy array of p's dtype (the same descriptor
+    # object) and shape: the grads the general path accepts unchanged.
+    cdef cnp.ndarray g
+    cdef int d
+    if not cnp.PyArray_CheckExact(gr):
+        return False
+    g = <cnp.ndarray>gr
+    if <PyObject*>cnp.PyArray_DESCR(g) != <PyObject*>cnp.PyArray_DESCR(p):
+        return False
+    if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p) or not cnp.PyArray_ISALIGNED(g):
+        return False
+    for d in range(cnp.PyArray_NDIM(p)):
+        if cnp.PyArray_DIM(g, d) != cnp.PyArray_DIM(p, d):
+            return False
+    return True
+
+
+cdef inline bint _same_values(dict group, tuple keys, tuple values) noexcept:
+    cdef Py_ssize_t i
+    cdef PyObject* v
+    for i in range(len(keys)):
+        v = PyDict_GetItem(group, <object>PyTuple_GET_ITEM(keys, i))
+        if v == NULL:
+            v = <PyObject*>None
+        if v != PyTuple_GET_ITEM(values, i):
+            return False
+    return True
+
+
+cdef bint _immutable(object v):
+    if v is None or type(v) in (float, int, bool, str):
+        return True
+    if type(v) is tuple:
+        return all([_immutable(x) for x in v])
+    return False
+
+
+cdef class _GroupPlan:
+    """What both plans check: the group, its parameters and its options."""
+    cdef readonly object owner        # what the plan belongs to (a cache's key)
+    cdef readonly dict group
+    cdef list params                  # the group's "params" list (identity)
+    cdef tuple param_items            # its items when the plan was built
+    cdef tuple keys                   # option names
+    cdef tuple values                 # their objects when the plan was built
+    cdef public object data           # the caller's cached call arguments
+
+    cdef bint _init_group(self, object owner, dict group, tuple keys) except -1:
+        self.owner = owner
+        self.group = group
+        self.params = group["params"]
+        self.param_items = tuple(self.params)
+        self.keys = keys
+        return self.set_options(group)
+
+    def set_options(self, dict group):
+        """Record the group's option objects (after the caller checked them);
+        False when one is mutable (a list, a tensor lr: it may change in
+        place, so the plan must not be used)."""
+        self.values = tuple([group.get(k) for k in self.keys])
+        return all([_immutable(v) for v in self.values])
+
+    def same_options(self, dict group):
+        """True when every option of ``group`` is the object recorded."""
+        return _same_values(group, self.keys, self.values)
+
+    cdef inline bint _group_ok(self, dict group) noexcept:
+        cdef Py_ssize_t j, n = len(self.param_items)
+        if group is not self.group or group.get("params") is not self.params:
+            return False
+        if PyList_GET_SIZE(self.params) != n:
+            return False
+        for j in range(n):
+            if PyList_GET_ITEM(self.params, j) != PyTuple_GET_ITEM(self.param_items, j):
+                return False
+        return True
+
+
+cdef class NumpyPlan(_GroupPlan):
+    """The plan of one group of a NumPy optimizer (``optcore.optim``): its
+    state entries, the state arrays in them, the names of its scalar state."""
+    cdef list entries
+    cdef tuple kinds                  # state keys of the arrays
+    cdef list columns                 # per kind: the arrays, per parameter
+    cdef tuple scalar_names
+
+    @staticmethod
+    def build(owner, dict group, tuple keys, list entries, tuple kinds, list columns,
+              tuple scalar_names, data):
+        """A plan, or None when the group's options may change in place."""
+        cdef NumpyPlan plan = NumpyPlan.__new__(NumpyPlan)
+        if not plan._init_group(owner, group, keys):
+            return None
+        plan.entries = entries
+        plan.kinds = kinds
+        plan.columns = columns
+        plan.scalar_names = scalar_names
+        plan.data = data
+        return plan
+
+    def check(self, owner, dict group, grads):
+        """The scalar state shared by every entry (a tuple), or None when the
+        general path must take this step: anything changed, a gradient that
+        is not an aligned array of its parameter's dtype and shape, or
+        diverged scalar state."""
+        cdef Py_ssize_t j, k, n = len(self.param_items)
+        cdef PyObject* a
+        cdef list column
+        if owner is not self.owner or not self._group_ok(group) or \
+                not _same_values(group, self.keys, self.values):
+            return None
+        if type(grads) is not list and type(grads) is not tuple:
+            return None
+        if len(grads) != n:
+            return None
+        for j in range(n):
+            if not _grad_like(grads[j], <cnp.ndarray>PyTuple_GET_ITEM(self.param_items, j)):
+                return None
+        for j in range(n):
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            for k in range(len(self.kinds)):
+                a = PyDict_GetItem(entry, <object>PyTuple_GET_ITEM(self.kinds, k))
+                column = <list>PyList_GET_ITEM(self.columns, k)
+                if a == NULL or a != PyList_GET_ITEM(column, j):
+                    return None
+        first = None
+        for j in range(n):
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            values = []
+            for name in self.scalar_names:
+                a = PyDict_GetItem(entry, name)
+                if a == NULL:
+                    return None
+                values.append(<object>a)
+            values = tuple(values)
+            if first is None:
+                first = values
+            elif values != first:
+                return None
+        return first if first is not None else ()
+
+    def store(self, dict new):
+        """The scalar state after the kernel ran, into every entry."""
+        cdef Py_ssize_t j
+        for j in range(PyList_GET_SIZE(self.entries)):
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            for key, value in new.items():
+                PyDict_SetItem(entry, key, value)
+
+
+cdef class TorchPlan(_GroupPlan):
+    """The plan of one group of an ``optcore.torch`` optimizer: its parameters'
+    memory, their state entries and tensors (with their memory)."""
+    cdef object state                 # the optimizer's state mapping
+    cdef list entries                 # per parameter: its state dict
+    cdef list entry_items             # per parameter: its (key, tensor) pairs
+    cdef list ptrs                    # per parameter: data_ptr, numel
+    cdef object dtype                 # the group's parameters' dtype
+    cdef list tensors                 # per parameter: ((key, tensor, data_ptr), ...)
+    cdef object layout                # the parameters' layout (strided)
+    cdef list scalar_views            # per parameter: its scalar state's 0-d views
+    cdef int typenum
+    cdef public object columns        # the caller's kernel arguments, cached
+
+    @staticmethod
+    def build(owner, dict group, tuple keys, state, list entries, list entry_items,
+              list scalar_views, dtype, int typenum, data):
+        """A plan, or None when the group's options may change in place."""
+        cdef TorchPlan plan = TorchPlan.__new__(TorchPlan)
+        if not plan._init_group(owner, group, keys):
+            return None
+        plan.state = state
+        plan.entries = entries
+        plan.entry_items = entry_items
+        plan.scalar_views = scalar_views
+        plan.dtype = dtype
+        plan.typenum = typenum
+        plan.ptrs = [(p.data_ptr(), p.numel()) for p in plan.param_items]
+        plan.tensors = [tuple([(key, t, t.data_ptr()) for key, t in items])
+                        for items in entry_items]
+        plan.layout = plan.param_items[0].layout if plan.param_items else None
+        plan.data = data
+        return plan
+
+    def check(self, owner, dict group, state):
+        """``(gradients as NumPy views, the scalar state shared by every
+        parameter)``, or None when the general path must take this step
+        (options are checked by ``same_options``)."""
+        cdef Py_ssize_t j, n = len(self.param_items)
+        cdef list grads = []
+        cdef cnp.npy_intp size
+        cdef cnp.ndarray view
+        cdef uintptr_t ptr
+        cdef PyObject* found
+        cdef tuple item
+        cdef Py_ssize_t i
+        layout = self.layout
+        if owner is not self.owner or state is not self.state or not self._group_ok(group):
+            return None
+        dtype = self.dtype
+        for j in range(n):
+            p = <object>PyTuple_GET_ITEM(self.param_items, j)
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            found = PyDict_GetItem(state, p)
+            if found == NULL or found != <PyObject*>entry:
+                return None
+            pptr, numel = <tuple>PyList_GET_ITEM(self.ptrs, j)
+            if (p.dtype is not dtype or p.data_ptr() != pptr or p.numel() != numel
+                    or not p.is_contiguous()):
+                return None
+            items = <tuple>PyList_GET_ITEM(self.tensors, j)
+            for i in range(len(items)):
+                item = <tuple>PyTuple_GET_ITEM(items, i)
+                found = PyDict_GetItem(entry, <object>PyTuple_GET_ITEM(item, 0))
+                if found == NULL or found != PyTuple_GET_ITEM(item, 1):
+                    return None
+                if (<object>found).data_ptr() != <object>PyTuple_GET_ITEM(item, 2):
+                    return None
+            g = p.grad
+            if (g is None or g.layout is not layout or g.dtype is not dtype
+                    or not g.is_cpu or g.numel() != numel or not g.is_contiguous()):
+                return None
+            # A NumPy view of the gradient's memory that keeps the tensor alive
+            # (what tensor.numpy() gives, without its cost).
+            ptr = g.data_ptr()
+            size = numel
+            view = cnp.PyArray_SimpleNewFromData(1, &size, self.typenum, <void*>ptr)
+            Py_INCREF(g)          # (PyArray_SetBaseObject steals a reference)
+            PyArray_SetBaseObject(view, g)
+            grads.append(view)
+        # One call needs one scalar state (step count) for every parameter.
+        first = None
+        for views in self.scalar_views:
+            values = tuple([_scalar(v) for v in <tuple>views])
+            if first is None:
+                first = values
+            elif values != first:
+                return None
+        return grads, first if first is not None else ()
+
+    def store_scalars(self, tuple values):
+        """Write ``values`` (in scalar-state order) into every parameter's
+        scalar state tensors, rounded to their dtype."""
+        cdef Py_ssize_t i
+        cdef cnp.ndarray v
+        cdef double x
+        for views in self.scalar_views:
+            for i in range(len(values)):
+                v = <cnp.ndarray>PyTuple_GET_ITEM(<tuple>views, i)
+                x = values[i]
+                if cnp.PyArray_TYPE(v) == cnp.NPY_FLOAT32:
+                    (<float*>cnp.PyArray_DATA(v))[0] = <float>x
+                elif cnp.PyArray_TYPE(v) == cnp.NPY_FLOAT64:
+                    (<double*>cnp.PyArray_DATA(v))[0] = x
+                else:
+                    v[()] = x
+
+
+cdef double _scalar(cnp.ndarray v) except? -1:
+    # A one-element state tensor's value, as float() reads it.
+    cdef int tn = cnp.PyArray_TYPE(v)
+    if tn == cnp.NPY_FLOAT32:
+        return (<float*>cnp.PyArray_DATA(v))[0]
+    if tn == cnp.NPY_FLOAT64:
+        return (<double*>cnp.PyArray_DATA(v))[0]
+    return float(v)

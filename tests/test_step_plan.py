@@ -1,0 +1,305 @@
+"""The cached step plans (optcore.kernels._plan) are invalidated whenever what
+they were built from changes: every step of an optimizer that may use its plan
+equals, bit for bit, the step of a twin that never does (the general path,
+which checks and rebuilds everything), including the errors raised."""
+
+import numpy as np
+import pytest
+
+import optcore
+
+torch = pytest.importorskip("torch")
+import optcore.torch as ot  # noqa: E402
+
+STEPS = 6
+CHANGE_AT = 3        # the change happens before this step (the plan is in use)
+
+
+def _outcome(fn):
+    try:
+        fn()
+    except Exception as exc:             # the same error type from both twins
+        return type(exc)
+    return None
+
+
+# ---- NumPy classes -----------------------------------------------------------
+
+def _numpy_params():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(s) for s in [(4, 3), (3,), (5,)]]
+
+
+def _numpy_grads(params, k):
+    rng = np.random.default_rng(100 + k)
+    return [rng.standard_normal(p.shape) for p in params]
+
+
+def _np_replace_param(opt, params, grads):
+    opt.param_groups[0]["params"][1] = params[1].copy()
+
+
+def _np_grad_none(opt, params, grads):
+    grads[0] = None
+
+
+def _np_grad_dtype(opt, params, grads):
+    grads[1] = grads[1].astype(np.float32)
+
+
+def _np_grad_shape(opt, params, grads):
+    grads[0] = grads[0].reshape(-1)
+
+
+def _np_grad_strided(opt, params, grads):
+    grads[2] = np.repeat(grads[2], 2)[::2]
+
+
+def _np_lr(opt, params, grads):
+    opt.param_groups[0]["lr"] = 0.05
+
+
+def _np_betas_list(opt, params, grads):
+    opt.param_groups[0]["betas"] = [0.8, 0.9]
+
+
+def _np_bad_lr(opt, params, grads):
+    opt.param_groups[0]["lr"] = -1.0
+
+
+def _np_add_group(opt, params, grads):
+    extra = np.ones(3)
+    opt.add_param_group({"params": [extra], "lr": 0.1})
+    grads.append(np.full(3, 0.5))
+
+
+def _np_load_state_dict(opt, params, grads):
+    other = optcore.Adam([p.copy() for p in params], lr=0.02)
+    other.step(_numpy_grads(params, 99))
+    opt.load_state_dict(other.state_dict())
+
+
+def _np_state_replaced(opt, params, grads):
+    opt.state[0]["exp_avg"] = np.zeros_like(params[0])
+
+
+def _np_state_zeroed(opt, params, grads):
+    opt.zero_state()
+
+
+def _np_step_diverged(opt, params, grads):
+    opt.state[1]["step"] = 1
+
+
+def _np_step_bad(opt, params, grads):
+    opt.state[2]["step"] = 2.5
+
+
+NUMPY_CHANGES = [_np_replace_param, _np_grad_none, _np_grad_dtype, _np_grad_shape,
+                 _np_grad_strided, _np_lr, _np_betas_list, _np_bad_lr, _np_add_group,
+                 _np_load_state_dict, _np_state_replaced, _np_state_zeroed,
+                 _np_step_diverged, _np_step_bad]
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("change", NUMPY_CHANGES, ids=lambda f: f.__name__[4:])
+def test_numpy_plan_matches_general_path(change, amsgrad):
+    twins = []
+    for planned in (True, False):
+        params = _numpy_params()
+        twins.append((planned, params, optcore.Adam(params, lr=0.01, amsgrad=amsgrad)))
+    used = False
+    for k in range(STEPS):
+        results = []
+        for planned, params, opt in twins:
+            grads = _numpy_grads(params, k)
+            if planned and k == CHANGE_AT:
+                used = opt.__dict__.get("_step_plan") is not None
+            if k == CHANGE_AT:
+                change(opt, params, grads)
+            if not planned:
+                opt.__dict__.pop("_step_plan", None)
+            results.append(_outcome(lambda: opt.step(grads)))
+        assert results[0] == results[1]
+        a, b = twins[0][2], twins[1][2]
+        for pa, pb in zip([p for g in a.param_groups for p in g["params"]],
+                          [p for g in b.param_groups for p in g["params"]]):
+            np.testing.assert_array_equal(pa, pb)
+        assert repr(a.state_dict()) == repr(b.state_dict())
+    assert used
+
+
+def test_numpy_plan_is_used():
+    params = _numpy_params()
+    opt = optcore.Adam(params, lr=0.01)
+    for k in range(3):
+        opt.step(_numpy_grads(params, k))
+    assert opt.__dict__.get("_step_plan") is not None
+    assert opt._planned_step(_numpy_grads(params, 3))
+
+
+# ---- optcore.torch -----------------------------------------------------------
+
+def _torch_params(dtype=torch.float64):
+    gen = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype))
+            for s in [(4, 3), (3,), (5,)]]
+
+
+def _set_grads(params, k):
+    gen = torch.Generator().manual_seed(100 + k)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+
+
+def _t_replace_param(opt, params, sched):
+    opt.param_groups[0]["params"][1] = torch.nn.Parameter(params[1].detach().clone())
+    opt.param_groups[0]["params"][1].grad = params[1].grad.clone()
+
+
+def _t_grad_none(opt, params, sched):
+    params[0].grad = None
+
+
+def _t_grad_dtype(opt, params, sched):
+    params[1].grad.data = params[1].grad.data.float()
+
+
+def _t_grad_shape(opt, params, sched):
+    params[0].grad.data = params[0].grad.data[:2]
+
+
+def _t_grad_strided(opt, params, sched):
+    params[2].grad = torch.stack([params[2].grad, params[2].grad], 1)[:, 0]
+
+
+def _t_lr(opt, params, sched):
+    opt.param_groups[0]["lr"] = 0.05
+
+
+def _t_scheduler(opt, params, sched):
+    pass                          # the scheduler steps after every step
+
+
+def _t_tensor_lr(opt, params, sched):
+    opt.param_groups[0]["lr"] = torch.tensor(0.02)
+
+
+def _t_add_group(opt, params, sched):
+    extra = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    extra.grad = torch.full((3,), 0.5, dtype=torch.float64)
+    opt.add_param_group({"params": [extra], "lr": 0.1})
+
+
+def _t_load_state_dict(opt, params, sched):
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    other = torch.optim.Adam(copies, lr=0.02)
+    _set_grads(copies, 99)
+    other.step()
+    opt.load_state_dict(other.state_dict())
+
+
+def _t_param_storage(opt, params, sched):
+    params[0].data = params[0].data.clone()
+
+
+def _t_param_view(opt, params, sched):
+    params[2].data = params[2].data[:4]
+
+
+def _t_state_storage(opt, params, sched):
+    opt.state[params[1]]["exp_avg"].data = opt.state[params[1]]["exp_avg"].data.clone()
+
+
+def _t_state_replaced(opt, params, sched):
+    opt.state[params[1]]["exp_avg_sq"] = torch.ones_like(params[1])
+
+
+def _t_state_cleared(opt, params, sched):
+    opt.state.clear()
+
+
+def _t_state_entry_dropped(opt, params, sched):
+    del opt.state[params[2]]
+
+
+def _t_state_zeroed_in_place(opt, params, sched):
+    for st in opt.state.values():
+        st["exp_avg"].zero_()
+
+
+def _t_step_diverged(opt, params, sched):
+    opt.state[params[1]]["step"].fill_(1.0)
+
+
+TORCH_CHANGES = [_t_replace_param, _t_grad_none, _t_grad_dtype, _t_grad_shape,
+                 _t_grad_strided, _t_lr, _t_scheduler, _t_tensor_lr, _t_add_group,
+                 _t_load_state_dict, _t_param_storage, _t_param_view, _t_state_storage,
+                 _t_state_replaced, _t_state_cleared, _t_state_entry_dropped,
+                 _t_state_zeroed_in_place, _t_step_diverged]
+
+
+@pytest.mark.parametrize("make", [lambda ps: ot.Adam(ps, lr=0.01),
+                                  lambda ps: ot.NAdam(ps, lr=0.01),
+                                  lambda ps: ot.SGD(ps, lr=0.01, momentum=0.9)],
+                         ids=["Adam", "NAdam", "SGD-momentum"])
+@pytest.mark.parametrize("change", TORCH_CHANGES, ids=lambda f: f.__name__[3:])
+def test_torch_plan_matches_general_path(change, make):
+    twins = []
+    for planned in (True, False):
+        params = _torch_params()
+        opt = make(params)
+        sched = (torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
+                 if change is _t_scheduler else None)
+        twins.append((planned, params, opt, sched))
+    used = False
+    for k in range(STEPS):
+        results = []
+        for planned, params, opt, sched in twins:
+            _set_grads(params, k)
+            if planned and k == CHANGE_AT:
+                used = opt.__dict__.get("_optcore_plan") is not None
+            if k == CHANGE_AT:
+                results.append(_outcome(lambda: change(opt, params, sched)))
+            if not planned:
+                opt.__dict__.pop("_optcore_plan", None)
+            results.append(_outcome(opt.step))
+            if sched is not None:
+                sched.step()
+        half = len(results) // 2
+        assert results[:half] == results[half:]
+        a, b = twins[0][2], twins[1][2]
+        assert ([{k: v for k, v in g.items() if k != "params"} for g in a.param_groups]
+                == [{k: v for k, v in g.items() if k != "params"} for g in b.param_groups])
+        for pa, pb in zip([p for g in a.param_groups for p in g["params"]],
+                          [p for g in b.param_groups for p in g["params"]]):
+            torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+            sa, sb = a.state.get(pa, {}), b.state.get(pb, {})
+            assert sorted(sa) == sorted(sb)
+            for key in sa:
+                torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0)
+    assert used
+
+
+def test_torch_plan_is_used_and_hooks_run():
+    params = _torch_params()
+    opt = ot.Adam(params, lr=0.01)
+    seen = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: seen.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: seen.append("post"))
+    for k in range(3):
+        _set_grads(params, k)
+        opt.step()
+    assert opt.__dict__.get("_optcore_plan") is not None
+    assert seen == ["pre", "post"] * 3
+
+
+def test_torch_step_recorded_only_under_profiler():
+    params = _torch_params()
+    opt = ot.Adam(params, lr=0.01)
+    _set_grads(params, 0)
+    opt.step()
+    with torch.profiler.profile() as prof:
+        opt.step()
+    names = [e.name for e in prof.events()]
+    assert "Optimizer.step#Adam.step" in names
