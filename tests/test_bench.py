@@ -208,6 +208,26 @@ def test_bench_busy_section(capsys):
     assert "idle: 2-thread mean >= 1.7x faster than 1 thread" in text
 
 
+def test_bench_steps_section(torch, capsys):
+    # Small-model steps: every row of both cases, and the four goals.
+    kernels = [k for k in bench.available_kernels() if k.name == "adam"]
+    b = bench.Bench(kernels, [256], [np.float32], [1], bench.Timing(budget=0.001), torch,
+                    ["steps"], progress=False)
+    res = b.run()
+    cases = res["steps"]["cases"]
+    assert set(cases) == {"seed MLP", "100x64"}
+    for t in cases.values():
+        assert set(t) == {"functional", "numpy", "optcore.torch", "torch-fused"}
+        assert all(v > 0 for v in t.values())
+    assert optcore.get_num_threads() >= 1
+    from optcore.cli.bench.report import print_report
+    print_report(res, kernels)
+    bench.print_scorecard(res)
+    text = capsys.readouterr().out
+    assert "small models: one Adam step" in text
+    assert text.count("optcore.torch.Adam.step, ") == 2 and "<= 3.00 us" in text
+
+
 def test_crossover():
     assert bench.crossover([1, 2, 4, 8], [1, 2, 4, 8], [3, 3, 3, 3]) == 4
     assert bench.crossover([1, 2, 4, 8], [1, 5, 1, 8], [3, 3, 3, 3]) == 8

@@ -20,7 +20,7 @@ from optcore.cli.bench.runner import Bench, pow2
 from optcore.cli.bench import timing as timing_mod
 from optcore.cli.bench.timing import Timing
 
-SECTIONS = ("kernels", "multi", "overhead", "threshold", "busy")
+SECTIONS = ("kernels", "multi", "overhead", "threshold", "busy", "steps")
 DTYPES = ("float32", "float64")
 
 #: --quick: two sizes (those of the scorecard's mid-size goals), short

@@ -33,6 +33,8 @@ class Goal:
                one-thread call (busy section)
     "idle"     in the busy section's idle run, the one-thread mean over the
                all-threads mean
+    "step"     small-model section, case ``case``: ``kernel``'s row's time per
+               step, or, with ``vs``, its time over row ``vs``'s
     """
     measure: str
     kernel: str
@@ -60,6 +62,10 @@ GOALS = (
     Goal("scaling", "adam", 1.7, sizes=(2 ** 20,)),
     Goal("busy", "adam", 1.2, at_most=True),
     Goal("idle", "adam", 1.7),
+    Goal("step", "numpy", 3e-6, at_most=True, case="seed MLP"),
+    Goal("step", "numpy", 2, at_most=True, case="100x64", vs="functional"),
+    Goal("step", "optcore.torch", 0.5, at_most=True, case="seed MLP", vs="torch-fused"),
+    Goal("step", "optcore.torch", 0.5, at_most=True, case="100x64", vs="torch-fused"),
 )
 
 _VS_NAME = {"torch-fused": "torch fused", "reference": "reference"}
@@ -135,6 +141,17 @@ def evaluate(goal: Goal, results: JSONDict) -> list[ScoreLine]:
             out.append((f"{at}, idle: {nt}-thread mean >= {goal.bound:g}x faster than "
                         "1 thread", fmt_x(r["idle_speedup"]),
                         _check(goal, r["idle_speedup"]), True))
+    elif goal.measure == "step" and results.get("steps"):
+        t = results["steps"]["cases"].get(goal.case, {})
+        label = {"numpy": "optcore.Adam.step", "optcore.torch": "optcore.torch.Adam.step"}
+        if goal.kernel in t and not goal.vs:
+            out.append((f"{label[goal.kernel]}, {goal.case}: <= {fmt_time(goal.bound)}",
+                        fmt_time(t[goal.kernel]), _check(goal, t[goal.kernel]), True))
+        elif goal.kernel in t and goal.vs in t:
+            x = t[goal.kernel] / t[goal.vs]
+            vs = {"functional": "the functional call", "torch-fused": "torch Adam fused"}
+            out.append((f"{label[goal.kernel]}, {goal.case}: <= {goal.bound:g}x "
+                        f"{vs[goal.vs]}", f"{x:.2f}x", _check(goal, x), True))
     elif goal.measure == "multi":
         r = _find(results["multi"], kernel=goal.kernel, dtype="float32", case=goal.case,
                   threads=tmax)

@@ -162,6 +162,9 @@ def print_report(results: JSONDict, kernels: Iterable[Kernel],
     if results.get("busy"):
         from optcore.cli.bench.busy import print_busy
         print_busy(results["busy"], out)
+    if results.get("steps"):
+        from optcore.cli.bench.steps import print_steps
+        print_steps(results["steps"], out)
 
 
 def _print_threshold(th: JSONDict, out: SupportsWrite[str]) -> None:

@@ -114,7 +114,7 @@ class Bench:
         self.progress_enabled = progress
         self.retry_seconds = 0.0       # spent re-measuring disturbed rows
         self.results: JSONDict = {"machine": machine_info(), "ceiling": [], "kernels": [],
-                        "multi": [], "overhead": [], "threshold": {}, "busy": {}}
+                        "multi": [], "overhead": [], "threshold": {}, "busy": {}, "steps": {}}
         if torch is not None:
             self.results["machine"]["torch"] = torch.__version__
 
@@ -143,6 +143,8 @@ class Bench:
                 len(self.threshold_sizes)
         if "busy" in self.sections and max(self.threads) > 1:
             total += 1
+        if "steps" in self.sections:
+            total += 1
         return total
 
     def run(self) -> JSONDict:
@@ -161,6 +163,11 @@ class Bench:
                 calls = max(200, int(8000 * self.timing.budget))
                 self.results["busy"] = measure_busy(max(self.threads), calls)
                 self.progress.step("busy machine")
+            if "steps" in self.sections:
+                from optcore.cli.bench.steps import measure_steps   # (imports report)
+                self.results["steps"] = measure_steps(
+                    self.torch, max(200, int(80000 * self.timing.budget)))
+                self.progress.step("small-model steps")
         finally:
             self.progress.close()
         return self.results
