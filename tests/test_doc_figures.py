@@ -88,3 +88,15 @@ def test_distributed_step_tables_are_the_recorded_output():
     missing = [row for row in rows if not any(row in lines for lines in recorded)]
     assert not missing, ("rows not in benchmarks/results/distributed_step*.txt:\n"
                          + "\n".join(missing))
+
+
+def test_performance_page_quotes_the_current_report():
+    """The quoted tables are the ones benchmarks/quote_bench.py renders from the
+    recorded report (run it after recording a new one)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import quote_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    page = (DOCS / "performance.md").read_text()
+    assert quote_bench.render(page, (RESULTS / "bench.md").read_text()) == page
