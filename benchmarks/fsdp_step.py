@@ -10,9 +10,12 @@ The model is a stack of square Linear layers (``--size 50m``: 12 of width
 2048, 50.36M parameters; ``--size 4m``: 4 of width 1024, 4.20M, a quick run),
 each layer and the whole model ``fully_shard``-ed, so every parameter and
 gradient is a DTensor sharded over the processes. The script launches its own
-processes. Each training step is a forward and backward pass (FSDP2's
-all-gathers and reduce-scatters happen there) and then ``opt.step()``; only
-``opt.step()`` is timed, after a barrier. The figure is the median over the
+processes. The three optimizers each train their own copy of the model
+(the same initial weights, the same batches), taking turns step by step in a
+rotating order so that changes in the machine's load fall on all three alike.
+Each training step is a forward and backward pass (FSDP2's all-gathers and
+reduce-scatters happen there) and then ``opt.step()``; only ``opt.step()`` is
+timed, after a barrier. The figure is the median over the
 repeats of the slowest process's time; the step moves no data between the
 processes (each updates its local shards), so it is all compute.
 """
@@ -66,19 +69,21 @@ def run_worker(args):
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t)
 
-    rows = []
+    runs = {}
     for name in OPTIMIZERS:
         torch.manual_seed(0)                     # the same model for every optimizer
         model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
         for layer in model:
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
-        params = list(model.parameters())
-        opt = make_optimizer(name, params)
-        data = torch.Generator().manual_seed(1 + rank)    # each process its own batch
-        steps = []
-        for i in range(args.warmup + args.repeat):
-            x = torch.randn(BATCH, width, generator=data)
+        runs[name] = (model, make_optimizer(name, list(model.parameters())), [])
+    data = torch.Generator().manual_seed(1 + rank)        # each process its own batches
+    for i in range(args.warmup + args.repeat):
+        x = torch.randn(BATCH, width, generator=data)
+        # the optimizers take turns, in a rotating order, so that a change in
+        # the machine's load falls on all of them alike
+        for name in OPTIMIZERS[i % 3:] + OPTIMIZERS[:i % 3]:
+            model, opt, steps = runs[name]
             model(x).square().mean().backward()
             dist.barrier()
             t = time.perf_counter()
@@ -87,6 +92,9 @@ def run_worker(args):
             opt.zero_grad(set_to_none=True)
             if i >= args.warmup:
                 steps.append(slowest(dt))
+    rows = []
+    for name in OPTIMIZERS:
+        model, opt, steps = runs[name]
         state = sum(local_nbytes(v) for st in opt.state.values() for v in st.values()
                     if torch.is_tensor(v) and v.dim() > 0)
         states = [None] * world
@@ -94,8 +102,7 @@ def run_worker(args):
         rows.append({"optimizer": name, "step": float(np.median(steps)),
                      "spread": [float(min(steps)), float(max(steps))],
                      "state": max(states),
-                     "params": sum(p.numel() for p in params)})
-        del opt, model, params
+                     "params": sum(p.numel() for p in model.parameters())})
     if rank == 0:
         print(json.dumps(rows))
     dist.destroy_process_group()
