@@ -100,3 +100,21 @@ def test_performance_page_quotes_the_current_report():
         sys.path.remove(str(ROOT / "benchmarks"))
     page = (DOCS / "performance.md").read_text()
     assert quote_bench.render(page, (RESULTS / "bench.md").read_text()) == page
+
+
+def test_fsdp_step_table_is_the_recorded_output():
+    page = (DOCS / "torch.md").read_text()
+    section = page.split("## Distributed: FSDP2", 1)[1].split("\n## ", 1)[0]
+    recorded = (RESULTS / "fsdp_step.txt").read_text().splitlines()
+    assert recorded[0] in section, "torch.md must quote the recorded run's header line"
+    assert "shared" in section and "median" in section
+    rows = _table_rows(section)
+    assert len(rows) == 4                        # the header and the three optimizers
+    missing = [row for row in rows if row not in recorded]
+    assert not missing, "rows not in benchmarks/results/fsdp_step.txt:\n" + "\n".join(missing)
+    # figures in the running text are ones the quoted table shows
+    prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
+    figures = re.findall(r"\b\d+\.\d+(?:x| ms)", prose)
+    tables = "\n".join(rows)
+    absent = [f for f in figures if f.removesuffix(" ms") not in tables]
+    assert not absent, f"figures in torch.md's text but not in its table: {absent}"
