@@ -308,7 +308,7 @@ class Muon:
                                  f"the optimizer has {len(params)}")
             state[idx] = {}
             for name, value in entry.items():
-                value = np.array(value, dtype=params[idx].dtype, copy=True)
+                value = np.asarray(value).astype(params[idx].dtype)    # a copy
                 if name == "momentum_buffer" and value.shape != params[idx].shape:
                     raise ValueError(f"momentum_buffer of parameter {idx} has shape "
                                      f"{value.shape}, its parameter {params[idx].shape}")
