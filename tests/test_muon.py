@@ -36,9 +36,9 @@ SMALL_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 #: updates differ by at most this fraction of their largest element (a few
 #: bfloat16 units of the last place).
 ORTHO_TOL = 2 ** -4
-STEPS = 5
+STEPS = 4
 SMALL = [(4, 3), (3, 5), (8, 8), (0, 3), (1, 1)]
-LARGE = [(64, 32), (40, 130)]
+LARGE = [(32, 16), (12, 40)]
 OPTIONS = [
     {},
     {"lr": 0.02, "weight_decay": 0.0},
@@ -317,7 +317,7 @@ def test_round_bf16_equals_torchs_conversion():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SMALL + LARGE + [(256, 256)])
+@pytest.mark.parametrize("shape", SMALL + LARGE + [(40, 130), (256, 256)])
 def test_newton_schulz_near_torchs(dtype, shape):
     update = _tensors([shape], dtype, 7)[0]
     coefficients = (3.4445, -4.7750, 2.0315)
