@@ -192,9 +192,9 @@ class Muon:
         --------
         >>> import numpy as np
         >>> import optcore
-        >>> w = np.ones((2, 2), dtype=np.float32)
+        >>> w = np.ones((2, 2))
         >>> opt = optcore.Muon([w], lr=0.5, weight_decay=0.0)
-        >>> opt.step([np.ones((2, 2), dtype=np.float32)])
+        >>> opt.step([np.ones((2, 2))])
         >>> opt.state[0]["momentum_buffer"].round(2).tolist()
         [[0.05, 0.05], [0.05, 0.05]]
         """

@@ -158,9 +158,9 @@ class Muon(torch.optim.Optimizer):
         --------
         >>> import torch
         >>> import optcore.torch
-        >>> w = torch.nn.Parameter(torch.ones(2, 2))
+        >>> w = torch.nn.Parameter(torch.ones(2, 2, dtype=torch.float64))
         >>> opt = optcore.torch.Muon([w], lr=0.5, weight_decay=0.0)
-        >>> w.grad = torch.ones(2, 2)
+        >>> w.grad = torch.ones(2, 2, dtype=torch.float64)
         >>> opt.step()
         >>> opt.state[w]["momentum_buffer"].round(decimals=2).tolist()
         [[0.05, 0.05], [0.05, 0.05]]
