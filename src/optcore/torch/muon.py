@@ -132,7 +132,7 @@ class Muon(torch.optim.Optimizer):
         return params
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one Muon step for every parameter with a gradient.
 
         Parameters
@@ -180,6 +180,7 @@ class Muon(torch.optim.Optimizer):
             momentum = group["momentum"]
             for p in params:
                 grad, buf = p.grad, self.state[p]["momentum_buffer"]
+                assert grad is not None                   # (_with_grads kept these)
                 buf.lerp_(grad, 1 - momentum)
                 update = grad.lerp(buf, momentum) if group["nesterov"] else buf
                 ortho = _orthogonalize(update, group["ns_coefficients"], group["ns_steps"],
