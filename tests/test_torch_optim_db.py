@@ -51,7 +51,6 @@ DTYPES = [torch.float32, torch.float64]
 #: that optcore.torch gains is tested automatically.
 NOT_IN_OPTCORE = {
     "Adafactor": "not implemented yet (the precision issue)",
-    "Muon": "not implemented yet",
     "SparseAdam": "sparse gradients are not supported yet",
 }
 
@@ -112,13 +111,20 @@ def _configs():
 CONFIGS = list(_configs())
 
 
-def _model(dtype):
+#: Optimizers of 2-D parameters only: their model has the same parameters as
+#: matrices (the vector ones as columns, the 0-dim gain as 1 x 1).
+MATRICES_ONLY = {"Muon"}
+
+
+def _model(dtype, name=None):
     """Parameters of several shapes: a matrix, a vector, a 0-dim gain, an empty
     tensor, one the loss never uses (grad stays None) and one it uses every
     other step (its step count falls behind); in two groups."""
     gen = torch.Generator().manual_seed(0)
 
     def param(*shape):
+        if name in MATRICES_ONLY:
+            shape = (*shape, 1, 1)[:2] if len(shape) < 2 else shape
         return torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=dtype))
 
     return dict(weight=param(4, 3), bias=param(4), gain=param(), empty=param(0, 3),
@@ -131,7 +137,8 @@ _TARGET = torch.tensor([0.25, -0.5, 0.75, 1.0], dtype=torch.float64)
 
 def _loss(m, step):
     x, target = _X.to(m["weight"].dtype), _TARGET.to(m["weight"].dtype)
-    out = torch.tanh(m["weight"] @ x + m["bias"]) * m["gain"]
+    # (reshape: the same loss over the matrix-only model)
+    out = torch.tanh(m["weight"] @ x + m["bias"].reshape(-1)) * m["gain"].reshape(())
     loss = ((out - target) ** 2).sum() + (2.0 * m["empty"]).sum()
     if step % 2 == 0:
         loss = loss + torch.sin(m["sometimes"]).sum()
@@ -156,7 +163,7 @@ def _groups(m, cls, kwargs):
 def _run_twins(name, torch_kwargs, optcore_kwargs, dtype):
     """Step torch.optim.<name> and optcore.torch.<name> side by side (each on
     its own model and gradients), comparing after every step."""
-    ref_model, model = _model(dtype), _model(dtype)
+    ref_model, model = _model(dtype, name), _model(dtype, name)
     ref = getattr(torch.optim, name)(_groups(ref_model, getattr(torch.optim, name),
                                              torch_kwargs), **copy.deepcopy(torch_kwargs))
     opt = getattr(ot, name)(_groups(model, getattr(ot, name), optcore_kwargs),
@@ -225,7 +232,7 @@ class _Plain:
 def test_optim_db_config_steps_like_torch(name, kwargs, dtype):
     refused = [flag for flag in REFUSED if kwargs.get(flag)]
     if refused:
-        params = list(_model(dtype).values())
+        params = list(_model(dtype, name).values())
         getattr(torch.optim, name)(params, **copy.deepcopy(kwargs))     # torch takes it
         with pytest.raises(ValueError, match=f"does not support {refused[0]}=True"):
             getattr(ot, name)(params, **copy.deepcopy(kwargs))

@@ -33,6 +33,7 @@ from optcore.kernels.grad_utils import (
 from optcore.optim.family import *  # noqa: F401,F403  (every optimizer class)
 from optcore.optim.family import __all__ as _optimizer_names
 from optcore.optim.lbfgs import LBFGS
+from optcore.optim.muon import Muon
 from optcore import schedules
 from optcore._config import build_info, show_config
 
@@ -50,6 +51,7 @@ __all__ = [
     "unscale_",
     *_optimizer_names,
     "LBFGS",
+    "Muon",
     "schedules",
     "get_num_threads",
     "set_num_threads",
