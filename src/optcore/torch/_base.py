@@ -38,8 +38,8 @@ from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 from optcore.torch import _dtensor
 from optcore.torch._tensors import Slot as _Slot
-from optcore.torch._tensors import (check_param, forget as _forget, new_state, scalar_view,
-                                    state_view)
+from optcore.torch._tensors import (check_param, conform_state, forget as _forget, new_state,
+                                    scalar_view, state_view)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -317,7 +317,8 @@ class KernelOptimizer(Optimizer):
             slot.keys = needed
             names = tuple(self._rules.scalars)
             # (the state buffers in `needed` all have a state_key)
-            slot.tensors = tuple(state[b.state_key] for b in needed)  # type: ignore[index]
+            slot.tensors = tuple(conform_state(state, b.state_key, slot)  # type: ignore[arg-type]
+                                 for b in needed)
             owner = type(self).__name__
             slot.views = tuple(state_view(owner, t, p, b.state_key, gi, j, slot.like)
                                for b, t in zip(needed, slot.tensors))

@@ -116,6 +116,25 @@ def state_view(owner: str, t: Any, p: torch.Tensor, key: str | None, gi: int,
     return _flat(t).numpy()
 
 
+def conform_state(state: dict[str, Any], key: str, slot: Slot) -> Any:
+    """state[key], first replaced by a copy laid out as the slot steps its
+    parameter if it is a plain tensor of the parameter's shape and dtype laid
+    out otherwise (a state tensor loaded, or kept from before ``p.data`` was
+    given another layout); the values are unchanged."""
+    t = state[key]
+    if (type(t) is not torch.Tensor or t.device.type != "cpu" or t.layout is not STRIDED
+            or t.dtype != slot.view_dtype or t.shape != slot.local.shape):
+        return t
+    like = slot.like
+    if (t.is_contiguous() if like is None else (_dense(t) and _same_order(t, like))):
+        return t
+    stepped = slot.local if like is None else like
+    with torch.no_grad():
+        t = state[key] = torch.empty_like(stepped, memory_format=torch.preserve_format
+                                          ).copy_(t)
+    return t
+
+
 def scalar_view(owner: str, t: Any, key: str, gi: int, j: int) -> np.ndarray:
     """The 0-d NumPy view of scalar state t (a step count), checked."""
     if not (isinstance(t, torch.Tensor) and t.numel() == 1 and t.device.type == "cpu"
