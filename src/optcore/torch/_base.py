@@ -30,6 +30,7 @@ import torch
 from torch.autograd.graph import increment_version
 from torch.optim.optimizer import (Optimizer, _get_scalar_dtype,
                                    _use_grad_for_differentiable)
+from torch.optim.optimizer import _device_dtype_check_for_fused as _fused_dtype_check
 
 from optcore._spec import OPTIMIZER
 from optcore.kernels._buffers import check_calls
@@ -191,6 +192,8 @@ class KernelOptimizer(Optimizer):
                     group: ParamGroup) -> list[str]:
         """Create missing state entries (torch.optim's lazy initialisation);
         returns the keys created."""
+        if group.get("fused") and p.is_complex():
+            _fused_dtype_check(p)        # torch's RuntimeError for fused complex
         created = []
         # torch keeps scalar state in float32 for fused optimizers, else in
         # the default dtype.
