@@ -613,7 +613,6 @@ TWINS_ERRORS = ALL[:-2]
 
 def _bad_params(torch):
     """(description, tensor, exception type, message fragment)."""
-    base = torch.randn(6, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch's sparse-invariants notice
         sparse = torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (5,))
@@ -623,16 +622,11 @@ def _bad_params(torch):
         ("bfloat16", torch.zeros(3, dtype=torch.bfloat16, requires_grad=True), TypeError,
          "dtype torch.bfloat16"),
         ("int64", torch.zeros(3, dtype=torch.int64), TypeError, "dtype torch.int64"),
-        ("complex64", torch.zeros(3, dtype=torch.complex64, requires_grad=True), TypeError,
-         "dtype torch.complex64"),
         ("meta", torch.empty(3, device="meta", requires_grad=True), ValueError,
          "device meta"),
         ("sparse", sparse.requires_grad_(), ValueError, "layout torch.sparse_coo"),
-        ("transposed", base.t().detach().requires_grad_(), ValueError, "not contiguous"),
-        ("strided slice", base[:, ::2].detach().requires_grad_(), ValueError,
-         "not contiguous"),
-        ("channels_last", torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
-         .requires_grad_(), ValueError, "not contiguous"),
+        ("overlapping", torch.zeros(1).expand(3).requires_grad_(), ValueError,
+         "share memory"),
     ]
 
 
@@ -741,28 +735,21 @@ def test_sparse_gradient_rejected_before_any_change(torch, ot, name):
     assert list(after["state"]) == list(before["state"])
 
 
-def test_parameter_storage_swapped_for_non_contiguous_is_caught(torch, ot, ts, rng):
-    """`p.data = ...` after construction is re-checked at the next step."""
-    model = ts.make_model(rng, torch.float32, hidden=8)
-    X, y = ts.make_data(rng, torch.float32)
+def test_parameter_storage_swapped_for_non_contiguous_is_picked_up(torch, ot, ts, rng):
+    """`p.data = ...` after construction (a column-major storage) is seen at
+    the next step, which steps it as torch does (not the stale cached view)."""
+    model = ts.make_model(rng, torch.float64, hidden=8)
+    ref = copy.deepcopy(model)
+    X, y = ts.make_data(rng, torch.float64)
     opt = ot.Adam(model.parameters(), lr=1e-2)
-    ts.train_step(model, opt, X, y)
-    w = model.hidden.weight
-    w.data = w.data.t().contiguous().t()          # same shape, column-major
-    opt.zero_grad()
-    ts.loss_of(model, X, y).backward()
-    snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
-    state = {k: v.clone() for k, v in opt.state[model.out.weight].items()}
-    with pytest.raises(ValueError, match=r"not contiguous"):
-        opt.step()
-    for n, p in model.named_parameters():
-        assert torch.equal(p, snapshot[n]), n
-    for k, v in opt.state[model.out.weight].items():
-        assert torch.equal(v, state[k]), k
-    # a fresh contiguous storage is picked up (not the stale cached view)
-    w.data = w.data.contiguous()
-    opt.step()
-    assert not torch.equal(model.hidden.weight, snapshot["hidden.weight"])
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for m, o in ((model, opt), (ref, ref_opt)):
+        ts.train_step(m, o, X, y)
+        w = m.hidden.weight
+        w.data = w.data.t().contiguous().t()          # same shape, column-major
+        ts.train_step(m, o, X, y)
+    assert model.hidden.weight.stride() == (1, model.hidden.weight.shape[0])
+    assert ts.max_rel_dev(ref.parameters(), model.parameters()) <= ts.rtol_for(torch.float64)
 
 
 def test_bad_hyperparameter_at_step_changes_nothing(torch, ot, ts, rng):

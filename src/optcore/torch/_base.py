@@ -7,7 +7,8 @@ the NumPy classes), and the per-parameter state (torch.optim's keys).
 Everything else lives here:
 
 - parameters are checked when they join the optimizer and again whenever their
-  storage changes: CPU, dense, C-contiguous float32/float64, never copied;
+  storage changes: CPU, dense float32/float64 or complex (viewed as real),
+  stepped in place (``optcore.torch._tensors``: non-contiguous ones included);
 - each step is ONE multi-tensor kernel call per parameter group (one per
   dtype and distinct step count when a group mixes float32 and float64 or its
   parameters' step counts have diverged), on NumPy views that share memory
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.autograd.graph import increment_version
 from torch.optim.optimizer import Optimizer, _get_scalar_dtype
+from torch.optim.optimizer import _device_dtype_check_for_fused as _fused_dtype_check
 
 from optcore._spec import OPTIMIZER
 from optcore.optim._checks import check_loaded_group, check_loaded_state_keys
@@ -36,7 +38,8 @@ from optcore.optim._options import check_flags, rules_for
 from optcore.torch import _dtensor
 from optcore.torch._plan import PlannedStepMixin, without_grad
 from optcore.torch._tensors import Slot as _Slot
-from optcore.torch._tensors import check_param, forget as _forget, scalar_view, state_view
+from optcore.torch._tensors import (check_param, conform_state, forget as _forget, new_state,
+                                    scalar_view, state_view)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,7 +74,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
     Parameters
     ----------
     params : iterable of torch.Tensor or of dict
-        The parameters (CPU, dense, C-contiguous float32/float64 tensors) or
+        The parameters (CPU, dense float32/float64/complex64/complex128 tensors) or
         parameter groups, as for torch.optim.
     **defaults
         The options, by name.
@@ -80,10 +83,10 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
     ------
     ValueError
         If an option is out of range, or a parameter is not on the CPU, not
-        dense or not contiguous.
+        dense (strided) or has elements sharing memory.
     TypeError
         If an option has the wrong type or a parameter's dtype is not
-        float32/float64.
+        float32/float64/complex64/complex128.
 
     See Also
     --------
@@ -158,7 +161,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
             optimizer, or a parameter is not a CPU, dense, contiguous tensor.
         TypeError
             If an option has the wrong type or a parameter's dtype is not
-            float32/float64.
+            float32/float64/complex64/complex128.
 
         Examples
         --------
@@ -189,6 +192,8 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
                     group: ParamGroup) -> list[str]:
         """Create missing state entries (torch.optim's lazy initialisation);
         returns the keys created."""
+        if group.get("fused") and p.is_complex():
+            _fused_dtype_check(p)        # torch's RuntimeError for fused complex
         created = []
         # torch keeps scalar state in float32 for fused optimizers, else in
         # the default dtype.
@@ -201,8 +206,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         for b in rules.needed(group):
             key = b.state_key
             if state.get(key) is None:
-                state[key] = torch.full_like(p, rules.fill(b, self.defaults, group),
-                                             memory_format=torch.preserve_format)
+                state[key] = new_state(p, rules.fill(b, self.defaults, group))
                 created.append(key)
         return created
 
@@ -304,23 +308,22 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         slot = slots.get(id(p))
         if slot is not None and slot.valid(p, state, needed):
             slot.created = ()
+            slot.load()
             return slot
         local = self._check_param(p, gi, j)
         created = self._init_state(state, p, group)
         try:
             slot = _dtensor.new_slot(p, _Slot)
             slot.param = p
-            slot.ptr = local.data_ptr()
-            slot.numel = local.numel()
-            slot.view_dtype = local.dtype
-            slot.view = local.detach().numpy()
+            slot.bind(local)
             slot.state = state
             slot.keys = needed
             names = tuple(self._rules.scalars)
             # (the state buffers in `needed` all have a state_key)
-            slot.tensors = tuple(state[b.state_key] for b in needed)  # type: ignore[index]
+            slot.tensors = tuple(conform_state(state, b.state_key, slot)  # type: ignore[arg-type]
+                                 for b in needed)
             owner = type(self).__name__
-            slot.views = tuple(state_view(owner, t, p, b.state_key, gi, j)
+            slot.views = tuple(state_view(owner, t, p, b.state_key, gi, j, slot.like)
                                for b, t in zip(needed, slot.tensors))
             scalars = tuple(state[k] for k in names)
             slot.scalar_views = tuple(scalar_view(owner, t, k, gi, j)
@@ -333,6 +336,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
             raise
         slot.created = tuple(created)
         slots[id(p)] = slot
+        slot.load()
         return slot
 
     # ---- step ----------------------------------------------------------------
@@ -455,7 +459,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
                 p_state = _NO_STATE if stateless and p not in state else state[p]
                 slot = self._slot(p, p_state, group, needed, gi, j)
                 slots.append(slot)
-                grads.append(g.numpy() if not g.requires_grad else g.detach().numpy())
+                grads.append(slot.grad_view(g))
         except Exception:
             self._rollback(slots)
             raise
@@ -531,6 +535,9 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         kwargs.update(extra)
         store["step"] = step
         kernel([s.view for s in slots], grads, step=int(step), **kwargs)
+        for s in slots:
+            if s.work is not None:   # a parameter stepped on a dense copy
+                s.write_back()
         # Commit the scalar state (rounded to the tensors' dtype, as torch's is).
         for s in slots:
             for name, view in zip(names, s.scalar_views):

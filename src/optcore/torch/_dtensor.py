@@ -147,8 +147,7 @@ def _dtensor_slot(plain: type[_Slot]) -> type[_Slot]:
                         and _layout(p) == self.layout):
                     return False
                 lp = _local(p)
-                if not (self.ptr == lp.data_ptr() and self.numel == lp.numel()
-                        and lp.dtype is self.view_dtype and lp.is_contiguous()):
+                if not self.same_memory(lp):
                     return False
                 for key, t, ptr in self.entries:
                     if state.get(key) is not t or local_ptr(t) != ptr:

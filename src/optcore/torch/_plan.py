@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
+
+from optcore.torch import _dtensor
 from torch.autograd.graph import increment_version
 from torch.optim import optimizer as _torch_optimizer
 
@@ -119,6 +121,12 @@ class PlannedStepMixin:
                 or not (needed or self._rules.scalars) or any(s.created for s in slots)):
             return
         dtype = slots[0].view_dtype
+        # Plain contiguous real tensors only: a complex, non-contiguous (stepped
+        # on a copy) or DTensor parameter keeps the general path.
+        if dtype not in _TYPENUM or any(
+                s.work is not None or _dtensor.is_dtensor(s.param)
+                or s.param.is_complex() or not s.param.is_contiguous() for s in slots):
+            return
         data = (slots, needed, options, buckets[0][0],
                 [s.param for s in slots] + [t for s in slots for t in s.tensors])
         plan = TorchPlan.build(
