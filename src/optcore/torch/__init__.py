@@ -28,5 +28,6 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
 from optcore.torch.optimizers import *  # noqa: F401,F403
 from optcore.torch.optimizers import __all__ as _kernel_classes
 from optcore.torch.lbfgs import LBFGS
+from optcore.torch.sparse import SparseAdam
 
-__all__ = [*_kernel_classes, "LBFGS"]
+__all__ = [*_kernel_classes, "LBFGS", "SparseAdam"]
