@@ -52,7 +52,6 @@ DTYPES = [torch.float32, torch.float64]
 NOT_IN_OPTCORE = {
     "Adafactor": "not implemented yet (the precision issue)",
     "Muon": "not implemented yet",
-    "SparseAdam": "sparse gradients are not supported yet",
 }
 
 #: Configurations optcore refuses on purpose: flag -> reason. Each is checked
@@ -76,7 +75,8 @@ ACCEPTED_FOREACH_ONLY = {
 NOT_RUN = {
     "complex dtypes": "complex parameters are not supported yet (optim_db's configs are "
                       "run for float32 and float64 only)",
-    "sparse gradients": "not supported yet; optim_inputs_func has no sparse configs",
+    "sparse gradients of SGD/Adagrad": "optim_inputs_func has no sparse configs; "
+                                       "tests/test_sparse.py steps them against torch",
     "float16/bfloat16": "optcore.torch updates float32/float64 parameters only",
     "CUDA/XPU/MPS configs": "optcore.torch is CPU only; optim_inputs_func(device='cpu') "
                             "leaves out capturable and tensor-betas configs",
@@ -162,6 +162,8 @@ def _run_twins(name, torch_kwargs, optcore_kwargs, dtype):
     opt = getattr(ot, name)(_groups(model, getattr(ot, name), optcore_kwargs),
                             **copy.deepcopy(optcore_kwargs))
     closure_always = _info(name).step_requires_closure
+    # SparseAdam takes sparse gradients only: each .grad as torch's tests give it
+    sparse_grads = _info(name).only_supports_sparse_grads
     for step in range(STEPS):
         losses = []
         for o, m in ((ref, ref_model), (opt, model)):
@@ -169,6 +171,10 @@ def _run_twins(name, torch_kwargs, optcore_kwargs, dtype):
                 o.zero_grad()
                 loss = _loss(m, step)
                 loss.backward()
+                if sparse_grads:
+                    for p in m.values():
+                        if p.grad is not None:
+                            p.grad = p.grad.to_sparse()
                 return loss
 
             if step % 2 or closure_always:

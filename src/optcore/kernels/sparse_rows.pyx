@@ -233,14 +233,22 @@ def sparse_adam_rows(param, indices, rows, exp_avg, exp_avg_sq, *, step, lr=1e-3
     >>> m[2].round(4).tolist()
     [0.2, 0.2]
     """
+    step = _positive_step(step)
+    step_size = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
+    adam_rows_at(param, indices, rows, exp_avg, exp_avg_sq, step_size, beta1, beta2, eps,
+                 maximize)
+
+
+def adam_rows_at(param, indices, rows, exp_avg, exp_avg_sq, double step_size, beta1,
+                 beta2, eps, maximize):
+    # sparse_adam_rows with its step size given (optcore.torch: torch computes
+    # it in a tensor lr's dtype)
     _dense(param, "param")
     _dense(exp_avg, "exp_avg", param)
     _dense(exp_avg_sq, "exp_avg_sq", param)
     if np.shares_memory(exp_avg, exp_avg_sq):
         raise ValueError("exp_avg overlaps exp_avg_sq")
-    step = _positive_step(step)
     rows, order, starts, targets = _rows(param, indices, rows)
-    step_size = lr * (1 - beta2 ** step) ** 0.5 / (1 - beta1 ** step)
     width = param.size // param.shape[0] if param.shape[0] else 0
     cdef Groups gr = _groups(order, starts, targets, width)
     cdef int nthreads = threads_for(gr.ngroups * gr.width, 0)

@@ -9,6 +9,7 @@ gradient's indices as row numbers of that view and its values as the rows
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -200,20 +201,22 @@ class SparseAdam(torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["step"] += 1
             sparse_dim = p.grad.sparse_dim()
-            beta1, beta2 = group["betas"]
-            sparse_rows.sparse_adam_rows(
+            beta1, beta2 = _scalar(group["betas"][0]), _scalar(group["betas"][1])
+            # torch's step size, in a tensor lr's dtype when lr is a tensor
+            step = state["step"]
+            step_size = _scalar(group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step))
+            sparse_rows.adam_rows_at(
                 view, idx, values, _rows_view(state["exp_avg"], sparse_dim),
-                _rows_view(state["exp_avg_sq"], sparse_dim), step=state["step"],
-                lr=_scalar(group["lr"]), beta1=_scalar(beta1), beta2=_scalar(beta2),
-                eps=group["eps"], maximize=group.get("maximize", False))
+                _rows_view(state["exp_avg_sq"], sparse_dim), step_size, beta1, beta2,
+                group["eps"], group.get("maximize", False))
         return loss
 
 
 class SparseGrads:
     """Sparse COO gradients for optcore.torch.SGD and Adagrad, where torch
-    accepts them: SGD without momentum (with weight decay the gradient is
-    densified, as torch's ``grad.add(param)`` densifies it), Adagrad without
-    weight decay; neither with ``fused=True`` (torch's messages)."""
+    accepts them: SGD and Adagrad without weight decay and without
+    ``fused=True`` (torch's messages otherwise); SGD's momentum with a sparse
+    gradient (a sparse momentum buffer in torch.optim) is not supported."""
 
     param_groups: list[dict[str, Any]]
     state: Any
@@ -228,6 +231,9 @@ class SparseGrads:
                 raise NotImplementedError(
                     "optcore.torch.SGD does not support sparse gradients with momentum "
                     "(torch.optim keeps a sparse momentum buffer there; use torch.optim.SGD)")
+            if group["weight_decay"] != 0:
+                raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, "
+                                   "sparse) instead.")
             view, idx, values = sparse_rows_of(p, g)
             lr, maximize = _scalar(group["lr"]), group["maximize"]
             return lambda: sparse_rows.sgd_rows(view, idx, values, lr=lr, maximize=maximize)
@@ -287,17 +293,13 @@ class SparseGrads:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        runs, swapped = [], []
+        runs: list[Callable[[], None]] = []
+        swapped: list[tuple[Tensor, Tensor]] = []
         try:
             for group in self.param_groups:
                 for p in group["params"]:
                     g = p.grad
                     if g is None or not g.is_sparse:
-                        continue
-                    if type(self).__name__ == "SGD" and group["weight_decay"] != 0 \
-                            and not group.get("fused"):
-                        swapped.append((p, g))
-                        p.grad = g.to_dense()      # torch's grad.add(param) is dense
                         continue
                     runs.append(self._sparse_step(group, p, g))
                     swapped.append((p, g))
