@@ -224,10 +224,9 @@ def sparse_adam_rows(param, indices, rows, exp_avg, exp_avg_sq, *, step, lr=1e-3
     Examples
     --------
     >>> import numpy as np, optcore
-    >>> table = np.ones((4, 2), np.float32)
+    >>> table = np.ones((4, 2))
     >>> m, v = np.zeros_like(table), np.zeros_like(table)
-    >>> optcore.sparse_adam_rows(table, [2, 0, 2], np.ones((3, 2), np.float32),
-    ...                          m, v, step=1, lr=0.1)
+    >>> optcore.sparse_adam_rows(table, [2, 0, 2], np.ones((3, 2)), m, v, step=1, lr=0.1)
     >>> table[:, 0].round(4).tolist()
     [0.9, 1.0, 0.9, 1.0]
     >>> m[2].round(4).tolist()

@@ -163,7 +163,7 @@ class SparseAdam:
         >>> a, b = np.zeros((3, 1)), np.zeros((2, 1))
         >>> opt = optcore.SparseAdam([a, b], lr=0.5)
         >>> opt.step([([2], np.ones((1, 1))), None])
-        >>> a.ravel().tolist(), opt.state[0]["step"], 1 in opt.state
+        >>> a.ravel().round(4).tolist(), opt.state[0]["step"], 1 in opt.state
         ([0.0, 0.0, -0.5], 1, False)
         """
         params = self._params()
@@ -206,7 +206,9 @@ class SparseAdam:
                                          maximize=group["maximize"])
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's layout: ``{"state": {index: entry}, "param_groups": [...]}``.
+        """Return the state and groups in torch.optim's state_dict layout.
+
+        ``{"state": {index: entry}, "param_groups": [...]}``.
 
         Returns
         -------
