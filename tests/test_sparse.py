@@ -226,3 +226,16 @@ def test_embedding_sparse_grads_step_like_torch():
             m(torch.tensor([[1, 2, 1], [7, 1, 9]])).pow(2).sum().backward()
             o.step()
     _close(models[1].weight.detach().numpy(), models[0].weight.detach().numpy(), np.float32)
+
+
+def test_torch_sparse_adam_bad_last_gradient_changes_nothing():
+    torch = _torch()
+    import optcore.torch as ot
+    a = torch.nn.Parameter(torch.ones(3, 2))
+    b = torch.nn.Parameter(torch.ones(2, 2).t())                        # not contiguous
+    opt = ot.SparseAdam([a, b], lr=0.1)
+    a.grad = _coo(torch, [0], np.ones((1, 2), np.float32), (3, 2))
+    b.grad = _coo(torch, [0], np.ones((1, 2), np.float32), (2, 2))
+    with pytest.raises(ValueError, match="contiguous"):
+        opt.step()
+    assert torch.equal(a, torch.ones(3, 2)) and not opt.state
