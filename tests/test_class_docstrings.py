@@ -44,7 +44,7 @@ def _names(module_name, cls):
 
 def numpy_objects():
     names = []
-    for name in [*family.__all__, "LBFGS", "Muon"]:
+    for name in [*family.__all__, "LBFGS", "Muon", "SparseAdam"]:
         names += _names("optcore", getattr(optcore, name))
     names += _names("optcore.optim", optcore.optim.Optimizer)
     names += _names("optcore.optim", optcore.optim.OptimizerState)

@@ -54,7 +54,6 @@ COMPLEX_DTYPES = [torch.complex64, torch.complex128]
 #: that optcore.torch gains is tested automatically.
 NOT_IN_OPTCORE = {
     "Adafactor": "not implemented yet (the precision issue)",
-    "SparseAdam": "sparse gradients are not supported yet",
 }
 
 #: Configurations optcore refuses on purpose: flag -> reason. Each is checked
@@ -76,7 +75,8 @@ ACCEPTED_FOREACH_ONLY = {
 
 #: Parts of optim_db not in these runs (later work), with the reason.
 NOT_RUN = {
-    "sparse gradients": "not supported yet; optim_inputs_func has no sparse configs",
+    "sparse gradients of SGD/Adagrad": "optim_inputs_func has no sparse configs; "
+                                       "tests/test_sparse.py steps them against torch",
     "float16/bfloat16": "optcore.torch updates float32/float64 parameters only",
     "CUDA/XPU/MPS configs": "optcore.torch is CPU only; optim_inputs_func(device='cpu') "
                             "leaves out capturable and tensor-betas configs",
@@ -180,6 +180,8 @@ def _run_twins(name, torch_kwargs, optcore_kwargs, dtype):
                             **copy.deepcopy(optcore_kwargs))
     closure_always = _info(name).step_requires_closure
     rtol = ts.rtol_for(dtype.to_real())
+    # SparseAdam takes sparse gradients only: each .grad as torch's tests give it
+    sparse_grads = _info(name).only_supports_sparse_grads
     for step in range(STEPS):
         losses = []
         for o, m in ((ref, ref_model), (opt, model)):
@@ -187,6 +189,10 @@ def _run_twins(name, torch_kwargs, optcore_kwargs, dtype):
                 o.zero_grad()
                 loss = _loss(m, step)
                 loss.backward()
+                if sparse_grads:
+                    for p in m.values():
+                        if p.grad is not None:
+                            p.grad = p.grad.to_sparse()
                 return loss
 
             if step % 2 or closure_always:

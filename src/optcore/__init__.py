@@ -34,6 +34,8 @@ from optcore.optim.family import *  # noqa: F401,F403  (every optimizer class)
 from optcore.optim.family import __all__ as _optimizer_names
 from optcore.optim.lbfgs import LBFGS
 from optcore.optim.muon import Muon
+from optcore.optim.sparse_adam import SparseAdam
+from optcore.kernels.sparse_rows import sparse_adam_rows, adagrad_rows, sgd_rows
 from optcore import schedules
 from optcore._config import build_info, show_config
 
@@ -52,6 +54,10 @@ __all__ = [
     *_optimizer_names,
     "LBFGS",
     "Muon",
+    "SparseAdam",
+    "sparse_adam_rows",
+    "adagrad_rows",
+    "sgd_rows",
     "schedules",
     "get_num_threads",
     "set_num_threads",

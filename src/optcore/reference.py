@@ -42,6 +42,9 @@ __all__ = [
     "clip_grad_value_",
     "all_finite",
     "unscale_",
+    "sparse_adam_rows",
+    "adagrad_rows",
+    "sgd_rows",
 ]
 
 
@@ -530,8 +533,17 @@ def _document_twins() -> None:
     for kernel in _spec.KERNELS:
         docs.update((w["name"], w["doc"]) for w in _kernel_docs.wrapper_docstrings(kernel))
     for name in __all__:
+        if name in _rows.__all__:
+            continue                    # documented in optcore._reference_rows
         function = globals()[name]
         function.__doc__ = _kernel_docs.twin_docstring(docs[name], name, function.__doc__)
 
+
+from optcore import _reference_rows as _rows  # noqa: E402  (the row-sparse twins)
+
+sparse_adam_rows, adagrad_rows, sgd_rows = (
+    _rows.sparse_adam_rows, _rows.adagrad_rows, _rows.sgd_rows)
+for _twin in (sparse_adam_rows, adagrad_rows, sgd_rows):
+    _twin.__module__ = __name__
 
 _document_twins()

@@ -7,7 +7,9 @@ both ways), and work with torch's lr_schedulers, hooks, ``zero_grad`` and
 ``add_param_group``. Each step updates the parameters in place, zero-copy, in
 one multi-tensor kernel call per parameter group.
 
-Parameters must be CPU, dense, C-contiguous float32/float64 tensors; anything
+Parameters must be CPU, dense, C-contiguous float32/float64 tensors (gradients
+dense too, but for SparseAdam, SGD and Adagrad: sparse COO where torch.optim
+takes them, see optcore.torch.sparse); anything
 else is rejected with an error (never copied). ``foreach`` and ``fused`` are
 accepted and have no effect (every step is already one fused multi-tensor
 call); ``capturable=True`` and ``differentiable=True`` cannot be honoured and
@@ -29,5 +31,6 @@ from optcore.torch.optimizers import *  # noqa: F401,F403
 from optcore.torch.optimizers import __all__ as _kernel_classes
 from optcore.torch.lbfgs import LBFGS
 from optcore.torch.muon import Muon
+from optcore.torch.sparse import SparseAdam
 
-__all__ = [*_kernel_classes, "LBFGS", "Muon"]
+__all__ = [*_kernel_classes, "LBFGS", "Muon", "SparseAdam"]

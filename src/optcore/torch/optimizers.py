@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from optcore.optim._options import torch_asgd_scalars, torch_mu_product
 from optcore.torch._base import KernelOptimizer
+from optcore.torch.sparse import SparseGrads
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
            "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "LAMB"]
 
 
-class SGD(KernelOptimizer):
+class SGD(SparseGrads, KernelOptimizer):
     _setstate_fills = {"nesterov": False, "maximize": False, "foreach": None,
                        "differentiable": False, "fused": False}
 
@@ -86,7 +87,7 @@ class RMSprop(KernelOptimizer):
                          differentiable=differentiable)
 
 
-class Adagrad(KernelOptimizer):
+class Adagrad(SparseGrads, KernelOptimizer):
     _setstate_fills = {"foreach": None, "maximize": False, "differentiable": False,
                        "fused": None}
 
