@@ -1,12 +1,15 @@
 """Smoke test of an installed optcore wheel: every step kernel of the spec
 once against its NumPy twin, the loss and gradient utilities, show_config."""
 
+import ast
+
 import numpy as np
 
 import optcore
-from optcore import _spec, reference
+from optcore import _kernel_docs, _spec, reference
 
-REQUIRED_VALUES = {"step": 1, "lr": 0.01, "mu_product": 1.0}
+# the values the docstring examples give the arguments without a default
+REQUIRED_VALUES = {k: ast.literal_eval(v) for k, v in _kernel_docs.EXAMPLE_VALUES.items()}
 rng = np.random.default_rng(0)
 
 
@@ -22,7 +25,8 @@ def buffers(kernel):
 
 
 for kernel in _spec.KERNELS:
-    kwargs = {h.name: REQUIRED_VALUES[h.name] for h in kernel.hypers
+    kwargs = {h.name: REQUIRED_VALUES.get(h.name, 1 if h.ctype == "step" else 0.1)
+              for h in kernel.hypers
               if h.python and h.default is _spec.REQUIRED}
     fast = buffers(kernel)
     slow = [b.copy() for b in fast]
