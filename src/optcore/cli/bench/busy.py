@@ -35,12 +35,13 @@ _SPIN = "while True:\n    pass\n"
 
 
 @contextmanager
-def busy_cores(count: int) -> Iterator[None]:
-    """``count`` processes spinning for as long as the block runs."""
+def busy_cores(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` processes spinning for as long as the block runs (given to
+    the block; all of them have ended when it is left)."""
     procs = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(count)]
     try:
         time.sleep(0.2)                 # let the scheduler see them
-        yield
+        yield procs
     finally:
         for p in procs:
             p.kill()
