@@ -124,6 +124,8 @@ def c_forward(kernel: Any, dtype: tuple[str, str, str], multi: bool) -> str:
     args = [f"<void**>{ref}{b.name}" for b in kernel.buffers]
     args += ["sizes", "ntensors"] if multi else ["&n", "1"]
     args += [h.name for h in kernel.hypers] + ["num_threads", f"_segment_{suffix}"]
+    if kernel.tiled:
+        args += ["NULL", "PARTITION_ALIGN"]
     ret = c_return(kernel, multi)
     if ret == kernel.returns and ret != "void":
         return wrap_call("    return _run", args, "")
@@ -145,6 +147,8 @@ def run_decl(kernel: Any) -> str:
     args += ["const Py_ssize_t* sizes", "Py_ssize_t ntensors"]
     args += [f"{CTYPES[h.ctype][0]} {h.name}" for h in kernel.hypers]
     args += ["int num_threads", "segment_fn fn"]
+    if kernel.tiled:
+        args += ["const Storage* storage", "Py_ssize_t align"]
     return wrap_call(f"cdef inline {kernel.returns} _run", args, " noexcept nogil:")
 
 
@@ -155,6 +159,7 @@ def set_buffers(kernel: Any) -> str:
     for b in kernel.buffers:
         value = f"{b.name} if {b.needed.cython()} else NULL" if b.needed else b.name
         lines.append(f"    c.bufs.{b.name} = {value}")
+    lines.append("    c.bufs.storage = storage")
     return "\n".join(lines)
 
 
@@ -177,6 +182,44 @@ def segment_call(kernel: Any, ctype: str) -> str:
         else:
             lines.append(pad + piece + tail)
     return "\n".join(lines)
+
+
+def tiled_segment(kernel: Any) -> str:
+    """The body of ``_segment_tiled``: per tile, every buffer as float32
+    (widened into a stack tile unless it is float32), the ``.pyx``'s float32
+    segment, then the written buffers narrowed back (_storage.pxd)."""
+    n = len(kernel.buffers)
+    lines = [
+        "    cdef const Call* c = <const Call*>ctx",
+        "    cdef const Storage* s = c.bufs.storage",
+        f"    cdef float tiles[{n + 1}][TILE]     # one per buffer, and the param before",
+        "    cdef Py_ssize_t lo = start, m",
+    ]
+    lines += [f"    cdef float* {b.name}" for b in kernel.buffers]
+    lines += [
+        "    if stop > s.sizes[t]:",
+        "        stop = s.sizes[t]           # the runtime's sizes may be padded",
+        "    while lo < stop:",
+        "        m = stop - lo if stop - lo < TILE else TILE",
+        f"        param = param_load(s, c.bufs.param, t, lo, m, tiles[0], tiles[{n}])",
+    ]
+    for a, b in enumerate(kernel.buffers[1:], start=1):
+        lines.append(f"        {b.name} = tile_load(s, {a}, c.bufs.{b.name}, t, lo, m, tiles[{a}])")
+    head = f"        _{kernel.module}_segment("
+    args = ["c", "t", "m"] + [b.name for b in kernel.buffers]
+    lines.append(wrap_call(head.rstrip("("), args, ""))
+    lines.append(f"        param_store(s, c.bufs.param, t, lo, m, param, tiles[{n}])")
+    for a, b in enumerate(kernel.buffers[1:], start=1):
+        if b.role == "write":
+            lines.append(f"        tile_store(s, {a}, c.bufs.{b.name}, t, lo, m, {b.name})")
+    lines.append("        lo += m")
+    return "\n".join(lines)
+
+
+def layout(kernel: Any) -> str:
+    """The kernel's buffers for _precision.prepare: (name, written, unsigned map)."""
+    rows = [f"({b.name!r}, {b.role == 'write'}, {b.unsigned})" for b in kernel.buffers]
+    return "(" + ", ".join(rows) + ",)"
 
 
 def need_text(need: Any) -> str:
@@ -211,6 +254,15 @@ def python_params(kernel: Any, wrapper: dict[str, Any], stub: bool = False) -> l
 
     params = [buffer(b) for b in kernel.buffers if not b.keyword]
     params.append("*")
+    precision = []
+    if kernel.tiled:
+        for name, default in kernel.precision_args.items():
+            if stub:
+                kind = ("_Buffers | None" if default is None
+                        else type(default).__name__)
+                precision.append(f"{name}: {kind} = ...")
+            else:
+                precision.append(f"{name}={default!r}")
     for h in kernel.hypers:
         if h.python and h.name not in wrapper["fixed"]:
             default = wrapper["defaults"].get(h.name, h.default)
@@ -222,7 +274,7 @@ def python_params(kernel: Any, wrapper: dict[str, Any], stub: bool = False) -> l
             params.append(text)
         params += [buffer(b) for b in kernel.buffers
                    if b.keyword and b.needed and b.needed.option == h.name]
-    return params
+    return params + precision
 
 
 def check_line(h: Any, wrapper: dict[str, Any], checks: dict[str, str]) -> str:
@@ -263,17 +315,29 @@ def bind_call(kernel: Any) -> str:
     for b in kernel.buffers:
         role = "WRITE" if b.role == "write" else "READ"
         roles.append(f"{role} if {b.needed.cython('c_')} else ABSENT" if b.needed else role)
+    names = [b.name for b in kernel.buffers]
+    if kernel.tiled:
+        roles += [f"WRITE if {x} is not None else ABSENT" for x in ("master_param", "compensation")]
+        names += ["master_param", "compensation"]
     if len(roles) == 1:
         roles[0] += ","          # a one-element tuple
-    objects = ", ".join(b.name for b in kernel.buffers) + ("," if len(roles) == 1 else "")
+    objects = ", ".join(names) + ("," if len(roles) == 1 else "")
+    binder = "bind_mixed" if kernel.tiled else "bind"
     return (wrap_call("    cdef tuple roles = ", roles, "") + "\n"
-            + f"    cdef BufferSet b = bind(_NAMES, ({objects}), roles)")
+            + f"    cdef tuple objs = ({objects})\n"
+            + f"    cdef BufferSet b = {binder}(_NAMES, objs, roles)")
 
 
-def run_call(kernel: Any, head: str) -> str:
+def run_call(kernel: Any, head: str, tiled: bool = False) -> str:
+    """The wrapper's call of ``_run``: the plain one (``fn``), or the tiled
+    one (``pr``: the call's _precision.Precision)."""
     args = ["b.data"] + [f"b.data + {i} * k" if i > 1 else "b.data + k"
                          for i in range(1, len(kernel.buffers))]
-    args += ["b.sizes", "k"] + [f"c_{h.name}" for h in kernel.hypers] + ["0", "fn"]
+    args += ["sizes" if tiled else "b.sizes", "k"] + [f"c_{h.name}" for h in kernel.hypers]
+    if tiled:
+        args += ["0", "_segment_tiled", "&pr.storage", "pr.align"]
+    else:
+        args += ["0", "fn"] + (["NULL", "PARTITION_ALIGN"] if kernel.tiled else [])
     return wrap_call(head, args, "")
 
 
@@ -297,7 +361,7 @@ def docstring(text: str, indent: str) -> str:
     return f'{indent}"""{body}"""'
 
 
-NAMESPACE = dict(segment_call=segment_call, run_decl=run_decl, set_buffers=set_buffers, prepare_call=prepare_call,
+NAMESPACE = dict(segment_call=segment_call, tiled_segment=tiled_segment, layout=layout, run_decl=run_decl, set_buffers=set_buffers, prepare_call=prepare_call,
                  bullet=bullet, c_decl=c_decl, c_names=c_names, c_forward=c_forward, comment=comment,
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
                  check_line=check_line, bind_call=bind_call, run_call=run_call,

@@ -30,7 +30,8 @@ def _adam_call(bufs):
 
 
 def _check_adam(bufs, labels=None):
-    check_buffers(ADAM_NAMES, list(bufs) + [None], ADAM_ROLES, labels)
+    # the step kernels bind with the mixed-precision rules
+    check_buffers(ADAM_NAMES, list(bufs) + [None], ADAM_ROLES, labels, mixed=True)
 
 
 def _error(fn):
@@ -80,12 +81,13 @@ def _cases():
         ("not-a-buffer", [p, "abc", m, v], TypeError,
          "grad must be a float32 or float64 array (or buffer), got str"),
         ("int-dtype", [p, g.astype(np.int32), m, v], TypeError,
-         "grad has dtype int32; optcore kernels take float32 or float64"),
-        ("float16", [p, g.astype(np.float16), m, v], TypeError, "grad has dtype float16"),
+         "grad has dtype int32; optcore kernels take float32, float64, bfloat16 or "
+         "float16"),
         ("byte-order", [p, g.astype(">f4"), m, v], TypeError, "non-native byte order"),
-        ("mixed-dtype", [p, g.astype(np.float64), m, v], TypeError,
-         "grad has dtype float64 but param has dtype float32; all buffers of a call "
-         "must share one dtype"),
+        ("list-dtypes", [[p, p.copy()], [g, g.astype(np.float64)], [m, m.copy()],
+                         [v, v.copy()]], TypeError,
+         "grad[1] has dtype float64 but grad[0] (another tensor of the same argument) "
+         "has dtype float32"),
         ("written-strided", [p, g, np.zeros(2 * N, np.float32)[::2], v], ValueError,
          "exp_avg is not C-contiguous; optcore updates it in place"),
         ("written-fortran", [p.reshape(4, 4).T, g, m, v], ValueError,

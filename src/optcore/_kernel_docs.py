@@ -67,6 +67,17 @@ ARGUMENTS: dict[str, str] = {
     "etaminus": "Factor of the step size where the gradient changed sign.",
     "etaplus": "Factor of the step size where the gradient kept its sign.",
     "ax": "Running average of the parameters (zeros before the first step).",
+    "master_param": "float32 master copy of a bfloat16 or float16 ``param`` (its "
+                    "shape, C-contiguous, updated in place): the step updates it and "
+                    "writes ``param`` from it, rounded to nearest, in the same pass.",
+    "rounding": "How a bfloat16/float16 ``param`` without ``master_param`` is "
+                "rounded on store: ``'nearest'`` (even), ``'stochastic'`` (bfloat16: "
+                "random bits from ``seed``, ``step`` and the element's index; "
+                "unbiased) or ``'kahan'`` (compensated, with ``compensation``).",
+    "compensation": "Kahan compensation buffer of ``param``'s dtype and shape (zeros "
+                    "before the first step), with ``rounding='kahan'``; updated in place.",
+    "seed": "Seed of stochastic rounding (an int in ``[0, 2**64)``); the rounding is "
+            "the same for any thread count.",
 }
 
 #: (kernel, argument) -> the meaning where it differs from ``ARGUMENTS``.
@@ -136,14 +147,18 @@ RESULTS = {"nadam_step": "The new ``mu_product`` (``mu_product * mu_t``), in dou
 def _buffer(kernel: Any, b: Any) -> list[str]:
     text = _describe(kernel, b)
     if b.name == "param":
-        text += (": float32 or float64, C-contiguous and writable; updated in place "
-                 "(never copied).")
+        text += (": float32 or float64" + (", bfloat16 or float16" if kernel.tiled else "")
+                 + ", C-contiguous and writable; updated in place (never copied).")
     elif b.role == "read":
-        text += (": the dtype and size of ``param``; read only (another layout is "
-                 "read through a copy).")
+        text += (": the size of ``param``, its dtype" + (
+            " (or, with a float32, bfloat16 or float16 param, any of those)"
+            if kernel.tiled else "") + "; read only (another layout is read through a "
+            "copy).")
     else:
-        text += (": the dtype and size of ``param``, C-contiguous and writable; "
-                 "updated in place.")
+        text += (": the dtype and size of ``param``" + (
+            " (with a float32, bfloat16 or float16 param: float32, bfloat16 or an "
+            "int8 :class:`optcore.QuantizedState`)" if kernel.tiled else "")
+            + ", C-contiguous and writable; updated in place.")
     if b.needed is not None:
         text += (f" Used only when {_need(b.needed)}; otherwise it may be None and is "
                  "not touched.")
@@ -177,6 +192,11 @@ def _parameters(kernel: Any, fixed: Mapping[str, Any],
         for b in kernel.buffers:
             if b.keyword and b.needed and b.needed.option == h.name:
                 lines += _buffer(kernel, b)
+    for name, default in kernel.precision_args.items():
+        kind = {"rounding": "{'nearest', 'stochastic', 'kahan'}", "seed": "int"}.get(
+            name, "array or list of arrays, optional")
+        head = f"{name} : {kind}" + ("" if default is None else f", default {default!r}")
+        lines += [head, "    " + ARGUMENTS[name]]
     return lines
 
 

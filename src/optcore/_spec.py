@@ -74,7 +74,8 @@ class Buffer:
     fills ``step_size`` with the group's ``lr``). ``keyword``: a
     ``needed`` buffer the Python wrapper takes as a keyword-only argument right
     after its option (Adam's ``max_exp_avg_sq`` after ``amsgrad``) instead of
-    positionally after the other buffers."""
+    positionally after the other buffers. ``unsigned``: a state that is never
+    negative (second moments), quantized with the unsigned int8 map."""
 
     name: str
     role: str = "write"
@@ -83,6 +84,8 @@ class Buffer:
     init: str = "zeros"
     doc: str = ""
     keyword: bool = False
+    #: int8 quantization: the unsigned map (a state that is never negative)
+    unsigned: bool = False
 
     @property
     def is_state(self) -> bool:
@@ -180,6 +183,18 @@ class Kernel:
     def state(self) -> tuple[Buffer, ...]:
         return tuple(b for b in self.buffers if b.is_state)
 
+    @property
+    def tiled(self) -> bool:
+        """Whether the kernel takes low-precision buffers (PRECISION_ARGS):
+        every elementwise kernel, whose generated ``_run`` can feed its
+        float32 segment through tiles."""
+        return self.run == "generated"
+
+    @property
+    def precision_args(self) -> Mapping[str, Any]:
+        """PRECISION_ARGS for a tiled kernel, else none."""
+        return PRECISION_ARGS if self.tiled else {}
+
     def hyper(self, name: str) -> Hyper:
         for h in self.hypers:
             if h.name == name:
@@ -198,8 +213,23 @@ def _grad() -> Buffer:
 
 
 def _state(name: str, key: str | None = None, needed: Need | None = None,
-           init: str = "zeros", keyword: bool = False) -> Buffer:
-    return Buffer(name, "write", needed, key or name, init, keyword=keyword)
+           init: str = "zeros", keyword: bool = False, unsigned: bool = False) -> Buffer:
+    return Buffer(name, "write", needed, key or name, init, keyword=keyword,
+                  unsigned=unsigned)
+
+
+#: The keyword arguments of every tiled kernel (Kernel.tiled) for
+#: low-precision parameters, after the kernel's own: name -> default. Which
+#: combinations run is optcore/kernels/_precision.pyx's rule.
+PRECISION_ARGS: dict[str, Any] = {
+    "master_param": None,
+    "rounding": "nearest",
+    "compensation": None,
+    "seed": 0,
+}
+#: The optimizer classes' storage options: state dtypes and roundings.
+STATE_DTYPES = ("float32", "bfloat16", "int8")
+ROUNDINGS = ("nearest", "stochastic", "kahan")
 
 
 STEP = Hyper("step", "step", doc="1-based count of this update")
@@ -246,8 +276,8 @@ argument is one array or a list of arrays (one native call for the list).""",
 as torch.optim.SGD does. The update is torch.optim.SGD's."""),
     Kernel(
         "adam_step", "adam",
-        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq"),
-         _state("max_exp_avg_sq", needed=Need("amsgrad"), keyword=True)),
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq", unsigned=True),
+         _state("max_exp_avg_sq", needed=Need("amsgrad"), keyword=True, unsigned=True)),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
          _weight_decay(), _flag("decoupled_weight_decay"), _flag("amsgrad"), MAXIMIZE),
         "One Adam step in place (torch.optim.Adam's update).",
@@ -265,7 +295,7 @@ gradient.""",
 inside. The update is torch.optim.Adam's (AdamW: decoupled_weight_decay=1)."""),
     Kernel(
         "rmsprop_step", "rmsprop",
-        (_param(), _grad(), _state("square_avg"),
+        (_param(), _grad(), _state("square_avg", unsigned=True),
          _state("momentum_buffer", needed=Need("momentum", "positive")),
          _state("grad_avg", needed=Need("centered"))),
         (STEP, _lr(1e-2), Hyper("alpha", "double", 0.99, "nonneg", "alpha value"),
@@ -286,7 +316,8 @@ decay added to the gradient)."""),
     Kernel(
         "adagrad_step", "adagrad",
         (_param(), _grad(),
-         _state("state_sum", "sum", init="fill:initial_accumulator_value")),
+         _state("state_sum", "sum", init="fill:initial_accumulator_value",
+                unsigned=True)),
         (STEP, _lr(1e-2), Hyper("lr_decay", "double", 0.0, "nonneg", "lr_decay value"),
          _weight_decay(), _eps(1e-10), MAXIMIZE),
         "One Adagrad step in place (torch.optim.Adagrad's update).",
@@ -302,7 +333,8 @@ lr / (1 + (step - 1) * lr_decay) is computed inside. The update is
 torch.optim.Adagrad's dense one (weight decay added to the gradient)."""),
     Kernel(
         "adadelta_step", "adadelta",
-        (_param(), _grad(), _state("square_avg"), _state("acc_delta")),
+        (_param(), _grad(), _state("square_avg", unsigned=True),
+         _state("acc_delta", unsigned=True)),
         (STEP, _lr(1.0), Hyper("rho", "double", 0.9, "unit", "rho value"),
          _eps(1e-6), _weight_decay(), MAXIMIZE),
         "One Adadelta step in place (torch.optim.Adadelta's update).",
@@ -317,7 +349,7 @@ optimizer's call looks alike). The update is torch.optim.Adadelta's (weight
 decay added to the gradient)."""),
     Kernel(
         "adamax_step", "adamax",
-        (_param(), _grad(), _state("exp_avg"), _state("exp_inf")),
+        (_param(), _grad(), _state("exp_avg"), _state("exp_inf", unsigned=True)),
         (STEP, _lr(2e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
          _weight_decay(), MAXIMIZE),
         "One Adamax step in place (torch.optim.Adamax's update).",
@@ -330,7 +362,7 @@ correction 1 - beta1**step is computed inside. The update is
 torch.optim.Adamax's (weight decay added to the gradient)."""),
     Kernel(
         "nadam_step", "nadam",
-        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq", unsigned=True)),
         (STEP, Hyper("mu_product", "double", REQUIRED,
                      doc="product of the momentum coefficients of earlier steps"),
          _lr(2e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8), _weight_decay(),
@@ -356,7 +388,7 @@ mu_product across its tensors. The update is torch.optim.NAdam's
 (decoupled_weight_decay: NAdamW's decay)."""),
     Kernel(
         "radam_step", "radam",
-        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq", unsigned=True)),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-8),
          _weight_decay(), _flag("decoupled_weight_decay"), MAXIMIZE),
         "One RAdam step in place (torch.optim.RAdam's update).",
@@ -374,7 +406,8 @@ when rho_t > 5, as torch.optim.RAdam). The update is torch.optim.RAdam's
 (decoupled_weight_decay: RAdamW's decay)."""),
     Kernel(
         "rprop_step", "rprop",
-        (_param(), _grad(), _state("prev"), _state("step_size", init="group:lr")),
+        (_param(), _grad(), _state("prev"),
+         _state("step_size", init="group:lr", unsigned=True)),
         (STEP, Hyper("etaminus", "double", 0.5, "open_unit", "etaminus value"),
          Hyper("etaplus", "double", 1.2, "above_one", "etaplus value"),
          Hyper("step_size_min", "double", 1e-6, doc="smallest step size"),
@@ -433,7 +466,7 @@ arrays (one native call). Lion has no bias correction: ``step`` (the
 The update is Lion's (Chen et al. 2023; optax.lion), see lion.pyx."""),
     Kernel(
         "lamb_step", "lamb",
-        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq")),
+        (_param(), _grad(), _state("exp_avg"), _state("exp_avg_sq", unsigned=True)),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-6),
          _weight_decay(), MAXIMIZE),
         "One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb).",

@@ -546,4 +546,16 @@ sparse_adam_rows, adagrad_rows, sgd_rows = (
 for _twin in (sparse_adam_rows, adagrad_rows, sgd_rows):
     _twin.__module__ = __name__
 
+
+def _precision_twins() -> None:
+    # The tiled kernels' twins take master_param, rounding, compensation and
+    # seed (optcore._reference_precision: widen, the float32 rule, round).
+    from optcore import _reference_precision, _spec
+    for kernel in _spec.KERNELS:
+        if kernel.tiled:
+            for name in (kernel.name, *kernel.aliases):
+                globals()[name] = _reference_precision.tiled_twin(name)(globals()[name])
+
+
+_precision_twins()
 _document_twins()

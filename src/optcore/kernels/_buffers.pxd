@@ -20,6 +20,11 @@ cdef enum:
 cdef enum Dtype:
     FLOAT32 = 0
     FLOAT64 = 1
+    # step kernels' mixed calls (bind_mixed) also take these:
+    BFLOAT16 = 2
+    FLOAT16 = 3
+    UINT8 = 4       # the codes of an optcore.QuantizedState
+    MIXED = 5       # BufferSet.dtype of a call whose arguments differ
 
 # How a call uses a buffer argument.
 cdef enum Role:
@@ -30,7 +35,10 @@ cdef enum Role:
 cdef class BufferSet:
     cdef readonly Py_ssize_t ntensors
     cdef readonly int nargs
-    cdef readonly int dtype
+    cdef readonly int dtype         # the call's dtype, or MIXED (bind_mixed)
+    cdef int dtypes[MAX_ARGS]       # each argument's dtype (-1: absent)
+    cdef list absmax                # bind_mixed: per argument None or the
+                                    # QuantizedState scales (list per tensor)
     cdef readonly bint is_list
     cdef void** data            # data[arg * ntensors + t]; NULL where ABSENT
     cdef Py_ssize_t* sizes      # sizes[t], elements of tensor t
@@ -44,6 +52,15 @@ cdef class BufferSet:
     cdef Py_ssize_t total(self) noexcept
 
 cdef BufferSet bind(tuple names, tuple objs, tuple roles)
+# bind for the step kernels: each argument may have its own dtype (float32,
+# float64, bfloat16, float16) and a state may be an optcore.QuantizedState
+# (its codes are bound; its scales are listed in BufferSet.absmax). Which
+# combinations a kernel runs is optcore.kernels._precision's rule.
+cdef BufferSet bind_mixed(tuple names, tuple objs, tuple roles)
+cdef check_disjoint(BufferSet x, tuple xnames, tuple xobjs, BufferSet y, tuple ynames,
+                    tuple yobjs)
+cdef int itemsize_of(int dtype) noexcept
+cdef str dtype_name(int dtype)
 
 # ---- byte ranges, for the overlap rule (_buffers.pyx) ----------------------------
 

@@ -19,7 +19,14 @@ from libc.stdint cimport uintptr_t
 
 import numpy as np
 
+from optcore.precision import QuantizedState
+
 cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # NumPy's type numbers of float16 and of the first user dtype (ml_dtypes')
+    int _NPY_HALF "NPY_HALF"
+    int _NPY_USERDEF "NPY_USERDEF"
 
 cdef class BufferSet:
     """Pointers and sizes of the buffers of one call; owns the acquired views."""
@@ -77,6 +84,38 @@ cdef int _dtype_of(const Py_buffer* view) noexcept:
         return FLOAT32
     if f[0] == b'd' and f[1] == 0 and view.itemsize == 8:
         return FLOAT64
+    if f[0] == b'e' and f[1] == 0 and view.itemsize == 2:
+        return FLOAT16
+    if f[0] == b'B' and f[1] == 0 and view.itemsize == 1:
+        return UINT8
+    return -1
+
+
+cdef int itemsize_of(int dtype) noexcept:
+    return 8 if dtype == FLOAT64 else (4 if dtype == FLOAT32 else
+                                       (1 if dtype == UINT8 else 2))
+
+
+cdef str dtype_name(int dtype):
+    return ("float32", "float64", "bfloat16", "float16", "uint8", "mixed")[dtype]
+
+
+cdef int _array_dtype(cnp.ndarray arr):
+    """The Dtype of a NumPy array, -1 for any other (bfloat16: ml_dtypes'
+    dtype, recognised by name; ml_dtypes is never imported here)."""
+    cdef int tn = cnp.PyArray_TYPE(arr)
+    if tn == cnp.NPY_FLOAT32:
+        return FLOAT32
+    if tn == cnp.NPY_FLOAT64:
+        return FLOAT64
+    if tn == _NPY_HALF:
+        return FLOAT16
+    if tn == cnp.NPY_UINT8:
+        return UINT8
+    if tn >= _NPY_USERDEF:
+        dt = arr.dtype
+        if dt.name == "bfloat16" and dt.itemsize == 2:
+            return BFLOAT16
     return -1
 
 
@@ -176,13 +215,14 @@ cdef inline Py_ssize_t _add_intervals(BufferSet bs, Py_ssize_t offset,
     """The memory ranges of a bound call, numbered from ``offset``; a copied
     input counts with its original's range. Returns how many were added."""
     cdef Py_ssize_t k = bs.ntensors, t, m = 0, index
-    cdef Py_ssize_t itemsize = 4 if bs.dtype == FLOAT32 else 8
+    cdef Py_ssize_t itemsize
     cdef int a
     cdef uintptr_t lo, hi
     cdef dict copied = bs.copied
     for a in range(bs.nargs):
         if bs.roles[a] == ABSENT:
             continue
+        itemsize = itemsize_of(bs.dtypes[a])
         for t in range(k):
             index = a * k + t
             if copied is not None and index in copied:
@@ -213,9 +253,10 @@ cdef str _overlap_message(str first, str second):
 # ---- binding -------------------------------------------------------------------
 
 cdef inline bint _ndarray_ok(object obj, int role, int dtype, int a,
-                             Py_ssize_t size) noexcept:
+                             Py_ssize_t size, bint mixed) noexcept:
     """True when ``obj`` is exactly a NumPy array that the general path would
-    accept as is: float32/float64 in native byte order (and ``dtype`` when
+    accept as is: float32/float64 in native byte order (``mixed``: also
+    float16 and, the codes of a QuantizedState, uint8; and ``dtype`` when
     set), C-contiguous, writable if written, aligned, of ``size`` elements
     (size < 0: any)."""
     cdef cnp.ndarray arr
@@ -229,6 +270,10 @@ cdef inline bint _ndarray_ok(object obj, int role, int dtype, int a,
         dt, itemsize = FLOAT32, 4
     elif tn == cnp.NPY_FLOAT64:
         dt, itemsize = FLOAT64, 8
+    elif mixed and tn == _NPY_HALF:
+        dt, itemsize = FLOAT16, 2
+    elif mixed and tn == cnp.NPY_UINT8:
+        dt, itemsize = UINT8, 1
     else:
         return False
     if dtype >= 0 and dt != dtype:
@@ -252,15 +297,37 @@ cdef BufferSet bind(tuple names, tuple objs, tuple roles):
     the reference for list length, size and dtype (the parameter, or the
     prediction for losses).
     """
-    cdef BufferSet bs = _bind(names, objs, roles, None, False)
+    cdef BufferSet bs = _bind(names, objs, roles, None, False, False)
     _check_call_overlap(bs, names, objs, None)
     return bs
 
 
+cdef BufferSet bind_mixed(tuple names, tuple objs, tuple roles):
+    cdef BufferSet bs = _bind(names, objs, roles, None, False, True)
+    _check_call_overlap(bs, names, objs, None)
+    return bs
+
+
+cdef object _codes_of(BufferSet bs, int a, Py_ssize_t t, object obj, bint is_list,
+                      str label):
+    """A QuantizedState argument: its codes are bound, its scales kept for
+    the kernel (every tensor of an argument quantized, or none)."""
+    if bs.absmax is None:
+        bs.absmax = [None] * bs.nargs
+    if bs.absmax[a] is None:
+        if t > 0:
+            raise TypeError(f"{label} is a QuantizedState but the argument's first "
+                            f"tensor is not; quantize all of its tensors or none")
+        bs.absmax[a] = [None] * bs.ntensors
+    bs.absmax[a][t] = obj
+    return obj.codes
+
+
 cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
-                     bint check_only):
+                     bint check_only, bint mixed):
     """bind() without its overlap check. ``check_only``: a non-contiguous input
-    is not copied (nothing is bound for a kernel; its data pointer is NULL)."""
+    is not copied (nothing is bound for a kernel; its data pointer is NULL).
+    ``mixed``: bind_mixed's rules (each argument its own dtype)."""
     cdef BufferSet bs = BufferSet.__new__(BufferSet)
     cdef int nargs = len(objs)
     cdef int a, role, dt
@@ -274,6 +341,7 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
     bs.is_list = is_list
     bs.keep = None
     bs.copied = None
+    bs.absmax = None
     k = len(first) if is_list else 1
 
     # List structure first: every used argument is a list of the same length
@@ -309,6 +377,8 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
         raise ValueError(f"at most {MAX_ARGS} buffer arguments per call")
     for a in range(nargs):
         bs.roles[a] = roles[a]
+        bs.dtypes[a] = -1
+    cdef bint uniform = True
     for t in range(k):
         for a in range(nargs):
             role = bs.roles[a]
@@ -317,15 +387,27 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                 bs.data[index] = NULL
                 continue
             obj = objs[a][t] if is_list else objs[a]
+            if mixed:
+                # each argument's own dtype, set by its first tensor
+                dtype = bs.dtypes[a]
+                ref_arg, ref_t = a, 0
+                if type(obj) is QuantizedState:
+                    obj = _codes_of(bs, a, t, obj, is_list,
+                                    _label(names, labels, a, t, is_list))
+                elif bs.absmax is not None and bs.absmax[a] is not None:
+                    raise TypeError(
+                        f"{_label(names, labels, a, t, is_list)} is not a QuantizedState "
+                        f"but the argument's first tensor is; quantize all of its "
+                        f"tensors or none")
             # Fast path: a NumPy array that passes every check below is read
             # from the array struct (no buffer export, no message formatting).
             # Anything else, including every failing case, takes the general
             # path, which raises the error.
-            if _ndarray_ok(obj, role, dtype, a, bs.sizes[t] if a > 0 else -1):
+            if _ndarray_ok(obj, role, dtype, a, bs.sizes[t] if a > 0 else -1, mixed):
                 if dtype < 0:
-                    dtype = FLOAT32 if cnp.PyArray_TYPE(<cnp.ndarray>obj) == cnp.NPY_FLOAT32 \
-                        else FLOAT64
+                    dtype = _array_dtype(<cnp.ndarray>obj)
                     ref_arg, ref_t = a, t
+                bs.dtypes[a] = dtype
                 if a == 0:
                     bs.sizes[t] = cnp.PyArray_SIZE(<cnp.ndarray>obj)
                 bs.data[index] = cnp.PyArray_DATA(<cnp.ndarray>obj)
@@ -338,6 +420,24 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
             label = _label(names, labels, a, t, is_list)
             if obj is None:
                 raise ValueError(f"{label} is required for these options but is None")
+            if mixed and cnp.PyArray_Check(obj) and \
+                    _array_dtype(<cnp.ndarray>obj) == BFLOAT16:
+                # NumPy exports no buffer of ml_dtypes' bfloat16: checked here
+                obj = _bfloat16_array(bs, <cnp.ndarray>obj, role, label, index,
+                                      check_only)
+                if dtype >= 0 and dtype != BFLOAT16:
+                    raise TypeError(_dtype_mismatch(label, "bfloat16", names, labels,
+                                                    ref_arg, ref_t, is_list, dtype))
+                dtype = bs.dtypes[a] = BFLOAT16
+                ref_arg, ref_t = a, t
+                n = cnp.PyArray_SIZE(<cnp.ndarray>obj)
+                if a == 0:
+                    bs.sizes[t] = n
+                elif n != bs.sizes[t]:
+                    raise ValueError(
+                        f"{label} has {n} elements but "
+                        f"{_label(names, labels, 0, t, is_list)} has {bs.sizes[t]}")
+                continue
             view = &bs.views[bs.nviews]
             try:
                 PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)
@@ -353,6 +453,8 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                     f" ({exc})") from None
             bs.nviews += 1
             dt = _dtype_of(view)
+            if dt > FLOAT64 and not mixed:
+                dt = -1
             if dt < 0:
                 if view.format != NULL and (view.format[0] == b'>' or view.format[0] == b'!'):
                     raise TypeError(
@@ -360,16 +462,15 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                         f"byte order; optcore kernels take native float32 or float64")
                 raise TypeError(
                     f"{label} has dtype {_dtype_name(obj, view)}; optcore kernels "
-                    f"take float32 or float64")
+                    f"take {_TAKES[mixed]}")
             if dtype < 0:
                 dtype = dt
                 ref_arg, ref_t = a, t
             elif dt != dtype:
-                raise TypeError(
-                    f"{label} has dtype {_dtype_name(obj, view)} but "
-                    f"{_label(names, labels, ref_arg, ref_t, is_list)} has "
-                    f"dtype {'float32' if dtype == FLOAT32 else 'float64'}; "
-                    f"all buffers of a call must share one dtype")
+                raise TypeError(_dtype_mismatch(label, _dtype_name(obj, view), names,
+                                                labels, ref_arg, ref_t, is_list, dtype,
+                                                mixed))
+            bs.dtypes[a] = dt
             n = view.len // view.itemsize
             if not PyBuffer_IsContiguous(view, b'C'):
                 if role == WRITE:
@@ -410,9 +511,82 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                 raise ValueError(
                     f"{label} has {n} elements but "
                     f"{_label(names, labels, 0, t, is_list)} has {bs.sizes[t]}")
+    if mixed:
+        dtype = -1
+        for a in range(nargs):
+            if bs.dtypes[a] < 0:
+                continue
+            if dtype < 0:
+                dtype = bs.dtypes[a]
+            elif bs.dtypes[a] != dtype:
+                dtype = MIXED
+        if dtype > FLOAT64 or bs.absmax is not None:
+            dtype = MIXED
     bs.dtype = dtype if dtype >= 0 else FLOAT32
-    bs.copied = copied
+    if not mixed:
+        for a in range(nargs):
+            if bs.dtypes[a] < 0 and bs.roles[a] != ABSENT:
+                bs.dtypes[a] = bs.dtype
+    if copied is not None:
+        if bs.copied is None:
+            bs.copied = copied
+        else:
+            bs.copied.update(copied)
     return bs
+
+
+cdef tuple _TAKES = ("float32 or float64", "float32, float64, bfloat16 or float16")
+
+
+cdef str _dtype_mismatch(str label, str got, tuple names, object labels, int ref_arg,
+                         Py_ssize_t ref_t, bint is_list, int dtype, bint mixed=True):
+    if mixed:
+        return (f"{label} has dtype {got} but "
+                f"{_label(names, labels, ref_arg, ref_t, is_list)} (another tensor of "
+                f"the same argument) has dtype {dtype_name(dtype)}")
+    return (f"{label} has dtype {got} but "
+            f"{_label(names, labels, ref_arg, ref_t, is_list)} has "
+            f"dtype {dtype_name(dtype)}; all buffers of a call must share one dtype")
+
+
+cdef object _bfloat16_array(BufferSet bs, cnp.ndarray arr, int role, str label,
+                            Py_ssize_t index, bint check_only):
+    """Bind a bfloat16 NumPy array (data pointer, held reference); a
+    non-contiguous input that is only read is copied, as the general path does."""
+    cdef uintptr_t lo, hi
+    cdef Py_ssize_t itemsize = 2
+    if not arr.dtype.isnative:
+        raise TypeError(f"{label} has dtype bfloat16 in non-native byte order")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        if role == WRITE:
+            raise ValueError(
+                f"{label} is not C-contiguous; optcore updates it in place and "
+                f"never works on a copy (an update to a copy would be lost)")
+        if bs.copied is None:
+            bs.copied = {}
+        if not _extent(<uintptr_t>cnp.PyArray_DATA(arr), cnp.PyArray_NDIM(arr),
+                       <const Py_ssize_t*>cnp.PyArray_DIMS(arr),
+                       <const Py_ssize_t*>cnp.PyArray_STRIDES(arr), itemsize,
+                       &lo, &hi):
+            lo = hi = 0
+        bs.copied[index] = (lo, hi)
+        if check_only:
+            bs.data[index] = NULL
+            return arr
+        arr = np.ascontiguousarray(arr)
+        if bs.keep is None:
+            bs.keep = []
+        bs.keep.append(arr)
+    else:
+        if role == WRITE and not cnp.PyArray_ISWRITEABLE(arr):
+            raise ValueError(f"{label} is read-only; optcore updates it in place")
+        if (<uintptr_t>cnp.PyArray_DATA(arr)) % 2 != 0:
+            raise ValueError(f"{label} is not aligned to its 2-byte elements")
+    bs.data[index] = cnp.PyArray_DATA(arr)
+    Py_INCREF(arr)
+    bs.refs[bs.nrefs] = <PyObject*>arr
+    bs.nrefs += 1
+    return arr
 
 
 cdef _check_call_overlap(BufferSet bs, tuple names, tuple objs, object labels):
@@ -443,6 +617,29 @@ cdef _check_call_overlap(BufferSet bs, tuple names, tuple objs, object labels):
     finally:
         if iv != stack_iv:
             PyMem_Free(iv)
+
+
+cdef check_disjoint(BufferSet x, tuple xnames, tuple xobjs, BufferSet y, tuple ynames,
+                    tuple yobjs):
+    """The overlap rule between two bound sets of one call (a step's buffers and
+    the scales of its quantized states)."""
+    cdef _Where where = _Where.__new__(_Where)
+    cdef Py_ssize_t nx = x.nargs * x.ntensors
+    cdef Py_ssize_t m = 0
+    cdef Interval* iv = <Interval*>PyMem_Malloc(max(1, nx + y.nargs * y.ntensors)
+                                                * sizeof(Interval))
+    if iv == NULL:
+        raise MemoryError()
+    where.calls = [(0, x.ntensors, x.is_list, xnames, xobjs, None),
+                   (nx, y.ntensors, y.is_list, ynames, yobjs, None)]
+    try:
+        m = _add_intervals(x, 0, iv)
+        m += _add_intervals(y, nx, iv + m)
+        pair = _overlap(iv, m, where)
+        if pair is not None:
+            raise ValueError(_overlap_message(where.label(pair[0]), where.label(pair[1])))
+    finally:
+        PyMem_Free(iv)
 
 
 # ---- the check-only entry points (Python) --------------------------------------
@@ -485,7 +682,7 @@ cdef tuple _call_args(call):
     return names, objs, roles, labels
 
 
-def check_buffers(names, objs, roles, labels=None):
+def check_buffers(names, objs, roles, labels=None, *, mixed=False):
     """Check the buffers of one kernel call exactly as the kernel's own
     binding does, and raise the same TypeError/ValueError with the same
     message; nothing is written, copied or kept.
@@ -499,11 +696,13 @@ def check_buffers(names, objs, roles, labels=None):
     for list length, sizes and dtype. ``labels`` (optional): per argument
     None, or how messages name it: a str for a single array, a list of str
     (one per tensor) for a list; by default ``name`` / ``name[t]``.
+    ``mixed``: the step kernels' rules (each argument its own dtype,
+    bfloat16/float16 arrays and QuantizedState states accepted).
     """
-    check_calls([(names, objs, roles, labels)])
+    check_calls([(names, objs, roles, labels)], mixed=mixed)
 
 
-def check_calls(calls):
+def check_calls(calls, *, mixed=False):
     """``check_buffers`` for several kernel calls that must all be valid
     before the first one runs: each call as ``check_buffers`` checks it (its
     own dtype; calls may differ), then the overlap rule over all of them
@@ -523,7 +722,7 @@ def check_calls(calls):
     where.calls = []
     for names, objs, roles, labels in args:
         bs = _bind(names, objs, tuple([ABSENT if r == COPY else r for r in roles]),
-                   labels, True)
+                   labels, True, mixed)
         _check_call_overlap(bs, names, objs, labels)
         # The views stay held (and the pointers valid) until the check is done.
         bound.append(bs)

@@ -34,6 +34,11 @@ cdef Py_ssize_t parallel_threshold() noexcept nogil
 cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil
 cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
                        Py_ssize_t ntensors, int num_threads) noexcept nogil
+# Chunk boundaries at multiples of `align` (int8 states: whole quantization
+# blocks; the caller pads each tensor's size to a multiple of it).
+cdef void run_segments_aligned(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
+                               Py_ssize_t ntensors, int num_threads,
+                               Py_ssize_t align) noexcept nogil
 
 # Deterministic reductions. Each tensor of a call is cut into blocks of
 # REDUCE_BLOCK elements (the last one shorter); a block function reduces one

@@ -384,6 +384,14 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
                        Py_ssize_t ntensors, int num_threads) noexcept nogil:
     """Apply ``fn`` over all elements of all tensors, with ``num_threads``
     threads (<= 0: the process setting; 1: the calling thread only)."""
+    run_segments_aligned(fn, ctx, sizes, ntensors, num_threads, PARTITION_ALIGN)
+
+
+cdef void run_segments_aligned(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
+                               Py_ssize_t ntensors, int num_threads,
+                               Py_ssize_t align) noexcept nogil:
+    """run_segments with chunk boundaries at multiples of ``align`` elements
+    of the concatenation (a multiple of PARTITION_ALIGN)."""
     cdef Py_ssize_t total = 0, t, chunk, nchunks, lo, part, next_chunk = 0
     cdef long long stamps[2]
     cdef int nt
@@ -400,7 +408,7 @@ cdef void run_segments(segment_fn fn, const void* ctx, const Py_ssize_t* sizes,
     # thread count. OpenMP may start fewer threads than asked (nested regions,
     # OMP_THREAD_LIMIT); the chunks are done all the same.
     chunk = (total + nt * CHUNKS_PER_THREAD - 1) // (nt * CHUNKS_PER_THREAD)
-    chunk = (chunk + PARTITION_ALIGN - 1) // PARTITION_ALIGN * PARTITION_ALIGN
+    chunk = (chunk + align - 1) // align * align
     nchunks = (total + chunk - 1) // chunk
     stamps[0] = optcore_now_ns()
     with parallel(num_threads=nt):

@@ -62,11 +62,12 @@ include "_sgd_api.pxi"
 
 # ---- Python API ------------------------------------------------------------
 
-cdef tuple _NAMES = ("param", "grad", "momentum_buffer")
+cdef tuple _NAMES = ("param", "grad", "momentum_buffer", "master_param", "compensation")
 
 
 def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
-             dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False):
+             dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
+             master_param=None, rounding="nearest", compensation=None, seed=0):
     # hand-written (spec wrapper="hand"): the nesterov and dampening rules
     cdef long long c_step = _step(step)
     cdef double c_lr = nonneg(lr, "lr", "learning rate")
@@ -80,13 +81,29 @@ def sgd_step(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0,
     cdef bint c_maximize = flag_fast(maximize, "maximize")
     if c_nesterov and (c_momentum <= 0.0 or c_dampening != 0.0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-    cdef BufferSet b = bind(_NAMES, (param, grad, momentum_buffer),
-                            (WRITE, READ, WRITE if c_momentum != 0.0 else ABSENT))
+    cdef tuple objs = (param, grad, momentum_buffer, master_param, compensation)
+    cdef BufferSet b = bind_mixed(_NAMES, objs,
+                                  (WRITE, READ, WRITE if c_momentum != 0.0 else ABSENT,
+                                   WRITE if master_param is not None else ABSENT,
+                                   WRITE if compensation is not None else ABSENT))
     cdef Py_ssize_t k = b.ntensors
+    cdef Precision pr
+    cdef const Py_ssize_t* sizes
+    if (b.dtype == MIXED or master_param is not None or compensation is not None
+            or rounding != "nearest"):
+        pr = _prepare_precision(b, _NAMES, objs, _LAYOUT, rounding, seed, c_step,
+                                "sgd_step")
+        sizes = pr.run_sizes if pr.run_sizes != NULL else b.sizes
+        with nogil:
+            _run(b.data, b.data + k, b.data + 2 * k, sizes, k, c_step, c_lr, c_momentum,
+                 c_dampening, c_nesterov, c_weight_decay, c_maximize, 0, _segment_tiled,
+                 &pr.storage, pr.align)
+        return
     cdef segment_fn fn = _segment_f32 if b.dtype == FLOAT32 else _segment_f64
     with nogil:
         _run(b.data, b.data + k, b.data + 2 * k, b.sizes, k, c_step, c_lr, c_momentum,
-             c_dampening, c_nesterov, c_weight_decay, c_maximize, 0, fn)
+             c_dampening, c_nesterov, c_weight_decay, c_maximize, 0, fn, NULL,
+             PARTITION_ALIGN)
 
 
 # the docstring, rendered from the spec (_sgd_api.pxi)
