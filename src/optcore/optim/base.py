@@ -440,7 +440,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         """
         if self._planned_step(grads):
             return
-        plan, copied = self._plan(grads)
+        plan, copied, rows = self._plan(grads)
         fn = self._rules.kernel
         calls = []
         for g, gs, hyper, complete in plan:
@@ -463,6 +463,8 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
                 except (TypeError, ValueError) as exc:
                     raise exc from None
                 raise
+        for run in rows:                # row-form gradients, checked with the plan
+            run()
 
     def zero_state(self) -> None:
         """Forget all optimizer state (moments, step counts).
