@@ -415,7 +415,10 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
             One gradient per parameter, in order over all groups; or one list
             per group; or ``{group index: list}`` to step only those groups. A
             ``None`` gradient skips its parameter (as a missing ``.grad`` does
-            in torch). Gradients have their parameter's shape and dtype.
+            in torch). Gradients have their parameter's shape and dtype;
+            SGD (without momentum) and Adagrad also take a row-form
+            ``(indices, rows)`` pair, as ``optcore.SparseAdam`` does, and step
+            only the rows it touches.
 
         Raises
         ------
