@@ -2,6 +2,7 @@
 optcore.SparseAdam and optcore.torch's SparseAdam / SGD / Adagrad against
 torch.optim with sparse COO gradients, step after step; the refusals."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -178,7 +179,8 @@ def test_sgd_and_adagrad_take_sparse_grads_like_torch(dtype, name, kwargs):
      "weight_decay option is not compatible with sparse gradients"),
     ("Adagrad", {"fused": True}, RuntimeError, "`fused` does not support sparse grad"),
     ("SGD", {"fused": True}, RuntimeError, "`_fused_sgd` does not support sparse gradients"),
-    ("SGD", {"momentum": 0.9}, NotImplementedError, "momentum"),
+    ("SGD", {"momentum": 0.9, "weight_decay": 0.1}, RuntimeError,
+     r"add\(sparse, dense\) is not supported"),
     ("SGD", {"weight_decay": 0.1}, RuntimeError, r"add\(sparse, dense\) is not supported"),
     ("SparseAdam", {}, RuntimeError, "SparseAdam does not support dense gradients"),
 ])
@@ -191,13 +193,10 @@ def test_refused_sparse_cases_raise_and_change_nothing(name, kwargs, error, matc
         a.grad, b.grad = _coo(torch, [0], np.ones((1, 2), np.float32), (3, 2)), torch.ones(2)
     else:
         a.grad, b.grad = torch.ones(3, 2), _coo(torch, [0], np.ones(1, np.float32), (2,))
-    if "momentum" not in kwargs:                    # torch raises the same (but momentum)
-        ref = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1,
-                                         **kwargs)
-        ref.param_groups[0]["params"][0].grad = b.grad if name != "SparseAdam" \
-            else torch.ones(2)
-        with pytest.raises(error, match=match):
-            ref.step()
+    ref = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1, **kwargs)
+    ref.param_groups[0]["params"][0].grad = b.grad if name != "SparseAdam" else torch.ones(2)
+    with pytest.raises(error, match=match):                 # torch raises the same
+        ref.step()
     with pytest.raises(error, match=match):
         opt.step()
     assert torch.equal(a, torch.ones(3, 2)) and torch.equal(b, torch.ones(2))
@@ -238,3 +237,235 @@ def test_torch_sparse_adam_bad_last_gradient_changes_nothing():
     with pytest.raises(ValueError, match="contiguous"):
         opt.step()
     assert torch.equal(a, torch.ones(3, 2)) and not opt.state
+
+
+# ---- SGD with momentum and sparse gradients (torch's sparse momentum buffer) ----
+
+def _random_coo(torch, rng, dtype, shape, sparse_dim=1):
+    # 0 to 7 entries (an empty set too), duplicates likely, out of order
+    k = int(rng.integers(0, 8))
+    idx = np.stack([rng.integers(0, n, k) for n in shape[:sparse_dim]])
+    values = rng.standard_normal((k, *shape[sparse_dim:])) * 10 ** rng.uniform(-2, 2)
+    return torch.sparse_coo_tensor(torch.tensor(idx, dtype=torch.int64),
+                                   torch.tensor(values.astype(dtype)), shape)
+
+
+MOMENTUM_CASES = [{"momentum": 0.9}, {"momentum": 0.9, "dampening": 0.3},
+                  {"momentum": 0.5, "nesterov": True}, {"momentum": 0.9, "maximize": True},
+                  {"momentum": 0.8, "nesterov": True, "maximize": True, "foreach": True}]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kwargs", MOMENTUM_CASES)
+@pytest.mark.parametrize("sparse_dim", [1, 2])
+def test_sgd_momentum_with_sparse_grads_steps_like_torch(dtype, kwargs, sparse_dim):
+    torch = _torch()
+    import optcore.torch as ot
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal((7, 3)).astype(dtype)
+    dense_start = rng.standard_normal(4).astype(dtype)
+    twins = []
+    for cls in (torch.optim.SGD, ot.SGD):
+        emb = torch.nn.Parameter(torch.tensor(start))
+        dense = torch.nn.Parameter(torch.tensor(dense_start))
+        other = torch.nn.Parameter(torch.tensor(start[:2].copy()))      # a second group
+        twins.append((cls([{"params": [emb, dense]}, {"params": [other], "lr": 0.05}],
+                          lr=0.1, **kwargs), emb, dense, other))
+    for _ in range(6):
+        grad = _random_coo(torch, rng, dtype, (7, 3), sparse_dim)
+        grad2 = _random_coo(torch, rng, dtype, (2, 3), sparse_dim)
+        dense_grad = torch.tensor(rng.standard_normal(4).astype(dtype))
+        for _, emb, dense, other in twins:
+            emb.grad, dense.grad, other.grad = grad.clone(), dense_grad.clone(), grad2.clone()
+        for o, *_ in twins:
+            o.step()
+        (ref, *ref_p), (opt, *p) = twins
+        for a, b in zip(p, ref_p):
+            _close(a.detach().numpy(), b.detach().numpy(), dtype)
+            mine, theirs = opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"]
+            assert mine.layout == theirs.layout
+            _close(mine.to_dense().numpy(), theirs.to_dense().numpy(), dtype)
+        buf = opt.state[p[0]]["momentum_buffer"]
+        assert buf.is_sparse and buf.is_coalesced() and buf.sparse_dim() == sparse_dim
+        assert p[0].grad.is_sparse                    # the user's gradient is left as given
+
+
+def test_sgd_momentum_touches_only_the_rows_its_buffer_holds():
+    torch = _torch()
+    import optcore.torch as ot
+    w = torch.nn.Parameter(torch.full((1000, 2), float("nan")))
+    w.data[[3, 7]] = 1.0
+    opt = ot.SGD([w], lr=0.5, momentum=0.9)
+    for idx in ([3], [7, 7], []):
+        w.grad = torch.sparse_coo_tensor([idx], torch.ones(len(idx), 2), (1000, 2))
+        opt.step()
+    assert torch.isnan(w[[0, 4, 999]]).all()                 # untouched rows never read
+    assert opt.state[w]["momentum_buffer"]._indices().tolist() == [[3, 7]]
+    # 1 - 0.5 (g) - 0.5 * 0.9 (buffer) - 0.5 * 0.81 (buffer, empty gradient)
+    assert w[3].tolist() == pytest.approx([1 - 0.5 - 0.45 - 0.405] * 2)
+
+
+def test_sgd_momentum_buffer_layouts_as_torch():
+    torch = _torch()
+    import optcore.torch as ot
+    rng = np.random.default_rng(6)
+
+    def pair(**kwargs):
+        ps = [torch.nn.Parameter(torch.ones(5, 2, dtype=torch.float64)) for _ in range(2)]
+        return ps, [torch.optim.SGD([ps[0]], lr=0.1, **kwargs),
+                    ot.SGD([ps[1]], lr=0.1, **kwargs)]
+
+    # a dense buffer (from a dense gradient) takes a sparse one and stays dense
+    ps, opts = pair(momentum=0.9, dampening=0.2)
+    for grad in (torch.ones(5, 2, dtype=torch.float64),
+                 _random_coo(torch, rng, np.float64, (5, 2)),
+                 _random_coo(torch, rng, np.float64, (5, 2))):
+        for p, o in zip(ps, opts):
+            p.grad = grad.clone()
+            o.step()
+        _close(ps[1].detach().numpy(), ps[0].detach().numpy(), np.float64)
+    assert opts[1].state[ps[1]]["momentum_buffer"].layout == torch.strided
+    # where torch refuses (nesterov on a dense buffer; a dense gradient on a
+    # sparse buffer): its error, nothing changed
+    for kwargs, grads in [({"momentum": 0.9, "nesterov": True},
+                           [torch.ones(5, 2, dtype=torch.float64),
+                            _random_coo(torch, rng, np.float64, (5, 2))]),
+                          ({"momentum": 0.9}, [_random_coo(torch, rng, np.float64, (5, 2)),
+                                               torch.ones(5, 2, dtype=torch.float64)])]:
+        ps, opts = pair(**kwargs)
+        for p, o in zip(ps, opts):
+            p.grad = grads[0].clone()
+            o.step()
+        before = ps[1].detach().clone()
+        buf = opts[1].state[ps[1]]["momentum_buffer"].clone()
+        for p, o in zip(ps, opts):
+            p.grad = grads[1].clone()
+            with pytest.raises(RuntimeError, match=r"add\(sparse, dense\) is not supported"):
+                o.step()
+        assert torch.equal(ps[1], before)
+        after = opts[1].state[ps[1]]["momentum_buffer"]
+        assert torch.equal(after.to_dense(), buf.to_dense())
+
+
+def test_sgd_momentum_loads_torchs_uncoalesced_buffer():
+    torch = _torch()
+    import optcore.torch as ot
+    rng = np.random.default_rng(7)
+    ps = [torch.nn.Parameter(torch.ones(6, 3)) for _ in range(2)]
+    ref = torch.optim.SGD([ps[0]], lr=0.1, momentum=0.9, nesterov=True)
+    for _ in range(2):
+        ps[0].grad = _random_coo(torch, rng, np.float32, (6, 3))
+        ref.step()
+    ps[1].data.copy_(ps[0].data)
+    opt = ot.SGD([ps[1]], lr=0.1, momentum=0.9, nesterov=True)
+    opt.load_state_dict(copy.deepcopy(ref.state_dict()))    # (torch's steps mutate it)
+    for _ in range(3):
+        grad = _random_coo(torch, rng, np.float32, (6, 3))
+        for p, o in zip(ps, (ref, opt)):
+            p.grad = grad.clone()
+            o.step()
+        _close(ps[1].detach().numpy(), ps[0].detach().numpy(), np.float32)
+    assert ref.state_dict()["state"][0]["momentum_buffer"].is_sparse
+    ref.load_state_dict(opt.state_dict())                    # and back
+    assert ref.state[ps[0]]["momentum_buffer"].is_coalesced()
+
+
+# ---- the NumPy SGD and Adagrad with row-form gradients ---------------------------
+
+def _row_grad(rng, dtype, nrows, width=3):
+    k = int(rng.integers(0, 8))                  # an empty index set too
+    rows = rng.standard_normal((k, width)) * 10 ** rng.uniform(-3, 3, (k, 1))
+    return rng.integers(0, nrows, k), rows.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, kwargs", [
+    ("SGD", {"lr": 0.1}), ("SGD", {"lr": 0.1, "maximize": True, "foreach": True}),
+    ("Adagrad", {"lr": 0.1}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "maximize": True,
+                 "initial_accumulator_value": 0.1, "eps": 1e-6}),
+])
+def test_numpy_row_form_steps_like_torch_and_the_twins(dtype, name, kwargs):
+    torch = _torch()
+    rng = np.random.default_rng(8)
+    starts = [rng.standard_normal(s).astype(dtype) for s in ((7, 3), (4,), (3, 3), (5, 3))]
+    mine = [a.copy() for a in starts]
+    twin = [a.copy() for a in starts]
+    groups = [{"params": mine[:2]}, {"params": mine[2:], "lr": 0.05}]
+    opt = getattr(optcore, name)(groups, **kwargs)
+    tps = [torch.nn.Parameter(torch.tensor(a)) for a in starts]
+    ref = getattr(torch.optim, name)([{"params": tps[:2]}, {"params": tps[2:], "lr": 0.05}],
+                                     **kwargs)
+    sums = [np.full_like(a, kwargs.get("initial_accumulator_value", 0.0)) for a in starts]
+    for step in range(1, 6):
+        (i0, r0), (i3, r3) = _row_grad(rng, dtype, 7), _row_grad(rng, dtype, 5)
+        dense = [rng.standard_normal(a.shape).astype(dtype) for a in starts[1:3]]
+        opt.step([(i0, r0), dense[0], dense[1], (i3, r3)])
+        for p, g in zip(tps, [_coo(torch, i0, r0, (7, 3)), torch.tensor(dense[0]),
+                              torch.tensor(dense[1]), _coo(torch, i3, r3, (5, 3))]):
+            p.grad = g
+        ref.step()
+        for a, p in zip(mine, tps):
+            _close(a, p.detach().numpy(), dtype)
+        # the row-form parameters bit for bit as the NumPy twins step them
+        for k, (idx, rows), lr in ((0, (i0, r0), 0.1), (3, (i3, r3), 0.05)):
+            if name == "SGD":
+                reference.sgd_rows(twin[k], idx, rows, lr=lr, maximize=kwargs.get("maximize"))
+            else:
+                reference.adagrad_rows(twin[k], idx, rows, sums[k], step=step, lr=lr,
+                                       lr_decay=kwargs.get("lr_decay", 0.0),
+                                       eps=kwargs.get("eps", 1e-10),
+                                       maximize=kwargs.get("maximize", False))
+            np.testing.assert_array_equal(mine[k], twin[k])
+    if name == "Adagrad":
+        for k in (0, 3):
+            np.testing.assert_array_equal(opt.state[k]["sum"], sums[k])
+            assert opt.state[k]["step"] == step == int(ref.state[tps[k]]["step"])
+        _close(opt.state[1]["sum"], ref.state[tps[1]]["sum"].numpy(), dtype)
+
+
+def test_numpy_row_form_in_a_group_added_later_and_single_parameter_groups():
+    table, other = np.ones((4, 2)), np.ones((3, 2))
+    opt = optcore.Adagrad([table], lr=0.5)
+    opt.add_param_group({"params": [other]})
+    opt.step([([1, 1], np.ones((2, 2))), ([2], np.full((1, 2), 2.0))])   # flat, not nested
+    assert opt.state[1]["step"] == 1 and opt.state[0]["step"] == 1
+    np.testing.assert_allclose(table[1], 0.5)
+    np.testing.assert_allclose(other[2], 0.5)
+    assert (table[[0, 2, 3]] == 1).all() and (other[:2] == 1).all()
+    sgd = optcore.SGD([np.zeros((2, 1))], lr=0.5)
+    sgd.step([([0, 0], np.ones((2, 1)))])
+    assert sgd.param_groups[0]["params"][0].ravel().tolist() == [-1.0, 0.0]
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (([0, 9], np.ones((2, 3))), IndexError, r"parameter 1 .*indices must lie in \[0, 7\)"),
+    (([-1], np.ones((1, 3))), IndexError, r"parameter 1 .*indices"),
+    (([0.0, 1.0], np.ones((2, 3))), TypeError, r"parameter 1 .*1-D integer"),
+    (([0, 1], np.ones((2, 2))), ValueError, r"parameter 1 .*rows has shape \(2, 2\)"),
+    (([0, 1], np.ones((2, 3), np.float32)), TypeError, r"parameter 1 .*dtype"),
+])
+@pytest.mark.parametrize("name", ["SGD", "Adagrad"])
+def test_numpy_row_form_bad_input_raises_before_any_write(name, bad, error, match):
+    first, table = np.ones((7, 3)), np.ones((7, 3))
+    opt = getattr(optcore, name)([first, table], lr=0.1)
+    state = {k: dict(v) for k, v in opt.state.items()}
+    with pytest.raises(error, match=match):
+        opt.step([([0], np.ones((1, 3))), bad])
+    assert (first == 1).all() and (table == 1).all()
+    for k, entry in opt.state.items():
+        assert entry["step"] == state[k]["step"] and (entry["sum"] == 0).all()
+
+
+@pytest.mark.parametrize("name, kwargs, error, match", [
+    ("SGD", {"momentum": 0.9}, NotImplementedError, "momentum"),
+    ("SGD", {"weight_decay": 0.1}, RuntimeError, r"add\(sparse, dense\) is not supported"),
+    ("Adagrad", {"weight_decay": 0.1}, RuntimeError, "weight_decay option is not compatible"),
+    ("Adam", {}, TypeError, "dense gradients only"),
+])
+def test_numpy_row_form_refusals(name, kwargs, error, match):
+    a, b = np.ones(2), np.ones((3, 2))
+    opt = getattr(optcore, name)([a, b], lr=0.1, **kwargs)
+    with pytest.raises(error, match=match):
+        opt.step([np.ones(2), ([0], np.ones((1, 2)))])
+    assert (a == 1).all() and (b == 1).all()

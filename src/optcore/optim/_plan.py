@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ import numpy as np
 from optcore.kernels._buffers import check_calls
 from optcore.kernels._plan import NumpyPlan
 from optcore.optim._checks import _MAX_STEP, _check_shape
+from optcore.optim._rows import is_row_form, row_step
 
 if TYPE_CHECKING:
     from optcore._typing import Kernel, KernelCall, ParamGroup, StateEntry
@@ -110,12 +111,15 @@ class PlanMixin:
         self._hyper_cache[g] = (values, hyper)
         return hyper
 
-    def _plan(self, grads: Any) -> tuple[list[_Checked], list[_Copied]]:
+    def _plan(self, grads: Any) -> tuple[list[_Checked], list[_Copied],
+                                          list[Callable[[], None]]]:
         """Split ``grads`` per group and check them. Returns ``(checked,
-        copied)``: per group ``(g, grads, hyperparameters, complete)``, and
+        copied, rows)``: per group ``(g, grads, hyperparameters, complete)``,
         ``(g, j, original)`` for every gradient replaced by an aligned copy
         (gradients are only read, so a misaligned one is copied rather than
-        refused; the original still may not overlap a written buffer)."""
+        refused; the original still may not overlap a written buffer), and
+        the checked steps of row-form gradients (``_rows.row_step``; their
+        parameters count as without a gradient in ``checked``)."""
         ngroups = len(self.param_groups)
         sizes = [len(gr["params"]) for gr in self.param_groups]
         if isinstance(grads, dict):
@@ -129,6 +133,10 @@ class PlanMixin:
         elif isinstance(grads, (list, tuple)):
             nested = (len(grads) == ngroups and len(grads) > 0
                       and all(isinstance(gs, (list, tuple)) for gs in grads))
+            if nested and len(grads) == sum(sizes):
+                # one-parameter groups: (indices, rows) pairs, not group lists
+                nested = not any(len(gs) != 1 and is_row_form(gs, gr["params"][0])
+                                 for gs, gr in zip(grads, self.param_groups))
             if nested:
                 plan = list(enumerate(grads))
             else:
@@ -146,6 +154,7 @@ class PlanMixin:
                             f"lists (one per group) or a dict {{group index: list}}, got "
                             f"{type(grads).__name__}")
         checked, copied = [], []
+        row_steps: list[Callable[[], None]] = []
         for g, gs in plan:
             group = self.param_groups[g]
             if not isinstance(gs, (list, tuple)):
@@ -165,6 +174,11 @@ class PlanMixin:
                         and gr.flags.aligned):
                     out.append(gr)
                     continue
+                if not isinstance(gr, np.ndarray) and is_row_form(gr, p):
+                    row_steps.append(row_step(self, g, j, p, gr, hyper))  # type: ignore[arg-type]
+                    out.append(None)
+                    complete = False
+                    continue
                 label = f"the grad of {self._label(g, j)}"
                 if not isinstance(gr, np.ndarray):
                     try:
@@ -178,7 +192,7 @@ class PlanMixin:
                     gr = np.array(gr, order="C")
                 out.append(gr)
             checked.append((g, out, hyper, complete))
-        return checked, copied
+        return checked, copied, row_steps
 
     def _plain_kwargs(self, names: tuple[str, ...], hyper: dict[str, Any],
                       buffers: dict[str, list[np.ndarray]]) -> dict[str, Any] | None:

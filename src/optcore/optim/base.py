@@ -415,7 +415,10 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
             One gradient per parameter, in order over all groups; or one list
             per group; or ``{group index: list}`` to step only those groups. A
             ``None`` gradient skips its parameter (as a missing ``.grad`` does
-            in torch). Gradients have their parameter's shape and dtype.
+            in torch). Gradients have their parameter's shape and dtype;
+            SGD (without momentum) and Adagrad also take a row-form
+            ``(indices, rows)`` pair, as ``optcore.SparseAdam`` does, and step
+            only the rows it touches.
 
         Raises
         ------
@@ -440,7 +443,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         """
         if self._planned_step(grads):
             return
-        plan, copied = self._plan(grads)
+        plan, copied, rows = self._plan(grads)
         fn = self._rules.kernel
         calls = []
         for g, gs, hyper, complete in plan:
@@ -463,6 +466,8 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
                 except (TypeError, ValueError) as exc:
                     raise exc from None
                 raise
+        for run in rows:                # row-form gradients, checked with the plan
+            run()
 
     def zero_state(self) -> None:
         """Forget all optimizer state (moments, step counts).

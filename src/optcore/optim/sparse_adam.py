@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from optcore.kernels import sparse_rows
+from optcore.optim._rows import check_rows
 
 __all__ = ["SparseAdam"]
 
@@ -180,18 +181,7 @@ class SparseAdam:
                                                      and len(grad) == 2):
                 raise RuntimeError("SparseAdam does not support dense gradients, "
                                    "please consider Adam instead")
-            idx = np.asarray(grad[0])
-            if idx.ndim != 1 or not (idx.dtype.kind in "iu" or idx.size == 0):
-                raise TypeError("indices must be a 1-D integer array")
-            rows = grad[1]
-            if not isinstance(rows, np.ndarray) or rows.dtype != p.dtype:
-                raise TypeError(f"rows must be a numpy.ndarray of the parameter's dtype "
-                                f"({p.dtype})")
-            if rows.shape != (idx.shape[0], *p.shape[1:]):
-                raise ValueError(f"rows has shape {rows.shape}, expected "
-                                 f"{(idx.shape[0], *p.shape[1:])}")
-            if idx.size and (idx.min() < 0 or idx.max() >= p.shape[0]):
-                raise IndexError(f"indices must lie in [0, {p.shape[0]})")
+            idx, rows = check_rows(p, grad, f"grads[{i}]")
             calls.append((i, p, idx, rows, owner[i]))
         for i, p, idx, rows, group in calls:
             state = self.state.get(i)

@@ -394,9 +394,10 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         if self._planned_step():
             return loss
         plans = []
+        sparse: list[Callable[[], None]] = []     # checked sparse steps, run last
         try:
             for gi, group in enumerate(self.param_groups):
-                plan = self._plan_group(gi, group)
+                plan = self._plan_group(gi, group, sparse)
                 if plan is not None:
                     plans.append(plan)
             if len(plans) > 1 or (plans and len(plans[0][3]) > 1):
@@ -409,6 +410,8 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
             raise
         for n in range(len(plans)):
             self._run_group(plans, n)
+        for run in sparse:
+            run()
         self._record_plan(plans, self._rules.spec.options + _FLAGS)
         return loss
 
@@ -434,10 +437,13 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
             cache[values] = found
         return found
 
-    def _plan_group(self, gi: int, group: ParamGroup) -> _Plan | None:
+    def _plan_group(self, gi: int, group: ParamGroup,
+                    sparse: list[Callable[[], None]]) -> _Plan | None:
         """(gi, slots, grads, buckets, needed, options) of the kernel calls
-        that step group gi, or None when no parameter has a gradient; state
-        created for them is removed again if this raises."""
+        that step group gi, or None when no parameter has a dense gradient;
+        the checked steps of its sparse gradients are appended to `sparse`
+        (``_sparse_step``); state created for them is removed again if this
+        raises."""
         options, needed = self._group_options(group)
         state = self.state
         stateless = not needed and not self._rules.scalars   # e.g. SGD without momentum
@@ -448,10 +454,8 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
                 if g is None:
                     continue
                 if g.layout is not _STRIDED:
-                    raise RuntimeError(
-                        f"optcore.torch.{type(self).__name__} does not support sparse "
-                        f"gradients (param_groups[{gi}]['params'][{j}] has a "
-                        f"{g.layout} gradient)")
+                    sparse.append(self._sparse_step(gi, j, group, p, g))
+                    continue
                 if g.__class__ is not _TENSOR:   # a DTensor's: its local tensor
                     g = _dtensor.grad_local(g, p, f"optcore.torch.{type(self).__name__}: "
                                                   f"param_groups[{gi}]['params'][{j}]")
@@ -481,6 +485,14 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
                 by_key.setdefault(k, []).append(i)
             buckets = list(by_key.items())
         return gi, slots, grads, buckets, needed, options
+
+    def _sparse_step(self, gi: int, j: int, group: ParamGroup, p: torch.Tensor,
+                     g: torch.Tensor) -> Callable[[], None]:
+        """The checked step of a sparse gradient, to run after the dense ones
+        (``optcore.torch.sparse.SparseGrads``); refused here."""
+        raise RuntimeError(
+            f"optcore.torch.{type(self).__name__} does not support sparse "
+            f"gradients (param_groups[{gi}]['params'][{j}] has a {g.layout} gradient)")
 
     def _run_group(self, plans: list[_Plan], n_plan: int) -> None:
         """Run the kernel calls of ``plans[n_plan]``; if one raises, the state

@@ -214,29 +214,38 @@ class SparseAdam(torch.optim.Optimizer):
 
 class SparseGrads:
     """Sparse COO gradients for optcore.torch.SGD and Adagrad, where torch
-    accepts them: SGD and Adagrad without weight decay and without
-    ``fused=True`` (torch's messages otherwise); SGD's momentum with a sparse
-    gradient (a sparse momentum buffer in torch.optim) is not supported."""
+    accepts them: without weight decay and without ``fused=True`` (torch's
+    messages otherwise). Each is checked while the step is planned and
+    stepped after the dense gradients (``KernelOptimizer._sparse_step``).
+
+    SGD with momentum keeps torch's sparse momentum buffer (a COO tensor,
+    kept coalesced here: the same values as torch's uncoalesced one, to
+    rounding where rows repeat): a step reads and writes the rows the buffer
+    holds, i.e. every row touched since the buffer was made, as torch's does.
+    A dense buffer (made by a dense gradient) takes a sparse gradient as
+    torch does: the buffer and then the whole parameter are updated.
+    """
 
     param_groups: list[dict[str, Any]]
     state: Any
 
-    def _sparse_step(self, group: dict[str, Any], p: Tensor, g: Tensor) -> Callable[[], None]:
+    def _sparse_step(self, gi: int, j: int, group: dict[str, Any], p: Tensor,
+                     g: Tensor) -> Callable[[], None]:
         """The checked step of one sparse gradient, to run after the dense ones."""
-        name = type(self).__name__
-        if name == "SGD":
-            if group.get("fused"):
-                raise RuntimeError("`_fused_sgd` does not support sparse gradients")
-            if group["momentum"] != 0:
-                raise NotImplementedError(
-                    "optcore.torch.SGD does not support sparse gradients with momentum "
-                    "(torch.optim keeps a sparse momentum buffer there; use torch.optim.SGD)")
-            if group["weight_decay"] != 0:
-                raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, "
-                                   "sparse) instead.")
-            view, idx, values = sparse_rows_of(p, g)
-            lr, maximize = _scalar(group["lr"]), group["maximize"]
+        if type(self).__name__ != "SGD":
+            return self._sparse_adagrad(group, p, g)
+        if group.get("fused"):
+            raise RuntimeError("`_fused_sgd` does not support sparse gradients")
+        if group["weight_decay"] != 0:
+            raise RuntimeError(_SPARSE_DENSE)
+        view, idx, values = sparse_rows_of(p, g)
+        lr, maximize = _scalar(group["lr"]), group["maximize"]
+        if group["momentum"] == 0:
             return lambda: sparse_rows.sgd_rows(view, idx, values, lr=lr, maximize=maximize)
+        return _momentum_step(self.state[p], p, g, view, idx, values, group, lr)
+
+    def _sparse_adagrad(self, group: dict[str, Any], p: Tensor,
+                        g: Tensor) -> Callable[[], None]:
         if group.get("fused"):
             raise RuntimeError("`fused` does not support sparse grad or complex param")
         if group["weight_decay"] != 0:
@@ -252,63 +261,92 @@ class SparseGrads:
                                      eps=group["eps"], maximize=group["maximize"])
         return run
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Take one step: dense gradients in the kernel calls, sparse COO ones
-        on the rows they touch.
+    def _slot(self, p: Tensor, state: dict[str, Any], *args: Any) -> Any:
+        # A dense gradient meets the sparse momentum buffer of earlier sparse
+        # ones: torch's buf.add_(grad) refuses it.
+        buf = state.get("momentum_buffer")
+        if buf is not None and buf.is_sparse:
+            raise RuntimeError(_SPARSE_DENSE)
+        return super()._slot(p, state, *args)  # type: ignore[misc]
 
-        Every sparse gradient is checked before the first write; then the
-        dense step runs (it checks its own calls first), then the sparse ones.
 
-        Parameters
-        ----------
-        closure : callable, optional
-            Re-evaluates the model and returns the loss (run with grad
-            enabled, before the step).
+_SPARSE_DENSE = "add(sparse, dense) is not supported. Use add(dense, sparse) instead."
 
-        Returns
-        -------
-        object
-            The closure's loss, or None.
 
-        Raises
-        ------
-        RuntimeError
-            A sparse gradient where torch refuses one (torch's message).
-        NotImplementedError
-            A sparse gradient for SGD with momentum.
+def _momentum_step(state: dict[str, Any], p: Tensor, g: Tensor, view: np.ndarray,
+                   idx: np.ndarray, values: np.ndarray, group: dict[str, Any],
+                   lr: float) -> Callable[[], None]:
+    """torch.optim.SGD's momentum step for a sparse gradient, computed now
+    (nothing written), applied by the returned function."""
+    momentum, dampening = float(group["momentum"]), float(group["dampening"])
+    nesterov, maximize = bool(group["nesterov"]), bool(group["maximize"])
+    buf = state.get("momentum_buffer")
+    t = view.dtype.type
+    if buf is not None and not buf.is_sparse:
+        # torch: buf.mul_(m).add_(grad, alpha=1 - dampening) keeps it dense,
+        # then p.add_(buf, alpha=-lr) over the whole parameter.
+        if nesterov:
+            raise RuntimeError(_SPARSE_DENSE)
+        if buf.shape != p.shape or buf.dtype != p.dtype:
+            raise RuntimeError(f"the momentum buffer ({buf.dtype}, {tuple(buf.shape)}) does "
+                               f"not match its parameter ({p.dtype}, {tuple(p.shape)})")
+        buf_view = _rows_view(buf, g.sparse_dim())
 
-        Examples
-        --------
-        >>> import torch
-        >>> import optcore.torch
-        >>> w = torch.nn.Parameter(torch.zeros(3, 1))
-        >>> opt = optcore.torch.SGD([w], lr=0.5)
-        >>> w.grad = torch.sparse_coo_tensor([[0, 0]], [[1.0], [1.0]], (3, 1),
-        ...                                  check_invariants=True)
-        >>> opt.step()
-        >>> w.detach().ravel().tolist()
-        [-1.0, 0.0, 0.0]
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        runs: list[Callable[[], None]] = []
-        swapped: list[tuple[Tensor, Tensor]] = []
-        try:
-            for group in self.param_groups:
-                for p in group["params"]:
-                    g = p.grad
-                    if g is None or not g.is_sparse:
-                        continue
-                    runs.append(self._sparse_step(group, p, g))
-                    swapped.append((p, g))
-                    p.grad = None                  # the dense step skips it
-            super().step()  # type: ignore[misc]
-        finally:
-            for p, g in swapped:
-                p.grad = g
-        for run in runs:
-            run()
-        return loss
+        def dense() -> None:
+            buf.mul_(momentum)
+            # buf[i] += ±(1 - dampening) * row, rows one after the other (torch's add_)
+            sparse_rows.sgd_rows(buf_view, idx, values, lr=-(1.0 - dampening),
+                                 maximize=maximize)
+            p.add_(buf, alpha=-lr)
+        return dense
+    # The gradient coalesced: its distinct rows, duplicates summed in order of
+    # appearance (torch's coalesce), negated for maximize.
+    touched, position = np.unique(idx, return_inverse=True)
+    summed = np.zeros((touched.size, view.shape[1]), view.dtype)
+    sparse_rows.sgd_rows(summed, position, values, lr=1.0 if maximize else -1.0)
+    if buf is None:                                  # torch: buf = grad.clone()
+        live, rows = touched, summed
+    else:
+        held, held_rows = _buffer_rows(buf, p, g.sparse_dim())
+        live = np.union1d(held, touched)
+        rows = np.zeros((live.size, view.shape[1]), view.dtype)
+        rows[np.searchsorted(live, held)] = held_rows * t(momentum)
+        at = np.searchsorted(live, touched)
+        rows[at] += summed * t(1.0 - dampening)
+    update = rows
+    if nesterov:                                     # grad.add(buf, alpha=momentum)
+        update = rows * t(momentum)
+        update[np.searchsorted(live, touched)] += summed
+    new_buf = _coo(live, rows, p, g.sparse_dim())
+
+    def run() -> None:
+        sparse_rows.sgd_rows(view, live, update, lr=lr)
+        if buf is None:
+            state["momentum_buffer"] = new_buf
+        else:
+            buf.copy_(new_buf)           # in place, as torch's buf.mul_().add_()
+    return run
+
+
+def _buffer_rows(buf: Tensor, p: Tensor, sparse_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a sparse momentum buffer holds (sorted) and their values."""
+    if buf.shape != p.shape or buf.dtype != p.dtype or buf.sparse_dim() != sparse_dim:
+        raise RuntimeError(f"the sparse momentum buffer ({buf.dtype}, {tuple(buf.shape)}, "
+                           f"sparse_dim {buf.sparse_dim()}) does not match the parameter "
+                           f"({p.dtype}, {tuple(p.shape)}) and its gradient (sparse_dim "
+                           f"{sparse_dim})")
+    buf = buf.coalesce()                 # a no-op for the buffers made here
+    idx = buf._indices().numpy()
+    shape = tuple(p.shape[:sparse_dim])
+    rows = np.ravel_multi_index(tuple(idx), shape) if sparse_dim else np.zeros(
+        buf._nnz(), np.intp)
+    width = int(np.prod(p.shape[sparse_dim:], dtype=np.int64))
+    return np.asarray(rows, np.intp), buf._values().numpy().reshape(len(rows), width)
+
+
+def _coo(live: np.ndarray, rows: np.ndarray, p: Tensor, sparse_dim: int) -> Tensor:
+    shape = tuple(p.shape[:sparse_dim])
+    idx = np.stack(np.unravel_index(live, shape)) if sparse_dim else np.zeros((0, live.size))
+    values = torch.from_numpy(rows).reshape(live.size, *p.shape[sparse_dim:])
+    return torch.sparse_coo_tensor(torch.from_numpy(idx.astype(np.int64)), values,
+                                   p.shape, is_coalesced=True, check_invariants=False)
