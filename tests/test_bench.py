@@ -228,6 +228,26 @@ def test_bench_steps_section(torch, capsys):
     assert text.count("optcore.torch.Adam.step, ") == 2 and "<= 3.00 us" in text
 
 
+def test_bench_precision_section(torch, capsys):
+    # Every storage case and torch's fused peers, the bytes and the goals.
+    from optcore.cli.bench.precision import CASES, state_bytes, traffic
+    kernels = [k for k in bench.available_kernels() if k.name == "adam"]
+    b = bench.Bench(kernels, [256], [np.float32], [2], bench.Timing(budget=0.001), torch,
+                    ["precision"], progress=False, precision_size=3 * 4096 + 5)
+    res = b.run()
+    times = res["precision"]["times"]
+    assert set(CASES) | {"torch fused fp32", "torch fused bf16"} <= set(times)
+    assert all(t > 0 for t in times.values())
+    assert traffic(*CASES["fp32"]) == 28 and traffic(*CASES["bf16 params, grads, states"]) == 14
+    assert state_bytes("float32", "int8", False, "nearest") < 2.1
+    from optcore.cli.bench.report import print_report
+    print_report(res, kernels)
+    bench.print_scorecard(res)
+    text = capsys.readouterr().out
+    assert "precision: one AdamW step" in text
+    assert "AdamW int8 states: >= 1.55x optcore fp32" in text
+
+
 def test_crossover():
     assert bench.crossover([1, 2, 4, 8], [1, 2, 4, 8], [3, 3, 3, 3]) == 4
     assert bench.crossover([1, 2, 4, 8], [1, 5, 1, 8], [3, 3, 3, 3]) == 8

@@ -36,7 +36,8 @@ from optcore.optim.lbfgs import LBFGS
 from optcore.optim.muon import Muon
 from optcore.optim.sparse_adam import SparseAdam
 from optcore.kernels.sparse_rows import sparse_adam_rows, adagrad_rows, sgd_rows
-from optcore import schedules
+from optcore import schedules, precision
+from optcore.precision import QuantizedState
 from optcore._config import build_info, show_config
 
 
@@ -59,6 +60,8 @@ __all__ = [
     "adagrad_rows",
     "sgd_rows",
     "schedules",
+    "precision",
+    "QuantizedState",
     "get_num_threads",
     "set_num_threads",
     "get_parallel_threshold",

@@ -312,12 +312,26 @@ class QuantizedState:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The state's shape (the parameter's)."""
+        """The state's shape (the parameter's).
+
+        Examples
+        --------
+        >>> from optcore import QuantizedState
+        >>> QuantizedState.zeros((2, 3), signed=True).shape
+        (2, 3)
+        """
         return tuple(self.codes.shape)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of codes and scales."""
+        """Bytes of codes and scales.
+
+        Examples
+        --------
+        >>> from optcore import QuantizedState
+        >>> QuantizedState.zeros(1024, signed=True).nbytes   # 1024 codes, 4 scales
+        1040
+        """
         return int(self.codes.nbytes + self.absmax.nbytes)
 
     @classmethod

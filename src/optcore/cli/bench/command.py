@@ -20,7 +20,7 @@ from optcore.cli.bench.runner import Bench, pow2
 from optcore.cli.bench import timing as timing_mod
 from optcore.cli.bench.timing import Timing
 
-SECTIONS = ("kernels", "multi", "overhead", "threshold", "busy", "steps")
+SECTIONS = ("kernels", "multi", "overhead", "threshold", "busy", "steps", "precision")
 DTYPES = ("float32", "float64")
 
 #: --quick: two sizes (those of the scorecard's mid-size goals), short
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                   multi_cases=QUICK_MULTI_CASES if args.quick else MULTI_CASES,
                   threshold_sizes=QUICK_THRESHOLD_SIZES if args.quick else THRESHOLD_SIZES,
                   multi_dtypes=dtypes[:1] if args.quick else None,
-                  multi_threads=[max(threads)] if args.quick else None)
+                  multi_threads=[max(threads)] if args.quick else None,
+                  precision_size=2 ** 20 if args.quick else 2 ** 24)
     started = time.perf_counter()
     results = bench.run()
     results["config"] = {"sizes": sizes, "dtypes": [np.dtype(d).name for d in dtypes],

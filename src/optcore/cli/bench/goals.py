@@ -35,6 +35,9 @@ class Goal:
                all-threads mean
     "step"     small-model section, case ``case``: ``kernel``'s row's time per
                step, or, with ``vs``, its time over row ``vs``'s
+    "precision" precision section: row ``vs``'s time over row ``case``'s (a
+               speed-up of ``case``); ``kernel`` "state" instead bounds the
+               state bytes per parameter of ``case``
     """
     measure: str
     kernel: str
@@ -66,6 +69,16 @@ GOALS = (
     Goal("step", "numpy", 2, at_most=True, case="100x64", vs="functional"),
     Goal("step", "optcore.torch", 0.5, at_most=True, case="seed MLP", vs="torch-fused"),
     Goal("step", "optcore.torch", 0.5, at_most=True, case="100x64", vs="torch-fused"),
+    Goal("precision", "adamw", 1.3, case="bf16 states", vs="fp32"),
+    Goal("precision", "adamw", 1.55, case="int8 states", vs="fp32"),
+    Goal("precision", "state", 2.1, at_most=True, case="int8 states"),
+    Goal("precision", "adamw", 1.8, case="bf16 params, grads, states", vs="fp32"),
+    Goal("precision", "adamw", 1.35, case="bf16 params, grads, states", vs="torch fused bf16"),
+    Goal("precision", "adamw", 0.9, case="bf16 params + fp32 master", vs="fp32"),
+    Goal("precision", "adamw", 1.3, case="bf16 params + fp32 master",
+         vs="DeepSpeedCPUAdam fp32"),
+    Goal("precision", "adamw", 30, case="int8 states", vs="bitsandbytes AdamW8bit"),
+    Goal("precision", "adamw", 30, case="int8 states", vs="torchao AdamW8bit"),
 )
 
 _VS_NAME = {"torch-fused": "torch fused", "reference": "reference"}
@@ -152,6 +165,19 @@ def evaluate(goal: Goal, results: JSONDict) -> list[ScoreLine]:
             vs = {"functional": "the functional call", "torch-fused": "torch Adam fused"}
             out.append((f"{label[goal.kernel]}, {goal.case}: <= {goal.bound:g}x "
                         f"{vs[goal.vs]}", f"{x:.2f}x", _check(goal, x), True))
+    elif goal.measure == "precision" and results.get("precision"):
+        from optcore.cli.bench.precision import CASES, state_bytes
+        t = results["precision"]["times"]
+        if goal.kernel == "state" and goal.case in CASES:
+            param, _, state, master, rounding = CASES[goal.case]
+            b = state_bytes(param, state, master, rounding)
+            out.append((f"AdamW {goal.case}: state <= {goal.bound:g} B/param", f"{b:.2f}",
+                        _check(goal, b), True))
+        elif goal.case in t and goal.vs in t:
+            x = t[goal.vs] / t[goal.case]
+            peer = "optcore fp32" if goal.vs == "fp32" else goal.vs
+            out.append((f"AdamW {goal.case}: >= {goal.bound:g}x {peer}", f"{x:.2f}x",
+                        _check(goal, x), True))
     elif goal.measure == "multi":
         r = _find(results["multi"], kernel=goal.kernel, dtype="float32", case=goal.case,
                   threads=tmax)

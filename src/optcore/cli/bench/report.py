@@ -165,6 +165,9 @@ def print_report(results: JSONDict, kernels: Iterable[Kernel],
     if results.get("steps"):
         from optcore.cli.bench.steps import print_steps
         print_steps(results["steps"], out)
+    if results.get("precision"):
+        from optcore.cli.bench.precision import print_precision
+        print_precision(results["precision"], out)
 
 
 def _print_threshold(th: JSONDict, out: SupportsWrite[str]) -> None:

@@ -103,8 +103,10 @@ class Bench:
                  multi_cases: Sequence[MultiCase] | None = None,
                  threshold_sizes: Sequence[int] | None = None,
                  multi_dtypes: Sequence[FloatDType] | None = None,
-                 multi_threads: Sequence[int] | None = None) -> None:
+                 multi_threads: Sequence[int] | None = None,
+                 precision_size: int = 2 ** 24) -> None:
         self.kernels, self.sizes, self.dtypes = kernels, sizes, dtypes
+        self.precision_size = precision_size
         self.multi_cases = multi_cases or MULTI_CASES
         self.multi_dtypes = list(dtypes) if multi_dtypes is None else multi_dtypes
         self.multi_threads = list(threads) if multi_threads is None else multi_threads
@@ -114,7 +116,8 @@ class Bench:
         self.progress_enabled = progress
         self.retry_seconds = 0.0       # spent re-measuring disturbed rows
         self.results: JSONDict = {"machine": machine_info(), "ceiling": [], "kernels": [],
-                        "multi": [], "overhead": [], "threshold": {}, "busy": {}, "steps": {}}
+                        "multi": [], "overhead": [], "threshold": {}, "busy": {}, "steps": {},
+                        "precision": {}}
         if torch is not None:
             self.results["machine"]["torch"] = torch.__version__
 
@@ -145,6 +148,8 @@ class Bench:
             total += 1
         if "steps" in self.sections:
             total += 1
+        if "precision" in self.sections:
+            total += 1
         return total
 
     def run(self) -> JSONDict:
@@ -168,6 +173,11 @@ class Bench:
                 self.results["steps"] = measure_steps(
                     self.torch, max(200, int(80000 * self.timing.budget)))
                 self.progress.step("small-model steps")
+            if "precision" in self.sections:
+                from optcore.cli.bench.precision import measure_precision
+                self.results["precision"] = measure_precision(
+                    self.torch, max(self.threads), self.precision_size)
+                self.progress.step("precision")
         finally:
             self.progress.close()
         return self.results
