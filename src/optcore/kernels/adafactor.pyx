@@ -36,7 +36,7 @@ from optcore.kernels._runtime cimport (reduce_blocks, run_segments, threads_for,
                                        REDUCE_BLOCK)
 from optcore.kernels._checks cimport real, flag, step as _step
 
-__all__ = ["adafactor_step"]
+__all__ = ["adafactor_step", "adafactor_step_at"]
 
 cdef enum:
     COL_CHUNK = 256     # columns per task of the column sums
@@ -314,6 +314,15 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
     >>> r.ravel().tolist(), c.ravel().tolist()
     ([0.25, 0.25], [0.25, 0.25, 0.25])
     """
+    adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_decay, eps1,
+                      eps2, d, weight_decay, maximize, False)
+
+
+def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_decay, eps1,
+                      eps2, d, weight_decay, maximize, bint lr_float32):
+    # adafactor_step; lr_float32: the step's scalars as torch computes them from
+    # a float32 tensor lr (optcore.torch): alpha, the decay factor and the
+    # update's scale rounded to float32 where torch's tensor arithmetic does
     cdef long long c_step = _step(step)
     cdef double c_lr = _scalar(lr, "lr", "nonneg", "Learning rate should be >= 0 but is: {}")
     cdef double c_b2 = _scalar(beta2_decay, "beta2_decay", "nonpos",
@@ -384,11 +393,11 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
         if p.size:
             _tensor(p, g, bufs, c_step, c_lr, c_b2,
                     c_e1 if e1_given else float(np.finfo(p.dtype).eps), c_e2, c_d, c_wd,
-                    c_max)
+                    c_max, lr_float32)
 
 
 def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double eps1,
-            double eps2, double d, double weight_decay, bint maximize):
+            double eps2, double d, double weight_decay, bint maximize, bint lr_float32):
     cdef Ctx c
     cdef Py_ssize_t size = p.size, B = 1, n = 1, m = 1
     cdef double ss = 0.0, rms, rho, alpha, denom, unorm
@@ -398,6 +407,7 @@ def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double ep
     cdef float[::1] p32, g32, r32, c32
     cdef double[::1] p64, g64, r64, c64
     cdef bint f32 = p.dtype == np.float32
+    cdef bint rho_is_lr
     c.factored = p.ndim >= 2
     c.sign = -1.0 if maximize else 1.0
     c.w = (<double>step) ** beta2_decay
@@ -406,8 +416,11 @@ def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double ep
     c.decay = 1.0 - lr * weight_decay
     c.update_v = 1
     rho = 1.0 / sqrt(<double>step)
-    if lr < rho:
+    rho_is_lr = not rho < lr       # Python's min(lr, rho)
+    if rho_is_lr:
         rho = lr
+    if lr_float32:
+        c.decay = <float>(<float>1.0 - <float>(<float>lr * <float>weight_decay))
     if f32:
         p32, g32, r32 = p.reshape(-1), g.reshape(-1), bufs[0].reshape(-1)
         c.p, c.g, c.r = &p32[0], &g32[0], &r32[0]
@@ -423,6 +436,8 @@ def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double ep
     # torch: param.norm(2) in the param's dtype, then .item()
     rms = (<double><float>sqrt(ss) if f32 else sqrt(ss)) / sqrt_numel
     alpha = (rms if rms > eps2 else eps2) * rho
+    if lr_float32 and rho_is_lr:
+        alpha = <float>(<float>(rms if rms > eps2 else eps2) * <float>rho)
     if c.factored:
         m = p.shape[-1]
         n = p.shape[-2]
@@ -451,5 +466,7 @@ def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double ep
     if not denom > 1.0:
         denom = 1.0
     c.scale = -alpha / denom
+    if lr_float32 and rho_is_lr:
+        c.scale = <float>(<float>(-alpha) / <float>denom)
     with nogil:
         run_segments(_seg_f32 if f32 else _seg_f64, &c, &size, 1, 0)

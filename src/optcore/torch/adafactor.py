@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from optcore.kernels.adafactor import adafactor_step
+from optcore.kernels.adafactor import adafactor_step_at
 from optcore.optim._adafactor import check_options, kernel_options, state_shapes
 
 if TYPE_CHECKING:
@@ -193,6 +193,9 @@ class Adafactor(torch.optim.Optimizer):
             for p in params:
                 by_step.setdefault(int(self.state[p]["step"].item()) + 1, []).append(p)
             options = kernel_options(group, eps1)
+            lr = group["lr"]
+            # torch keeps a tensor lr a tensor: the step's scalars in its dtype
+            lr_f32 = isinstance(lr, torch.Tensor) and lr.dtype == torch.float32
             for step, ps in by_step.items():
                 arrays: dict[str, list[Any]] = {"row_var": [], "col_var": [], "variance": []}
                 for p in ps:
@@ -200,10 +203,13 @@ class Adafactor(torch.optim.Optimizer):
                     for key in arrays:
                         arrays[key].append(_array(st[key]) if key in st else None)
                 grads = [_array(p.grad.contiguous()) for p in ps]     # type: ignore[union-attr]
-                calls.append(([_array(p) for p in ps], grads, arrays, step, options, ps))
-        for ps_np, grads, arrays, step, options, ps in calls:
-            adafactor_step(ps_np, grads, arrays["row_var"], arrays["col_var"],
-                           arrays["variance"], step=step, **options)
+                calls.append(([_array(p) for p in ps], grads, arrays, step, options, ps,
+                              lr_f32))
+        for ps_np, grads, arrays, step, options, ps, lr_f32 in calls:
+            o = options
+            adafactor_step_at(ps_np, grads, arrays["row_var"], arrays["col_var"],
+                              arrays["variance"], step, o["lr"], o["beta2_decay"], o["eps1"],
+                              o["eps2"], o["d"], o["weight_decay"], o["maximize"], lr_f32)
             for p in ps:
                 self.state[p]["step"] += 1
         return loss
