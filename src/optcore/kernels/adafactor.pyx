@@ -311,7 +311,7 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
     >>> optcore.adafactor_step(w, np.full((2, 3), 0.5), r, c, step=1)
     >>> w.round(4).tolist()
     [[0.99, 0.99, 0.99], [0.99, 0.99, 0.99]]
-    >>> r.ravel().tolist(), c.ravel().tolist()
+    >>> r.ravel().round(4).tolist(), c.ravel().round(4).tolist()
     ([0.25, 0.25], [0.25, 0.25, 0.25])
     """
     adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_decay, eps1,
