@@ -36,6 +36,8 @@ from optcore.optim.lbfgs import LBFGS
 from optcore.optim.muon import Muon
 from optcore.optim.sparse_adam import SparseAdam
 from optcore.kernels.sparse_rows import sparse_adam_rows, adagrad_rows, sgd_rows
+from optcore.kernels.adafactor import adafactor_step
+from optcore.optim.adafactor import Adafactor
 from optcore import schedules, precision
 from optcore.precision import QuantizedState
 from optcore._config import build_info, show_config
@@ -59,6 +61,8 @@ __all__ = [
     "sparse_adam_rows",
     "adagrad_rows",
     "sgd_rows",
+    "Adafactor",
+    "adafactor_step",
     "schedules",
     "precision",
     "QuantizedState",

@@ -45,6 +45,7 @@ __all__ = [
     "sparse_adam_rows",
     "adagrad_rows",
     "sgd_rows",
+    "adafactor_step",
 ]
 
 
@@ -533,8 +534,8 @@ def _document_twins() -> None:
     for kernel in _spec.KERNELS:
         docs.update((w["name"], w["doc"]) for w in _kernel_docs.wrapper_docstrings(kernel))
     for name in __all__:
-        if name in _rows.__all__:
-            continue                    # documented in optcore._reference_rows
+        if name in _rows.__all__ or name == "adafactor_step":
+            continue                    # documented in its own module
         function = globals()[name]
         function.__doc__ = _kernel_docs.twin_docstring(docs[name], name, function.__doc__)
 
@@ -545,6 +546,10 @@ sparse_adam_rows, adagrad_rows, sgd_rows = (
     _rows.sparse_adam_rows, _rows.adagrad_rows, _rows.sgd_rows)
 for _twin in (sparse_adam_rows, adagrad_rows, sgd_rows):
     _twin.__module__ = __name__
+
+from optcore._reference_adafactor import adafactor_step  # noqa: E402
+
+adafactor_step.__module__ = __name__
 
 
 def _precision_twins() -> None:

@@ -32,5 +32,6 @@ from optcore.torch.optimizers import __all__ as _kernel_classes
 from optcore.torch.lbfgs import LBFGS
 from optcore.torch.muon import Muon
 from optcore.torch.sparse import SparseAdam
+from optcore.torch.adafactor import Adafactor
 
-__all__ = [*_kernel_classes, "LBFGS", "Muon", "SparseAdam"]
+__all__ = [*_kernel_classes, "LBFGS", "Muon", "SparseAdam", "Adafactor"]

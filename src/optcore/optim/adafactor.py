@@ -1,0 +1,329 @@
+"""optcore.Adafactor: torch.optim.Adafactor for NumPy parameters, over
+``optcore.adafactor_step`` (the rules: ``optcore.optim._adafactor``)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from optcore.kernels.adafactor import adafactor_step
+from optcore.optim._adafactor import (OPTION_NAMES, check_options,
+                                      kernel_options, state_shapes)
+
+__all__ = ["Adafactor"]
+
+
+def _check(group: dict[str, Any]) -> None:
+    check_options(group["lr"], group["beta2_decay"], group["eps"], group["d"],
+                  group["weight_decay"])
+
+
+class Adafactor:
+    """Adafactor over NumPy arrays, with torch.optim.Adafactor's arguments and rule.
+
+    Each step, per parameter with a gradient: the step size is
+    ``min(lr, 1 / sqrt(step)) * max(eps2, RMS(param))``; a parameter of 2 or
+    more dimensions keeps factored second moments of its last two dimensions
+    (``row_var`` of shape ``p.shape[:-1] + (1,)`` and ``col_var`` of shape
+    ``p.shape[:-2] + (1, p.shape[-1])``: O(n + m) for an n x m matrix), a
+    0-D or 1-D one a full ``variance``; the update ``grad / sqrt(V)`` is
+    scaled down to an RMS of at most ``d``; the weight decay is decoupled.
+    One ``optcore.adafactor_step`` call per group. torch's signature,
+    defaults, checks, state keys (``step``, ``row_var``, ``col_var``,
+    ``variance``) and state_dict layout.
+
+    Parameters
+    ----------
+    params : iterable
+        NumPy arrays (float32/float64, C-contiguous, writeable) or
+        parameter-group dicts with a ``"params"`` list.
+    lr : float, default 1e-2
+        The learning rate (the cap of the relative step size).
+    beta2_decay : float, default -0.8
+        The second moments' weight at step t is ``t ** beta2_decay``.
+    eps : tuple, default (None, 1e-3)
+        ``(eps1, eps2)``: the variance estimate's denominator bound (None:
+        the machine epsilon of the group's first parameter's dtype, as
+        torch) and the lower bound of the parameter RMS in the step size.
+    d : float, default 1.0
+        Clipping threshold of the update's RMS.
+    weight_decay : float, default 0.0
+        Decoupled weight decay.
+    foreach : bool or None, default None
+        Accepted for torch's signature; no effect.
+    maximize : bool, default False
+        Ascend instead of descend.
+
+    Raises
+    ------
+    ValueError
+        A bad option (torch's messages), no parameters, a parameter that is
+        not a C-contiguous float32/float64 array, or one given twice.
+
+    See Also
+    --------
+    optcore.adafactor_step : The function of one step.
+    optcore.torch.Adafactor : The same optimizer for torch tensors.
+
+    Examples
+    --------
+    >>> import numpy as np, optcore
+    >>> w = np.ones((2, 3))
+    >>> opt = optcore.Adafactor([w])
+    >>> opt.step([np.full((2, 3), 0.5)])
+    >>> w.round(4).tolist()
+    [[0.99, 0.99, 0.99], [0.99, 0.99, 0.99]]
+    >>> sorted(opt.state[0])
+    ['col_var', 'row_var', 'step']
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, beta2_decay: float = -0.8,
+                 eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
+                 weight_decay: float = 0.0, *, foreach: bool | None = None,
+                 maximize: bool = False) -> None:
+        self.defaults: dict[str, Any] = {
+            "lr": lr, "beta2_decay": beta2_decay, "eps": eps, "d": d,
+            "weight_decay": weight_decay, "foreach": foreach, "maximize": maximize}
+        _check(self.defaults)
+        if isinstance(params, np.ndarray):
+            raise TypeError("params argument given to the optimizer should be an iterable "
+                            "of arrays or dicts, but got an ndarray")
+        items = list(params)
+        if not items:
+            raise ValueError("optimizer got an empty parameter list")
+        groups = items if isinstance(items[0], dict) else [{"params": items}]
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Any]] = {}
+        for group in groups:
+            self.add_param_group(group)
+
+    def _params(self) -> list[np.ndarray]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group (options not given take the defaults).
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": [arrays], **options}``.
+
+        Raises
+        ------
+        ValueError
+            A bad option, an unknown key, or a parameter already present.
+
+        Examples
+        --------
+        >>> import numpy as np, optcore
+        >>> opt = optcore.Adafactor([np.zeros((2, 2))])
+        >>> opt.add_param_group({"params": [np.zeros(3)], "lr": 0.5})
+        >>> [g["lr"] for g in opt.param_groups]
+        [0.01, 0.5]
+        """
+        group = dict(param_group)
+        unknown = set(group) - {"params", *OPTION_NAMES}
+        if unknown:
+            raise ValueError(f"unknown parameter-group keys: {sorted(unknown)}")
+        arrays = group["params"]
+        arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+        for a in arrays:
+            if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64) \
+                    or not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError("Adafactor parameters are writeable C-contiguous "
+                                 "float32/float64 arrays")
+        known = {id(p) for p in self._params()}
+        if len({id(a) for a in arrays}) != len(arrays) or known & {id(a) for a in arrays}:
+            raise ValueError("some parameters appear in more than one parameter group")
+        full = {"params": arrays, **{k: group.get(k, self.defaults[k]) for k in OPTION_NAMES}}
+        _check(full)
+        self.param_groups.append(full)
+
+    def _grads(self, grads: Sequence[Any]) -> list[Any]:
+        params = self._params()
+        grads = list(grads)
+        if grads and all(isinstance(g, (list, tuple)) for g in grads) \
+                and len(grads) == len(self.param_groups):
+            grads = [x for gs in grads for x in gs]
+        if len(grads) != len(params):
+            raise ValueError(f"step got {len(grads)} gradients for {len(params)} parameters")
+        for j, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"gradient {j} must be a numpy.ndarray")
+            if g.shape != p.shape:
+                raise ValueError(f"gradient {j} has shape {g.shape}, its parameter {p.shape}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"gradient {j} is {g.dtype}, its parameter {p.dtype}")
+        return grads
+
+    def step(self, grads: Sequence[Any]) -> None:
+        """Take one Adafactor step for every parameter with a gradient.
+
+        Parameters
+        ----------
+        grads : list of numpy.ndarray or list of lists
+            One gradient per parameter in order over all groups (or one list
+            per group); ``None`` skips its parameter, as a missing ``.grad``
+            does in torch.
+
+        Raises
+        ------
+        TypeError
+            A gradient that is not an array or has another dtype than its
+            parameter.
+        ValueError
+            Gradients that do not match the parameters; nothing is changed then.
+
+        Examples
+        --------
+        >>> import numpy as np, optcore
+        >>> b = np.ones(2)
+        >>> opt = optcore.Adafactor([b], lr=0.1)
+        >>> opt.step([np.ones(2)])
+        >>> opt.state[0]["step"], opt.state[0]["variance"].tolist()
+        (1, [1.0, 1.0])
+        """
+        grads = self._grads(grads)
+        idx = 0
+        calls = []
+        for group in self.param_groups:
+            chosen: list[tuple[int, np.ndarray, np.ndarray]] = []
+            for p in group["params"]:
+                if grads[idx] is not None:
+                    chosen.append((idx, p, grads[idx]))
+                idx += 1
+            if chosen:
+                calls.append((group, chosen))
+        for group, chosen in calls:
+            eps1 = group["eps"][0]
+            if eps1 is None:            # torch: the first parameter's dtype
+                eps1 = float(np.finfo(chosen[0][1].dtype).eps)
+            # every parameter its own step count (one call per step count)
+            by_step: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+            for i, p, g in chosen:
+                state = self.state.get(i)
+                if state is None:
+                    state = self.state[i] = {"step": 0, **{
+                        k: np.zeros(s, p.dtype) for k, s in state_shapes(p.shape).items()}}
+                by_step.setdefault(state["step"] + 1, []).append((i, p, g))
+            for step, items in by_step.items():
+                sts = [self.state[i] for i, _, _ in items]
+                adafactor_step([p for _, p, _ in items], [g for _, _, g in items],
+                               [s.get("row_var") for s in sts], [s.get("col_var") for s in sts],
+                               [s.get("variance") for s in sts], step=step,
+                               **kernel_options(group, eps1))
+                for s in sts:
+                    s["step"] = step
+
+    def zero_state(self) -> None:
+        """Forget the state (the next step starts afresh).
+
+        Examples
+        --------
+        >>> import numpy as np, optcore
+        >>> opt = optcore.Adafactor([np.zeros(2)])
+        >>> opt.step([np.ones(2)])
+        >>> opt.zero_state()
+        >>> len(opt.state)
+        0
+        """
+        self.state = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the state and groups in torch.optim's state_dict layout.
+
+        Returns
+        -------
+        dict
+            ``{"state": {index: {"step": int, "row_var"/"col_var" or
+            "variance": array}}, "param_groups": [{options..., "params":
+            [indices]}]}`` (copies).
+
+        Examples
+        --------
+        >>> import numpy as np, optcore
+        >>> opt = optcore.Adafactor([np.zeros((2, 2)), np.zeros(3)])
+        >>> opt.step([None, np.ones(3)])
+        >>> sd = opt.state_dict()
+        >>> list(sd["state"]), sd["param_groups"][0]["params"]
+        ([1], [0, 1])
+        """
+        groups, n = [], 0
+        for g in self.param_groups:
+            groups.append({**{k: copy.deepcopy(g[k]) for k in OPTION_NAMES},
+                           "params": list(range(n, n + len(g["params"])))})
+            n += len(g["params"])
+        return {"state": copy.deepcopy(self.state), "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict of this layout (or torch.optim.Adafactor's).
+
+        Parameters
+        ----------
+        state_dict : dict
+            As :meth:`state_dict` returns it; buffers are copied into new
+            arrays of their parameters' dtype (torch CPU tensors are accepted).
+
+        Raises
+        ------
+        ValueError
+            Groups that do not match, a missing or foreign key, or a buffer of
+            the wrong shape; nothing is changed then.
+
+        Examples
+        --------
+        >>> import numpy as np, optcore
+        >>> opt = optcore.Adafactor([np.zeros((2, 2))], lr=0.02)
+        >>> opt.step([np.ones((2, 2))])
+        >>> twin = optcore.Adafactor([np.zeros((2, 2))])
+        >>> twin.load_state_dict(opt.state_dict())
+        >>> twin.param_groups[0]["lr"], twin.state[0]["col_var"].shape
+        (0.02, (1, 2))
+        """
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+                len(g["params"]) != len(mine["params"])
+                for g, mine in zip(groups, self.param_groups)):
+            raise ValueError("loaded state dict's groups do not match the optimizer's")
+        for g in groups:
+            missing = [k for k in OPTION_NAMES if k not in g]
+            if missing:
+                raise ValueError(f"loaded state dict's parameter group lacks {missing}")
+            _check(g)
+        params = self._params()
+        state: dict[int, dict[str, Any]] = {}
+        for key, entry in state_dict["state"].items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"loaded state dict has state for parameter {i}, "
+                                 f"the optimizer has {len(params)}")
+            p = params[i]
+            shapes = state_shapes(p.shape)
+            if set(entry) != {"step", *shapes}:
+                raise ValueError(f"loaded state entry {key!r} has keys {sorted(entry)}, "
+                                 f"expected {sorted({'step', *shapes})}")
+            new: dict[str, Any] = {"step": int(float(entry["step"]))}
+            for name, shape in shapes.items():
+                value = np.array(entry[name], dtype=p.dtype)        # a copy
+                if value.shape != shape:
+                    raise ValueError(f"{name} of parameter {i} has shape {value.shape}, "
+                                     f"expected {shape}")
+                new[name] = value
+            state[i] = new
+        for g, mine in zip(groups, self.param_groups):
+            mine.update({k: copy.deepcopy(g[k]) for k in OPTION_NAMES})
+        self.state = state
+
+    def __repr__(self) -> str:
+        lines = [f"Adafactor ({len(self.param_groups)} groups"]
+        for g, group in enumerate(self.param_groups):
+            options = ", ".join(f"{k}={group[k]!r}" for k in OPTION_NAMES)
+            lines.append(f"  group {g}: {len(group['params'])} parameters, {options}")
+        return "\n".join(lines) + ")"
+
+
