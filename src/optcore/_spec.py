@@ -292,7 +292,9 @@ is the 1-based count of this update. With ``decoupled_weight_decay`` the
 decay is AdamW's (``param *= 1 - lr * weight_decay``), else L2 added to the
 gradient.""",
         c_notes="""the bias corrections 1 - beta1**step and 1 - beta2**step are computed
-inside. The update is torch.optim.Adam's (AdamW: decoupled_weight_decay=1)."""),
+inside. The update is torch.optim.Adam's (AdamW: decoupled_weight_decay=1),
+except that sqrt(v) is multiplied by 1 / sqrt(1 - beta2**step), computed once per
+step, where torch divides by sqrt(1 - beta2**step)."""),
     Kernel(
         "rmsprop_step", "rmsprop",
         (_param(), _grad(), _state("square_avg", unsigned=True),

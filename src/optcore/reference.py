@@ -117,7 +117,9 @@ def adam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffe
               decoupled_weight_decay: bool = False, amsgrad: bool = False,
               max_exp_avg_sq: Buffers | None = None, maximize: bool = False) -> None:
     bias_correction1 = 1 - beta1**step
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    # torch divides sqrt(v) by sqrt(1 - beta2**step); here it is multiplied by
+    # the reciprocal, computed once in double (one division per element)
+    inv_bias_correction2_sqrt = 1 / (1 - beta2**step) ** 0.5
     step_size = lr / bias_correction1
     for p, g, m, v, vmax in _tensors(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
         p, g, m, v, vmax = map(_flat, (p, g, m, v, vmax))
@@ -126,9 +128,9 @@ def adam_step(param: Buffers, grad: Buffers, exp_avg: Buffers, exp_avg_sq: Buffe
                        maximize=maximize)
         if amsgrad:
             np.maximum(vmax, v, out=vmax)
-            denom = np.sqrt(vmax) / bias_correction2_sqrt + eps
+            denom = np.sqrt(vmax) * inv_bias_correction2_sqrt + eps
         else:
-            denom = np.sqrt(v) / bias_correction2_sqrt + eps
+            denom = np.sqrt(v) * inv_bias_correction2_sqrt + eps
         p += -step_size * m / denom
 
 
