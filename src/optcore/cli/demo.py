@@ -49,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--torch", action="store_true",
                    help="train the MLP as a torch.nn.Module with torch.optim.Adam and "
                         "optcore.torch.Adam instead (needs torch)")
+    p.add_argument("--precision", action="store_true",
+                   help="train the MLP and a 1M-parameter MLP with every storage of the "
+                        "Adam step (float32, bfloat16 and int8 states, bfloat16 params "
+                        "with a master copy, stochastic rounding or Kahan compensation) "
+                        "and compare the final losses")
     p.set_defaults(run=run)
     return p
 
@@ -59,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.torch:
         from optcore.cli import demo_torch
         return demo_torch.run(args)
+    if args.precision:
+        from optcore.cli import demo_precision
+        return demo_precision.run(args)
     started = time.perf_counter()
     problems = demo_training.make_problems(args.seed, dtype=np.dtype(args.dtype))
     runs = demo_training.run_all(problems, scale=args.scale, seed=args.seed)
