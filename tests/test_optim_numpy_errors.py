@@ -27,7 +27,8 @@ def test_bad_parameters_are_rejected(rng):
         ({good.tobytes()}, TypeError, "ordered collection"),
         ([good.tolist()], TypeError, "NumPy arrays"),
         ([good.astype(np.int32)], TypeError, "dtype int32"),
-        ([good.astype(np.float16)], TypeError, "dtype float16"),
+        ([good.astype(np.uint16)], TypeError, "dtype uint16"),
+        ([good.astype(np.uint8)], TypeError, "dtype uint8"),
         ([random_array(rng, 20, np.float32)[::2]], ValueError, "not C-contiguous"),
         ([random_array(rng, 20, np.float32).reshape(4, 5).T], ValueError,
          "not C-contiguous"),
@@ -40,6 +41,9 @@ def test_bad_parameters_are_rejected(rng):
     for params, error, match in cases:
         with pytest.raises(error, match=match):
             optcore.Adam(params)
+    # LAMB takes float32/float64 only (its kernel is not tiled)
+    with pytest.raises(TypeError, match="dtype float16"):
+        optcore.LAMB([good.astype(np.float16)])
     # byte-swapped data is not float32 as the kernels read it
     with pytest.raises(TypeError):
         optcore.SGD([good.astype(">f4")])

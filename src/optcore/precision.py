@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["QBLOCK", "MIN_QUANTIZED_SIZE", "QuantizedState", "bfloat16_round",
-           "stochastic_round", "bfloat16_array"]
+           "stochastic_round", "bfloat16_array", "parameter_seed"]
 
 #: Elements per int8 quantization block (one float32 absmax each).
 QBLOCK = 256
@@ -143,6 +143,36 @@ def random_bits(key: np.uint32, t: int, n: int) -> NDArray[np.uint32]:
         tmix = _U32((t * 0x85EBCA77) & 0xFFFFFFFF)
     hi = _mix32(key ^ tmix ^ (i >> np.uint64(32)).astype(_U32))
     return np.asarray(_mix32(i.astype(_U32) ^ hi), dtype=_U32)
+
+
+def parameter_seed(seed: int, index: int) -> int:
+    """The stochastic-rounding seed of parameter ``index`` of an optimizer
+    created with ``seed`` (the optimizer classes step each such parameter in
+    its own kernel call with this seed, so that no two tensors share random
+    bits).
+
+    Parameters
+    ----------
+    seed : int
+        The optimizer's ``seed``, in ``[0, 2**64)``.
+    index : int
+        The parameter's global index (its position over all groups).
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**64)``: two 32-bit hashes of ``(seed, index)``.
+
+    Examples
+    --------
+    >>> from optcore.precision import parameter_seed
+    >>> parameter_seed(0, 0) != parameter_seed(0, 1)
+    True
+    """
+    s, i = int(seed) & (2**64 - 1), int(index) & (2**64 - 1)
+    lo = _mix32(_U32(s & 0xFFFFFFFF) ^ _mix32(_U32(i & 0xFFFFFFFF) ^ _U32(0x632BE5AB)))
+    hi = _mix32(_U32(s >> 32) ^ _mix32(lo ^ _U32(i >> 32) ^ _U32(0x85EBCA6B)))
+    return (int(hi) << 32) | int(lo)
 
 
 def bfloat16_round(x: ArrayLike) -> NDArray[np.float32]:

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optcore.optim._storage import wrap_state
+
 if TYPE_CHECKING:
     from optcore._typing import Arenas, ParamGroup, StateEntry
     from optcore.optim._options import Rules
+    from optcore.optim._storage import Storage
 
 # Arena slots start on cache-line (and SIMD) boundaries.
 _ALIGN = 64
@@ -35,13 +38,19 @@ class _Layout:
     per (state kind, dtype); ``offsets[j]`` is parameter j's first element in
     the arena of its dtype."""
 
-    def __init__(self, params: Iterable[np.ndarray]) -> None:
+    def __init__(self, params: Iterable[np.ndarray],
+                 dtypes: Sequence[np.dtype[Any]] | None = None) -> None:
+        params = list(params)
+        #: per parameter: the dtype of its state arrays (uint8: int8 codes)
+        self.dtypes = list(dtypes) if dtypes is not None else [p.dtype for p in params]
         self.offsets: list[int] = []
         self.totals: dict[np.dtype[Any], int] = {}
-        for p in params:
-            off = self.totals.get(p.dtype, 0)
+        #: the (parameter dtype, state dtype) pairs of the group
+        self.signatures = {(p.dtype, dt) for p, dt in zip(params, self.dtypes)}
+        for p, dt in zip(params, self.dtypes):
+            off = self.totals.get(dt, 0)
             self.offsets.append(off)
-            self.totals[p.dtype] = off + _slot(p.size, p.itemsize)
+            self.totals[dt] = off + _slot(p.size, dt.itemsize)
 
 
 class _NewKinds:
@@ -74,6 +83,7 @@ class ArenaMixin:
     _calls: list[Any]
     _state: dict[int, StateEntry]
     _starts: list[int]
+    _storage: Storage
 
     if TYPE_CHECKING:
         def _fill(self, kind: str, group: ParamGroup) -> float: ...
@@ -97,12 +107,12 @@ class ArenaMixin:
             for dt, total in layout.totals.items():
                 if (kind, dt) not in arenas:
                     arena = _aligned_empty(total, dt)
-                    arena.fill(self._fill(kind, group))
+                    arena.fill(self._fill(kind, group) if dt != np.uint8 else 0)
                     new.arenas[kind, dt] = arena
             for j in range(len(group["params"])):
                 st = self._state.get(self._starts[g] + j)
                 if st is not None and kind not in st:
-                    new.views[j, kind] = self._view(g, j, kind, new.arenas)
+                    new.views[j, kind] = self._state_value(g, j, kind, new.arenas)
         return new
 
     def _attach_kinds(self, new: _NewKinds) -> None:
@@ -122,11 +132,22 @@ class ArenaMixin:
     def _view(self, g: int, j: int, kind: str,
               new_arenas: Arenas | None = None) -> np.ndarray:
         p = self.param_groups[g]["params"][j]
-        off = self._layouts[g].offsets[j]
-        arena = new_arenas.get((kind, p.dtype)) if new_arenas else None
+        layout = self._layouts[g]
+        off, dt = layout.offsets[j], layout.dtypes[j]
+        arena = new_arenas.get((kind, dt)) if new_arenas else None
         if arena is None:
-            arena = self._arenas[g][kind, p.dtype]
+            arena = self._arenas[g][kind, dt]
         return arena[off:off + p.size].reshape(p.shape)
+
+    def _state_value(self, g: int, j: int, kind: str,
+                     new_arenas: Arenas | None = None) -> Any:
+        """A new state value of parameter j: its arena view, or for int8
+        state a QuantizedState over it (codes of the kind's initial value)."""
+        view = self._view(g, j, kind, new_arenas)
+        if view.dtype != np.uint8:
+            return view
+        return wrap_state(view, self._fill(kind, self.param_groups[g]),
+                          self._rules.unsigned[kind])
 
     def _new_entry(self, g: int, j: int, kinds: Sequence[str],
                    new: _NewKinds | None = None) -> StateEntry:
@@ -136,7 +157,10 @@ class ArenaMixin:
         st: StateEntry = self._rules.initial_scalars(self.param_groups[g])
         arenas = new.arenas if new is not None else None
         for kind in kinds:
-            st[kind] = self._view(g, j, kind, arenas)
+            st[kind] = self._state_value(g, j, kind, arenas)
+        p = self.param_groups[g]["params"][j]
+        for key in self._storage.extras(p):
+            st[key] = self._storage.new_extra(key, p)
         return st
 
     def _init_group_state(self, g: int) -> None:

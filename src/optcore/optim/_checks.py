@@ -23,7 +23,8 @@ _PARAM = ("param",)
 _WRITE = ("write",)
 
 
-def _check_params(params: Sequence[Any], labels: Sequence[str], first_new: int = 0) -> None:
+def _check_params(params: Sequence[Any], labels: Sequence[str], first_new: int = 0,
+                  mixed: bool = False) -> None:
     """All parameters of an optimizer (``params[first_new:]`` the ones being
     added), named by ``labels``: NumPy arrays, each its own array, and each
     as a kernel call takes it (``check_calls``: float32/float64,
@@ -41,7 +42,8 @@ def _check_params(params: Sequence[Any], labels: Sequence[str], first_new: int =
                              f"a parameter may appear only once in an optimizer")
         seen[id(p)] = i
     # One call per parameter: parameters of one optimizer may differ in dtype.
-    check_calls([(_PARAM, (p,), _WRITE, (label,)) for p, label in zip(params, labels)])
+    check_calls([(_PARAM, (p,), _WRITE, (label,)) for p, label in zip(params, labels)],
+                mixed=mixed)
 
 
 def _as_param_list(params: np.ndarray | Iterable[Any], what: str) -> list[Any]:

@@ -56,6 +56,21 @@ _OPTION: dict[str, str] = {
     "step_sizes": "Smallest and largest step size ``(step_size_min, step_size_max)``.",
     "lambd": "Decay term.",
     "t0": "The step after which the average starts.",
+    "state_dtype": "Storage of the optimizer's states, for every parameter: ``None`` (the "
+                   "parameter's dtype; float32 for float16 parameters), ``\"float32\"``, "
+                   "``\"bfloat16\"`` or ``\"int8\"`` (block-quantized "
+                   "``optcore.QuantizedState``; tensors of fewer than "
+                   "``optcore.precision.MIN_QUANTIZED_SIZE`` elements keep float32). "
+                   "float64 parameters keep float64 states (any other value raises "
+                   "TypeError).",
+    "master_weights": "Keep a float32 copy of each bfloat16/float16 parameter (state "
+                      "``master_param``), stepped in its place; the parameter is "
+                      "rounded to nearest from it.",
+    "rounding": "How bfloat16/float16 parameters without master weights are rounded: "
+                "``\"nearest\"``, ``\"stochastic\"`` (bfloat16 only) or "
+                "``\"kahan\"`` (state ``compensation``).",
+    "seed": "Seed of stochastic rounding; each parameter's own is "
+            "``optcore.precision.parameter_seed(seed, index)``.",
 }
 _OPTION_FOR: dict[tuple[str, str], str] = {
     ("Adamax", "betas"): "Coefficients of the running average of the gradient "
@@ -74,6 +89,8 @@ _OPTION_FOR: dict[tuple[str, str], str] = {
                              "``momentum_buffer``).",
 }
 _DECOUPLABLE = ARGUMENTS["weight_decay"]
+#: The storage options of the classes whose kernel takes low-precision buffers.
+_STORAGE = ("state_dtype", "master_weights", "rounding", "seed")
 
 #: torch.optim's implementation switches, by layer ("numpy" or "torch").
 _FLAG: dict[str, str] = {
@@ -86,7 +103,9 @@ _FLAG: dict[str, str] = {
     "differentiable": "Must be False: the kernels update the {what} in place outside "
                       "autograd (True raises ValueError).",
 }
-_FLAG_TYPE = {"foreach": "bool or None", "fused": "bool or None"}
+_FLAG_TYPE = {"foreach": "bool or None", "fused": "bool or None",
+              "state_dtype": "str or None", "rounding": "str", "seed": "int",
+              "master_weights": "bool"}
 
 _CHECK = {"nonneg": "Must be ``>= 0``.", "beta": "Each must be in ``[0, 1)``.",
           "unit": "Must be in ``[0, 1]``.", "notnan": "Must not be NaN.",
@@ -172,14 +191,18 @@ def _describe(spec: OptimizerSpec, name: str, layer: str) -> str:
             text = _DECOUPLABLE
         else:
             text = _OPTION.get(name) or _hypers(spec)[name].doc or name
+    if name in _STORAGE:
+        return text
     check = _hypers(spec)[name].check
     return f"{text} {_CHECK[check]}" if check else text
 
 
 def _parameters(cls: type, spec: OptimizerSpec, layer: str) -> list[str]:
     if layer == "numpy":
+        dtypes = ("float32, float64, bfloat16 (``ml_dtypes.bfloat16``) or float16"
+                  if spec.spec.tiled else "float32 or float64")
         lines = ["params : iterable of numpy.ndarray or of dict",
-                 "    The parameters to optimize: float32 or float64 arrays, updated "
+                 f"    The parameters to optimize: {dtypes} arrays, updated "
                  "in place (never copied); or parameter groups, dicts with a "
                  "``\"params\"`` list and any of the options below (a group's own "
                  "values override the defaults)."]

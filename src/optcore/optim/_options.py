@@ -87,6 +87,10 @@ class Rules:
         self.state = kspec.state
         self.state_keys = tuple(b.state_key for b in self.state)
         self.kernel_args = {b.state_key: b.name for b in self.state}
+        #: int8 states: the unsigned map (second moments), by state key
+        self.unsigned = {b.state_key: b.unsigned for b in self.state}
+        #: the kernel takes low-precision buffers (optcore._spec.Kernel.tiled)
+        self.tiled = kspec.tiled
         self.kernel_roles = {b.name: b.role for b in kspec.buffers}
         self.scalars = dict(spec.scalars)
         self.eager = spec.eager

@@ -16,11 +16,14 @@ from optcore.kernels._buffers import check_calls
 from optcore.kernels._plan import NumpyPlan
 from optcore.optim._checks import _MAX_STEP, _check_shape
 from optcore.optim._rows import is_row_form, row_step
+from optcore.optim._storage import EXTRA_ROLES, call_hyper, check_call_dtypes, kernel_arg
+from optcore.precision import QuantizedState
 
 if TYPE_CHECKING:
     from optcore._typing import Kernel, KernelCall, ParamGroup, StateEntry
     from optcore.optim._arena import _Layout, _NewKinds
     from optcore.optim._options import Rules
+    from optcore.optim._storage import Storage
 
     # Per group of a step: (group index, its gradients, kernel keywords,
     # whether every parameter has a gradient); a gradient replaced by an
@@ -78,6 +81,7 @@ class PlanMixin:
     _state: dict[int, StateEntry]
     _starts: list[int]
     _scalar_names: tuple[str, ...]
+    _storage: Storage
 
     if TYPE_CHECKING:
         def _check_hyper(self, group: ParamGroup, where: str) -> dict[str, Any]: ...
@@ -175,6 +179,11 @@ class PlanMixin:
                     out.append(gr)
                     continue
                 if not isinstance(gr, np.ndarray) and is_row_form(gr, p):
+                    if self._storage.extras(p) or self._layouts[g].dtypes[j] != p.dtype \
+                            or p.dtype.itemsize < 4:
+                        raise TypeError(f"the grad of {self._label(g, j)}: row-form "
+                                        f"gradients step float32/float64 parameters with "
+                                        f"state of their dtype only")
                     row_steps.append(row_step(self, g, j, p, gr, hyper))  # type: ignore[arg-type]
                     out.append(None)
                     complete = False
@@ -259,7 +268,13 @@ class PlanMixin:
         group = self.param_groups[g]
         params = group["params"]
         kinds = self._buffers(group)
-        single_dtype = len(self._layouts[g].totals) == 1
+        layout = self._layouts[g]
+        storage = self._storage
+        single_dtype = len(layout.signatures) == 1 and (
+            storage.default or (all([gr is None or gr.dtype == p.dtype
+                                     for p, gr in zip(params, grads)])
+                                and (len(params) == 1 or storage.rounding_of(params[0])
+                                     != "stochastic")))
         start = self._starts[g]
         if not kinds and not self._scalar_names:            # stateless (SGD without momentum)
             if complete and single_dtype:
@@ -280,21 +295,23 @@ class PlanMixin:
             if gr is None:
                 continue
             idx = start + j
+            extras = storage.extras(p)
             st: Any = self._state.get(idx) if keep_state else None
             fresh = st is None and keep_state
             if fresh:
                 st = self._new_entry(g, j, kinds, new)
-                arrays: Sequence[Any] = [st[kind] for kind in kinds]
+                arrays: Sequence[Any] = [st[kind] for kind in kinds + extras]
                 scalars = tuple(st[k] for k in scalar_names)
             elif keep_state:
-                arrays = self._state_arrays(g, j, st, kinds, new)
+                arrays = self._state_arrays(g, j, st, kinds + extras, new)
                 scalars = self._entry_scalars(st, g, j)
             else:
                 arrays, scalars = (), ()
-            key = (p.dtype, scalars, fresh)
+            key = (p.dtype, gr.dtype, layout.dtypes[j], extras, storage.call_options(p, idx),
+                   scalars, fresh)
             bucket = buckets.get(key)
             if bucket is None:
-                bucket = buckets[key] = ([], [], [], [], [[] for _ in kinds])
+                bucket = buckets[key] = ([], [], [], [], [[] for _ in kinds + extras])
             bucket[0].append(idx)
             bucket[1].append(p)
             bucket[2].append(gr)
@@ -302,11 +319,13 @@ class PlanMixin:
             for column, a in zip(bucket[4], arrays):
                 column.append(a)
         calls = []
-        for (_, scalars, fresh), (indices, ps, gs, entries, columns) in buckets.items():
-            buffers = {self._rules.kernel_args[kind]: column
-                       for kind, column in zip(kinds, columns)}
-            calls.append(_Call(g, indices, ps, gs, entries if keep_state else None, kinds,
-                               buffers, dict(zip(scalar_names, scalars)), fresh, hyper, new))
+        for key, (indices, ps, gs, entries, columns) in buckets.items():
+            extras, options, scalars, fresh = key[3:]
+            buffers = {kernel_arg(self._rules, kind): column
+                       for kind, column in zip(kinds + extras, columns)}
+            calls.append(_Call(g, indices, ps, gs, entries if keep_state else None,
+                               kinds + extras, buffers, dict(zip(scalar_names, scalars)),
+                               fresh, call_hyper(hyper, options), new))
         return calls
 
     def _cached_call(self, g: int, kinds: tuple[str, ...], grads: list[Any],
@@ -316,6 +335,7 @@ class PlanMixin:
         with its state arguments cached until the state changes; None when
         the group needs the general case."""
         call = self._calls[g]
+        kinds = kinds + self._storage.extras(self.param_groups[g]["params"][0])
         if call is not None:
             # State entries are the truth: rebuild if a user replaced (or
             # deleted) an array. Compared by identity, never by value (an
@@ -346,11 +366,13 @@ class PlanMixin:
             first = (first,)
         scalars = self._checked_scalars(first, g, 0)
         start = self._starts[g]
+        p0 = self.param_groups[g]["params"][0]
+        hyper = call_hyper(hyper, self._storage.call_options(p0, start))
         if g == 0 and len(self.param_groups) == 1:
             # The next steps of this one-group optimizer: re-validated in C.
             self.__dict__["_step_plan"] = NumpyPlan.build(
-                self._calls[g], self.param_groups[g], tuple(self.defaults), entries, kinds,
-                [column for _, column in self._calls[g][4]], names,
+                self._calls[g], self.param_groups[g], tuple(self.defaults), entries,
+                call[0], [column for _, column in self._calls[g][4]], names,
                 (hyper, buffers, self._plain_kwargs(names, hyper, buffers)))
         return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
                      grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
@@ -367,7 +389,7 @@ class PlanMixin:
             return None
         arrays = [self._state_arrays(g, j, st, kinds, None) for j, st in enumerate(entries)]
         columns = [[a[k] for a in arrays] for k in range(len(kinds))]
-        buffers = {self._rules.kernel_args[kind]: column
+        buffers = {kernel_arg(self._rules, kind): column
                    for kind, column in zip(kinds, columns)}
         names = self._scalar_names
         call = (kinds, entries, buffers, itemgetter(*names) if names else None,
@@ -378,7 +400,7 @@ class PlanMixin:
     # -- checks of a step, before its first kernel call --
 
     def _state_arrays(self, g: int, j: int, st: StateEntry, kinds: Sequence[str],
-                      new: _NewKinds | None) -> list[np.ndarray]:
+                      new: _NewKinds | None) -> list[Any]:
         """The arrays of ``kinds`` in parameter j's state entry (or, for a kind
         the group gets only now, its new view). Users may put their own arrays
         into the state (they are updated in place); the kernel calls check
@@ -392,7 +414,7 @@ class PlanMixin:
                     raise ValueError(
                         f"{self._label(g, j)}, state {kind!r}: missing (deleted from the "
                         f"state entry?); {type(self).__name__} with these options needs it")
-            elif type(a) is not np.ndarray and not isinstance(a, np.ndarray):
+            elif type(a) is not np.ndarray and not isinstance(a, (np.ndarray, QuantizedState)):
                 raise TypeError(f"{self._label(g, j)}, state {kind!r}: a "
                                 f"{type(a).__module__}.{type(a).__name__}, not a NumPy array")
             out.append(a)
@@ -434,12 +456,13 @@ class PlanMixin:
         overlap rule over all of them (no written buffer may share memory with
         any other buffer of any call, nor with the original of a copied
         gradient). Errors name parameters and state as users see them."""
+        mixed = self._rules.tiled
         try:
-            check_calls(self._kernel_calls(calls, copied, False))
+            check_calls(self._kernel_calls(calls, copied, False), mixed=mixed)
         except (TypeError, ValueError):
             # Labels are built only to report the error.
             try:
-                check_calls(self._kernel_calls(calls, copied, True))
+                check_calls(self._kernel_calls(calls, copied, True), mixed=mixed)
             except (TypeError, ValueError) as exc:
                 raise exc from None
             raise
@@ -449,12 +472,12 @@ class PlanMixin:
         """``calls`` (and the originals of ``copied`` gradients) as
         ``check_calls`` takes them."""
         out: list[KernelCall] = []
-        kernel_roles = self._rules.kernel_roles
+        kernel_roles = {**self._rules.kernel_roles, **EXTRA_ROLES}
         for call in calls:
             names = ("param", "grad", *call.buffers)
             objs = (call.params, call.grads, *call.buffers.values())
             roles = ("write", "read", *map(kernel_roles.__getitem__, call.buffers))
-            if not labelled:
+            if not labelled and not self._rules.tiled:
                 out.append((names, objs, roles))
                 continue
             start = self._starts[call.g]
@@ -462,7 +485,12 @@ class PlanMixin:
             labels = [params, [f"the grad of {label}" for label in params]]
             labels += [[f"the {kind!r} state of {label}" for label in params]
                        for kind in call.kinds]
-            out.append((names, objs, roles, labels))
+            if self._rules.tiled:
+                # the dtype rule of a mixed-precision call, before any call runs
+                check_call_dtypes(names, objs, labels,
+                                  {kernel_arg(self._rules, k): u
+                                   for k, u in self._rules.unsigned.items()})
+            out.append((names, objs, roles, labels) if labelled else (names, objs, roles))
         for g, j, original in copied:
             out.append((("grad",), (original,), ("copy",),
                         (f"the grad of {self._label(g, j)}",) if labelled else None))

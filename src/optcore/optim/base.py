@@ -30,6 +30,7 @@ from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 from optcore.optim._plan import PlanMixin
 from optcore.optim._state_dict import StateDictMixin
+from optcore.optim._storage import Storage, with_step_count
 
 if TYPE_CHECKING:
     from optcore._typing import Kernel, ParamGroup, StateEntry
@@ -200,11 +201,15 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
     Parameters
     ----------
     params : iterable of numpy.ndarray or of dict
-        The parameters (float32/float64 arrays, updated in place), or
-        parameter groups (dicts with ``"params"`` and options).
+        The parameters (float32/float64 arrays, updated in place; also
+        bfloat16 and float16 for every class but LAMB), or parameter groups
+        (dicts with ``"params"`` and options).
     arguments : mapping
         The constructor's arguments by name: the spec's options become
-        ``defaults``; the torch.optim flags among them are checked and dropped.
+        ``defaults``; the torch.optim flags among them are checked and
+        dropped; the storage options (``state_dtype``, ``master_weights``,
+        ``rounding``, ``seed``; ``optcore.optim._storage``) are kept
+        optimizer-wide.
 
     Attributes
     ----------
@@ -251,6 +256,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         check_flags(type(self).__name__,
                     {k: arguments[k] for k in rules.flags if k in arguments},
                     "NumPy arrays")
+        self._storage = Storage.from_arguments(arguments) if rules.tiled else Storage()
         self.defaults = {k: arguments[k] for k in rules.spec.options}
         self.defaults.update(rules.spec.fixed)
         rules.check(self.defaults)
@@ -263,6 +269,9 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         self._state = {}            # global parameter index -> state dict
         self._index: dict[int, int] = {}    # id(param) -> global index
         self._starts = []           # per group: global index of its first parameter
+        if self._storage.rounding == "stochastic" and "step" not in rules.scalars:
+            # stochastic rounding draws new bits each step: SGD counts them
+            rules = self._rules = with_step_count(rules)
         self._scalar_names = tuple(self._rules.scalars)
         self.state = OptimizerState(self)
 
@@ -371,12 +380,15 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         params = _as_param_list(param_group["params"], "param_group['params']")
         g = len(self.param_groups)
         start = sum(len(gr["params"]) for gr in self.param_groups)
+        labels = [f"parameter {start + j} (group {g}, index {j})" for j in range(len(params))]
+        if self._rules.tiled:
+            for p, label in zip(params, labels):
+                if isinstance(p, np.ndarray):
+                    self._storage.check_param(p, label)
         _check_params([p for gr in self.param_groups for p in gr["params"]] + params,
                       [self._label(gg, j) for gg, gr in enumerate(self.param_groups)
-                       for j in range(len(gr["params"]))]
-                      + [f"parameter {start + j} (group {g}, index {j})"
-                         for j in range(len(params))],
-                      start)
+                       for j in range(len(gr["params"]))] + labels,
+                      start, mixed=self._rules.tiled)
         group = {k: v for k, v in param_group.items() if k != "params"}
         for name, value in self.defaults.items():
             group.setdefault(name, copy.deepcopy(value))
@@ -386,7 +398,8 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         group["params"] = params
 
         self.param_groups.append(group)
-        self._layouts.append(_Layout(params))
+        self._layouts.append(_Layout(params, [self._storage.state_dtype_of(p)
+                                              for p in params]))
         self._arenas.append({})
         self._ready.append(set())
         self._hyper_cache.append(None)
@@ -415,7 +428,8 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
             One gradient per parameter, in order over all groups; or one list
             per group; or ``{group index: list}`` to step only those groups. A
             ``None`` gradient skips its parameter (as a missing ``.grad`` does
-            in torch). Gradients have their parameter's shape and dtype;
+            in torch). Gradients have their parameter's shape and dtype
+            (bfloat16/float16 parameters: float32, bfloat16 or float16);
             SGD (without momentum) and Adagrad also take a row-form
             ``(indices, rows)`` pair, as ``optcore.SparseAdam`` does, and step
             only the rows it touches.
@@ -499,10 +513,11 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
 
     def __getstate__(self) -> dict[str, Any]:
         return {"defaults": self.defaults, "param_groups": self.param_groups,
-                "state_dict": self.state_dict()}
+                "storage": self._storage.options(), "state_dict": self.state_dict()}
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
-        Optimizer.__init__(self, [dict(g) for g in saved["param_groups"]], saved["defaults"])
+        Optimizer.__init__(self, [dict(g) for g in saved["param_groups"]],
+                           {**saved["defaults"], **saved.get("storage", {})})
         self.load_state_dict(saved["state_dict"])
 
     # -- display --

@@ -29,7 +29,9 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -39,7 +41,9 @@ class Adam(Optimizer):
                  weight_decay: float = 0, amsgrad: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 decoupled_weight_decay: bool = False) -> None:
+                 decoupled_weight_decay: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -48,7 +52,9 @@ class AdamW(Adam):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         Optimizer.__init__(self, params, locals())
 
 
@@ -56,7 +62,9 @@ class RMSprop(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
                  centered: bool = False, capturable: bool = False, foreach: bool | None = None,
-                 maximize: bool = False, differentiable: bool = False) -> None:
+                 maximize: bool = False, differentiable: bool = False, *,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -64,7 +72,9 @@ class Adagrad(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -72,7 +82,9 @@ class Adadelta(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0, foreach: bool | None = None, *,
                  capturable: bool = False, maximize: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -81,7 +93,9 @@ class Adamax(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -91,7 +105,9 @@ class NAdam(Optimizer):
                  weight_decay: float = 0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
     def _scalar_args(self, scalars: dict[str, Any], step: int, hyper: dict[str, Any]
@@ -109,7 +125,9 @@ class RAdam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -118,7 +136,9 @@ class Rprop(Optimizer):
                  etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
@@ -126,7 +146,9 @@ class ASGD(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4,
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0,
                  foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False, capturable: bool = False) -> None:
+                 differentiable: bool = False, capturable: bool = False, *,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
     def _scalar_args(self, scalars: dict[str, Any], step: int, hyper: dict[str, Any]
@@ -140,7 +162,9 @@ class Lion(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())
 
 
