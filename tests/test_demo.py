@@ -158,3 +158,21 @@ def test_table_takes_any_backends():
     assert (loss_torch, time_torch) == ("-", "-")
     assert float(loss_fast) == pytest.approx(runs[0].final_loss, rel=1e-4)
     assert float(time_fast) >= 0
+
+
+def test_precision_demo_trains_every_storage(capsys):
+    # A few steps of each model with every storage: the table has a row per
+    # storage, every loss is finite, and no storage is far from float32 states.
+    from optcore.cli import demo_precision
+    assert main(["demo", "--precision", "--scale", "0.02"]) == 0
+    text = capsys.readouterr().out
+    for label in demo_precision.VARIANTS:
+        assert label in text
+    models = [demo_precision._seed_mlp(0, 0.02), demo_precision._wide_mlp(0, 0.005)]
+    for model in models:
+        base = demo_precision.train(model, demo_precision.VARIANTS["fp32 states"], 0)
+        assert base[-1] < base[0]                    # it learns
+        for label, variant in demo_precision.VARIANTS.items():
+            curve = demo_precision.train(model, variant, 0)
+            assert all(np.isfinite(curve)), label
+            assert abs(curve[-1] - base[-1]) <= 0.1 * base[-1], (model.name, label)

@@ -20,7 +20,8 @@ kernels equal it, tests hold them to it) and the block-quantized int8 state:
   map rounds to 0 or ``2**-15`` (nearest), the unsigned map to ``2**-15``
   unless the value is exactly 0, so that no adaptive denominator is ever
   rounded to zero. A block holding a non-finite value keeps it in its absmax
-  and reads back as NaN.
+  and codes 0: it reads back as NaN. A block whose absmax is subnormal is
+  scaled by ``2**24`` (exactly) before its reciprocal is taken.
 
 ml_dtypes is imported only to make a bfloat16 array (``bfloat16_array``);
 arrays of it are handled as their 16-bit patterns.
@@ -192,7 +193,7 @@ def bfloat16_round(x: ArrayLike) -> NDArray[np.float32]:
     --------
     >>> from optcore.precision import bfloat16_round
     >>> bfloat16_round([1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8])
-    array([1.       , 1.015625 ], dtype=float32)
+    array([1.      , 1.015625], dtype=float32)
     """
     a = np.asarray(x, dtype=np.float32)
     return bf16_load(bf16_nearest(a)).reshape(a.shape)
@@ -250,13 +251,15 @@ def q8_codes(x: NDArray[np.float32], inv_absmax: NDArray[np.float32],
              unsigned: bool) -> NDArray[np.uint8]:
     """Codes of float32 ``x`` (``inv_absmax``: per element, the block's 1/absmax)."""
     u = _bits(x).reshape(-1)
-    a = _floats(u & _U32(0x7FFFFFFF)) * inv_absmax
+    with np.errstate(invalid="ignore"):          # inf * 0: a non-finite block's codes
+        a = _floats(u & _U32(0x7FFFFFFF)) * inv_absmax
     a = np.where(a > np.float32(1), np.float32(1), a)
     b = _bits(a)
     if unsigned:
         q = ((b + _U32(0x3FFFF) + ((b >> _U32(19)) & _U32(1))) >> _U32(19)).astype(np.int64)
         q -= 1792
-        m = np.where(q >= 0, q + 1, np.where(a > 0, 1, 0))
+        # (x's magnitude, not a: the product may underflow to 0)
+        m = np.where(q >= 0, q + 1, np.where((u & _U32(0x7FFFFFFF)) != 0, 1, 0))
         return m.astype(np.uint8)
     q = ((b + _U32(0x7FFFF) + ((b >> _U32(20)) & _U32(1))) >> _U32(20)).astype(np.int64)
     q -= 896
@@ -281,10 +284,15 @@ def quantize_blocks(x: NDArray[np.float32], unsigned: bool) -> tuple[NDArray[np.
     absmax = _floats(padded.reshape(nb, QBLOCK).max(axis=1)) if nb else \
         np.zeros(0, np.float32)
     finite_pos = (absmax > 0) & np.isfinite(absmax)
-    with np.errstate(divide="ignore"):
-        inv = np.where(finite_pos, np.float32(1) / np.where(finite_pos, absmax, 1),
-                       np.float32(0)).astype(np.float32)
-    codes = q8_codes(x, np.repeat(inv, QBLOCK)[:n], unsigned)
+    # a subnormal absmax: the block scaled by 2**24 (exact) keeps 1/absmax finite
+    pre = np.where(absmax < np.float32(2.0**-126), np.float32(2.0**24),
+                   np.float32(1)).astype(np.float32)
+    inv = np.where(finite_pos, np.float32(1) / np.where(finite_pos, absmax * pre, 1),
+                   np.float32(0)).astype(np.float32)
+    inv_n = np.repeat(inv, QBLOCK)[:n]
+    codes = q8_codes((x * np.repeat(pre, QBLOCK)[:n]).astype(np.float32), inv_n, unsigned)
+    # a zero block, or one holding a non-finite value, keeps codes 0
+    codes = np.where(inv_n > 0, codes, np.uint8(0)).astype(np.uint8)
     return codes, np.ascontiguousarray(absmax, dtype=np.float32)
 
 
@@ -318,7 +326,7 @@ class QuantizedState:
     Examples
     --------
     >>> import numpy as np
-    >>> from optcore import QuantizedState
+    >>> from optcore.precision import QuantizedState
     >>> q = QuantizedState.from_float(np.linspace(-1, 1, 5, dtype=np.float32), signed=True)
     >>> q.dequantize()
     array([-1. , -0.5,  0. ,  0.5,  1. ], dtype=float32)
@@ -382,7 +390,7 @@ class QuantizedState:
 
         Examples
         --------
-        >>> from optcore import QuantizedState
+        >>> from optcore.precision import QuantizedState
         >>> QuantizedState.zeros((2, 300), signed=False).absmax.shape
         (3,)
         """
@@ -407,7 +415,7 @@ class QuantizedState:
 
         Examples
         --------
-        >>> from optcore import QuantizedState
+        >>> from optcore.precision import QuantizedState
         >>> QuantizedState.from_float([0.0, 3.0, 4.0], signed=False).dequantize()
         array([0., 3., 4.], dtype=float32)
         """
@@ -425,7 +433,7 @@ class QuantizedState:
 
         Examples
         --------
-        >>> from optcore import QuantizedState
+        >>> from optcore.precision import QuantizedState
         >>> QuantizedState.zeros(3, signed=True).dequantize()
         array([0., 0., 0.], dtype=float32)
         """
@@ -442,7 +450,7 @@ class QuantizedState:
 
         Examples
         --------
-        >>> from optcore import QuantizedState
+        >>> from optcore.precision import QuantizedState
         >>> q = QuantizedState.zeros(3, signed=True)
         >>> q.copy().codes is q.codes
         False

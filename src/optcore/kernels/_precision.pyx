@@ -174,6 +174,16 @@ cdef _bind_scales(Precision pr, BufferSet b, tuple names, tuple objs, int nbuf):
     cdef tuple snames = tuple([f"{names[a]}.absmax" for a in quantized])
     cdef tuple sobjs = tuple([[q.absmax for q in b.absmax[a]] if b.is_list
                               else b.absmax[a][0].absmax for a in quantized])
+    # each state's block count against its own codes first (bind compares the
+    # scale arguments with each other, which would blame the wrong state)
+    for a in quantized:
+        for t in range(k):
+            nb = (b.sizes[t] + QBLOCK - 1) // QBLOCK
+            size = getattr(b.absmax[a][t].absmax, "size", nb)
+            if size != nb:
+                label = f"{names[a]}.absmax[{t}]" if b.is_list else f"{names[a]}.absmax"
+                raise ValueError(f"{label} has {size} blocks but {b.sizes[t]} elements "
+                                 f"need {nb}")
     pr.scales = bind(snames, sobjs, tuple([WRITE] * len(quantized)))
     for t in range(k):
         nb = (b.sizes[t] + QBLOCK - 1) // QBLOCK

@@ -113,6 +113,8 @@ cdef inline uint32_t random_bits(uint32_t key, Py_ssize_t t, Py_ssize_t i) noexc
 # bits. Code 0 is zero. Quantization is rounding to nearest (ties to even) on
 # the fraction bits; below 2**-15 the signed map rounds to 0 or 2**-15, the
 # unsigned map to 2**-15 unless the value is 0 (a denominator never rounds to 0).
+# A block whose absmax is subnormal is scaled by 2**24 (exactly) before its
+# reciprocal is taken, so that the reciprocal stays finite.
 
 cdef inline float q8_value(uint8_t c, bint unsigned_map) noexcept nogil:
     # the code's value relative to the block's absmax, in [-1, 1]
@@ -134,7 +136,8 @@ cdef inline uint8_t q8_code(float x, float inv_absmax, bint unsigned_map) noexce
     cdef uint32_t m
     if unsigned_map:
         q = <int32_t>((b + 0x3FFFF + ((b >> 19) & 1)) >> 19) - 1792
-        m = <uint32_t>(q + 1) if q >= 0 else (1 if a > 0.0 else 0)
+        # (u's magnitude, not a: the product may underflow to 0)
+        m = <uint32_t>(q + 1) if q >= 0 else (1 if (u & 0x7FFFFFFF) != 0 else 0)
         return <uint8_t>m
     q = <int32_t>((b + 0x7FFFF + ((b >> 20) & 1)) >> 20) - 896
     m = <uint32_t>(q + 1) if q >= 0 else (1 if a > 1.52587890625e-05 else 0)
@@ -169,17 +172,22 @@ cdef inline void q8_load(float* out, const uint8_t* codes, const float* absmax,
 cdef inline void q8_store(const float* x, uint8_t* codes, float* absmax,
                           Py_ssize_t start, Py_ssize_t n, bint unsigned_map) noexcept nogil:
     cdef Py_ssize_t lo, i, m
-    cdef float s, inv
+    cdef float s, inv, pre
     lo = 0
     while lo < n:
         m = QBLOCK if n - lo > QBLOCK else n - lo
         s = block_absmax(x + lo, m)
         absmax[(start + lo) // QBLOCK] = s
-        # a zero block, or one holding a non-finite value, keeps codes 0 (it
-        # then reads back as zeros, or as NaN through its absmax)
-        inv = (<float>1.0) / s if (s > 0.0 and s - s == 0.0) else 0.0
-        for i in range(m):
-            codes[start + lo + i] = q8_code(x[lo + i], inv, unsigned_map)
+        if s > 0.0 and s - s == 0.0:
+            pre = 16777216.0 if s < 1.1754943508222875e-38 else 1.0    # 2**24 below 2**-126
+            inv = (<float>1.0) / (s * pre)
+            for i in range(m):
+                codes[start + lo + i] = q8_code(x[lo + i] * pre, inv, unsigned_map)
+        else:
+            # a zero block, or one holding a non-finite value, keeps codes 0
+            # (it then reads back as zeros, or as NaN through its absmax)
+            for i in range(m):
+                codes[start + lo + i] = 0
         lo += m
 
 
