@@ -378,3 +378,129 @@ def test_numpy_class_groups_and_missing_gradients():
     assert list(opt.state) == [1]
     assert opt.state_dict()["param_groups"][1]["params"] == [1]
     assert "Muon" in repr(opt)
+
+
+# ---- the elementwise kernels (muon_momentum, muon_apply) -------------------------
+
+from fractions import Fraction                                     # noqa: E402
+
+import optcore.reference as reference                              # noqa: E402
+from optcore._reference_muon import fma                            # noqa: E402
+from support import SIZES                                          # noqa: E402
+
+KERNEL_SIZES = [n for n in SIZES if n] + [2 * optcore.get_parallel_threshold() + 3]
+MOMENTA = [(0.95, True), (0.95, False), (0.3, True), (0.5, True), (0.0, True),
+           (1.0, True), (1.2, True)]
+APPLY = [dict(lr=1e-3 * 1.5, decay=1 - 1e-3 * 0.1), dict(lr=0.02), dict(lr=0.7, decay=0.4),
+         dict(lr=0.0, decay=0.9)]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = optcore.get_num_threads()
+    optcore.set_num_threads(request.param)
+    yield request.param
+    optcore.set_num_threads(before)
+
+
+def test_fma_twin_is_exactly_rounded():
+    """The NumPy fma against exact rational arithmetic, exponents spread."""
+    rng = np.random.default_rng(5)
+    for dt in (np.float32, np.float64):
+        x, y, z = (rng.standard_normal(3000) * 2.0 ** rng.integers(-20, 20, 3000)
+                   for _ in range(3))
+        x, y, z = x.astype(dt), y.astype(dt), z.astype(dt)
+        z[:1000] = (-x[:1000].astype(np.float64) * y[:1000]).astype(dt)  # cancellation
+        got = fma(x, y, z)
+        for a, b, c, r in zip(x, y, z, got):
+            exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+            # the nearest dtype value to the exact result (ties to even)
+            near = dt(float(exact))
+            cands = [np.nextafter(near, dt(-np.inf)), near, np.nextafter(near, dt(np.inf))]
+            bits = np.uint64 if dt is np.float64 else np.uint32
+            want = min(cands, key=lambda v: (abs(Fraction(float(v)) - exact),
+                                             int(np.array(v).view(bits)) & 1))
+            assert r == want, (dt, a, b, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", KERNEL_SIZES)
+@pytest.mark.parametrize("momentum, nesterov", MOMENTA)
+def test_muon_momentum_equals_reference_and_torch(dtype, n, momentum, nesterov, threads):
+    rng = np.random.default_rng(n)
+    g, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    bufs = [b.copy(), b.copy()]
+    outs = [np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)]
+    kw = dict(momentum=momentum, nesterov=nesterov)
+    optcore.muon_momentum(g, bufs[0], outs[0] if nesterov else None, **kw)
+    reference.muon_momentum(g, bufs[1], outs[1] if nesterov else None, **kw)
+    tb, tg = torch.from_numpy(b.copy()), torch.from_numpy(g)
+    tb.lerp_(tg, 1 - momentum)
+    assert np.array_equal(bufs[0], bufs[1]) and np.array_equal(bufs[0], tb.numpy())
+    if nesterov:
+        assert np.array_equal(outs[0], outs[1])
+        assert np.array_equal(outs[0], tg.lerp(tb, momentum).numpy())
+    else:
+        assert np.isnan(outs[0]).all()                # not touched
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", KERNEL_SIZES)
+@pytest.mark.parametrize("kw", APPLY, ids=repr)
+def test_muon_apply_equals_reference_and_torch(dtype, n, kw, threads):
+    rng = np.random.default_rng(n + 1)
+    p = rng.standard_normal(n).astype(dtype)
+    u16 = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).bfloat16()
+    u = u16.float().numpy().astype(dtype)
+    ps = [p.copy(), p.copy()]
+    optcore.muon_apply(ps[0], u, **kw)
+    reference.muon_apply(ps[1], u, **kw)
+    tp = torch.from_numpy(p.copy())
+    tp.mul_(kw.get("decay", 1.0))
+    tp.add_(u16, alpha=-kw["lr"])
+    assert np.array_equal(ps[0], ps[1]) and np.array_equal(ps[0], tp.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_muon_kernels_multi_tensor(dtype):
+    rng = np.random.default_rng(9)
+    sizes = [8, 17, optcore.get_parallel_threshold() + 1]
+    g = [rng.standard_normal(k).astype(dtype) for k in sizes]
+    b = [rng.standard_normal(k).astype(dtype) for k in sizes]
+    fast_b, ref_b = [x.copy() for x in b], [x.copy() for x in b]
+    fast_o, ref_o = [np.empty_like(x) for x in b], [np.empty_like(x) for x in b]
+    optcore.muon_momentum(g, fast_b, fast_o, momentum=0.9)
+    reference.muon_momentum(g, ref_b, ref_o, momentum=0.9)
+    fast_p, ref_p = [x.copy() for x in g], [x.copy() for x in g]
+    optcore.muon_apply(fast_p, fast_o, lr=0.05, decay=0.99)
+    reference.muon_apply(ref_p, ref_o, lr=0.05, decay=0.99)
+    for pair in zip(fast_b + fast_o + fast_p, ref_b + ref_o + ref_p):
+        assert np.array_equal(*pair)
+
+
+def test_muon_kernels_name_bad_arguments():
+    g, b = np.ones(4, np.float32), np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="out"):
+        optcore.muon_momentum(g, b)                   # nesterov by default
+    with pytest.raises(ValueError, match="momentum"):
+        optcore.muon_momentum(g, b, np.empty_like(b), momentum=-1.0)
+    with pytest.raises(ValueError, match="learning rate"):
+        optcore.muon_apply(b, g, lr=-1.0)
+    assert (b == 0).all()
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_numpy_class_non_contiguous_parameter_has_the_kernels_bits(nesterov):
+    """A Fortran-ordered parameter (NumPy fallback) steps to the same bits
+    as its C-ordered copy (the kernels)."""
+    rng = np.random.default_rng(2)
+    c = rng.standard_normal((12, 5)).astype(np.float32)
+    f = np.asfortranarray(c)
+    opts = [optcore.Muon([x], lr=0.02, nesterov=nesterov) for x in (c, f)]
+    for _ in range(3):
+        g = rng.standard_normal((12, 5)).astype(np.float32)
+        for o in opts:
+            o.step([g])
+        assert np.array_equal(c, f)
+        assert np.array_equal(opts[0].state[0]["momentum_buffer"],
+                              opts[1].state[0]["momentum_buffer"])

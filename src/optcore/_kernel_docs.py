@@ -78,6 +78,10 @@ ARGUMENTS: dict[str, str] = {
                     "before the first step), with ``rounding='kahan'``; updated in place.",
     "seed": "Seed of stochastic rounding (an int in ``[0, 2**64)``); the rounding is "
             "the same for any thread count.",
+    "out": "Where the update direction is written (its old values are not read)",
+    "update": "The orthogonalized update (Muon's Newton–Schulz result)",
+    "decay": "Factor of the decoupled weight decay, ``1 - lr * weight_decay`` with the "
+             "unadjusted learning rate (1.0: none).",
 }
 
 #: (kernel, argument) -> the meaning where it differs from ``ARGUMENTS``.
@@ -99,6 +103,10 @@ ARGUMENT_FOR: dict[tuple[str, str], str] = {
                                    "``param *= 1 - lr * weight_decay``.",
     ("lamb_step", "weight_decay"): "Weight decay coefficient, added to the Adam update "
                                    "before the trust ratio scales it.",
+    ("muon_momentum", "nesterov"): "Write the Nesterov update ``lerp(grad, "
+                                   "momentum_buffer, momentum)`` to ``out``.",
+    ("muon_apply", "lr"): "The adjusted learning rate (Muon's ``adjust_lr_fn`` "
+                          "applied).",
 }
 
 #: The range each spec check enforces.
@@ -114,7 +122,21 @@ EXAMPLES = {"sgd_step": """>>> import numpy as np
 >>> grad = np.array([0.5, -1.0, 2.0], dtype=np.float32)
 >>> optcore.sgd_step(param, grad, step=1, lr=0.1)
 >>> param
-array([ 0.95, -1.9 ,  0.3 ], dtype=float32)"""}
+array([ 0.95, -1.9 ,  0.3 ], dtype=float32)""",
+            "muon_momentum": """>>> import numpy as np
+>>> import optcore
+>>> grad = np.array([1.0, -2.0, 0.5], dtype=np.float32)
+>>> buf, out = np.zeros_like(grad), np.empty_like(grad)
+>>> optcore.muon_momentum(grad, buf, out, momentum=0.5)
+>>> buf, out
+(array([ 0.5 , -1.  ,  0.25], dtype=float32), array([ 0.75 , -1.5  ,  0.375], dtype=float32))""",
+            "muon_apply": """>>> import numpy as np
+>>> import optcore
+>>> param = np.array([1.0, -2.0, 0.5], dtype=np.float32)
+>>> update = np.array([1.0, 1.0, -1.0], dtype=np.float32)
+>>> optcore.muon_apply(param, update, lr=0.5, decay=0.5)
+>>> param
+array([ 0.  , -1.5 ,  0.75], dtype=float32)"""}
 #: Example values of the arguments that have no default.
 EXAMPLE_VALUES = {"step": "1", "lr": "0.1", "mu_product": "1.0", "eta": "0.1", "mu": "1.0"}
 
@@ -146,19 +168,23 @@ RESULTS = {"nadam_step": "The new ``mu_product`` (``mu_product * mu_t``), in dou
 
 def _buffer(kernel: Any, b: Any) -> list[str]:
     text = _describe(kernel, b)
-    if b.name == "param":
-        text += (": float32 or float64" + (", bfloat16 or float16" if kernel.tiled else "")
+    first = kernel.buffers[0].name          # param, for the optimizer steps
+    low = kernel.tiled and first == "param"
+    if b.name == first and b.role == "write":
+        text += (": float32 or float64" + (", bfloat16 or float16" if low else "")
                  + ", C-contiguous and writable; updated in place (never copied).")
+    elif b.name == first:
+        text += ": float32 or float64; read only (another layout is read through a copy)."
     elif b.role == "read":
-        text += (": the size of ``param``, its dtype" + (
+        text += (f": the size of ``{first}``, its dtype" + (
             " (or, with a float32, bfloat16 or float16 param, any of those)"
-            if kernel.tiled else "") + "; read only (another layout is read through a "
-            "copy).")
+            if low else "") + "; read only (another layout is read through a copy).")
     else:
-        text += (": the dtype and size of ``param``" + (
+        text += (f": the dtype and size of ``{first}``" + (
             " (with a float32, bfloat16 or float16 param: float32, bfloat16 or an "
-            "int8 :class:`optcore.QuantizedState`)" if kernel.tiled else "")
-            + ", C-contiguous and writable; updated in place.")
+            "int8 :class:`optcore.QuantizedState`)" if low else "")
+            + ", C-contiguous and writable; "
+            + ("updated in place." if b.is_state or b.name == "param" else "written."))
     if b.needed is not None:
         text += (f" Used only when {_need(b.needed)}; otherwise it may be None and is "
                  "not touched.")
@@ -337,7 +363,8 @@ def c_docstring(kernel: Any, suffix: str, dtype: str, ctype: str) -> str:
            "Parameters", "----------"]
     for b in kernel.buffers:
         text = (f"{_describe(kernel, b)}: ``n`` contiguous {dtype} elements; "
-                + ("read." if b.role == "read" else "updated in place."))
+                + ("read." if b.role == "read" else "updated in place."
+                   if b.is_state or b.name == "param" else "written."))
         if b.needed is not None:
             text += f" Not touched unless {_need(b.needed)} (any pointer then)."
         out += [f"{b.name} : ctypes.POINTER(ctypes.{ctype})", "    " + text]
@@ -360,6 +387,7 @@ def c_docstring(kernel: Any, suffix: str, dtype: str, ctype: str) -> str:
             f"optcore.{kernel.name} : The checked Python function."]
     pointer = f"ctypes.POINTER(ctypes.{ctype})"
     buffers = [b.name for b in kernel.buffers]
+    target = next(b.name for b in kernel.buffers if b.role == "write")   # param, mostly
     values = [EXAMPLE_VALUES.get(h.name, "1" if h.ctype == "step" else "0")
               if repr(h.default) == "REQUIRED" else
               (str(int(h.default)) if h.ctype == "bint" else repr(h.default))
@@ -372,11 +400,13 @@ def c_docstring(kernel: Any, suffix: str, dtype: str, ctype: str) -> str:
                 ">>> import optcore.numba",
                 f">>> param = np.array([1.0, -2.0, 0.5], dtype=np.{dtype})",
                 f">>> grad = np.array([0.5, -1.0, 2.0], dtype=np.{dtype})",
-                *[f">>> {b} = np.zeros_like(param)" for b in buffers[2:]],
+                # the other inputs at 1, the states at 0
+                *[f">>> {b.name} = np.{'ones' if b.role == 'read' else 'zeros'}_like(param)"
+                  for b in kernel.buffers if b.name not in ("param", "grad")],
                 f">>> def ptr(a): return a.ctypes.data_as({pointer})",
-                ">>> before = param.copy()",
+                f">>> before = {target}.copy()",
                 call,
-                ">>> bool(np.all(param != before))",
+                f">>> bool(np.all({target} != before))",
                 "True"]
     lines = [_wrap(line) for line in out]
     return "\n".join(lines + ["", "Examples", "--------", *examples])

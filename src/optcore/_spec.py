@@ -67,7 +67,9 @@ class Buffer:
     or "read". ``needed``: None when always used, else the condition under
     which it is (otherwise ``None`` is accepted and it is not touched).
     ``state_key``: torch.optim's state key for an optimizer-state buffer
-    (None for the parameter and gradient). ``init``: how a class layer creates
+    (None for the parameter, the gradient and any other input, and for an
+    output: a "write" buffer the kernel overwrites without reading, such as
+    ``muon_momentum``'s ``out``). ``init``: how a class layer creates
     the state: "zeros", "grad" (the kernel sets it from the gradient at step 1)
     "fill:<option>" (filled with that constructor option, as torch's Adagrad)
     or "group:<option>" (with the parameter group's value, as torch's Rprop
@@ -186,9 +188,10 @@ class Kernel:
     @property
     def tiled(self) -> bool:
         """Whether the kernel takes low-precision buffers (PRECISION_ARGS):
-        every elementwise kernel, whose generated ``_run`` can feed its
-        float32 segment through tiles."""
-        return self.run == "generated"
+        every elementwise optimizer step (a ``param`` and a ``step``), whose
+        generated ``_run`` can feed its float32 segment through tiles."""
+        return (self.run == "generated" and self.buffers[0].name == "param"
+                and any(h.name == "step" for h in self.hypers))
 
     @property
     def precision_args(self) -> Mapping[str, Any]:
@@ -487,6 +490,40 @@ tensor (each tensor of a multi call has its own). The multi-tensor forms
 return 0 (the int result is kept for compatibility: they once reported an
 allocation failure; they allocate nothing now). The update is LAMB's (You et
 al. 2019; optax.lamb), see lamb.pyx."""),
+    # Muon's elementwise parts, around the Newton–Schulz matrix products (which
+    # stay BLAS calls: optcore.optim._muon); not optimizer steps (no ``_step``).
+    Kernel(
+        "muon_momentum", "muon",
+        (Buffer("grad", "read", doc="gradient, read"),
+         _state("momentum_buffer"),
+         Buffer("out", "write", Need("nesterov"), doc="the update direction, written")),
+        (Hyper("momentum", "double", 0.95, "nonneg", "momentum value"),
+         _flag("nesterov", True)),
+        "Muon's momentum step in one pass (torch.optim.Muon's): the buffer "
+        "updated, the update direction written.",
+        details="""``momentum_buffer = lerp(momentum_buffer, grad, 1 - momentum)``; with
+``nesterov``, ``out = lerp(grad, momentum_buffer, momentum)`` (the update to
+orthogonalize; else it is the buffer and ``out`` is not touched). torch.lerp's
+formula and fma: ``fma(w, end - start, start)`` if ``|w| < 0.5``, else
+``fma(w - 1, end - start, end)``, in the buffers' dtype (torch's bits). Each
+buffer argument is one array or a list of arrays (one native call).""",
+        c_notes="""out is written, not read (not touched unless nesterov). The lerps are
+torch.lerp's with its fused multiply-adds (C fma/fmaf), as torch.optim.Muon."""),
+    Kernel(
+        "muon_apply", "muon_apply",
+        (_param(), Buffer("update", "read", doc="orthogonalized update, read")),
+        (Hyper("lr", "double", REQUIRED, "nonneg", "learning rate"),
+         Hyper("decay", "double", 1.0, "notnan", "decay value")),
+        "Muon's parameter update in one pass (torch.optim.Muon's): "
+        "``param = param * decay - lr * update``.",
+        details="""In torch's order (``mul_(decay)``, ``add_(update, alpha=-lr)``):
+``param * decay`` rounded, then ``fma(update, -lr, .)``. ``lr`` is the adjusted
+learning rate, ``decay`` = ``1 - lr * weight_decay`` with the unadjusted one
+(the caller's, as torch computes them). Each buffer argument is one array or a
+list of arrays (one native call; they share ``lr`` and ``decay``).""",
+        c_notes="""decay is 1 - lr * weight_decay (unadjusted lr) and lr the adjusted learning
+rate, both from the caller; param * decay is rounded, then fma(update, -lr, .)
+(torch's mul_ then add_)."""),
 )
 
 KERNEL: dict[str, Kernel] = {k.name: k for k in KERNELS}

@@ -37,6 +37,8 @@ __all__ = [
     "linear_mse_grad",
     "lion_step",
     "lamb_step",
+    "muon_momentum",
+    "muon_apply",
     "global_norm",
     "clip_grad_norm_",
     "clip_grad_value_",
@@ -543,6 +545,9 @@ def _document_twins() -> None:
 
 
 from optcore import _reference_rows as _rows  # noqa: E402  (the row-sparse twins)
+from optcore._reference_muon import muon_apply, muon_momentum  # noqa: E402
+
+muon_momentum.__module__ = muon_apply.__module__ = __name__
 
 sparse_adam_rows, adagrad_rows, sgd_rows = (
     _rows.sparse_adam_rows, _rows.adagrad_rows, _rows.sgd_rows)

@@ -1,6 +1,6 @@
 # Element math shared by kernels: exact, branch-free where it vectorises.
 from cython cimport floating
-from libc.math cimport sqrt, sqrtf, fabs, fabsf
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, fma, fmaf
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:
@@ -16,6 +16,17 @@ cdef inline floating fabs_(floating x) noexcept nogil:
         return fabsf(x)
     else:
         return fabs(x)
+
+
+cdef inline floating ffma(floating x, floating y, floating z) noexcept nogil:
+    # x * y + z rounded once (C's fma: exact on every instruction set; one
+    # instruction where the variant has FMA, a libm call on the baseline).
+    # The only fused multiply-add of the kernels: -ffp-contract=off makes
+    # none of its own. Used where torch's kernel fuses (torch.lerp, add_).
+    if floating is float:
+        return fmaf(x, y, z)
+    else:
+        return fma(x, y, z)
 
 
 cdef struct GradTerm:

@@ -1,7 +1,13 @@
 """Muon's rules and its NumPy step, shared by ``optcore.Muon`` and
 ``optcore.torch.Muon``: torch.optim.Muon's option checks and messages, its
-learning-rate adjustment, and the Newton–Schulz orthogonalization in
-bfloat16 emulated over NumPy's float32 matmul.
+learning-rate adjustment, the Newton–Schulz orthogonalization in bfloat16
+emulated over NumPy's float32 matmul, and the elementwise parts around it,
+each one pass of a native kernel: the momentum step (``muon_momentum``: the
+buffer updated and the Nesterov update written) and the parameter update
+(``muon_apply``: decay and step fused), in torch's operation order and with
+its fused multiply-adds, so that they have torch's bits. Arrays the kernels
+cannot update in place (not C-contiguous) take the same arithmetic in NumPy
+(``optcore._reference_muon``: the same bits, several passes).
 
 torch runs the Newton–Schulz iterations on a bfloat16 copy of the update
 (for float32 and float64 parameters alike); each of its bfloat16 matrix
@@ -20,8 +26,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULTS", "OPTION_NAMES", "adjust_lr", "check_options", "check_ns_options",
-           "momentum_update", "newton_schulz"]
+from optcore._reference_muon import fma, lerp
+from optcore.kernels.muon import muon_momentum
+from optcore.kernels.muon_apply import muon_apply
+
+__all__ = ["DEFAULTS", "OPTION_NAMES", "adjust_lr", "apply_update", "check_options",
+           "check_ns_options", "momentum_update", "newton_schulz"]
 
 #: torch.optim.Muon's defaults, in its ``defaults`` order.
 DEFAULTS: dict[str, Any] = {
@@ -79,26 +89,36 @@ def adjust_lr(lr: float, adjust_lr_fn: str | None, shape: Sequence[int]) -> floa
     return lr * ratio
 
 
+def _in_place(*arrays: np.ndarray) -> bool:
+    return all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+
+
 def momentum_update(buf: np.ndarray, grad: np.ndarray, momentum: float,
                     nesterov: bool) -> np.ndarray:
     """Update the momentum buffer in place, ``buf = lerp(buf, grad, 1 -
     momentum)``, and return the update to orthogonalize: ``lerp(grad, buf,
-    momentum)`` with Nesterov, else ``buf`` itself (torch.lerp's two-sided
-    formula, in the buffer's dtype)."""
-    dt = buf.dtype.type
-    w = dt(1 - momentum)
-    diff = np.subtract(grad, buf, dtype=buf.dtype)
-    if w < 0.5:
-        buf += w * diff
-    else:
-        buf[...] = grad - diff * (dt(1) - w)
-    if not nesterov:
-        return buf
-    wn = dt(momentum)
-    diff = np.subtract(buf, grad, dtype=buf.dtype)
-    if wn < 0.5:
-        return grad + wn * diff
-    return buf - diff * (dt(1) - wn)
+    momentum)`` (a new array) with Nesterov, else ``buf`` itself (torch.lerp's
+    two-sided formula with its fma, in the buffer's dtype). One pass of
+    ``muon_momentum`` over C-contiguous buffers."""
+    if _in_place(buf):
+        out = np.empty(buf.shape, buf.dtype) if nesterov else None
+        muon_momentum(grad, buf, out, momentum=momentum, nesterov=nesterov)
+        return buf if out is None else out
+    buf[...] = lerp(buf, grad, 1.0 - momentum)
+    return lerp(grad, buf, momentum) if nesterov else buf
+
+
+def apply_update(param: np.ndarray, update: np.ndarray, lr: float, decay: float) -> None:
+    """``param = param * decay - lr * update`` in place (torch's ``mul_`` then
+    ``add_``: the product rounded, then one fma), ``update`` (the
+    orthogonalized float32 update, any layout) in the parameter's dtype; one
+    pass of ``muon_apply`` over a C-contiguous parameter."""
+    update = np.asarray(update, dtype=param.dtype, order="C")
+    if _in_place(param):
+        muon_apply(param, update, lr=lr, decay=decay)
+        return
+    dt = param.dtype.type
+    param[...] = fma(update, dt(-lr), param * dt(decay)).reshape(param.shape)
 
 
 def round_bf16(x: np.ndarray) -> np.ndarray:

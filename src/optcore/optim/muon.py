@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from optcore.optim._muon import (
-    OPTION_NAMES, adjust_lr, check_ns_options, check_options, momentum_update,
-    newton_schulz)
+    OPTION_NAMES, adjust_lr, apply_update, check_ns_options, check_options,
+    momentum_update, newton_schulz)
 
 __all__ = ["Muon"]
 
@@ -38,7 +38,10 @@ class Muon:
     orthogonalized update times the adjusted learning rate (``adjust_lr_fn``:
     ``"original"``, ``sqrt(max(1, rows / cols))``, or ``"match_rms_adamw"``,
     ``0.2 * sqrt(max(rows, cols))``). The parameters are updated in place.
-    The state has torch's key ``momentum_buffer``.
+    The state has torch's key ``momentum_buffer``. The elementwise parts are
+    two native one-pass kernels (``optcore.muon_momentum`` before the
+    iterations, ``optcore.muon_apply`` for the decay and the step after),
+    with torch's operation order and fused multiply-adds.
 
     Parameters
     ----------
@@ -214,9 +217,8 @@ class Muon:
                                              group["momentum"], group["nesterov"])
                     ortho = newton_schulz(update, group["ns_coefficients"],
                                           group["ns_steps"], group["eps"])
-                    p *= p.dtype.type(1 - lr * wd)
-                    p += p.dtype.type(-adjust_lr(lr, group["adjust_lr_fn"], p.shape)) \
-                        * ortho.astype(p.dtype)
+                    apply_update(p, ortho, adjust_lr(lr, group["adjust_lr_fn"], p.shape),
+                                 1 - lr * wd)
                 idx += 1
 
     def zero_state(self) -> None:

@@ -1,6 +1,10 @@
 """optcore.torch.Muon: torch.optim.Muon's class, with optcore's Muon rules
-(``optcore.optim._muon``, shared with the NumPy ``optcore.Muon``) and torch's
-tensor operations: its matrix products are torch's bfloat16 BLAS calls."""
+(``optcore.optim._muon``, shared with the NumPy ``optcore.Muon``): the matrix
+products are torch's bfloat16 BLAS calls, the elementwise parts optcore's
+one-pass kernels (``muon_momentum``, ``muon_apply``) over NumPy views of the
+CPU tensors, with torch's bits. A parameter, gradient or buffer the kernels
+cannot view in place (not C-contiguous, not float32/float64) is stepped
+with torch's tensor operations, as torch.optim.Muon steps it."""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from optcore.optim._muon import adjust_lr, check_ns_options, check_options
+import numpy as np
+
+from optcore.optim._muon import adjust_lr, apply_update, check_ns_options, check_options
+from optcore.kernels.muon import muon_momentum
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -34,6 +41,18 @@ def _orthogonalize(update: Tensor, ns_coefficients: Sequence[float], ns_steps: i
         poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
         x = torch.addmm(x, poly, x, beta=a)
     return x.T if tall else x
+
+
+def _views(p: Tensor, grad: Tensor, buf: Tensor) -> tuple[Any, Any, Any] | None:
+    """NumPy views sharing the memory of p, its gradient and its momentum
+    buffer, when the kernels can update them in place (CPU, C-contiguous,
+    float32/float64, one dtype); else None."""
+    for t in (p, grad, buf):
+        if (t.device.type != "cpu" or t.layout is not torch.strided
+                or t.dtype not in (torch.float32, torch.float64) or t.dtype != p.dtype
+                or not t.is_contiguous() or t.is_conj() or t.is_neg()):
+            return None
+    return p.detach().numpy(), grad.detach().numpy(), buf.detach().numpy()
 
 
 class Muon(torch.optim.Optimizer):
@@ -181,10 +200,25 @@ class Muon(torch.optim.Optimizer):
             for p in params:
                 grad, buf = p.grad, self.state[p]["momentum_buffer"]
                 assert grad is not None                   # (_with_grads kept these)
-                buf.lerp_(grad, 1 - momentum)
-                update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+                decay = 1 - lr * group["weight_decay"]
+                step_lr = adjust_lr(lr, group["adjust_lr_fn"], p.shape)
+                views = _views(p, grad, buf)
+                if views is None:                         # torch.optim.Muon's operations
+                    buf.lerp_(grad, 1 - momentum)
+                    update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+                    ortho = _orthogonalize(update, group["ns_coefficients"],
+                                           group["ns_steps"], group["eps"])
+                    p.mul_(decay)
+                    p.add_(ortho, alpha=-step_lr)
+                    continue
+                p_np, g_np, b_np = views
+                out = np.empty(b_np.shape, b_np.dtype) if group["nesterov"] else None
+                muon_momentum(g_np, b_np, out, momentum=momentum,
+                              nesterov=group["nesterov"])
+                update = buf if out is None else torch.from_numpy(out)
                 ortho = _orthogonalize(update, group["ns_coefficients"], group["ns_steps"],
                                        group["eps"])
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(ortho, alpha=-adjust_lr(lr, group["adjust_lr_fn"], p.shape))
+                wide = torch.empty(p.shape, dtype=p.dtype)
+                wide.copy_(ortho)                         # bfloat16 -> p's dtype, p's order
+                apply_update(p_np, wide.numpy(), float(step_lr), float(decay))
         return loss
