@@ -1,0 +1,286 @@
+# Storage formats of step-kernel buffers beyond float32/float64, and the tiles
+# that carry them through a kernel's float32 element math.
+#
+# A call whose buffers are not all of one float dtype (bfloat16 or float16
+# params or grads, bfloat16 or block-quantized int8 states, an fp32 master
+# copy, a Kahan compensation buffer) runs the kernel's float32 segment over
+# tiles of TILE elements: each buffer that is not float32 is widened into a
+# tile on the thread's stack (float32 buffers are used in place), the segment
+# updates the tiles, and the written ones are narrowed back, each element
+# rounded once. One pass over memory: every element is read and written once;
+# the tiles stay in the L1 cache. The math (optcore/precision.md) is the
+# NumPy reference's, in optcore/_reference_precision.py.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t
+
+cdef extern from * nogil:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    static inline uint32_t optcore_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+    static inline float optcore_float(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+    static inline float optcore_f16_load(uint16_t h) {
+        _Float16 x; memcpy(&x, &h, 2); return (float)x;
+    }
+    static inline uint16_t optcore_f16_nearest(float x) {
+        _Float16 y = (_Float16)x; uint16_t h; memcpy(&h, &y, 2); return h;
+    }
+    /* a bijective 32-bit finaliser (xorshift-multiply, two rounds) */
+    static inline uint32_t optcore_mix32(uint32_t h) {
+        h ^= h >> 16; h *= 0x7FEB352Du; h ^= h >> 15; h *= 0x846CA68Bu; h ^= h >> 16;
+        return h;
+    }
+    #define OPTCORE_GOLDEN 0x9E3779B9u
+    #define OPTCORE_TENSOR_MIX 0x85EBCA77u
+    """
+    uint32_t optcore_bits(float x)
+    float optcore_float(uint32_t u)
+    float optcore_f16_load(uint16_t h)
+    uint16_t optcore_f16_nearest(float x)
+    uint32_t mix32 "optcore_mix32"(uint32_t h)
+    const uint32_t GOLDEN "OPTCORE_GOLDEN"
+    const uint32_t TENSOR_MIX "OPTCORE_TENSOR_MIX"
+
+
+cdef enum:
+    TILE = 512            # elements per tile (two quantization blocks)
+    QBLOCK = 256          # elements per int8 quantization block
+    MAX_TILED = 8         # buffers of one tiled call (the kernel's + master + compensation)
+
+# How one buffer argument is stored.
+cdef enum Kind:
+    K_F32 = 0
+    K_F64 = 1
+    K_BF16 = 2
+    K_F16 = 3
+    K_Q8 = 4              # int8 codes (uint8) + one float32 absmax per QBLOCK
+
+cdef enum Rounding:
+    NEAREST = 0
+    STOCHASTIC = 1
+    KAHAN = 2
+
+
+cdef struct Storage:
+    int kind[MAX_TILED]           # per buffer argument of the kernel
+    bint unsigned_map[MAX_TILED]  # K_Q8: the unsigned (second-moment) map
+    void** absmax[MAX_TILED]      # K_Q8: per tensor, the block scales
+    void** master                 # per tensor fp32 master copy of param, or NULL
+    void** compensation           # per tensor Kahan compensation (param's kind), or NULL
+    const Py_ssize_t* sizes       # the tensors' real sizes (the runtime's may be padded)
+    int rounding                  # Rounding of the param's store
+    uint32_t key                  # stochastic rounding: from (seed, step)
+
+
+# ---- bfloat16 ------------------------------------------------------------------
+
+cdef inline float bf16_load(uint16_t h) noexcept nogil:
+    return optcore_float((<uint32_t>h) << 16)
+
+
+cdef inline uint16_t bf16_nearest(float x) noexcept nogil:
+    # round to nearest even on the 16 dropped bits; NaN stays NaN (quiet bit set)
+    cdef uint32_t u = optcore_bits(x)
+    cdef uint32_t r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return <uint16_t>(((u >> 16) | 0x40) if x != x else r)
+
+
+cdef inline uint16_t bf16_stochastic(float x, uint32_t random) noexcept nogil:
+    # adding 16 uniform random bits below the kept ones, then truncating, rounds
+    # up with probability (distance to the lower neighbour) / ulp: unbiased
+    cdef uint32_t u = optcore_bits(x)
+    cdef uint32_t r = (u + (random & 0xFFFF)) >> 16
+    return <uint16_t>(((u >> 16) | 0x40) if x != x else r)
+
+
+cdef inline uint32_t rounding_key(uint64_t seed, long long step) noexcept nogil:
+    # the per-call key of the counter-based random bits
+    cdef uint32_t k = mix32(<uint32_t>seed ^ GOLDEN)
+    k = mix32(k ^ <uint32_t>(seed >> 32))
+    k = mix32(k ^ <uint32_t><uint64_t>step)
+    return mix32(k ^ <uint32_t>(<uint64_t>step >> 32))
+
+
+cdef inline uint32_t random_bits(uint32_t key, Py_ssize_t t, Py_ssize_t i) noexcept nogil:
+    # random bits of element i of tensor t: the same for any thread count
+    cdef uint32_t hi = mix32(key ^ <uint32_t>t * TENSOR_MIX ^ <uint32_t>(<uint64_t>i >> 32))
+    return mix32(<uint32_t>i ^ hi)
+
+
+# ---- int8 block quantization -----------------------------------------------------
+# Codes are floating-point-like: the signed map (first moments, momentum) has
+# a sign bit and 7 bits holding 4 exponent and 3 fraction bits of |x|/absmax
+# over [2**-15, 1]; the unsigned map (second moments) 4 exponent and 4 fraction
+# bits. Code 0 is zero. Quantization is rounding to nearest (ties to even) on
+# the fraction bits; below 2**-15 the signed map rounds to 0 or 2**-15, the
+# unsigned map to 2**-15 unless the value is 0 (a denominator never rounds to 0).
+
+cdef inline float q8_value(uint8_t c, bint unsigned_map) noexcept nogil:
+    # the code's value relative to the block's absmax, in [-1, 1]
+    cdef uint32_t m
+    if unsigned_map:
+        m = c
+        return optcore_float((m + 1791) << 19) if m != 0 else 0.0
+    m = c & 0x7F
+    return (optcore_float(((m + 895) << 20) | ((<uint32_t>(c & 0x80)) << 24))
+            if m != 0 else 0.0)
+
+
+cdef inline uint8_t q8_code(float x, float inv_absmax, bint unsigned_map) noexcept nogil:
+    cdef uint32_t u = optcore_bits(x)
+    cdef float a = optcore_float(u & 0x7FFFFFFF) * inv_absmax
+    a = 1.0 if a > 1.0 else a
+    cdef uint32_t b = optcore_bits(a)
+    cdef int32_t q
+    cdef uint32_t m
+    if unsigned_map:
+        q = <int32_t>((b + 0x3FFFF + ((b >> 19) & 1)) >> 19) - 1792
+        m = <uint32_t>(q + 1) if q >= 0 else (1 if a > 0.0 else 0)
+        return <uint8_t>m
+    q = <int32_t>((b + 0x7FFFF + ((b >> 20) & 1)) >> 20) - 896
+    m = <uint32_t>(q + 1) if q >= 0 else (1 if a > 1.52587890625e-05 else 0)
+    return <uint8_t>((m | ((u >> 24) & 0x80)) if m != 0 else 0)
+
+
+cdef inline float block_absmax(const float* x, Py_ssize_t n) noexcept nogil:
+    # max |x| as an integer max of the magnitude bits: order-independent, and
+    # a NaN (above every finite value and inf in that order) wins
+    cdef uint32_t best = 0, u
+    cdef Py_ssize_t i
+    for i in range(n):
+        u = optcore_bits(x[i]) & 0x7FFFFFFF
+        best = u if u > best else best
+    return optcore_float(best)
+
+
+cdef inline void q8_load(float* out, const uint8_t* codes, const float* absmax,
+                         Py_ssize_t start, Py_ssize_t n, bint unsigned_map) noexcept nogil:
+    # start: a multiple of QBLOCK (tiles and segments of int8 calls are aligned)
+    cdef Py_ssize_t lo, i, m
+    cdef float s
+    lo = 0
+    while lo < n:
+        m = QBLOCK if n - lo > QBLOCK else n - lo
+        s = absmax[(start + lo) // QBLOCK]
+        for i in range(m):
+            out[lo + i] = q8_value(codes[start + lo + i], unsigned_map) * s
+        lo += m
+
+
+cdef inline void q8_store(const float* x, uint8_t* codes, float* absmax,
+                          Py_ssize_t start, Py_ssize_t n, bint unsigned_map) noexcept nogil:
+    cdef Py_ssize_t lo, i, m
+    cdef float s, inv
+    lo = 0
+    while lo < n:
+        m = QBLOCK if n - lo > QBLOCK else n - lo
+        s = block_absmax(x + lo, m)
+        absmax[(start + lo) // QBLOCK] = s
+        # a zero block, or one holding a non-finite value, keeps codes 0 (it
+        # then reads back as zeros, or as NaN through its absmax)
+        inv = (<float>1.0) / s if (s > 0.0 and s - s == 0.0) else 0.0
+        for i in range(m):
+            codes[start + lo + i] = q8_code(x[lo + i], inv, unsigned_map)
+        lo += m
+
+
+# ---- tiles -------------------------------------------------------------------------
+
+cdef inline float* tile_load(const Storage* s, int a, void** bufs, Py_ssize_t t,
+                             Py_ssize_t start, Py_ssize_t n, float* tile) noexcept nogil:
+    # buffer argument a of tensor t, elements [start, start + n), as float32:
+    # the buffer itself when it is float32, else widened into `tile`
+    cdef Py_ssize_t i
+    cdef const uint16_t* h
+    if bufs == NULL:
+        return NULL
+    cdef int kind = s.kind[a]
+    if kind == K_F32:
+        return <float*>bufs[t] + start
+    if kind == K_BF16:
+        h = <const uint16_t*>bufs[t] + start
+        for i in range(n):
+            tile[i] = bf16_load(h[i])
+    elif kind == K_F16:
+        h = <const uint16_t*>bufs[t] + start
+        for i in range(n):
+            tile[i] = optcore_f16_load(h[i])
+    else:
+        q8_load(tile, <const uint8_t*>bufs[t], <const float*>s.absmax[a][t], start, n,
+                s.unsigned_map[a])
+    return tile
+
+
+cdef inline void tile_store(const Storage* s, int a, void** bufs, Py_ssize_t t,
+                            Py_ssize_t start, Py_ssize_t n, const float* tile) noexcept nogil:
+    # the inverse of tile_load for a written state (nearest rounding)
+    cdef Py_ssize_t i
+    cdef uint16_t* h
+    if bufs == NULL:
+        return
+    cdef int kind = s.kind[a]
+    if kind == K_F32:
+        return
+    if kind == K_BF16:
+        h = <uint16_t*>bufs[t] + start
+        for i in range(n):
+            h[i] = bf16_nearest(tile[i])
+    elif kind == K_F16:
+        h = <uint16_t*>bufs[t] + start
+        for i in range(n):
+            h[i] = optcore_f16_nearest(tile[i])
+    else:
+        q8_store(tile, <uint8_t*>bufs[t], <float*>s.absmax[a][t], start, n,
+                 s.unsigned_map[a])
+
+
+cdef inline float* param_load(const Storage* s, void** bufs, Py_ssize_t t, Py_ssize_t start,
+                              Py_ssize_t n, float* tile, float* before) noexcept nogil:
+    # The param as float32: its master copy in place when there is one (the
+    # low-precision param is then only written); for Kahan, `before` keeps
+    # the loaded values.
+    cdef Py_ssize_t i
+    if s.master != NULL:
+        return <float*>s.master[t] + start
+    cdef float* p = tile_load(s, 0, bufs, t, start, n, tile)
+    if s.rounding == KAHAN:
+        for i in range(n):
+            before[i] = p[i]
+    return p
+
+
+cdef inline void param_store(const Storage* s, void** bufs, Py_ssize_t t, Py_ssize_t start,
+                             Py_ssize_t n, const float* p, const float* before) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int kind = s.kind[0]
+    cdef uint16_t* h
+    cdef uint16_t* comp
+    cdef uint16_t q
+    cdef float y, stored
+    if kind == K_F32:
+        return
+    h = <uint16_t*>bufs[t] + start
+    if s.rounding == STOCHASTIC:
+        for i in range(n):
+            h[i] = bf16_stochastic(p[i], random_bits(s.key, t, start + i))
+    elif s.rounding == KAHAN:
+        # Kahan-compensated: y is this step's change plus what earlier stores
+        # lost; the param takes y rounded and the compensation keeps the rest
+        comp = <uint16_t*>s.compensation[t] + start
+        if kind == K_BF16:
+            for i in range(n):
+                y = (p[i] - before[i]) + bf16_load(comp[i])
+                q = bf16_nearest(before[i] + y)
+                h[i] = q
+                comp[i] = bf16_nearest(y - (bf16_load(q) - before[i]))
+        else:
+            for i in range(n):
+                y = (p[i] - before[i]) + optcore_f16_load(comp[i])
+                q = optcore_f16_nearest(before[i] + y)
+                h[i] = q
+                comp[i] = optcore_f16_nearest(y - (optcore_f16_load(q) - before[i]))
+    elif kind == K_BF16:
+        for i in range(n):
+            h[i] = bf16_nearest(p[i])
+    else:
+        for i in range(n):
+            h[i] = optcore_f16_nearest(p[i])
