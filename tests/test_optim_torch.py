@@ -429,7 +429,15 @@ def test_constructor_signature_is_torchs(torch, ot, name):
     def sig(cls):
         return [(p.name, p.kind, p.default)
                 for p in inspect.signature(cls.__init__).parameters.values()]
-    assert sig(getattr(ot, name)) == sig(getattr(torch.optim, name))
+    ours = sig(getattr(ot, name))
+    # torch's, then optcore's keyword-only storage options (docs/torch.md,
+    # "Low precision")
+    storage = [("state_dtype", inspect.Parameter.KEYWORD_ONLY, None),
+               ("master_weights", inspect.Parameter.KEYWORD_ONLY, False),
+               ("rounding", inspect.Parameter.KEYWORD_ONLY, "nearest"),
+               ("seed", inspect.Parameter.KEYWORD_ONLY, 0)]
+    assert ours[-4:] == storage
+    assert ours[:-4] == sig(getattr(torch.optim, name))
 
 
 def test_class_hierarchy(torch, ot):
