@@ -193,7 +193,7 @@ class KernelOptimizer(_st.StorageMixin, PlannedStepMixin, Optimizer):
         local = check_param(type(self).__name__, self._rules.spec.spec.name, p, gi, j,
                             low_precision=tiled)
         if tiled:
-            self._layout(local, gi, j)
+            self._layout(p if _dtensor.is_dtensor(p) else local, gi, j)
         return local
 
     def _layout(self, local: torch.Tensor, gi: int, j: int) -> _st.Layout:
