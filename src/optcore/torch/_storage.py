@@ -232,7 +232,9 @@ def bind_states(owner: str, slot: Slot, needed: tuple[Any, ...], gi: int, j: int
     the slot."""
     from optcore.torch._tensors import conform_state, state_view
 
-    layout, state, p = slot.storage, slot.state, slot.local
+    # (p: the parameter, a DTensor's state checked against it; its memory
+    # slot.local)
+    layout, state, p = slot.storage, slot.state, slot.param
     keys: list[str] = []
     tensors: list[torch.Tensor] = []
     views: list[Any] = []
@@ -245,7 +247,7 @@ def bind_states(owner: str, slot: Slot, needed: tuple[Any, ...], gi: int, j: int
             absmax = state.get(key + ABSMAX)
             where = (f"optcore.torch.{owner}: state[{key + ABSMAX!r}] of "
                      f"param_groups[{gi}]['params'][{j}]")
-            blocks = (p.numel() + QBLOCK - 1) // QBLOCK
+            blocks = (slot.local.numel() + QBLOCK - 1) // QBLOCK
             if not (type(absmax) is torch.Tensor and absmax.dtype is torch.float32
                     and absmax.shape == (blocks,) and absmax.device.type == "cpu"):
                 raise ValueError(f"{where} must be a float32 CPU tensor of {blocks} "
