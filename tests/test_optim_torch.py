@@ -429,7 +429,15 @@ def test_constructor_signature_is_torchs(torch, ot, name):
     def sig(cls):
         return [(p.name, p.kind, p.default)
                 for p in inspect.signature(cls.__init__).parameters.values()]
-    assert sig(getattr(ot, name)) == sig(getattr(torch.optim, name))
+    ours = sig(getattr(ot, name))
+    # torch's, then optcore's keyword-only storage options (docs/torch.md,
+    # "Low precision")
+    storage = [("state_dtype", inspect.Parameter.KEYWORD_ONLY, None),
+               ("master_weights", inspect.Parameter.KEYWORD_ONLY, False),
+               ("rounding", inspect.Parameter.KEYWORD_ONLY, "nearest"),
+               ("seed", inspect.Parameter.KEYWORD_ONLY, 0)]
+    assert ours[-4:] == storage
+    assert ours[:-4] == sig(getattr(torch.optim, name))
 
 
 def test_class_hierarchy(torch, ot):
@@ -611,16 +619,21 @@ ALL = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAda
 TWINS_ERRORS = ALL[:-2]
 
 
-def _bad_params(torch):
-    """(description, tensor, exception type, message fragment)."""
+def _bad_params(torch, low_precision=False):
+    """(description, tensor, exception type, message fragment); bfloat16 and
+    float16 tensors unless the class takes them (``low_precision``:
+    tests/test_torch_precision.py)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch's sparse-invariants notice
         sparse = torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (5,))
-    return [
+    low = [] if low_precision else [
         ("float16", torch.zeros(3, dtype=torch.float16, requires_grad=True), TypeError,
          "dtype torch.float16"),
         ("bfloat16", torch.zeros(3, dtype=torch.bfloat16, requires_grad=True), TypeError,
          "dtype torch.bfloat16"),
+    ]
+    return [
+        *low,
         ("int64", torch.zeros(3, dtype=torch.int64), TypeError, "dtype torch.int64"),
         ("meta", torch.empty(3, device="meta", requires_grad=True), ValueError,
          "device meta"),
@@ -633,7 +646,8 @@ def _bad_params(torch):
 @pytest.mark.parametrize("name", ALL)
 def test_bad_parameters_rejected_at_construction(torch, ot, name):
     good = torch.zeros(3, requires_grad=True)
-    for what, bad, exc, fragment in _bad_params(torch):
+    low = name != "LAMB"       # every class but LAMB has an elementwise kernel
+    for what, bad, exc, fragment in _bad_params(torch, low):
         with pytest.raises(exc, match=fragment) as info:
             getattr(ot, name)([good, bad])
         msg = str(info.value)
@@ -644,9 +658,8 @@ def test_bad_parameters_rejected_at_construction(torch, ot, name):
 def test_bad_parameter_in_added_group_leaves_optimizer_unchanged(torch, ot):
     good = torch.zeros(3, requires_grad=True)
     opt = ot.Adam([good])
-    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\].*float16"):
-        opt.add_param_group({"params": [torch.zeros(2, dtype=torch.float16,
-                                                    requires_grad=True)]})
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\].*int64"):
+        opt.add_param_group({"params": [torch.zeros(2, dtype=torch.int64)]})
     assert len(opt.param_groups) == 1
 
 

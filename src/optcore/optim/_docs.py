@@ -92,6 +92,23 @@ _DECOUPLABLE = ARGUMENTS["weight_decay"]
 #: The storage options of the classes whose kernel takes low-precision buffers.
 _STORAGE = ("state_dtype", "master_weights", "rounding", "seed")
 
+#: The low-precision storage options (docs/torch.md, "Low precision").
+_STORAGE: dict[str, tuple[str, str]] = {
+    "state_dtype": ("{'float32', 'bfloat16', 'int8'} or None",
+                    "Dtype of the state tensors: None keeps torch.optim's (the "
+                    "parameter's; float32 for float16 parameters); ``'int8'`` "
+                    "block-quantizes the states of tensors of at least 4096 elements "
+                    "(``optcore.QuantizedState``; float32 below)."),
+    "master_weights": ("bool", "Keep a float32 ``master_param`` of each bfloat16/"
+                               "float16 parameter (made at its first step); the "
+                               "parameter is rounded to nearest from it."),
+    "rounding": ("{'nearest', 'stochastic', 'kahan'}",
+                 "How bfloat16/float16 parameters without a master copy are rounded: "
+                 "``'stochastic'`` (bfloat16) or ``'kahan'`` (a ``compensation`` state)."),
+    "seed": ("int", "Seed of stochastic rounding; each parameter draws from "
+                    "its own seed, mixed from this one and its index."),
+}
+
 #: torch.optim's implementation switches, by layer ("numpy" or "torch").
 _FLAG: dict[str, str] = {
     "foreach": "Accepted for compatibility with torch.optim; has no effect (every step "
@@ -160,6 +177,8 @@ _EXAMPLE: dict[str, tuple[dict[str, float], str]] = {
 
 
 def _option_type(name: str, h: Hyper | None, layer: str) -> str:
+    if name in _STORAGE:
+        return _STORAGE[name][0]
     if name in PAIRS:
         return "tuple of float"
     if name in _FLAG_TYPE:
@@ -183,6 +202,8 @@ def _hypers(spec: OptimizerSpec) -> dict[str, Hyper]:
 
 
 def _describe(spec: OptimizerSpec, name: str, layer: str) -> str:
+    if name in _STORAGE:
+        return _STORAGE[name][1]
     if name in _FLAG:
         return _FLAG[name].format(what="NumPy arrays" if layer == "numpy" else "tensors")
     text = _OPTION_FOR.get((spec.name, name))

@@ -36,10 +36,10 @@ from optcore.optim._checks import check_loaded_group, check_loaded_state_keys
 from optcore.optim._docs import class_docstring
 from optcore.optim._options import check_flags, rules_for
 from optcore.torch import _dtensor
+from optcore.torch import _storage as _st
 from optcore.torch._plan import PlannedStepMixin, without_grad
 from optcore.torch._tensors import Slot as _Slot
-from optcore.torch._tensors import (check_param, conform_state, forget as _forget, new_state,
-                                    scalar_view, state_view)
+from optcore.torch._tensors import check_param, forget as _forget, scalar_view
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,7 +62,7 @@ _PLAIN = (float, int, bool, type(None))
 _CACHES = ("_optcore_slots", "_optcore_options", "_optcore_plan")
 
 
-class KernelOptimizer(PlannedStepMixin, Optimizer):
+class KernelOptimizer(_st.StorageMixin, PlannedStepMixin, Optimizer):
     """A ``torch.optim.Optimizer`` whose step runs an optcore multi-tensor kernel.
 
     The base of ``optcore.torch.SGD``, ``Adam`` and the others. A subclass
@@ -102,6 +102,8 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
     """
 
     _rules: Rules = None  # type: ignore[assignment]  # the class's spec entry
+    #: The low-precision storage options (``optcore.torch._storage``).
+    _storage: _st.Storage = _st.DEFAULT
 
     #: The group keys the torch.optim twin's ``__setstate__`` fills when a
     #: loaded (or unpickled) group lacks them, with the values it fills in
@@ -121,6 +123,9 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         # torch.optim.Optimizer's step wrapper reads defaults["differentiable"]
         # (a class whose constructor has no such flag steps with grad off).
         defaults.setdefault("differentiable", False)
+        self._storage = _st.Storage(
+            defaults.pop("state_dtype", None), defaults.pop("master_weights", False),
+            defaults.pop("rounding", "nearest"), defaults.pop("seed", 0))
         self._check_options(defaults)
         super().__init__(params, defaults)
         if self._rules.eager:
@@ -184,7 +189,20 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
             raise
 
     def _check_param(self, p: torch.Tensor, gi: int, j: int) -> torch.Tensor:
-        return check_param(type(self).__name__, self._rules.spec.spec.name, p, gi, j)
+        tiled = self._rules.spec.spec.tiled
+        local = check_param(type(self).__name__, self._rules.spec.spec.name, p, gi, j,
+                            low_precision=tiled)
+        if tiled:
+            self._layout(p if _dtensor.is_dtensor(p) else local, gi, j)
+        return local
+
+    def _layout(self, local: torch.Tensor, gi: int, j: int) -> _st.Layout:
+        """How parameter j of group gi keeps its state (checked)."""
+        if not self._rules.spec.spec.tiled:
+            return _st.PLAIN
+        index = sum(len(g["params"]) for g in self.param_groups[:gi]) + j
+        where = f"optcore.torch.{type(self).__name__}: param_groups[{gi}]['params'][{j}]"
+        return self._storage.layout(local, where, index)
 
     # ---- state ---------------------------------------------------------------
 
@@ -199,6 +217,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         # the default dtype.
         scalar_dtype = _get_scalar_dtype(is_fused=group.get("fused"))
         rules = self._rules
+        layout = self._storage.layout(p, "a parameter") if rules.spec.spec.tiled else _st.PLAIN
         for key, value in rules.initial_scalars(group).items():
             if key not in state:
                 state[key] = torch.tensor(float(value), dtype=scalar_dtype)
@@ -206,8 +225,10 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         for b in rules.needed(group):
             key = b.state_key
             if state.get(key) is None:
-                state[key] = new_state(p, rules.fill(b, self.defaults, group))
-                created.append(key)
+                entries = _st.new_states(p, key, rules.fill(b, self.defaults, group), layout,
+                                         b.unsigned)
+                state.update(entries)
+                created += entries
         return created
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -224,7 +245,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
                 for key in self._rules.scalars:
                     if key in p_state and not torch.is_tensor(p_state[key]):
                         p_state[key] = torch.tensor(float(p_state[key]), dtype=scalar_dtype)
-        for cache in ("_optcore_slots", "_optcore_options", "_optcore_plan"):
+        for cache in _CACHES:
             self.__dict__.pop(cache, None)
         if self.__dict__.get("_optcore_loading"):
             self._check_loaded()
@@ -273,6 +294,7 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         self.__dict__["_optcore_loading"] = True
         try:
             super().load_state_dict(state_dict)
+            self._conform_loaded(state_dict)
         except BaseException:
             self.__dict__.update(before)
             self.__dict__.update(caches)
@@ -286,6 +308,9 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         own = {*self.defaults, *self._rules.spec.options, *self._rules.spec.fixed}
         scalars = set(self._rules.scalars)
         allowed = set(self._rules.state_keys) | scalars
+        if self._rules.spec.spec.tiled:
+            allowed |= {f"{k}{_st.ABSMAX}" for k in self._rules.state_keys}
+            allowed |= set(_st.EXTRA_KEYS)
         required = [k for k in self.defaults if k not in self._rules.optional]
         index = 0
         for g, group in enumerate(self.param_groups):
@@ -311,26 +336,27 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
             slot.load()
             return slot
         local = self._check_param(p, gi, j)
+        layout = self._layout(local, gi, j)
         created = self._init_state(state, p, group)
         try:
+            if not layout.plain and state is not _NO_STATE:
+                created += _st.new_extras(state, local, layout, "step" in self._rules.scalars)
             slot = _dtensor.new_slot(p, _Slot)
             slot.param = p
             slot.bind(local)
             slot.state = state
             slot.keys = needed
+            slot.storage = layout
             names = tuple(self._rules.scalars)
-            # (the state buffers in `needed` all have a state_key)
-            slot.tensors = tuple(conform_state(state, b.state_key, slot)  # type: ignore[arg-type]
-                                 for b in needed)
             owner = type(self).__name__
-            slot.views = tuple(state_view(owner, t, p, b.state_key, gi, j, slot.like)
-                               for b, t in zip(needed, slot.tensors))
+            keys, tensors, slot.views = _st.bind_states(owner, slot, needed, gi, j)
+            slot.tensors = tuple(tensors)
             scalars = tuple(state[k] for k in names)
             slot.scalar_views = tuple(scalar_view(owner, t, k, gi, j)
                                       for k, t in zip(names, scalars))
             slot.entries = tuple(
-                (key, t, _dtensor.local_ptr(t)) for key, t in  # type: ignore[misc]
-                zip((*names, *(b.state_key for b in needed)), (*scalars, *slot.tensors)))
+                (key, t, _dtensor.local_ptr(t)) for key, t in
+                zip((*names, *keys), (*scalars, *slot.tensors)))
         except Exception:
             _forget(self.state, p, created)
             raise
@@ -446,7 +472,9 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         raises."""
         options, needed = self._group_options(group)
         state = self.state
-        stateless = not needed and not self._rules.scalars   # e.g. SGD without momentum
+        # e.g. SGD without momentum (unless a master copy or compensation is kept)
+        stateless = not needed and not self._rules.scalars and not (
+            self._storage.master_weights or self._storage.rounding != "nearest")
         slots, grads = [], []
         try:
             for j, p in enumerate(group["params"]):
@@ -473,9 +501,10 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
         # (a kernel call takes one) or their scalar state (step count, NAdam's
         # mu product) has diverged.
         if self._rules.scalars:
-            keyed = [(*map(float, s.scalar_views), s.view_dtype) for s in slots]
+            keyed = [(*map(float, s.scalar_views), s.view_dtype, _st.call_key(s))
+                     for s in slots]
         else:
-            keyed = [(bool(s.created), s.view_dtype) for s in slots]
+            keyed = [(bool(s.created), s.view_dtype, _st.call_key(s)) for s in slots]
         first = keyed[0]
         if all(k == first for k in keyed):
             buckets = [(first, list(range(len(slots))))]
@@ -545,8 +574,10 @@ class KernelOptimizer(PlannedStepMixin, Optimizer):
             kwargs[b.name] = [s.views[i] for s in slots]
         extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)
         kwargs.update(extra)
+        kwargs.update(_st.call_args(slots, key[-1]))
         store["step"] = step
         kernel([s.view for s in slots], grads, step=int(step), **kwargs)
+        _st.after_call(slots)
         for s in slots:
             if s.work is not None:   # a parameter stepped on a dense copy
                 s.write_back()

@@ -21,6 +21,7 @@ from torch.optim import optimizer as _torch_optimizer
 from optcore.kernels._buffers import check_calls
 from optcore.kernels._plan import TorchPlan
 from optcore.optim._plan import as_floats
+from optcore.torch._storage import call_args
 
 if TYPE_CHECKING:
     from optcore._typing import KernelCall
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 _F = TypeVar("_F", bound=Callable[..., Any])
 _profiler_enabled = torch._C._autograd._profiler_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
+_PLAIN_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 _TYPENUM = {torch.float32: np.dtype(np.float32).num, torch.float64: np.dtype(np.float64).num}
 
 
@@ -123,8 +125,10 @@ class PlannedStepMixin:
         dtype = slots[0].view_dtype
         # Plain contiguous real tensors only: a complex, non-contiguous (stepped
         # on a copy) or DTensor parameter keeps the general path.
+        # Low-precision storage (bfloat16/float16 parameters, other state
+        # dtypes, master copies, roundings) keeps the general path too.
         if dtype not in _TYPENUM or any(
-                s.work is not None or _dtensor.is_dtensor(s.param)
+                s.work is not None or not s.storage.plain or _dtensor.is_dtensor(s.param)
                 or s.param.is_complex() or not s.param.is_contiguous() for s in slots):
             return
         data = (slots, needed, options, buckets[0][0],
@@ -191,11 +195,14 @@ class PlannedStepMixin:
         """Every kernel call of ``plans`` checked as the kernels' own binding
         checks it, then the overlap rule over all of them (``check_calls``);
         labels are built only to report an error."""
+        # (bfloat16/float16 buffers, QuantizedState states: the mixed rules)
+        mixed = any(not s.storage.plain or s.view_dtype not in _PLAIN_DTYPES
+                    for plan in plans for s in plan[1])
         try:
-            check_calls(self._kernel_calls(plans, False))
+            check_calls(self._kernel_calls(plans, False), mixed=mixed)
         except (TypeError, ValueError):
             try:
-                check_calls(self._kernel_calls(plans, True))
+                check_calls(self._kernel_calls(plans, True), mixed=mixed)
             except (TypeError, ValueError) as exc:
                 exc.add_note(f"in optcore.torch.{type(self).__name__}.step()")
                 raise exc from None
@@ -206,12 +213,15 @@ class PlannedStepMixin:
         NumPy views the kernels get."""
         calls: list[KernelCall] = []
         for gi, slots, grads, buckets, needed, _ in plans:
-            names = ("param", "grad", *(b.name for b in needed))
-            roles = ("write", "read", *(b.role for b in needed))
-            for _, members in buckets:
+            for key, members in buckets:
                 part = [slots[i] for i in members]
+                extra = call_args(part, key[-1])
+                lists = {k: v for k, v in extra.items() if isinstance(v, list)}
+                names = ("param", "grad", *(b.name for b in needed), *lists)
+                roles = ("write", "read", *(b.role for b in needed), *["write"] * len(lists))
                 objs = ([s.view for s in part], [grads[i] for i in members],
-                        *([s.views[k] for s in part] for k in range(len(needed))))
+                        *([s.views[k] for s in part] for k in range(len(needed))),
+                        *lists.values())
                 if not labelled:
                     calls.append((names, objs, roles))
                     continue
@@ -220,6 +230,7 @@ class PlannedStepMixin:
                          for s in part]
                 labels = [where, [f"the grad of {w}" for w in where]]
                 labels += [[f"state[{b.state_key!r}] of {w}" for w in where] for b in needed]
+                labels += [[f"state[{k!r}] of {w}" for w in where] for k in lists]
                 calls.append((names, objs, roles, labels))
         return calls
 

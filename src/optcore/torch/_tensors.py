@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from optcore.torch._dtensor import is_dtensor, param_local, state_local
+from optcore.torch._storage import to_numpy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -27,25 +28,36 @@ if TYPE_CHECKING:
     from optcore._spec import Buffer
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+LOW_PRECISION_DTYPES = (torch.bfloat16, torch.float16)
 STRIDED = torch.strided
 _NEED = "optcore updates CPU, dense float32/float64/complex64/complex128 tensors"
+_NEED_LOW = ("optcore updates CPU, dense float32/float64/bfloat16/float16/complex64/"
+             "complex128 tensors")
 
 
 def _where(owner: str, gi: int, j: int) -> str:
     return f"optcore.torch.{owner}: param_groups[{gi}]['params'][{j}]"
 
 
-def check_param(owner: str, kernel: str, p: torch.Tensor, gi: int, j: int) -> torch.Tensor:
+def check_param(owner: str, kernel: str, p: torch.Tensor, gi: int, j: int, *,
+                low_precision: bool = False) -> torch.Tensor:
     """The tensor whose memory the kernel updates for parameter p (p, or a
-    DTensor's local tensor), checked."""
+    DTensor's local tensor), checked; bfloat16/float16 ones with
+    ``low_precision`` (a tiled kernel's)."""
     where = _where(owner, gi, j)
     p = param_local(p, where, kernel)
+    need = _NEED_LOW if low_precision else _NEED
     if p.device.type != "cpu":
-        raise ValueError(f"{where} is on device {p.device}; {_NEED}")
+        raise ValueError(f"{where} is on device {p.device}; {need}")
     if p.layout is not STRIDED:
-        raise ValueError(f"{where} has layout {p.layout}; {_NEED}")
-    if p.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{where} has dtype {p.dtype}; {_NEED}")
+        raise ValueError(f"{where} has layout {p.layout}; {need}")
+    if p.dtype not in SUPPORTED_DTYPES and not (low_precision and
+                                                p.dtype in LOW_PRECISION_DTYPES):
+        if p.dtype in LOW_PRECISION_DTYPES:
+            raise TypeError(f"{where} has dtype {p.dtype}; optcore.torch.{owner} "
+                            f"({kernel}) takes float32/float64/complex64/complex128 "
+                            f"tensors only")
+        raise TypeError(f"{where} has dtype {p.dtype}; {need}")
     if not p.is_contiguous():
         if is_dtensor(p):
             raise ValueError(f"{where} is a DTensor whose local tensor is not contiguous "
@@ -92,9 +104,11 @@ def new_state(p: torch.Tensor, value: float) -> torch.Tensor:
 
 
 def state_view(owner: str, t: Any, p: torch.Tensor, key: str | None, gi: int,
-               j: int, layout: torch.Tensor | None = None) -> np.ndarray:
+               j: int, layout: torch.Tensor | None = None,
+               dtype: torch.dtype | None = None) -> np.ndarray:
     """The NumPy view of state tensor t of parameter p, checked: t must be
-    contiguous, or laid out as ``layout`` (``Slot.layout``) when given."""
+    of ``dtype`` (default: p's), contiguous, or laid out as ``layout``
+    (``Slot.like``) when given."""
     where = f"optcore.torch.{owner}: state[{key!r}] of param_groups[{gi}]['params'][{j}]"
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{where} is a {type(t).__name__}, not a tensor")
@@ -102,8 +116,11 @@ def state_view(owner: str, t: Any, p: torch.Tensor, key: str | None, gi: int,
     if t.device.type != "cpu" or t.layout is not STRIDED:
         raise ValueError(f"{where} is a {t.layout} tensor on {t.device}; state "
                          f"tensors must be dense CPU tensors")
-    if t.dtype != p.dtype:
-        raise TypeError(f"{where} has dtype {t.dtype} but the parameter has {p.dtype}")
+    if t.dtype != (dtype or p.dtype):
+        if dtype is None or dtype == p.dtype:
+            raise TypeError(f"{where} has dtype {t.dtype} but the parameter has {p.dtype}")
+        raise TypeError(f"{where} has dtype {t.dtype}; the optimizer's state_dtype "
+                        f"keeps it in {dtype}")
     if t.shape != p.shape:
         raise ValueError(f"{where} has shape {tuple(t.shape)} but the parameter "
                          f"has {tuple(p.shape)}")
@@ -113,25 +130,26 @@ def state_view(owner: str, t: Any, p: torch.Tensor, key: str | None, gi: int,
         raise ValueError(f"{where} has strides {t.stride()} but must be {want} "
                          f"(laid out as the parameter is stepped); optcore updates "
                          f"state in place")
-    return _flat(t).numpy()
+    return to_numpy(_flat(t))
 
 
-def conform_state(state: dict[str, Any], key: str, slot: Slot) -> Any:
+def conform_state(state: dict[str, Any], key: str, slot: Slot,
+                  dtype: torch.dtype | None = None) -> Any:
     """state[key], first replaced by a copy laid out as the slot steps its
     parameter if it is a plain tensor of the parameter's shape and dtype laid
     out otherwise (a state tensor loaded, or kept from before ``p.data`` was
     given another layout); the values are unchanged."""
     t = state[key]
     if (type(t) is not torch.Tensor or t.device.type != "cpu" or t.layout is not STRIDED
-            or t.dtype != slot.view_dtype or t.shape != slot.local.shape):
+            or t.dtype != (dtype or slot.view_dtype) or t.shape != slot.local.shape):
         return t
     like = slot.like
     if (t.is_contiguous() if like is None else (_dense(t) and _same_order(t, like))):
         return t
     stepped = slot.local if like is None else like
     with torch.no_grad():
-        t = state[key] = torch.empty_like(stepped, memory_format=torch.preserve_format
-                                          ).copy_(t)
+        t = state[key] = torch.empty_like(stepped, dtype=t.dtype,
+                                          memory_format=torch.preserve_format).copy_(t)
     return t
 
 
@@ -151,7 +169,8 @@ class Slot:
 
     __slots__ = ("param", "ptr", "numel", "view_dtype", "view", "state", "keys",
                  "tensors", "views", "scalar_views", "entries", "created",
-                 "local", "strides", "like", "work")
+                 "local", "strides", "like", "work", "storage", "master_view",
+                 "comp_view", "counter")
 
     param: torch.Tensor
     ptr: int
@@ -175,6 +194,13 @@ class Slot:
     #: The dense copy the kernel steps for a parameter whose memory is not
     #: dense (a strided slice), written back by the step; else None.
     work: torch.Tensor | None
+    #: How the state is stored (``optcore.torch._storage.Layout``), and the
+    #: views of the master copy and Kahan compensation it may have, and the
+    #: rounding count of stochastic rounding without a step count.
+    storage: Any
+    master_view: np.ndarray | None
+    comp_view: np.ndarray | None
+    counter: torch.Tensor | None
 
     def bind(self, local: torch.Tensor) -> None:
         """View the parameter's memory ``local`` (see the module docstring)."""
@@ -193,7 +219,7 @@ class Slot:
                 # layout full_like gives the state tensors too)
                 self.work = torch.empty_like(local, memory_format=torch.preserve_format)
             stepped = self.like = local if self.work is None else self.work
-        self.view = _flat(stepped).numpy()
+        self.view = to_numpy(_flat(stepped))
 
     def same_memory(self, local: torch.Tensor) -> bool:
         """Whether ``local`` is the memory, with the layout, bound here."""
@@ -221,14 +247,14 @@ class Slot:
         name."""
         like = self.like
         if like is None and g.is_contiguous() and not g.is_complex():
-            return g.numpy() if not g.requires_grad else g.detach().numpy()
+            return to_numpy(g if not g.requires_grad else g.detach())
         if g.dtype != self.view_dtype or g.shape != self.local.shape:
-            return g.detach().numpy()
+            return to_numpy(g.detach()) if g.is_contiguous() else g.detach().numpy()
         if like is None:
             g = g if g.is_contiguous() else g.contiguous()
         elif not (_dense(g) and _same_order(g, like)):
             g = torch.empty_like(like).copy_(g)
-        return _flat(g).numpy()
+        return to_numpy(_flat(g))
 
     def valid(self, p: torch.Tensor, state: dict[str, Any],
               needed: tuple[Buffer, ...]) -> bool:

@@ -33,10 +33,14 @@ class SGD(SparseGrads, KernelOptimizer):
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                         foreach=foreach, differentiable=differentiable, fused=fused)
+                         foreach=foreach, differentiable=differentiable, fused=fused,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class Adam(KernelOptimizer):
@@ -49,11 +53,15 @@ class Adam(KernelOptimizer):
                  weight_decay: float = 0, amsgrad: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 decoupled_weight_decay: bool = False) -> None:
+                 decoupled_weight_decay: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, foreach=foreach,
                          capturable=capturable, differentiable=differentiable,
-                         fused=fused, decoupled_weight_decay=decoupled_weight_decay)
+                         fused=fused, decoupled_weight_decay=decoupled_weight_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class AdamW(Adam):
@@ -61,11 +69,15 @@ class AdamW(Adam):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -80,11 +92,15 @@ class RMSprop(KernelOptimizer):
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0, momentum: float = 0,
                  centered: bool = False, capturable: bool = False, foreach: bool | None = None,
-                 maximize: bool = False, differentiable: bool = False) -> None:
+                 maximize: bool = False, differentiable: bool = False, *,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, momentum=momentum, alpha=alpha, eps=eps,
                          centered=centered, weight_decay=weight_decay,
                          capturable=capturable, foreach=foreach, maximize=maximize,
-                         differentiable=differentiable)
+                         differentiable=differentiable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class Adagrad(SparseGrads, KernelOptimizer):
@@ -94,12 +110,16 @@ class Adagrad(SparseGrads, KernelOptimizer):
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lr_decay: float = 0,
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, lr_decay=lr_decay, eps=eps,
                          weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value,
                          foreach=foreach, maximize=maximize,
-                         differentiable=differentiable, fused=fused)
+                         differentiable=differentiable, fused=fused,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def share_memory(self) -> None:
         """Move the ``sum`` state tensors to shared memory (torch's Adagrad.share_memory).
@@ -125,10 +145,14 @@ class Adadelta(KernelOptimizer):
     def __init__(self, params: ParamsT, lr: float | Tensor = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0, foreach: bool | None = None, *,
                  capturable: bool = False, maximize: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                          maximize=maximize, capturable=capturable, foreach=foreach,
-                         differentiable=differentiable)
+                         differentiable=differentiable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class Adamax(KernelOptimizer):
@@ -136,10 +160,14 @@ class Adamax(KernelOptimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          foreach=foreach, maximize=maximize,
-                         differentiable=differentiable, capturable=capturable)
+                         differentiable=differentiable, capturable=capturable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class NAdam(KernelOptimizer):
@@ -161,12 +189,16 @@ class NAdam(KernelOptimizer):
                  weight_decay: float = 0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          momentum_decay=momentum_decay,
                          decoupled_weight_decay=decoupled_weight_decay,
                          maximize=maximize, foreach=foreach, capturable=capturable,
-                         differentiable=differentiable)
+                         differentiable=differentiable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class RAdam(KernelOptimizer):
@@ -176,11 +208,15 @@ class RAdam(KernelOptimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize, foreach=foreach, capturable=capturable,
                          decoupled_weight_decay=decoupled_weight_decay,
-                         differentiable=differentiable)
+                         differentiable=differentiable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class Rprop(KernelOptimizer):
@@ -191,10 +227,14 @@ class Rprop(KernelOptimizer):
                  etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach,
                          maximize=maximize, differentiable=differentiable,
-                         capturable=capturable)
+                         capturable=capturable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class ASGD(KernelOptimizer):
@@ -212,20 +252,28 @@ class ASGD(KernelOptimizer):
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-2, lambd: float = 1e-4,
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0,
                  foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False, capturable: bool = False) -> None:
+                 differentiable: bool = False, capturable: bool = False, *,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, lambd=lambd, alpha=alpha, t0=t0,
                          weight_decay=weight_decay, foreach=foreach, maximize=maximize,
-                         differentiable=differentiable, capturable=capturable)
+                         differentiable=differentiable, capturable=capturable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class Lion(KernelOptimizer):
     def __init__(self, params: ParamsT, lr: float | Tensor = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay,
                          maximize=maximize, foreach=foreach, capturable=capturable,
-                         differentiable=differentiable)
+                         differentiable=differentiable,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 class LAMB(KernelOptimizer):
