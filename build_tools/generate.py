@@ -159,7 +159,8 @@ def set_buffers(kernel: Any) -> str:
     for b in kernel.buffers:
         value = f"{b.name} if {b.needed.cython()} else NULL" if b.needed else b.name
         lines.append(f"    c.bufs.{b.name} = {value}")
-    lines.append("    c.bufs.storage = storage")
+    if kernel.tiled:
+        lines.append("    c.bufs.storage = storage")
     return "\n".join(lines)
 
 

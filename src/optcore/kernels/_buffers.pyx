@@ -387,11 +387,13 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                 bs.data[index] = NULL
                 continue
             obj = objs[a][t] if is_list else objs[a]
+            codes = False
             if mixed:
                 # each argument's own dtype, set by its first tensor
                 dtype = bs.dtypes[a]
                 ref_arg, ref_t = a, 0
                 if type(obj) is QuantizedState:
+                    codes = True
                     obj = _codes_of(bs, a, t, obj, is_list,
                                     _label(names, labels, a, t, is_list))
                 elif bs.absmax is not None and bs.absmax[a] is not None:
@@ -453,8 +455,8 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                     f" ({exc})") from None
             bs.nviews += 1
             dt = _dtype_of(view)
-            if dt > FLOAT64 and not mixed:
-                dt = -1
+            if (dt > FLOAT64 and not mixed) or (dt == UINT8 and not codes):
+                dt = -1         # raw bytes are not a uint8 state
             if dt < 0:
                 if view.format != NULL and (view.format[0] == b'>' or view.format[0] == b'!'):
                     raise TypeError(

@@ -67,6 +67,9 @@ cdef uint64_t _seed(object seed) except? 0:
 
 cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, object rounding,
                        object seed, long long step, str kernel):
+    # messages name a list argument by its first tensor (all share one dtype)
+    if b.is_list:
+        names = tuple([f"{n}[0]" for n in names])
     cdef int nbuf = len(layout)
     cdef int a, dt, p = b.dtypes[0], mode = _rounding(rounding)
     cdef Py_ssize_t k = b.ntensors, t, j
@@ -81,10 +84,10 @@ cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, objec
         for a in range(1, nbuf + 2):
             if b.roles[a] != ABSENT and b.dtypes[a] != FLOAT64:
                 raise TypeError(
-                    f"{names[a]} has dtype {_described(b, a)} but param has float64; "
+                    f"{names[a]} has dtype {_described(b, a)} but {names[0]} has float64; "
                     f"float64 params take float64 buffers only")
     elif p not in (FLOAT32, BFLOAT16, FLOAT16):
-        raise TypeError(f"param has dtype {dtype_name(p)}; step kernels take float32, "
+        raise TypeError(f"{names[0]} has dtype {dtype_name(p)}; step kernels take float32, "
                         f"float64, bfloat16 or float16 params")
     for a in range(1, nbuf):
         if b.roles[a] == ABSENT:
@@ -93,7 +96,7 @@ cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, objec
         quantized = b.absmax is not None and b.absmax[a] is not None
         if a == 1:
             if dt not in (FLOAT32, BFLOAT16, FLOAT16):
-                raise TypeError(f"grad has dtype {dtype_name(dt)}; with param of dtype "
+                raise TypeError(f"{names[1]} has dtype {dtype_name(dt)}; with {names[0]} of dtype "
                                 f"{dtype_name(p)} grad is float32, bfloat16 or float16")
         elif quantized:
             signed = not layout[a][2]
@@ -171,7 +174,7 @@ cdef _bind_scales(Precision pr, BufferSet b, tuple names, tuple objs, int nbuf):
     cdef int a, j
     cdef list quantized = [a for a in range(nbuf)
                            if b.absmax[a] is not None]
-    cdef tuple snames = tuple([f"{names[a]}.absmax" for a in quantized])
+    cdef tuple snames = tuple([f"{names[a].removesuffix('[0]')}.absmax" for a in quantized])
     cdef tuple sobjs = tuple([[q.absmax for q in b.absmax[a]] if b.is_list
                               else b.absmax[a][0].absmax for a in quantized])
     # each state's block count against its own codes first (bind compares the
@@ -181,7 +184,7 @@ cdef _bind_scales(Precision pr, BufferSet b, tuple names, tuple objs, int nbuf):
             nb = (b.sizes[t] + QBLOCK - 1) // QBLOCK
             size = getattr(b.absmax[a][t].absmax, "size", nb)
             if size != nb:
-                label = f"{names[a]}.absmax[{t}]" if b.is_list else f"{names[a]}.absmax"
+                label = f"{names[a]}.absmax[{t}]" if b.is_list else f"{names[a].removesuffix('[0]')}.absmax"
                 raise ValueError(f"{label} has {size} blocks but {b.sizes[t]} elements "
                                  f"need {nb}")
     pr.scales = bind(snames, sobjs, tuple([WRITE] * len(quantized)))

@@ -137,7 +137,7 @@ class PlanMixin:
         elif isinstance(grads, (list, tuple)):
             nested = (len(grads) == ngroups and len(grads) > 0
                       and all(isinstance(gs, (list, tuple)) for gs in grads))
-            if nested and len(grads) == sum(sizes):
+            if nested and all(n == 1 for n in sizes):
                 # one-parameter groups: (indices, rows) pairs, not group lists
                 nested = not any(len(gs) != 1 and is_row_form(gs, gr["params"][0])
                                  for gs, gr in zip(grads, self.param_groups))
