@@ -184,7 +184,8 @@ cdef _bind_scales(Precision pr, BufferSet b, tuple names, tuple objs, int nbuf):
             nb = (b.sizes[t] + QBLOCK - 1) // QBLOCK
             size = getattr(b.absmax[a][t].absmax, "size", nb)
             if size != nb:
-                label = f"{names[a]}.absmax[{t}]" if b.is_list else f"{names[a].removesuffix('[0]')}.absmax"
+                label = (f"{names[a].removesuffix('[0]')}.absmax[{t}]" if b.is_list
+                         else f"{names[a]}.absmax")
                 raise ValueError(f"{label} has {size} blocks but {b.sizes[t]} elements "
                                  f"need {nb}")
     pr.scales = bind(snames, sobjs, tuple([WRITE] * len(quantized)))
