@@ -89,9 +89,6 @@ _OPTION_FOR: dict[tuple[str, str], str] = {
                              "``momentum_buffer``).",
 }
 _DECOUPLABLE = ARGUMENTS["weight_decay"]
-#: The storage options of the classes whose kernel takes low-precision buffers.
-_STORAGE = ("state_dtype", "master_weights", "rounding", "seed")
-
 #: The low-precision storage options (docs/torch.md, "Low precision").
 _STORAGE: dict[str, tuple[str, str]] = {
     "state_dtype": ("{'float32', 'bfloat16', 'int8'} or None",
