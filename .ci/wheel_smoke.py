@@ -13,10 +13,13 @@ REQUIRED_VALUES = {k: ast.literal_eval(v) for k, v in _kernel_docs.EXAMPLE_VALUE
 rng = np.random.default_rng(0)
 
 
-def buffers(kernel):
+def buffers(kernel, options):
+    """The buffers the kernel takes positionally under these options (a
+    ``needed`` one too when its option's default asks for it, as Muon's
+    ``out`` with ``nesterov=True``)."""
     out = []
     for b in kernel.buffers:
-        if b.needed is not None:
+        if b.keyword or (b.needed is not None and not b.needed.holds(options)):
             continue
         positive = b.name not in ("param", "grad")
         values = rng.random(37) + 0.1 if positive else rng.standard_normal(37)
@@ -28,7 +31,8 @@ for kernel in _spec.KERNELS:
     kwargs = {h.name: REQUIRED_VALUES.get(h.name, 1 if h.ctype == "step" else 0.1)
               for h in kernel.hypers
               if h.python and h.default is _spec.REQUIRED}
-    fast = buffers(kernel)
+    options = {h.name: kwargs.get(h.name, h.default) for h in kernel.hypers}
+    fast = buffers(kernel, options)
     slow = [b.copy() for b in fast]
     getattr(optcore, kernel.name)(*fast, **kwargs)
     getattr(reference, kernel.name)(*slow, **kwargs)
