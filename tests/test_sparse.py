@@ -424,6 +424,59 @@ def test_numpy_row_form_steps_like_torch_and_the_twins(dtype, name, kwargs):
         _close(opt.state[1]["sum"], ref.state[tps[1]]["sum"].numpy(), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kwargs", MOMENTUM_CASES)
+def test_numpy_sgd_momentum_row_form_steps_like_torch_and_the_dense_gradient(dtype, kwargs):
+    torch = _torch()
+    rng = np.random.default_rng(9)
+    starts = [rng.standard_normal(s).astype(dtype) for s in ((7, 3), (4,), (5, 3))]
+    mine = [a.copy() for a in starts]
+    dense_twin = [a.copy() for a in starts]
+    opt = optcore.SGD([{"params": mine[:2]}, {"params": mine[2:], "lr": 0.05}],
+                      lr=0.1, **kwargs)
+    twin = optcore.SGD([{"params": dense_twin[:2]}, {"params": dense_twin[2:], "lr": 0.05}],
+                       lr=0.1, **kwargs)
+    tps = [torch.nn.Parameter(torch.tensor(a)) for a in starts]
+    ref = torch.optim.SGD([{"params": tps[:2]}, {"params": tps[2:], "lr": 0.05}],
+                          lr=0.1, **kwargs)
+    for _ in range(6):
+        (i0, r0), (i2, r2) = _row_grad(rng, dtype, 7), _row_grad(rng, dtype, 5)
+        dense = rng.standard_normal(4).astype(dtype)
+        opt.step([(i0, r0), dense, (i2, r2)])
+        scattered = []
+        for idx, rows, shape in ((i0, r0, (7, 3)), (i2, r2, (5, 3))):
+            full = np.zeros(shape, dtype)
+            for i, row in zip(idx, rows):            # duplicates summed in order
+                full[i] += row
+            scattered.append(full)
+        twin.step([scattered[0], dense.copy(), scattered[1]])
+        for p, g in zip(tps, [_coo(torch, i0, r0, (7, 3)), torch.tensor(dense),
+                              _coo(torch, i2, r2, (5, 3))]):
+            p.grad = g
+        ref.step()
+        for k, (a, p) in enumerate(zip(mine, tps)):
+            _close(a, p.detach().numpy(), dtype)
+            np.testing.assert_array_equal(a, dense_twin[k])
+            np.testing.assert_array_equal(opt.state[k]["momentum_buffer"],
+                                          twin.state[k]["momentum_buffer"])
+            _close(opt.state[k]["momentum_buffer"],
+                   ref.state[p]["momentum_buffer"].to_dense().numpy(), dtype)
+
+
+def test_numpy_sgd_momentum_row_form_bad_input_changes_nothing():
+    table, other = np.ones((7, 3)), np.ones(2)
+    opt = optcore.SGD([table, other], lr=0.1, momentum=0.9)
+    opt.step([([1, 1], np.ones((2, 3))), np.ones(2)])
+    before = [table.copy(), other.copy(), opt.state[0]["momentum_buffer"].copy()]
+    with pytest.raises(IndexError, match=r"parameter 0 .*indices must lie in \[0, 7\)"):
+        opt.step([([9], np.ones((1, 3))), np.ones(2)])
+    with pytest.raises(TypeError, match=r"parameter 0 .*dtype"):
+        opt.step([([0], np.ones((1, 3), np.float32)), np.ones(2)])
+    np.testing.assert_array_equal(table, before[0])
+    np.testing.assert_array_equal(other, before[1])
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], before[2])
+
+
 def test_numpy_row_form_in_a_group_added_later_and_single_parameter_groups():
     table, other = np.ones((4, 2)), np.ones((3, 2))
     opt = optcore.Adagrad([table], lr=0.5)
@@ -458,7 +511,8 @@ def test_numpy_row_form_bad_input_raises_before_any_write(name, bad, error, matc
 
 
 @pytest.mark.parametrize("name, kwargs, error, match", [
-    ("SGD", {"momentum": 0.9}, NotImplementedError, "momentum"),
+    ("SGD", {"momentum": 0.9, "weight_decay": 0.1}, RuntimeError,
+     r"add\(sparse, dense\) is not supported"),
     ("SGD", {"weight_decay": 0.1}, RuntimeError, r"add\(sparse, dense\) is not supported"),
     ("Adagrad", {"weight_decay": 0.1}, RuntimeError, "weight_decay option is not compatible"),
     ("Adam", {}, TypeError, "dense gradients only"),

@@ -15,7 +15,7 @@ import numpy as np
 from optcore.kernels._buffers import check_calls
 from optcore.kernels._plan import NumpyPlan
 from optcore.optim._checks import _MAX_STEP, _check_shape
-from optcore.optim._rows import is_row_form, row_step
+from optcore.optim._rows import dense_rows, is_row_form, row_step
 from optcore.optim._storage import EXTRA_ROLES, call_hyper, check_call_dtypes, kernel_arg
 from optcore.precision import QuantizedState
 
@@ -184,6 +184,10 @@ class PlanMixin:
                         raise TypeError(f"the grad of {self._label(g, j)}: row-form "
                                         f"gradients step float32/float64 parameters with "
                                         f"state of their dtype only")
+                    dense = dense_rows(self, g, j, p, gr, hyper)  # type: ignore[arg-type]
+                    if dense is not None:
+                        out.append(dense)
+                        continue
                     row_steps.append(row_step(self, g, j, p, gr, hyper))  # type: ignore[arg-type]
                     out.append(None)
                     complete = False

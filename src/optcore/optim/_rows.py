@@ -3,6 +3,11 @@ row numbers of the parameter's first axis and the k gradient rows (shape
 ``(k, *param.shape[1:])``), as ``optcore.SparseAdam`` takes them. optcore.SGD
 (without momentum) and optcore.Adagrad step them on the touched rows
 (``optcore.kernels.sparse_rows``), as torch.optim steps sparse COO gradients.
+
+SGD with momentum steps the dense gradient the rows stand for (duplicates
+summed in order): torch's sparse momentum buffer comes to hold every row
+touched, and a step reads and writes all of them, so optcore keeps the buffer
+dense, as a dense gradient makes it, and the step is the dense kernel's.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from optcore.kernels import sparse_rows
 if TYPE_CHECKING:
     from optcore.optim.base import Optimizer
 
-__all__ = ["check_rows", "is_row_form", "row_step"]
+__all__ = ["check_rows", "dense_rows", "is_row_form", "row_step"]
 
 _SPARSE_DENSE = "add(sparse, dense) is not supported. Use add(dense, sparse) instead."
 
@@ -49,6 +54,21 @@ def check_rows(param: np.ndarray, grad: Any, label: str) -> tuple[np.ndarray, np
     return idx.astype(np.intp, copy=False), rows
 
 
+def dense_rows(opt: Optimizer, g: int, j: int, param: np.ndarray, grad: Any,
+               hyper: dict[str, Any]) -> np.ndarray | None:
+    """The dense gradient a row-form one stands for, where the step is the
+    dense kernel's (SGD with momentum); None where it steps the rows."""
+    if type(opt).__name__ != "SGD" or hyper["momentum"] == 0 or param.ndim < 1:
+        return None
+    label = f"the grad of {opt._label(g, j)}"
+    idx, rows = check_rows(param, grad, label)
+    if hyper["weight_decay"] != 0:
+        raise RuntimeError(f"{label}: {_SPARSE_DENSE}")    # torch's message
+    dense = np.zeros_like(param, order="C")
+    np.add.at(dense, idx, rows)
+    return dense
+
+
 def row_step(opt: Optimizer, g: int, j: int, param: np.ndarray, grad: Any,
              hyper: dict[str, Any]) -> Callable[[], None]:
     """The checked step of parameter j of group g for a row-form gradient,
@@ -63,10 +83,6 @@ def row_step(opt: Optimizer, g: int, j: int, param: np.ndarray, grad: Any,
     if name == "SGD":
         if hyper["weight_decay"] != 0:
             raise RuntimeError(f"{label}: {_SPARSE_DENSE}")    # torch's message
-        if hyper["momentum"] != 0:
-            raise NotImplementedError(
-                f"{label}: optcore.SGD with momentum does not take row-form gradients "
-                f"(torch keeps a sparse momentum buffer there; optcore.torch.SGD does)")
         lr, maximize = hyper["lr"], hyper["maximize"]
         return lambda: sparse_rows.sgd_rows(param, idx, rows, lr=lr, maximize=maximize)
     if hyper["weight_decay"] != 0:

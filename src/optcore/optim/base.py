@@ -430,9 +430,9 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
             ``None`` gradient skips its parameter (as a missing ``.grad`` does
             in torch). Gradients have their parameter's shape and dtype
             (bfloat16/float16 parameters: float32, bfloat16 or float16);
-            SGD (without momentum) and Adagrad also take a row-form
-            ``(indices, rows)`` pair, as ``optcore.SparseAdam`` does, and step
-            only the rows it touches.
+            SGD and Adagrad also take a row-form ``(indices, rows)`` pair,
+            as ``optcore.SparseAdam`` does, and step only the rows it
+            touches (SGD with momentum: the dense gradient it stands for).
 
         Raises
         ------
