@@ -73,6 +73,7 @@ def assert_all_passed(reports):
 TRAINED = ["FSDP2 reshard_after_forward=True AdamW",
            "FSDP2 reshard_after_forward=False Adagrad",
            "FSDP2 reshard_after_forward=False SGD",
+           "FSDP2 reshard_after_forward=True AdamW param_dtype=torch.bfloat16",
            "DDP AdamW", "ZeroRedundancyOptimizer AdamW", "LAMB refused", "refused"]
 
 

@@ -5,7 +5,8 @@
 MASTER_ADDR (127.0.0.1) and MASTER_PORT come from the environment; the
 process group is gloo over the loopback. Scenarios:
 
-- ``train``: FSDP2 ``fully_shard`` (reshard_after_forward True and False),
+- ``train``: FSDP2 ``fully_shard`` (reshard_after_forward True and False,
+  and a bfloat16 ``MixedPrecisionPolicy``),
   DDP and ZeroRedundancyOptimizer, each with an optcore.torch optimizer and
   side by side with the torch.optim class on the same data; after every step
   the parameters are within TORCH_RTOL of torch's and equal, bit for bit, a
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 import optcore.torch
@@ -62,10 +63,11 @@ def full(t):
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def shard(model, mesh, reshard):
+def shard(model, mesh, reshard, mp=None):
+    extra = {} if mp is None else {"mp_policy": mp}
     for layer in (model[0], model[2]):
-        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard, **extra)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, **extra)
     return model
 
 
@@ -92,13 +94,16 @@ def check_params(model, torch_model, ref, what):
                                    err_msg=f"{what}: parameter {i} vs torch.optim")
 
 
-def run_fsdp(rank, world, mesh, reshard, cls, torch_cls, options, clip, seen, save=None):
-    model = shard(model_for(0), mesh, reshard)
-    torch_model = shard(model_for(0), mesh, reshard)
+def run_fsdp(rank, world, mesh, reshard, cls, torch_cls, options, clip, seen, save=None,
+             mp=None):
+    model = shard(model_for(0), mesh, reshard, mp)
+    torch_model = shard(model_for(0), mesh, reshard, mp)
     opt = cls(model.parameters(), **options)
     torch_opt = torch_cls(torch_model.parameters(), **options)
     ref = Reference(model, cls, **options)
     what = f"FSDP2 reshard_after_forward={reshard} {cls.__name__}"
+    if mp is not None:
+        what += f" param_dtype={mp.param_dtype}"
     for step in range(STEPS):
         for m in (model, torch_model):
             loss_of(m, rank, step).backward()
@@ -178,6 +183,11 @@ def train(rank, world, outdir, seen):
              dict(lr=LR, initial_accumulator_value=0.1), False, seen)
     run_fsdp(rank, world, mesh, False, optcore.torch.SGD, torch.optim.SGD,
              dict(lr=LR, momentum=0.9, nesterov=True), False, seen)
+    # bfloat16 compute, float32 gradient reduction: the optimizer steps the
+    # float32 shards FSDP2 keeps
+    bf16 = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    run_fsdp(rank, world, mesh, True, optcore.torch.AdamW, torch.optim.AdamW, adamw, False,
+             seen, mp=bf16)
     run_ddp(rank, world, False, optcore.torch.AdamW, torch.optim.AdamW, adamw, seen)
     run_ddp(rank, world, True, optcore.torch.AdamW, torch.optim.AdamW, adamw, seen)
     refusals(rank, mesh, seen)
