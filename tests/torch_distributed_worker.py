@@ -16,8 +16,9 @@ process group is gloo over the loopback. Scenarios:
   single-process reference) there.
 - ``load``: loads that checkpoint on this world size (resharding), checks the
   state bit for bit and that the next step equals the reference's.
-- ``fault``: rank 1 gets a bad gradient at the second step; its step raises
-  and changes nothing; rank 0 then fails at its next collective.
+- ``fault``: a bad gradient on rank 1, a missing one on rank 0, a closure
+  that raises on rank 1: each step raises the same error on every rank and
+  changes nothing; the run then goes on in step with the other ranks.
 
 Every rank writes OUTDIR/rank<R>.json (what it saw) and exits 0 only if all
 of its checks passed.
@@ -269,42 +270,71 @@ def load(rank, world, outdir, seen):
 
 
 def fault(rank, world, outdir, seen):
+    """Bad input on one rank: each refused step raises the same error on
+    every rank and changes nothing anywhere; the ranks stay in step and the
+    run goes on once the input is mended."""
     mesh = init_device_mesh("cpu", (world,))
     model = shard(model_for(0), mesh, True)
     opt = optcore.torch.AdamW(model.parameters(), lr=LR)
-    for step in range(STEPS):
+    params = list(model.parameters())
+
+    def snapshot():
+        return [(q.to_local().detach().clone(),
+                 {k: (v.to_local() if isinstance(v, DTensor) else v).detach().clone()
+                  for k, v in opt.state[q].items()}) for q in params]
+
+    def refused(what, match, closure=None):
+        before = snapshot()
         try:
-            loss_of(model, rank, step).backward()
-        except Exception as exc:    # a collective whose peer is gone
-            seen.append(f"collective failed: {type(exc).__name__}: {str(exc)[:300]}")
-            raise SystemExit(3) from exc
-        if step == 1 and rank == 1:
-            # the last parameter's grad: its global shape and layout, but a
+            opt.step(closure)
+        except ValueError as exc:
+            assert match in str(exc), exc
+            seen.append(f"{what}: {exc}")
+        else:
+            raise AssertionError(f"{what}: the step was not refused")
+        for i, (q, (saved, state)) in enumerate(zip(params, before)):
+            assert_same_bits(q.to_local().detach().numpy(), saved.numpy(), f"param {i}")
+            for k, v in opt.state[q].items():
+                v = v.to_local() if isinstance(v, DTensor) else v
+                assert_same_bits(v.detach().numpy(), state[k].numpy(), f"state[{i}][{k!r}]")
+
+    for step in range(STEPS + 1):
+        loss_of(model, rank, step).backward()
+        p = params[-1]
+        good = p.grad
+        if step == 1:
+            # rank 1: the last grad with its global shape and layout, but a
             # local shard one element too long
-            p = list(model.parameters())[-1]
-            local = p.grad.to_local()
-            p.grad = DTensor.from_local(torch.zeros(local.numel() + 1), mesh, p.placements,
-                                        run_check=False, shape=p.shape, stride=p.stride())
-            with torch.no_grad():
-                before = [(q.to_local().clone(),
-                           {k: (v.to_local() if isinstance(v, DTensor) else v).clone()
-                            for k, v in opt.state[q].items()})
-                          for q in model.parameters()]
-            try:
-                opt.step()
-            except ValueError as exc:
-                seen.append(f"step raised: {exc}")
-            else:
-                raise AssertionError("the bad gradient was not refused")
-            for i, (q, (saved, state)) in enumerate(zip(model.parameters(), before)):
-                assert_same_bits(q.to_local().detach().numpy(), saved.numpy(), f"param {i}")
-                for k, v in opt.state[q].items():
-                    v = v.to_local() if isinstance(v, DTensor) else v
-                    assert_same_bits(v.numpy(), state[k].numpy(), f"state[{i}][{k!r}]")
-            seen.append("nothing changed")
-            return
+            if rank == 1:
+                local = good.to_local()
+                p.grad = DTensor.from_local(torch.zeros(local.numel() + 1), mesh, p.placements,
+                                            run_check=False, shape=p.shape, stride=p.stride())
+            refused("bad gradient", "refused on rank 1, so no rank stepped")
+        elif step == 2:
+            if rank == 0:
+                p.grad = None                                  # a missing gradient
+            refused("missing gradient", "gradients for different parameters")
+        elif step == 3:
+            def closure():
+                if rank == 1:
+                    raise ValueError("the loss is not finite")  # e.g. the user's check
+                return torch.tensor(0.0)
+            refused("closure", "refused on rank 1, so no rank stepped: the loss is not "
+                               "finite", closure)
+        p.grad = good
         opt.step()
         opt.zero_grad()
+    # the ranks stayed in step: a last collective, and the same parameters
+    # as a run that never saw the faults
+    ref_model = shard(model_for(0), mesh, True)
+    ref = optcore.torch.AdamW(ref_model.parameters(), lr=LR)
+    for step in range(STEPS + 1):
+        loss_of(ref_model, rank, step).backward()
+        ref.step()
+        ref.zero_grad()
+    for i, (q, r) in enumerate(zip(params, ref_model.parameters())):
+        assert_same_bits(full(q).detach().numpy(), full(r).detach().numpy(),
+                         f"parameter {i} after the refused steps")
     seen.append("finished")
 
 

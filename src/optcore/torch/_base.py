@@ -414,10 +414,18 @@ class KernelOptimizer(_st.StorageMixin, PlannedStepMixin, Optimizer):
         [0.5, -1.0]
         """
         loss = None
+        # DTensor parameters: the ranks agree before anyone writes (_dtensor.agree)
+        mesh = _dtensor.mesh_of(self.param_groups)
+        where = f"optcore.torch.{type(self).__name__}.step()"
         if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if self._planned_step():
+            try:
+                with torch.enable_grad():
+                    loss = closure()
+            except Exception as exc:
+                if mesh is not None:
+                    _dtensor.agree(mesh, self.param_groups, exc, where)   # raises
+                raise
+        if mesh is None and self._planned_step():
             return loss
         plans = []
         sparse: list[Callable[[], None]] = []     # checked sparse steps, run last
@@ -426,14 +434,23 @@ class KernelOptimizer(_st.StorageMixin, PlannedStepMixin, Optimizer):
                 plan = self._plan_group(gi, group, sparse)
                 if plan is not None:
                     plans.append(plan)
-            if len(plans) > 1 or (plans and len(plans[0][3]) > 1):
+            if mesh is not None or len(plans) > 1 or (plans and len(plans[0][3]) > 1):
                 # A kernel call checks its own buffers before it writes, but
                 # not the next call's, nor memory shared across calls.
                 self._check_calls(plans)
-        except Exception:
+        except Exception as exc:
             for plan in plans:
                 self._rollback(plan[1])
+            if mesh is not None:
+                _dtensor.agree(mesh, self.param_groups, exc, where)   # raises
             raise
+        if mesh is not None:
+            try:
+                _dtensor.agree(mesh, self.param_groups, None, where)
+            except Exception:
+                for plan in plans:
+                    self._rollback(plan[1])
+                raise
         for n in range(len(plans)):
             self._run_group(plans, n)
         for run in sparse:

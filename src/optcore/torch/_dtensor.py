@@ -17,11 +17,13 @@ validity check reads the local tensors). For plain tensors each returns its
 argument, or the plain slot; a step whose slots are cached calls none of
 them for plain tensors.
 
-An optimizer step has no collective: parameters whose gradients are DTensors
-are expected to have been reduced by the engine (FSDP2 reduce-scatters in
-backward). A rank whose step raises leaves its parameters unchanged and the
-other ranks wait at their next collective (until its timeout or the failed
-process's exit).
+The step moves no data: gradients that are DTensors have been reduced by
+the engine (FSDP2 reduce-scatters in backward). It has one small collective,
+``agree``: once every rank has checked its step, and before any write, the
+ranks of the parameters' device mesh agree that all of them can take it (and
+that the same parameters have gradients on each). If one cannot, every rank
+raises the same error, naming the rank and its reason, and no rank changes
+anything; the ranks stay in step and none waits at a later collective.
 """
 
 from __future__ import annotations
@@ -44,6 +46,58 @@ except ImportError:  # pragma: no cover
 # a ratio of per-tensor norms): on a shard they would see the shard's norms
 # only, so sharded parameters are refused rather than stepped wrongly.
 _WHOLE_TENSOR_KERNELS = frozenset({"lamb_step"})
+
+
+_ERRORS = {e.__name__: e for e in (TypeError, ValueError, RuntimeError, IndexError,
+                                   KeyError)}
+
+
+def mesh_of(groups: list[dict[str, Any]]) -> Any:
+    """The device mesh of the first DTensor parameter, or None."""
+    if DTensor is None:
+        return None
+    for group in groups:
+        for p in group["params"]:
+            if isinstance(p, DTensor):
+                return p.device_mesh
+    return None
+
+
+def agree(mesh: Any, groups: list[dict[str, Any]], error: BaseException | None,
+          where: str) -> None:
+    """The step's collective check over the ranks of ``mesh``: returns when
+    every rank checked its step without error and the same parameters have
+    gradients everywhere; else raises, on every rank, the same error (the
+    lowest failing rank's type and message, or a ValueError for gradients
+    present on some ranks only). One all-reduce of five integers per step;
+    the messages travel only when a rank failed."""
+    import torch.distributed as dist
+    present = [i for i, p in enumerate(p for g in groups for p in g["params"])
+               if p.grad is not None]
+    count, digest = len(present), sum((i + 1) * 2654435761 for i in present) % (1 << 61)
+    flags = torch.tensor([int(error is not None), count, -count, digest, -digest],
+                         dtype=torch.int64)
+    dims = range(mesh.ndim)
+    for d in dims:        # a maximum over each mesh dimension: over the whole mesh
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=mesh.get_group(d))
+    failed, most, least, high, low = (int(v) for v in flags)
+    if failed:
+        mine = [] if error is None else [(dist.get_rank(), type(error).__name__,
+                                          str(error))]
+        for d in dims:
+            gathered: list[Any] = [None] * mesh.size(d)
+            dist.all_gather_object(gathered, mine, group=mesh.get_group(d))
+            mine = sorted({m for part in gathered for m in part})
+        rank, kind, message = mine[0]
+        others = [r for r, _, _ in mine[1:]]
+        also = f" (and on rank{'s' if len(others) > 1 else ''} "                \
+               f"{', '.join(map(str, others))})" if others else ""
+        exc = _ERRORS.get(kind, RuntimeError)(
+            f"{where}: refused on rank {rank}{also}, so no rank stepped: {message}")
+        raise exc from error
+    if most != -least or high != -low:
+        raise ValueError(f"{where}: the ranks have gradients for different parameters "
+                         f"(a gradient is missing on some rank), so no rank stepped")
 
 
 def is_dtensor(t: Any) -> bool:
