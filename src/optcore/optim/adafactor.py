@@ -10,18 +10,14 @@ from typing import Any
 import numpy as np
 
 from optcore.kernels.adafactor import adafactor_step
+from optcore.optim._groups import GroupedOptimizer
 from optcore.optim._adafactor import (OPTION_NAMES, check_options,
                                       kernel_options, state_shapes)
 
 __all__ = ["Adafactor"]
 
 
-def _check(group: dict[str, Any]) -> None:
-    check_options(group["lr"], group["beta2_decay"], group["eps"], group["d"],
-                  group["weight_decay"])
-
-
-class Adafactor:
+class Adafactor(GroupedOptimizer):
     """Adafactor over NumPy arrays, with torch.optim.Adafactor's arguments and rule.
 
     Each step, per parameter with a gradient: the step size is
@@ -80,28 +76,25 @@ class Adafactor:
     ['col_var', 'row_var', 'step']
     """
 
+    OPTIONS = OPTION_NAMES
+
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
                  weight_decay: float = 0.0, *, foreach: bool | None = None,
                  maximize: bool = False) -> None:
-        self.defaults: dict[str, Any] = {
+        super().__init__(params, {
             "lr": lr, "beta2_decay": beta2_decay, "eps": eps, "d": d,
-            "weight_decay": weight_decay, "foreach": foreach, "maximize": maximize}
-        _check(self.defaults)
-        if isinstance(params, np.ndarray):
-            raise TypeError("params argument given to the optimizer should be an iterable "
-                            "of arrays or dicts, but got an ndarray")
-        items = list(params)
-        if not items:
-            raise ValueError("optimizer got an empty parameter list")
-        groups = items if isinstance(items[0], dict) else [{"params": items}]
-        self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[int, dict[str, Any]] = {}
-        for group in groups:
-            self.add_param_group(group)
+            "weight_decay": weight_decay, "foreach": foreach, "maximize": maximize})
 
-    def _params(self) -> list[np.ndarray]:
-        return [p for g in self.param_groups for p in g["params"]]
+    def _check_param(self, p: Any, index: int) -> None:
+        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64) \
+                or not p.flags.c_contiguous or not p.flags.writeable:
+            raise ValueError("Adafactor parameters are writeable C-contiguous "
+                             "float32/float64 arrays")
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_options(group["lr"], group["beta2_decay"], group["eps"], group["d"],
+                      group["weight_decay"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group (options not given take the defaults).
@@ -124,42 +117,7 @@ class Adafactor:
         >>> [g["lr"] for g in opt.param_groups]
         [0.01, 0.5]
         """
-        group = dict(param_group)
-        unknown = set(group) - {"params", *OPTION_NAMES}
-        if unknown:
-            raise ValueError(f"unknown parameter-group keys: {sorted(unknown)}")
-        arrays = group["params"]
-        arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
-        for a in arrays:
-            if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64) \
-                    or not a.flags.c_contiguous or not a.flags.writeable:
-                raise ValueError("Adafactor parameters are writeable C-contiguous "
-                                 "float32/float64 arrays")
-        known = {id(p) for p in self._params()}
-        if len({id(a) for a in arrays}) != len(arrays) or known & {id(a) for a in arrays}:
-            raise ValueError("some parameters appear in more than one parameter group")
-        full = {"params": arrays, **{k: group.get(k, self.defaults[k]) for k in OPTION_NAMES}}
-        _check(full)
-        self.param_groups.append(full)
-
-    def _grads(self, grads: Sequence[Any]) -> list[Any]:
-        params = self._params()
-        grads = list(grads)
-        if grads and all(isinstance(g, (list, tuple)) for g in grads) \
-                and len(grads) == len(self.param_groups):
-            grads = [x for gs in grads for x in gs]
-        if len(grads) != len(params):
-            raise ValueError(f"step got {len(grads)} gradients for {len(params)} parameters")
-        for j, (p, g) in enumerate(zip(params, grads)):
-            if g is None:
-                continue
-            if not isinstance(g, np.ndarray):
-                raise TypeError(f"gradient {j} must be a numpy.ndarray")
-            if g.shape != p.shape:
-                raise ValueError(f"gradient {j} has shape {g.shape}, its parameter {p.shape}")
-            if g.dtype != p.dtype:
-                raise TypeError(f"gradient {j} is {g.dtype}, its parameter {p.dtype}")
-        return grads
+        self._add_group(param_group)
 
     def step(self, grads: Sequence[Any]) -> None:
         """Take one Adafactor step for every parameter with a gradient.
@@ -294,7 +252,7 @@ class Adafactor:
             missing = [k for k in OPTION_NAMES if k not in g]
             if missing:
                 raise ValueError(f"loaded state dict's parameter group lacks {missing}")
-            _check(g)
+            self._check_group(g)
         params = self._params()
         state: dict[int, dict[str, Any]] = {}
         for key, entry in state_dict["state"].items():

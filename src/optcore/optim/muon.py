@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from optcore.optim._groups import GroupedOptimizer
 from optcore.optim._muon import (
     OPTION_NAMES, adjust_lr, apply_update, check_ns_options, check_options,
     momentum_update, newton_schulz)
@@ -16,17 +17,7 @@ from optcore.optim._muon import (
 __all__ = ["Muon"]
 
 
-def _check_param(p: Any, j: int) -> None:
-    if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-        raise ValueError(f"parameter {j} must be a float32 or float64 ndarray")
-    if not p.flags.writeable:
-        raise ValueError(f"parameter {j} is read-only")
-    if p.ndim != 2:
-        raise ValueError("Muon only supports 2D parameters whereas we found a parameter "
-                         f"with size: {p.shape}")
-
-
-class Muon:
+class Muon(GroupedOptimizer):
     """Muon over NumPy 2-D arrays, with torch.optim.Muon's arguments and rules.
 
     Each step, per parameter with a gradient: the momentum buffer becomes
@@ -88,27 +79,30 @@ class Muon:
     [[-0.1, 0.0, 0.0], [0.0, -0.1, 0.0]]
     """
 
+    OPTIONS = OPTION_NAMES
+
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
                  ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
                  eps: float = 1e-7, ns_steps: int = 5,
                  adjust_lr_fn: str | None = None) -> None:
-        check_options(lr, weight_decay, momentum, adjust_lr_fn)
-        self.defaults: dict[str, Any] = {
+        super().__init__(params, {
             "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
             "nesterov": nesterov, "ns_coefficients": ns_coefficients, "eps": eps,
-            "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn}
-        if isinstance(params, np.ndarray):
-            raise TypeError("params argument given to the optimizer should be an iterable "
-                            "of arrays or dicts, but got an ndarray")
-        items = list(params)
-        if not items:
-            raise ValueError("optimizer got an empty parameter list")
-        groups = items if isinstance(items[0], dict) else [{"params": items}]
-        self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[int, dict[str, Any]] = {}
-        for group in groups:
-            self.add_param_group(group)
+            "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn})
+
+    def _check_param(self, p: Any, index: int) -> None:
+        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+            raise ValueError(f"parameter {index} must be a float32 or float64 ndarray")
+        if not p.flags.writeable:
+            raise ValueError(f"parameter {index} is read-only")
+        if p.ndim != 2:
+            raise ValueError("Muon only supports 2D parameters whereas we found a parameter "
+                             f"with size: {p.shape}")
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_options(group["lr"], group["weight_decay"], group["momentum"],
+                      group["adjust_lr_fn"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group of parameters, with its own options.
@@ -134,42 +128,7 @@ class Muon:
         >>> [g["lr"] for g in opt.param_groups]
         [0.001, 0.02]
         """
-        params = param_group["params"]
-        params = [params] if isinstance(params, np.ndarray) else list(params)
-        unknown = set(param_group) - set(OPTION_NAMES) - {"params"}
-        if unknown:
-            raise ValueError(f"unknown Muon options {sorted(unknown)}")
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        start = sum(len(g["params"]) for g in self.param_groups)
-        for j, p in enumerate(params):
-            _check_param(p, start + j)
-            if id(p) in seen:
-                raise ValueError("some parameters appear in more than one parameter group")
-            seen.add(id(p))
-        group = {"params": params, **{k: param_group.get(k, self.defaults[k])
-                                      for k in OPTION_NAMES}}
-        check_options(group["lr"], group["weight_decay"], group["momentum"],
-                      group["adjust_lr_fn"])
-        self.param_groups.append(group)
-
-    def _grads_by_index(self, grads: Any) -> list[Any]:
-        params = [p for g in self.param_groups for p in g["params"]]
-        grads = list(grads)
-        if grads and all(isinstance(g, (list, tuple)) for g in grads) \
-                and len(grads) == len(self.param_groups):
-            grads = [x for gs in grads for x in gs]
-        if len(grads) != len(params):
-            raise ValueError(f"step got {len(grads)} gradients for {len(params)} parameters")
-        for j, (p, g) in enumerate(zip(params, grads)):
-            if g is None:
-                continue
-            if not isinstance(g, np.ndarray):
-                raise TypeError(f"gradient {j} must be a numpy.ndarray")
-            if g.shape != p.shape:
-                raise ValueError(f"gradient {j} has shape {g.shape}, its parameter {p.shape}")
-            if g.dtype != p.dtype:
-                raise TypeError(f"gradient {j} is {g.dtype}, its parameter {p.dtype}")
-        return grads
+        self._add_group(param_group)
 
     def step(self, grads: Sequence[Any]) -> None:
         """Take one Muon step for every parameter with a gradient.
@@ -201,7 +160,7 @@ class Muon:
         >>> opt.state[0]["momentum_buffer"].round(2).tolist()
         [[0.05, 0.05], [0.05, 0.05]]
         """
-        grads = self._grads_by_index(grads)
+        grads = self._grads(grads)
         for group in self.param_groups:
             check_ns_options(group["ns_coefficients"], group["ns_steps"])
         idx = 0

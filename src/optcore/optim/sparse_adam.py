@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from optcore.kernels import sparse_rows
+from optcore.optim._groups import GroupedOptimizer
 from optcore.optim._rows import check_rows
 
 __all__ = ["SparseAdam"]
@@ -18,19 +19,7 @@ __all__ = ["SparseAdam"]
 _OPTIONS = ("lr", "betas", "eps", "maximize")
 
 
-def _check(options: dict[str, Any]) -> None:
-    # torch.optim.SparseAdam's checks and messages
-    lr, eps, betas = options["lr"], options["eps"], options["betas"]
-    if not 0.0 < lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 < eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    for i in (0, 1):
-        if not 0.0 <= betas[i] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
-
-
-class SparseAdam:
+class SparseAdam(GroupedOptimizer):
     """Adam on the rows a row-sparse gradient touches (torch.optim.SparseAdam).
 
     For embedding tables: a gradient is a pair ``(indices, rows)`` of k row
@@ -77,23 +66,30 @@ class SparseAdam:
     ['exp_avg', 'exp_avg_sq', 'step']
     """
 
+    OPTIONS = _OPTIONS
+
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  maximize: bool = False) -> None:
-        self.defaults: dict[str, Any] = {"lr": lr, "betas": betas, "eps": eps,
-                                         "maximize": maximize}
-        _check(self.defaults)
-        self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[int, dict[str, Any]] = {}
-        params = list(params)
-        if not params:
-            raise ValueError("optimizer got an empty parameter list")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
-        for group in groups:
-            self.add_param_group(group)
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "maximize": maximize})
 
-    def _params(self) -> list[np.ndarray]:
-        return [p for g in self.param_groups for p in g["params"]]
+    def _check_param(self, p: Any, index: int) -> None:
+        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64) \
+                or p.ndim < 1 or not p.flags.c_contiguous:
+            raise ValueError("SparseAdam parameters are C-contiguous float32/float64 "
+                             "arrays with at least one dimension")
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        # torch.optim.SparseAdam's checks and messages
+        lr, eps, betas = group["lr"], group["eps"], group["betas"]
+        if not 0.0 < lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 < eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        for i in (0, 1):
+            if not 0.0 <= betas[i] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group (options not given take the defaults).
@@ -116,23 +112,7 @@ class SparseAdam:
         >>> [g["lr"] for g in opt.param_groups]
         [0.001, 0.5]
         """
-        group = dict(param_group)
-        unknown = set(group) - {"params", *_OPTIONS}
-        if unknown:
-            raise ValueError(f"unknown parameter-group keys: {sorted(unknown)}")
-        arrays = group["params"]
-        arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
-        for a in arrays:
-            if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64) \
-                    or a.ndim < 1 or not a.flags.c_contiguous:
-                raise ValueError("SparseAdam parameters are C-contiguous float32/float64 "
-                                 "arrays with at least one dimension")
-        known = {id(p) for p in self._params()}
-        if len({id(a) for a in arrays}) != len(arrays) or known & {id(a) for a in arrays}:
-            raise ValueError("some parameters appear more than once")
-        full = {"params": arrays, **{k: group.get(k, self.defaults[k]) for k in _OPTIONS}}
-        _check(full)
-        self.param_groups.append(full)
+        self._add_group(param_group)
 
     def step(self, grads: Sequence[Any]) -> None:
         """Take one step for every parameter with a gradient.
@@ -254,7 +234,7 @@ class SparseAdam:
             if set(g) != {"params", *_OPTIONS}:
                 raise ValueError(f"a loaded param group has keys {sorted(g)}, expected "
                                  f"{sorted({'params', *_OPTIONS})}")
-            _check(g)
+            self._check_group(g)
         params = self._params()
         state: dict[int, dict[str, Any]] = {}
         for key, entry in state_dict["state"].items():
