@@ -76,7 +76,7 @@ GOALS = (
     Goal("precision", "adamw", 1.35, case="bf16 params, grads, states", vs="torch fused bf16"),
     Goal("precision", "adamw", 0.9, case="bf16 params + fp32 master", vs="fp32"),
     Goal("precision", "adamw", 1.3, case="bf16 params + fp32 master",
-         vs="DeepSpeedCPUAdam fp32"),
+         vs="DeepSpeedCPUAdam fp32 + bf16 copy"),
     Goal("precision", "adamw", 30, case="int8 states", vs="bitsandbytes AdamW8bit"),
     Goal("precision", "adamw", 30, case="int8 states", vs="torchao AdamW8bit"),
 )

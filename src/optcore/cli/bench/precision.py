@@ -117,8 +117,24 @@ def _peers(torch: ModuleType, n: int) -> dict[str, Callable[[], object]]:
         from torchao.optim import AdamW8bit
         return AdamW8bit(tensors(torch.float32), lr=1e-3)
 
-    makers = {"DeepSpeedCPUAdam fp32": deepspeed, "bitsandbytes AdamW8bit": bnb,
-              "torchao AdamW8bit": torchao}
+    class DeepSpeedHalfCopy:
+        """DeepSpeedCPUAdam's fp32 step, then the bfloat16 copy of the
+        parameters a ZeRO-Offload step writes for the model: the peer of
+        optcore's bf16 params with an fp32 master."""
+
+        def __init__(self) -> None:
+            self.opt = deepspeed()
+            self.masters = [p for g in self.opt.param_groups for p in g["params"]]
+            self.halves = [p.detach().to(torch.bfloat16) for p in self.masters]
+
+        def step(self) -> None:
+            self.opt.step()
+            for half, master in zip(self.halves, self.masters):
+                half.copy_(master)
+
+    makers = {"DeepSpeedCPUAdam fp32": deepspeed,
+              "DeepSpeedCPUAdam fp32 + bf16 copy": DeepSpeedHalfCopy,
+              "bitsandbytes AdamW8bit": bnb, "torchao AdamW8bit": torchao}
     for label, make in makers.items():
         try:
             opt = make()
