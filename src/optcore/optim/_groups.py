@@ -2,7 +2,7 @@
 (Adafactor, Muon, SparseAdam): the constructor's and ``add_param_group``'s
 checks, and the gradient list of a step, written once.
 
-A subclass names its options (``OPTIONS``) and checks a parameter
+A subclass names its options (``_options``) and checks a parameter
 (``_check_param``) and a whole group's options (``_check_group``), with
 torch's messages.
 """
@@ -20,8 +20,8 @@ __all__ = ["GroupedOptimizer"]
 class GroupedOptimizer:
     """Groups of NumPy parameters, each with its copy of every option."""
 
-    #: the options a group holds, in torch's order
-    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    # the options a group holds, in torch's order
+    _options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = defaults
@@ -49,7 +49,7 @@ class GroupedOptimizer:
 
     def _add_group(self, param_group: dict[str, Any]) -> None:
         """``add_param_group``'s work: every check before the group is added."""
-        unknown = set(param_group) - {"params", *self.OPTIONS}
+        unknown = set(param_group) - {"params", *self._options}
         if unknown:
             raise ValueError(f"unknown parameter-group keys: {sorted(unknown)}")
         arrays = param_group["params"]
@@ -62,7 +62,7 @@ class GroupedOptimizer:
                 raise ValueError("some parameters appear in more than one parameter group")
             known.add(id(a))
         group = {"params": arrays,
-                 **{k: param_group.get(k, self.defaults[k]) for k in self.OPTIONS}}
+                 **{k: param_group.get(k, self.defaults[k]) for k in self._options}}
         self._check_group(group)
         self.param_groups.append(group)
 

@@ -76,7 +76,7 @@ class Adafactor(GroupedOptimizer):
     ['col_var', 'row_var', 'step']
     """
 
-    OPTIONS = OPTION_NAMES
+    _options = OPTION_NAMES
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,

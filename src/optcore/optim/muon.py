@@ -79,7 +79,7 @@ class Muon(GroupedOptimizer):
     [[-0.1, 0.0, 0.0], [0.0, -0.1, 0.0]]
     """
 
-    OPTIONS = OPTION_NAMES
+    _options = OPTION_NAMES
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,

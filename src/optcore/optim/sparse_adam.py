@@ -66,7 +66,7 @@ class SparseAdam(GroupedOptimizer):
     ['exp_avg', 'exp_avg_sq', 'step']
     """
 
-    OPTIONS = _OPTIONS
+    _options = _OPTIONS
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
