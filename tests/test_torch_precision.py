@@ -224,6 +224,33 @@ def test_invalid_options_raise_at_construction(kwargs, dtype, error, word):
         ot.Adam([p], **kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{}, dict(state_dtype="bfloat16"),
+                                    dict(master_weights=True)])
+@pytest.mark.parametrize("bad_dtype", [torch.float64, torch.int32])
+def test_bad_grad_dtype_in_a_later_group_changes_nothing(kwargs, bad_dtype):
+    # a float32 group (bfloat16 with master weights, which float32 params
+    # refuse), then a bfloat16 one whose grad has a dtype no kernel takes:
+    # refused before the first group's call runs
+    first = torch.bfloat16 if kwargs.get("master_weights") else torch.float32
+    a = torch.nn.Parameter(torch.linspace(-1, 1, 10).to(first))
+    b = torch.nn.Parameter(torch.linspace(-2, 2, BIG).to(torch.bfloat16))
+    opt = ot.AdamW([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1, **kwargs)
+    a.grad = torch.full((10,), 0.3, dtype=first)
+    b.grad = torch.full((BIG,), 0.3, dtype=torch.bfloat16)
+    opt.step()
+    saved = [a.detach().clone(), b.detach().clone(), copy.deepcopy(opt.state_dict())]
+    b.grad_dtype = None                 # torch lets the grad's dtype differ then
+    b.grad = torch.ones(BIG, dtype=bad_dtype)
+    with pytest.raises(TypeError, match=r"the grad of param_groups\[1\]\['params'\]\[0\] "
+                                        r"has dtype"):
+        opt.step()
+    assert torch.equal(a, saved[0]) and torch.equal(b, saved[1])
+    now = opt.state_dict()
+    for k, entry in saved[2]["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(torch.as_tensor(now["state"][k][key]), torch.as_tensor(value)), key
+
+
 def test_non_tiled_classes_refuse_bf16():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
     with pytest.raises(TypeError, match="bfloat16"):

@@ -21,6 +21,7 @@ from torch.optim import optimizer as _torch_optimizer
 from optcore.kernels._buffers import check_calls
 from optcore.kernels._plan import TorchPlan
 from optcore.optim._plan import as_floats
+from optcore.optim._storage import check_call_dtypes
 from optcore.torch._storage import call_args
 
 if TYPE_CHECKING:
@@ -198,6 +199,18 @@ class PlannedStepMixin:
         # (bfloat16/float16 buffers, QuantizedState states: the mixed rules)
         mixed = any(not s.storage.plain or s.view_dtype not in _PLAIN_DTYPES
                     for plan in plans for s in plan[1])
+        if mixed:
+            # the dtype rule of the mixed calls (the binding's mixed mode
+            # takes each argument's own dtype), before any call runs
+            for plan, call in zip(chain.from_iterable([plan] * len(plan[3]) for plan in plans),
+                                  self._kernel_calls(plans, True)):
+                names, objs, _, labels = call
+                try:
+                    check_call_dtypes(names, objs, labels,
+                                      {b.name: b.unsigned for b in plan[4]})
+                except TypeError as exc:
+                    exc.add_note(f"in optcore.torch.{type(self).__name__}.step()")
+                    raise exc from None
         try:
             check_calls(self._kernel_calls(plans, False), mixed=mixed)
         except (TypeError, ValueError):
