@@ -314,3 +314,34 @@ def test_copy_role_counts_only_the_originals_memory():
     check_calls([(("param",), (base[1:4],), ("write",)),
                  (("grad",), ([base[::4], base[::4]],), ("copy",))])
     check_calls([(("grad",), (param,), ("read",)), (("grad",), (inside,), ("copy",))])
+
+
+def test_the_overlap_rule_over_many_buffers():
+    # More buffers than the stack holds (the sort that merges address-ordered
+    # runs): the same verdict as comparing every pair of ranges.
+    rng = np.random.default_rng(11)
+    pool = np.zeros(20000, np.float32)
+    verdicts = set()
+    for trial in range(150):
+        m = int(rng.integers(65, 300))
+        starts = rng.integers(0, pool.size - 40, m)
+        if trial % 3 == 0:
+            starts.sort()                       # one run
+        elif trial % 3 == 1:
+            starts = np.concatenate([np.sort(s) for s in np.array_split(starts, 5)])
+        sizes = rng.integers(1, 40, m)
+        written = rng.random(m) < 0.1
+        calls = [(("b",), (pool[o:o + n],), ("write" if w else "read",))
+                 for o, n, w in zip(starts, sizes, written)]
+        clash = any(written[i] or written[j]
+                    for i in range(m) for j in range(i + 1, m)
+                    if starts[i] < starts[j] + sizes[j] and starts[j] < starts[i] + sizes[i])
+        try:
+            check_calls(calls)
+            refused = False
+        except ValueError as exc:
+            assert "overlap in memory" in str(exc)
+            refused = True
+        assert refused == clash, trial
+        verdicts.add(refused)
+    assert verdicts == {True, False}

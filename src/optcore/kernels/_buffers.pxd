@@ -106,21 +106,3 @@ cdef inline int _cmp_interval(const void* a, const void* b) noexcept nogil:
     if x.start != y.start:
         return -1 if x.start < y.start else 1
     return -1 if x.index < y.index else (1 if x.index > y.index else 0)
-
-
-cdef inline void _sort_intervals(Interval* iv, Py_ssize_t m) noexcept nogil:
-    # A call's buffers: insertion sort, without qsort's indirect calls (and
-    # linear for buffers listed in address order, as arrays allocated one
-    # after the other usually are).
-    cdef Py_ssize_t i, j
-    cdef Interval x
-    if m > STACK_INTERVALS:
-        qsort(iv, m, sizeof(Interval), _cmp_interval)
-        return
-    for i in range(1, m):
-        x = iv[i]
-        j = i
-        while j > 0 and _before(&x, &iv[j - 1]):
-            iv[j] = iv[j - 1]
-            j -= 1
-        iv[j] = x

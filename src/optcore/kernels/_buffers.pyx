@@ -14,8 +14,12 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBuffer_IsContiguous, PyBUF_RECORDS_RO)
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from cpython.list cimport PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM
 cimport numpy as cnp
 from libc.stdint cimport uintptr_t
+from libc.stdlib cimport malloc, free, qsort
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -44,13 +48,11 @@ cdef class BufferSet:
         if self.refs != NULL:
             for i in range(self.nrefs):
                 Py_XDECREF(self.refs[i])
-            PyMem_Free(self.refs)
         if self.views != NULL:
             for i in range(self.nviews):
                 PyBuffer_Release(&self.views[i])
             PyMem_Free(self.views)
-        PyMem_Free(self.data)
-        PyMem_Free(self.sizes)
+        PyMem_Free(self.data)           # (one block: data, refs, sizes)
 
     cdef Py_ssize_t total(self) noexcept:
         cdef Py_ssize_t t, s = 0
@@ -183,6 +185,69 @@ cdef object _sharing_pair(Interval* iv, Py_ssize_t i, _Where where):
                 pass
         return _ordered(&iv[i], &iv[j])
     return None
+
+
+cdef void _sort_intervals(Interval* iv, Py_ssize_t m) noexcept nogil:
+    # A call's buffers in address order. Few: insertion sort, linear for
+    # buffers listed in address order (arrays allocated one after the other
+    # usually are). Many: a natural merge sort, since a multi-tensor call lists
+    # each argument's tensors as a run in address order, which it merges in
+    # about m * log2(runs) steps (qsort's n log n indirect calls cost a
+    # 100-tensor step more than its update).
+    cdef Py_ssize_t i, j, k, a, b, o, runs
+    cdef Interval x
+    cdef Interval* src = iv
+    cdef Interval* dst
+    cdef Interval* tmp
+    if m <= STACK_INTERVALS:
+        for i in range(1, m):
+            x = iv[i]
+            j = i
+            while j > 0 and _before(&x, &iv[j - 1]):
+                iv[j] = iv[j - 1]
+                j -= 1
+            iv[j] = x
+        return
+    tmp = <Interval*>malloc(m * sizeof(Interval))
+    if tmp == NULL:
+        qsort(iv, m, sizeof(Interval), _cmp_interval)
+        return
+    dst = tmp
+    while True:
+        runs = 0
+        i = 0
+        while i < m:
+            j = i + 1                       # the run [i, j), then [j, k)
+            while j < m and not _before(&src[j], &src[j - 1]):
+                j += 1
+            k = j + 1 if j < m else m
+            while k < m and not _before(&src[k], &src[k - 1]):
+                k += 1
+            a, b, o = i, j, i
+            while a < j and b < k:
+                if _before(&src[b], &src[a]):
+                    dst[o] = src[b]
+                    b += 1
+                else:
+                    dst[o] = src[a]
+                    a += 1
+                o += 1
+            while a < j:
+                dst[o] = src[a]
+                a += 1
+                o += 1
+            while b < k:
+                dst[o] = src[b]
+                b += 1
+                o += 1
+            runs += 1
+            i = k
+        src, dst = dst, src
+        if runs == 1:
+            break
+    if src != iv:
+        memcpy(iv, src, m * sizeof(Interval))
+    free(tmp)
 
 
 cdef object _overlap(Interval* iv, Py_ssize_t m, _Where where):
@@ -362,12 +427,15 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                 f"{names[a]} has {len(obj)} tensors but {names[0]} has {k}")
 
     bs.ntensors = k
-    bs.data = <void**>PyMem_Malloc(max(1, nargs * k) * sizeof(void*))
-    bs.sizes = <Py_ssize_t*>PyMem_Malloc(max(1, k) * sizeof(Py_ssize_t))
-    bs.views = <Py_buffer*>PyMem_Malloc(max(1, nargs * k) * sizeof(Py_buffer))
-    bs.refs = <PyObject**>PyMem_Malloc(max(1, nargs * k) * sizeof(PyObject*))
-    if bs.data == NULL or bs.sizes == NULL or bs.views == NULL or bs.refs == NULL:
+    # One block for the pointers, the held arrays and the sizes (small calls
+    # are all overhead); buffer views, which NumPy arrays do not need, come
+    # when the first one is taken.
+    cdef Py_ssize_t nbuf = max(1, nargs * k)
+    bs.data = <void**>PyMem_Malloc((2 * nbuf + max(1, k)) * sizeof(void*))
+    if bs.data == NULL:
         raise MemoryError()
+    bs.refs = <PyObject**>(bs.data + nbuf)
+    bs.sizes = <Py_ssize_t*>(bs.data + 2 * nbuf)
 
     cdef int dtype = -1
     cdef int ref_arg = 0             # the buffer that set the dtype (messages)
@@ -386,7 +454,10 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
             if role == ABSENT:
                 bs.data[index] = NULL
                 continue
-            obj = objs[a][t] if is_list else objs[a]
+            obj = <object>PyTuple_GET_ITEM(objs, a)
+            if is_list:
+                obj = (<object>PyList_GET_ITEM(obj, t) if type(obj) is list
+                       else obj[t])
             codes = False
             if mixed:
                 # each argument's own dtype, set by its first tensor
@@ -440,6 +511,10 @@ cdef BufferSet _bind(tuple names, tuple objs, tuple roles, object labels,
                         f"{label} has {n} elements but "
                         f"{_label(names, labels, 0, t, is_list)} has {bs.sizes[t]}")
                 continue
+            if bs.views == NULL:
+                bs.views = <Py_buffer*>PyMem_Malloc(nbuf * sizeof(Py_buffer))
+                if bs.views == NULL:
+                    raise MemoryError()
             view = &bs.views[bs.nviews]
             try:
                 PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)

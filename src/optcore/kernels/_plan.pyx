@@ -13,12 +13,13 @@ errors users see. The kernel call itself still binds and checks every buffer
 """
 
 cimport numpy as cnp
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyObject_Call
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uintptr_t
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 cnp.import_array()
 
@@ -95,7 +96,8 @@ cdef class _GroupPlan:
 
     cdef inline bint _group_ok(self, dict group) noexcept:
         cdef Py_ssize_t j, n = len(self.param_items)
-        if group is not self.group or group.get("params") is not self.params:
+        if group is not self.group or \
+                PyDict_GetItem(group, "params") != <PyObject*>self.params:
             return False
         if PyList_GET_SIZE(self.params) != n:
             return False
@@ -112,14 +114,19 @@ cdef class NumpyPlan(_GroupPlan):
     cdef tuple kinds                  # state keys of the arrays
     cdef list columns                 # per kind: the arrays, per parameter
     cdef tuple scalar_names
+    cdef object kernel                # the group's kernel (run calls it)
+    cdef long long max_step           # run's bound of the step count
+    cdef dict call_kwargs             # run's keywords of the kernel (data[2] and step)
 
     @staticmethod
     def build(owner, dict group, tuple keys, list entries, tuple kinds, list columns,
-              tuple scalar_names, data):
+              tuple scalar_names, data, kernel, long long max_step):
         """A plan, or None when the group's options may change in place."""
         cdef NumpyPlan plan = NumpyPlan.__new__(NumpyPlan)
         if not plan._init_group(owner, group, keys):
             return None
+        plan.kernel = kernel
+        plan.max_step = max_step
         plan.entries = entries
         plan.kinds = kinds
         plan.columns = columns
@@ -132,6 +139,48 @@ cdef class NumpyPlan(_GroupPlan):
         general path must take this step: anything changed, a gradient that
         is not an aligned array of its parameter's dtype and shape, or
         diverged scalar state."""
+        return self._check(owner, group, grads)
+
+    def run(self, opt, grads):
+        """Take optimizer ``opt``'s step when the plan holds and its only
+        scalar state is a step count below the plan's ``max_step``: the
+        kernel with the keywords cached as ``data[2]`` and ``step=count + 1``,
+        then the new count into every entry. True when it stepped; False when
+        the general path must take the step (nothing was written: the kernel
+        refuses before it writes); None when the plan holds but the caller's
+        own call must run it (other scalar state)."""
+        cdef Py_ssize_t j
+        groups = opt.param_groups
+        if type(groups) is not list or PyList_GET_SIZE(groups) != 1:
+            return False
+        group = <object>PyList_GET_ITEM(groups, 0)
+        if group is not self.group:
+            return False
+        first = self._check(opt._calls[0], <dict>group, grads)
+        if first is None:
+            return False
+        plain = (<tuple>self.data)[2]
+        if plain is None or len(<tuple>first) != 1:
+            return None
+        count = (<tuple>first)[0]
+        if type(count) is not int or not 0 <= count < self.max_step:
+            return None
+        step = count + 1
+        if self.call_kwargs is None:
+            self.call_kwargs = dict(plain)
+        # One dict reused (its step replaced) and passed as is: merging the
+        # keywords anew each step costs a small model's step a tenth.
+        self.call_kwargs["step"] = step
+        try:
+            PyObject_Call(self.kernel, (self.params, grads), self.call_kwargs)
+        except (TypeError, ValueError):
+            return False
+        name = <object>PyTuple_GET_ITEM(self.scalar_names, 0)
+        for j in range(PyList_GET_SIZE(self.entries)):
+            PyDict_SetItem(<dict>PyList_GET_ITEM(self.entries, j), name, step)
+        return True
+
+    cdef object _check(self, owner, dict group, grads):
         cdef Py_ssize_t j, k, n = len(self.param_items)
         cdef PyObject* a
         cdef list column
@@ -152,21 +201,26 @@ cdef class NumpyPlan(_GroupPlan):
                 column = <list>PyList_GET_ITEM(self.columns, k)
                 if a == NULL or a != PyList_GET_ITEM(column, j):
                     return None
-        first = None
-        for j in range(n):
-            entry = <dict>PyList_GET_ITEM(self.entries, j)
-            values = []
-            for name in self.scalar_names:
-                a = PyDict_GetItem(entry, name)
-                if a == NULL:
-                    return None
-                values.append(<object>a)
-            values = tuple(values)
-            if first is None:
-                first = values
-            elif values != first:
+        if n == 0:
+            return ()
+        # One call needs the same scalar state (step count) in every entry.
+        cdef Py_ssize_t i, ns = len(self.scalar_names)
+        cdef list first = []
+        cdef PyObject* f
+        entry = <dict>PyList_GET_ITEM(self.entries, 0)
+        for i in range(ns):
+            a = PyDict_GetItem(entry, <object>PyTuple_GET_ITEM(self.scalar_names, i))
+            if a == NULL:
                 return None
-        return first if first is not None else ()
+            first.append(<object>a)
+        for j in range(1, n):
+            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            for i in range(ns):
+                a = PyDict_GetItem(entry, <object>PyTuple_GET_ITEM(self.scalar_names, i))
+                f = PyList_GET_ITEM(first, i)
+                if a == NULL or (a != f and not (<object>a == <object>f)):
+                    return None
+        return tuple(first)
 
     def store(self, dict new):
         """The scalar state after the kernel ran, into every entry."""
@@ -258,14 +312,25 @@ cdef class TorchPlan(_GroupPlan):
             PyArray_SetBaseObject(view, g)
             grads.append(view)
         # One call needs one scalar state (step count) for every parameter.
-        first = None
-        for views in self.scalar_views:
-            values = tuple([_scalar(v) for v in <tuple>views])
-            if first is None:
-                first = values
-            elif values != first:
-                return None
-        return grads, first if first is not None else ()
+        if n == 0:
+            return grads, ()
+        cdef tuple views = <tuple>PyList_GET_ITEM(self.scalar_views, 0)
+        cdef Py_ssize_t ns = len(views)
+        cdef double* first = <double*>PyMem_Malloc((ns + 1) * sizeof(double))
+        if first == NULL:
+            raise MemoryError()
+        try:
+            for i in range(ns):
+                first[i] = _scalar(<cnp.ndarray>PyTuple_GET_ITEM(views, i))
+            for j in range(1, n):
+                views = <tuple>PyList_GET_ITEM(self.scalar_views, j)
+                for i in range(ns):
+                    # (!= : a NaN step count never matches, as tuples compared)
+                    if _scalar(<cnp.ndarray>PyTuple_GET_ITEM(views, i)) != first[i]:
+                        return None
+            return grads, tuple([first[i] for i in range(ns)])
+        finally:
+            PyMem_Free(first)
 
     def store_scalars(self, tuple values):
         """Write ``values`` (in scalar-state order) into every parameter's

@@ -4,6 +4,7 @@ before the first one runs, and run."""
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Callable, Sequence
@@ -58,6 +59,29 @@ class _Call:
         self.hyper = hyper
         self.new_kinds = new_kinds
 
+
+
+_NO = object()
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """``value`` is the kernel's default: the same object (None, a bool), or
+    a float or str equal to it (for floats also in the sign of zero)."""
+    if value is default:
+        return True
+    if type(value) is not type(default) or type(value) not in (float, str, int):
+        return False
+    if type(value) is float:
+        return value == default and math.copysign(1.0, value) == math.copysign(1.0, default)
+    return bool(value == default)
+
+
+def without_defaults(kwargs: dict[str, Any], kernel: Any) -> dict[str, Any]:
+    """``kwargs`` of ``kernel`` without those equal to its defaults: each
+    keyword the kernel parses costs a small model's step more than its
+    update, so the cached step plans pass only what differs."""
+    defaults = getattr(kernel, "__kwdefaults__", None) or {}
+    return {k: v for k, v in kwargs.items() if not _is_default(v, defaults.get(k, _NO))}
 
 
 def as_floats(options: dict[str, Any], double_args: frozenset[str]) -> dict[str, Any]:
@@ -216,32 +240,32 @@ class PlanMixin:
         if names != ("step",) or getattr(type(self), "_scalar_args") is not Optimizer._scalar_args:
             return None
         only = self._rules.scalar_only
-        return {**buffers, **as_floats({k: v for k, v in hyper.items() if k not in only},
-                                       self._rules.double_args)}
+        return without_defaults(
+            {**buffers, **as_floats({k: v for k, v in hyper.items() if k not in only},
+                                    self._rules.double_args)}, self._rules.kernel)
 
     def _planned_step(self, grads: Any) -> bool:
         """Take the step through the cached plan (``optcore.kernels._plan``)
         when nothing it was built from changed; False when the general path
         must take it (nothing was written then)."""
         plan = self.__dict__.get("_step_plan")
-        if plan is None or len(self.param_groups) != 1:
+        if plan is None:
             return False
+        done = plan.run(self, grads)
+        return bool(done) if done is not None else self._planned_scalars(plan, grads)
+
+    def _planned_scalars(self, plan: NumpyPlan, grads: Any) -> bool:
+        """The plan's step when its scalar state is more than a step count
+        (``NumpyPlan.run`` returned None): the kernel through ``_call``."""
         group = self.param_groups[0]
         first = plan.check(self._calls[0], group, grads)
         if first is None:
             return False
-        names = self._scalar_names
-        hyper, buffers, plain = plan.data
-        if plain is None or type(first[0]) is not int or not 0 <= first[0] < _MAX_STEP:
-            first = self._checked_scalars(first, 0, 0)
+        first = self._checked_scalars(first, 0, 0)
+        hyper, buffers, _ = plan.data
         try:
-            if plain is not None:
-                step = first[0] + 1
-                self._rules.kernel(group["params"], grads, step=step, **plain)
-                new: dict[str, Any] | None = {"step": step}
-            else:
-                new = self._call(self._rules.kernel, group["params"], grads, buffers,
-                                 dict(zip(names, first)), False, hyper)
+            new = self._call(self._rules.kernel, group["params"], grads, buffers,
+                             dict(zip(self._scalar_names, first)), False, hyper)
         except (TypeError, ValueError):
             # The kernel refused its buffers before writing: the general path
             # reports them as the parameters and state users know.
@@ -377,7 +401,8 @@ class PlanMixin:
             self.__dict__["_step_plan"] = NumpyPlan.build(
                 self._calls[g], self.param_groups[g], tuple(self.defaults), entries,
                 call[0], [column for _, column in self._calls[g][4]], names,
-                (hyper, buffers, self._plain_kwargs(names, hyper, buffers)))
+                (hyper, buffers, self._plain_kwargs(names, hyper, buffers)),
+                self._rules.kernel, _MAX_STEP)
         return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
                      grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
 

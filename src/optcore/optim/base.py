@@ -455,8 +455,11 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         >>> print(a, b)
         [0.9 0.9] [0. 0. 0.]
         """
-        if self._planned_step(grads):
-            return
+        plan = self.__dict__.get("_step_plan")
+        if plan is not None:            # the cached plan (_plan.py), checked in C
+            done = plan.run(self, grads)
+            if done or (done is None and self._planned_scalars(plan, grads)):
+                return
         plan, copied, rows = self._plan(grads)
         fn = self._rules.kernel
         calls = []

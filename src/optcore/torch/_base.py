@@ -414,19 +414,21 @@ class KernelOptimizer(_st.StorageMixin, PlannedStepMixin, Optimizer):
         [0.5, -1.0]
         """
         loss = None
-        # DTensor parameters: the ranks agree before anyone writes (_dtensor.agree)
-        mesh = _dtensor.mesh_of(self.param_groups)
         where = f"optcore.torch.{type(self).__name__}.step()"
         if closure is not None:
             try:
                 with torch.enable_grad():
                     loss = closure()
             except Exception as exc:
+                # DTensor parameters: the ranks agree before anyone writes
+                # (_dtensor.agree), on a closure's error too
+                mesh = _dtensor.mesh_of(self.param_groups)
                 if mesh is not None:
                     _dtensor.agree(mesh, self.param_groups, exc, where)   # raises
                 raise
-        if mesh is None and self._planned_step():
+        if self._planned_step():        # (plans hold plain tensors, never DTensors)
             return loss
+        mesh = _dtensor.mesh_of(self.param_groups)
         plans = []
         sparse: list[Callable[[], None]] = []     # checked sparse steps, run last
         try:

@@ -20,7 +20,7 @@ from torch.optim import optimizer as _torch_optimizer
 
 from optcore.kernels._buffers import check_calls
 from optcore.kernels._plan import TorchPlan
-from optcore.optim._plan import as_floats
+from optcore.optim._plan import as_floats, without_defaults
 from optcore.optim._storage import check_call_dtypes
 from optcore.torch._storage import call_args
 
@@ -170,7 +170,8 @@ class PlannedStepMixin:
                                 if k not in rules.scalar_only}, rules.double_args)
             kwargs.update({b.name: [s.views[i] for s in slots]
                            for i, b in enumerate(needed)})
-            cached = plan.columns = ([s.view for s in slots], kwargs)
+            cached = plan.columns = ([s.view for s in slots],
+                                     without_defaults(kwargs, rules.kernel))
         views, kwargs = cached
         names = rules.scalars
         scalars = dict(zip(names, key))
