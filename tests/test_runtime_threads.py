@@ -203,3 +203,27 @@ def test_reductions_fall_back_too(_dynamic_threads_restored):
     optcore.set_dynamic_threads(True)                    # ends the fallback
     assert optcore.global_norm(grads) == expected
     assert _runtime._thread_stats()["parallel_calls"] > before["parallel_calls"]
+
+
+def test_late_calls_are_repaid_before_the_fallback_shortens(_dynamic_threads_restored):
+    # A late call's lost time is a debt: prompt calls repay it with the time
+    # they save before the next fallback halves; late calls meanwhile double it.
+    from optcore.kernels import _runtime
+    ms = 1_000_000
+    optcore.set_dynamic_threads(True)                       # no backoff, no debt
+    _runtime._note_call(0, ms // 10, 20 * ms)               # waited 19.9 ms: late
+    stats = _runtime._thread_stats()
+    assert stats["backoff_ns"] == ms and stats["debt_ns"] == 20 * ms - ms // 10
+    for _ in range(10):                                     # each saves 1 ms
+        _runtime._note_call(0, ms, ms + 1000)
+    stats = _runtime._thread_stats()
+    assert stats["backoff_ns"] == ms and stats["debt_ns"] == 10 * ms - ms // 10
+    _runtime._note_call(0, ms // 10, 20 * ms)               # late again: doubles
+    assert _runtime._thread_stats()["backoff_ns"] == 2 * ms
+    for _ in range(30):
+        _runtime._note_call(0, ms, ms + 1000)
+    stats = _runtime._thread_stats()
+    assert stats["debt_ns"] == 0 and stats["backoff_ns"] < 2 * ms
+    assert not stats["falling_back"]           # (the stamps lie in the past)
+    _runtime._note_call(0, 100 * ms, 200 * ms)   # waited as long as it worked: prompt
+    assert _runtime._thread_stats()["late_calls"] == stats["late_calls"]

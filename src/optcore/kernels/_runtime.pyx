@@ -59,7 +59,11 @@ cdef int _forked_after_parallel = 0
 # when every team thread has arrived: if the calling thread then waited longer
 # than it worked (a thread got no core in time), large calls run on the
 # calling thread alone for a while (1 ms, doubling on each late call up to
-# 256 ms) before trying again; each prompt parallel call halves that time.
+# 256 ms) before trying again. The time late calls lost is a debt that prompt
+# parallel calls pay back with the time they save (about the calling
+# thread's share); the fallback time halves each time it is paid. A late call
+# under load costs a scheduler time slice (milliseconds), tens of prompt
+# calls' gain: halving on every prompt call would keep trying too often.
 # Results do not change: every element and block is computed the same way by
 # any thread.
 cdef enum:
@@ -69,6 +73,7 @@ cdef long long BACKOFF_MIN_NS = 1000000
 cdef long long BACKOFF_MAX_NS = 256000000
 cdef long long _dynamic = 1
 cdef long long _backoff_ns = 0
+cdef long long _debt_ns = 0                 # what late calls lost, not yet repaid
 cdef long long _serial_until_ns = 0
 # counts, for the bench and the tests: parallel calls, late ones, and calls
 # run on the calling thread because of a fallback
@@ -243,8 +248,8 @@ def set_dynamic_threads(enabled):
     in the environment at import), a call whose calling thread waited longer
     for the team than it worked makes the following large calls run on the
     calling thread alone for a while (1 ms, doubling while calls stay late, at
-    most 256 ms, halving with each prompt parallel call). Like the thread
-    count, this never changes a result.
+    most 256 ms, halving once prompt parallel calls have saved the time late
+    ones lost). Like the thread count, this never changes a result.
 
     Parameters
     ----------
@@ -270,6 +275,7 @@ def set_dynamic_threads(enabled):
     """
     optcore_store(&_dynamic, 1 if enabled else 0)
     optcore_store(&_backoff_ns, 0)
+    optcore_store(&_debt_ns, 0)
     optcore_store(&_serial_until_ns, 0)
 
 
@@ -300,7 +306,15 @@ def _thread_stats():
     return {"parallel_calls": optcore_load(&_parallel_calls),
             "late_calls": optcore_load(&_late_calls),
             "fallback_calls": optcore_load(&_fallback_calls),
-            "falling_back": optcore_now_ns() < optcore_load(&_serial_until_ns)}
+            "falling_back": optcore_now_ns() < optcore_load(&_serial_until_ns),
+            "backoff_ns": optcore_load(&_backoff_ns), "debt_ns": optcore_load(&_debt_ns)}
+
+
+def _note_call(long long start, long long done, long long end):
+    """Record a parallel call as the runtime does (tests): it started at
+    ``start`` ns, the calling thread finished its share at ``done`` and the
+    team at ``end``."""
+    _note_parallel_call(start, done, end)
 
 
 def _force_fallback(double seconds):
@@ -342,7 +356,7 @@ cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil:
 cdef void _note_parallel_call(long long start, long long done, long long end) noexcept nogil:
     """Record how long the calling thread waited for the team after doing its
     share (``done``) of a parallel call that ran from ``start`` to ``end``."""
-    cdef long long wait = end - done, backoff
+    cdef long long wait = end - done, backoff, debt
     optcore_count(&_parallel_calls)
     if wait > LATE_MIN_NS and wait > done - start:
         optcore_count(&_late_calls)
@@ -353,8 +367,16 @@ cdef void _note_parallel_call(long long start, long long done, long long end) no
             backoff = BACKOFF_MAX_NS
         optcore_store(&_backoff_ns, backoff)
         optcore_store(&_serial_until_ns, end + backoff)
+        debt = optcore_load(&_debt_ns) + wait
+        optcore_store(&_debt_ns, debt if debt < BACKOFF_MAX_NS else BACKOFF_MAX_NS)
     elif optcore_load(&_backoff_ns):
-        # a prompt call: the next late one falls back for half as long
+        # a prompt call repays what it saved; once the debt is repaid, the
+        # next late call falls back for half as long
+        debt = optcore_load(&_debt_ns) - (done - start)
+        if debt > 0:
+            optcore_store(&_debt_ns, debt)
+            return
+        optcore_store(&_debt_ns, 0)
         backoff = optcore_load(&_backoff_ns) // 2
         optcore_store(&_backoff_ns, backoff if backoff >= BACKOFF_MIN_NS else 0)
 
