@@ -13,7 +13,11 @@ errors users see. The kernel call itself still binds and checks every buffer
 """
 
 cimport numpy as cnp
-from cpython.object cimport PyObject, PyObject_Call
+from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
+                               object kwnames)
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -107,6 +111,10 @@ cdef class _GroupPlan:
         return True
 
 
+cdef enum:
+    _MAX_CALL_ARGS = 64               # a kernel's arguments (run's stack array)
+
+
 cdef class NumpyPlan(_GroupPlan):
     """The plan of one group of a NumPy optimizer (``optcore.optim``): its
     state entries, the state arrays in them, the names of its scalar state."""
@@ -116,7 +124,8 @@ cdef class NumpyPlan(_GroupPlan):
     cdef tuple scalar_names
     cdef object kernel                # the group's kernel (run calls it)
     cdef long long max_step           # run's bound of the step count
-    cdef dict call_kwargs             # run's keywords of the kernel (data[2] and step)
+    cdef tuple kwnames                # run's keywords of the kernel: data[2]'s, then step
+    cdef list kwvalues                # data[2]'s values
 
     @staticmethod
     def build(owner, dict group, tuple keys, list entries, tuple kinds, list columns,
@@ -166,13 +175,22 @@ cdef class NumpyPlan(_GroupPlan):
         if type(count) is not int or not 0 <= count < self.max_step:
             return None
         step = count + 1
-        if self.call_kwargs is None:
-            self.call_kwargs = dict(plain)
-        # One dict reused (its step replaced) and passed as is: merging the
-        # keywords anew each step costs a small model's step a tenth.
-        self.call_kwargs["step"] = step
+        if self.kwnames is None:
+            self.kwnames = tuple(plain) + ("step",)
+            self.kwvalues = list((<dict>plain).values())
+        # A vectorcall with the keyword names built once: packing a keyword
+        # dict anew each step costs a small model's step a tenth.
+        cdef PyObject* args[_MAX_CALL_ARGS]
+        cdef Py_ssize_t nkw = PyList_GET_SIZE(self.kwvalues)
+        if nkw + 3 > _MAX_CALL_ARGS:
+            return None
+        args[0] = <PyObject*>self.params
+        args[1] = <PyObject*>grads
+        for j in range(nkw):
+            args[2 + j] = PyList_GET_ITEM(self.kwvalues, j)
+        args[2 + nkw] = <PyObject*>step
         try:
-            PyObject_Call(self.kernel, (self.params, grads), self.call_kwargs)
+            PyObject_Vectorcall(self.kernel, args, 2, self.kwnames)
         except (TypeError, ValueError):
             return False
         name = <object>PyTuple_GET_ITEM(self.scalar_names, 0)
