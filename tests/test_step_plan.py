@@ -135,7 +135,7 @@ def test_numpy_plan_is_used():
     for k in range(3):
         opt.step(_numpy_grads(params, k))
     assert opt.__dict__.get("_step_plan") is not None
-    assert opt._planned_step(_numpy_grads(params, 3))
+    assert opt.__dict__["_step_plan"].run(opt, _numpy_grads(params, 3)) is True
 
 
 # ---- optcore.torch -----------------------------------------------------------

@@ -14,16 +14,15 @@ errors users see. The kernel call itself still binds and checks every buffer
 
 cimport numpy as cnp
 from cpython.object cimport PyObject
-
-cdef extern from "Python.h":
-    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
-                               object kwnames)
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uintptr_t
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
+                               object kwnames)
 
 cnp.import_array()
 
@@ -125,7 +124,7 @@ cdef class NumpyPlan(_GroupPlan):
     cdef object kernel                # the group's kernel (run calls it)
     cdef long long max_step           # run's bound of the step count
     cdef tuple kwnames                # run's keywords of the kernel: data[2]'s, then step
-    cdef list kwvalues                # data[2]'s values
+    cdef list kwvalues                # data[2]'s values (None: run leaves it to the caller)
 
     @staticmethod
     def build(owner, dict group, tuple keys, list entries, tuple kinds, list columns,
@@ -136,6 +135,10 @@ cdef class NumpyPlan(_GroupPlan):
             return None
         plan.kernel = kernel
         plan.max_step = max_step
+        plain = data[2]
+        if plain is not None:
+            plan.kwnames = tuple(plain) + ("step",)
+            plan.kwvalues = list(plain.values())
         plan.entries = entries
         plan.kinds = kinds
         plan.columns = columns
@@ -168,22 +171,18 @@ cdef class NumpyPlan(_GroupPlan):
         first = self._check(opt._calls[0], <dict>group, grads)
         if first is None:
             return False
-        plain = (<tuple>self.data)[2]
-        if plain is None or len(<tuple>first) != 1:
+        if self.kwnames is None or len(<tuple>first) != 1:
             return None
         count = (<tuple>first)[0]
         if type(count) is not int or not 0 <= count < self.max_step:
             return None
-        step = count + 1
-        if self.kwnames is None:
-            self.kwnames = tuple(plain) + ("step",)
-            self.kwvalues = list((<dict>plain).values())
-        # A vectorcall with the keyword names built once: packing a keyword
-        # dict anew each step costs a small model's step a tenth.
-        cdef PyObject* args[_MAX_CALL_ARGS]
         cdef Py_ssize_t nkw = PyList_GET_SIZE(self.kwvalues)
         if nkw + 3 > _MAX_CALL_ARGS:
             return None
+        step = count + 1
+        # A vectorcall with the keyword names built once: packing a keyword
+        # dict anew each step costs a small model's step a tenth.
+        cdef PyObject* args[_MAX_CALL_ARGS]
         args[0] = <PyObject*>self.params
         args[1] = <PyObject*>grads
         for j in range(nkw):
@@ -329,26 +328,20 @@ cdef class TorchPlan(_GroupPlan):
             Py_INCREF(g)          # (PyArray_SetBaseObject steals a reference)
             PyArray_SetBaseObject(view, g)
             grads.append(view)
-        # One call needs one scalar state (step count) for every parameter.
+        # One call needs one scalar state (step count) for every parameter:
+        # each compared with the first parameter's, in C.
         if n == 0:
             return grads, ()
-        cdef tuple views = <tuple>PyList_GET_ITEM(self.scalar_views, 0)
-        cdef Py_ssize_t ns = len(views)
-        cdef double* first = <double*>PyMem_Malloc((ns + 1) * sizeof(double))
-        if first == NULL:
-            raise MemoryError()
-        try:
-            for i in range(ns):
-                first[i] = _scalar(<cnp.ndarray>PyTuple_GET_ITEM(views, i))
-            for j in range(1, n):
-                views = <tuple>PyList_GET_ITEM(self.scalar_views, j)
-                for i in range(ns):
-                    # (!= : a NaN step count never matches, as tuples compared)
-                    if _scalar(<cnp.ndarray>PyTuple_GET_ITEM(views, i)) != first[i]:
-                        return None
-            return grads, tuple([first[i] for i in range(ns)])
-        finally:
-            PyMem_Free(first)
+        cdef tuple first = <tuple>PyList_GET_ITEM(self.scalar_views, 0)
+        cdef tuple views
+        for j in range(1, n):
+            views = <tuple>PyList_GET_ITEM(self.scalar_views, j)
+            for i in range(len(first)):
+                # (!= : a NaN step count never matches, as tuples compared)
+                if (_scalar(<cnp.ndarray>PyTuple_GET_ITEM(views, i))
+                        != _scalar(<cnp.ndarray>PyTuple_GET_ITEM(first, i))):
+                    return None
+        return grads, tuple([_scalar(v) for v in first])
 
     def store_scalars(self, tuple values):
         """Write ``values`` (in scalar-state order) into every parameter's

@@ -244,19 +244,11 @@ class PlanMixin:
             {**buffers, **as_floats({k: v for k, v in hyper.items() if k not in only},
                                     self._rules.double_args)}, self._rules.kernel)
 
-    def _planned_step(self, grads: Any) -> bool:
-        """Take the step through the cached plan (``optcore.kernels._plan``)
-        when nothing it was built from changed; False when the general path
-        must take it (nothing was written then)."""
-        plan = self.__dict__.get("_step_plan")
-        if plan is None:
-            return False
-        done = plan.run(self, grads)
-        return bool(done) if done is not None else self._planned_scalars(plan, grads)
-
     def _planned_scalars(self, plan: NumpyPlan, grads: Any) -> bool:
-        """The plan's step when its scalar state is more than a step count
-        (``NumpyPlan.run`` returned None): the kernel through ``_call``."""
+        """The cached plan's step when its scalar state is more than a step
+        count (``NumpyPlan.run``, which ``step`` calls first, returned None):
+        the kernel through ``_call``. False when the general path must take
+        the step (nothing was written then)."""
         group = self.param_groups[0]
         first = plan.check(self._calls[0], group, grads)
         if first is None:

@@ -455,10 +455,10 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         >>> print(a, b)
         [0.9 0.9] [0. 0. 0.]
         """
-        plan = self.__dict__.get("_step_plan")
-        if plan is not None:            # the cached plan (_plan.py), checked in C
-            done = plan.run(self, grads)
-            if done or (done is None and self._planned_scalars(plan, grads)):
+        cached = self.__dict__.get("_step_plan")
+        if cached is not None:          # the cached plan (_plan.py), checked in C
+            done = cached.run(self, grads)
+            if done or (done is None and self._planned_scalars(cached, grads)):
                 return
         plan, copied, rows = self._plan(grads)
         fn = self._rules.kernel
