@@ -309,14 +309,16 @@ def check_line(h: Any, wrapper: dict[str, Any], checks: dict[str, str]) -> str:
             f"{slow}")
 
 
-def bind_call(kernel: Any) -> str:
+def bind_call(kernel: Any, absent: str | None = None) -> str:
     """Bind the buffers with their roles (ABSENT when a needed-buffer's
-    condition does not hold)."""
+    condition does not hold, and for buffer ``absent``, passed as None)."""
     roles = []
     for b in kernel.buffers:
         role = "WRITE" if b.role == "write" else "READ"
+        if b.name == absent:
+            role = "ABSENT"
         roles.append(f"{role} if {b.needed.cython('c_')} else ABSENT" if b.needed else role)
-    names = [b.name for b in kernel.buffers]
+    names = ["None" if b.name == absent else b.name for b in kernel.buffers]
     if kernel.tiled:
         roles += [f"WRITE if {x} is not None else ABSENT" for x in ("master_param", "compensation")]
         names += ["master_param", "compensation"]
@@ -340,6 +342,42 @@ def run_call(kernel: Any, head: str, tiled: bool = False) -> str:
     else:
         args += ["0", "fn"] + (["NULL", "PARTITION_ALIGN"] if kernel.tiled else [])
     return wrap_call(head, args, "")
+
+
+def bindable(kernel: Any) -> bool:
+    """Whether a kernel's wrappers get a bound call (_bound.pxd): a generated
+    ``_run`` and wrapper, and the gradient as the one input."""
+    reads = [b.name for b in kernel.buffers if b.role == "read"]
+    return kernel.run == "generated" and kernel.wrapper == "generated" and reads == ["grad"]
+
+
+def bound_fields(kernel: Any) -> str:
+    """The bound call's options as C fields (the step comes with each call)."""
+    return "\n".join(f"    cdef {CTYPES[h.ctype][0]} c_{h.name}" for h in kernel.hypers
+                     if h.ctype != "step")
+
+
+def bound_locals(kernel: Any) -> str:
+    """launch's local copies of the options, named as the wrapper's."""
+    lines = []
+    for h in kernel.hypers:
+        value = "step" if h.ctype == "step" else f"self.c_{h.name}"
+        lines.append(f"        cdef {CTYPES[h.ctype][0]} c_{h.name} = {value}")
+    return "\n".join(lines)
+
+
+def bound_store(kernel: Any) -> str:
+    return "\n".join(f"    bound.c_{h.name} = c_{h.name}" for h in kernel.hypers
+                     if h.ctype != "step")
+
+
+def bound_bind_call(kernel: Any) -> str:
+    """bind_call with the gradient ABSENT (each call binds its own)."""
+    return bind_call(kernel, absent="grad")
+
+
+def input_arg(kernel: Any) -> int:
+    return [b.name for b in kernel.buffers].index("grad")
 
 
 def numba_args(kernel: Any) -> str:
@@ -366,6 +404,8 @@ NAMESPACE = dict(segment_call=segment_call, tiled_segment=tiled_segment, layout=
                  bullet=bullet, c_decl=c_decl, c_names=c_names, c_forward=c_forward, comment=comment,
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
                  check_line=check_line, bind_call=bind_call, run_call=run_call,
+                 bindable=bindable, bound_fields=bound_fields, bound_locals=bound_locals,
+                 bound_store=bound_store, bound_bind_call=bound_bind_call, input_arg=input_arg,
                  numba_args=numba_args, docstring=docstring, export_names=export_names, wrap_call=wrap_call,
                  RESULTS=RESULTS, EXTRA_CIMPORTS=EXTRA_CIMPORTS)
 

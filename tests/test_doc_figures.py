@@ -9,10 +9,14 @@ tests/test_doc_examples.py for the drift bounds, the demo test below for the
 losses.
 """
 
+import os
 import pathlib
+import platform
 import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -66,13 +70,22 @@ def test_demo_losses_are_the_commands_output():
     quoted = re.findall(r"^\s+(linear|mlp)\s+(.+?)\s+(\d+)\s+(\S+e-\d+)\s+(\S+e-\d+)\s",
                         page, re.M)
     assert len(quoted) == 5
+    # The MLP's matrix products are NumPy's (OpenBLAS), whose kernel depends
+    # on the CPU: the page quotes OpenBLAS's AVX2 kernel, chosen here on x86-64.
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
     out = subprocess.run([sys.executable, "-m", "optcore", "demo"], capture_output=True,
-                         text=True, check=True, timeout=600).stdout
+                         text=True, check=True, timeout=600, env=env).stdout
+    exact = platform.machine() in ("x86_64", "AMD64")
     for model, method, steps, ours, ref in quoted:
         line = re.search(rf"^\s*{model}\s+{re.escape(method)}\s+{steps}\s+(\S+)\s+(\S+)\s",
                          out, re.M)
         assert line, (model, method, out)
-        assert line.groups() == (ours, ref), (model, method, line.groups(), (ours, ref))
+        got_ours, got_ref = line.groups()
+        assert got_ours == got_ref, (model, method, line.groups())   # the same steps
+        if exact or model == "linear":
+            assert (got_ours, got_ref) == (ours, ref), (model, method, line.groups())
+        else:
+            assert float(got_ours) == pytest.approx(float(ours), rel=1e-2)
 
 
 def test_distributed_step_tables_are_the_recorded_output():

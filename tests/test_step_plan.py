@@ -95,10 +95,36 @@ def _np_step_bad(opt, params, grads):
     opt.state[2]["step"] = 2.5
 
 
+def _np_grad_fortran(opt, params, grads):
+    grads[0] = np.asfortranarray(grads[0])          # same shape, not C-contiguous
+
+
+def _np_grad_views_param(opt, params, grads):
+    grads[2] = opt.param_groups[0]["params"][2][:]  # overlaps a written buffer
+
+
+def _np_grad_is_state(opt, params, grads):
+    grads[1] = opt.state[1]["exp_avg"]
+
+
+def _np_param_read_only(opt, params, grads):
+    opt.param_groups[0]["params"][0].flags.writeable = False
+
+
+def _np_state_read_only(opt, params, grads):
+    opt.state[2]["exp_avg_sq"].flags.writeable = False
+
+
+def _np_state_reshaped(opt, params, grads):
+    opt.state[0]["exp_avg"].shape = (12,)           # in place: same data and size
+
+
 NUMPY_CHANGES = [_np_replace_param, _np_grad_none, _np_grad_dtype, _np_grad_shape,
                  _np_grad_strided, _np_lr, _np_betas_list, _np_bad_lr, _np_add_group,
                  _np_load_state_dict, _np_state_replaced, _np_state_zeroed,
-                 _np_step_diverged, _np_step_bad]
+                 _np_step_diverged, _np_step_bad, _np_grad_fortran, _np_grad_views_param,
+                 _np_grad_is_state, _np_param_read_only, _np_state_read_only,
+                 _np_state_reshaped]
 
 
 @pytest.mark.parametrize("amsgrad", [False, True])
@@ -134,8 +160,54 @@ def test_numpy_plan_is_used():
     opt = optcore.Adam(params, lr=0.01)
     for k in range(3):
         opt.step(_numpy_grads(params, k))
-    assert opt.__dict__.get("_step_plan") is not None
-    assert opt.__dict__["_step_plan"].run(opt, _numpy_grads(params, 3)) is True
+    plan = opt.__dict__.get("_step_plan")
+    assert plan is not None and plan.compiled     # the kernel call bound once
+    assert plan.run(opt, _numpy_grads(params, 3)) is True
+
+
+# Every NumPy class whose kernel has a bound call (_bound.pxd), with options
+# that change the call (so every generated launch is run).
+BOUND_CLASSES = [
+    (optcore.Adam, dict(lr=0.01, weight_decay=0.1)),
+    (optcore.Adam, dict(lr=0.01, amsgrad=True, maximize=True)),
+    (optcore.AdamW, dict(lr=0.01)),
+    (optcore.RMSprop, dict(lr=0.01, momentum=0.9, centered=True)),
+    (optcore.Adagrad, dict(lr=0.1, lr_decay=0.01)),
+    (optcore.Adadelta, dict(weight_decay=0.1)),
+    (optcore.Adamax, dict(lr=0.01)),
+    (optcore.NAdam, dict(lr=0.01)),
+    (optcore.RAdam, dict(lr=0.01)),
+    (optcore.Rprop, dict(lr=0.01)),
+    (optcore.ASGD, dict(lr=0.01, t0=2.0)),
+    (optcore.Lion, dict(lr=0.01, weight_decay=0.1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, options", BOUND_CLASSES,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(BOUND_CLASSES)])
+def test_bound_plans_match_the_general_path(cls, options, dtype):
+    # Sizes around the SIMD width and the parallel threshold, in one group.
+    rng = np.random.default_rng(7)
+    shapes = [(3,), (16,), (17, 3), (33000,)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    twins = [(None, cls([p.copy() for p in params], **options)) for _ in range(2)]
+    compiled = []
+    for k in range(5):
+        grads = [np.random.default_rng(50 + k).standard_normal(s).astype(dtype) for s in shapes]
+        (_, planned), (_, general) = twins
+        plan = planned.__dict__.get("_step_plan")
+        compiled.append(plan is not None and plan.compiled)
+        planned.step([g.copy() for g in grads])
+        general.__dict__.pop("_step_plan", None)
+        general.step([g.copy() for g in grads])
+        for pa, pb in zip(planned.param_groups[0]["params"], general.param_groups[0]["params"]):
+            np.testing.assert_array_equal(pa, pb)
+        assert repr(planned.state_dict()) == repr(general.state_dict())
+    # From the step after the plan is built; NAdam's and ASGD's scalar state
+    # (mu_product; eta, mu, ax) is passed to each call, so their plans call the
+    # kernel with it instead.
+    assert compiled[2:] == [cls not in (optcore.NAdam, optcore.ASGD)] * 3
 
 
 # ---- optcore.torch -----------------------------------------------------------
@@ -232,11 +304,20 @@ def _t_step_diverged(opt, params, sched):
     opt.state[params[1]]["step"].fill_(1.0)
 
 
+def _t_grad_is_param(opt, params, sched):
+    params[0].grad = params[0].detach()           # the gradient overlaps the parameter
+
+
+def _t_grad_is_state(opt, params, sched):
+    params[1].grad = opt.state[params[1]]["exp_avg"]
+
+
 TORCH_CHANGES = [_t_replace_param, _t_grad_none, _t_grad_dtype, _t_grad_shape,
                  _t_grad_strided, _t_lr, _t_scheduler, _t_tensor_lr, _t_add_group,
                  _t_load_state_dict, _t_param_storage, _t_param_view, _t_state_storage,
                  _t_state_replaced, _t_state_cleared, _t_state_entry_dropped,
-                 _t_state_zeroed_in_place, _t_step_diverged]
+                 _t_state_zeroed_in_place, _t_step_diverged, _t_grad_is_param,
+                 _t_grad_is_state]
 
 
 @pytest.mark.parametrize("make", [lambda ps: ot.Adam(ps, lr=0.01),
@@ -290,7 +371,9 @@ def test_torch_plan_is_used_and_hooks_run():
     for k in range(3):
         _set_grads(params, k)
         opt.step()
-    assert opt.__dict__.get("_optcore_plan") is not None
+    plan = opt.__dict__.get("_optcore_plan")
+    assert plan is not None
+    assert plan.columns[2] is not None            # the kernel call bound once
     assert seen == ["pre", "post"] * 3
 
 

@@ -8,9 +8,13 @@ dict, parameter list and parameters, the same option objects, the same state
 entries and arrays; for torch tensors also the same data pointer, size, dtype
 and contiguity). Anything that does not pass makes ``check`` return None and
 the class takes its general path, which checks everything and raises the
-errors users see. The kernel call itself still binds and checks every buffer
-(``_buffers.bind``) before it writes.
+errors users see. A NumPy plan's kernel call is bound once when the kernel
+has a binder (``_bound.pxd``): each step binds only the gradients and re-checks
+the written arrays (data, dtype, size, flags); any other call still binds and
+checks every buffer (``_buffers.bind``) before it writes.
 """
+
+import sys
 
 cimport numpy as cnp
 from cpython.object cimport PyObject
@@ -19,6 +23,8 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uintptr_t
+
+from optcore.kernels._bound cimport BoundCall
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
@@ -125,6 +131,7 @@ cdef class NumpyPlan(_GroupPlan):
     cdef long long max_step           # run's bound of the step count
     cdef tuple kwnames                # run's keywords of the kernel: data[2]'s, then step
     cdef list kwvalues                # data[2]'s values (None: run leaves it to the caller)
+    cdef BoundCall bound              # the kernel call bound once, or None
 
     @staticmethod
     def build(owner, dict group, tuple keys, list entries, tuple kinds, list columns,
@@ -139,6 +146,7 @@ cdef class NumpyPlan(_GroupPlan):
         if plain is not None:
             plan.kwnames = tuple(plain) + ("step",)
             plan.kwvalues = list(plain.values())
+            plan.bound = bound_call(kernel, group["params"], plain)
         plan.entries = entries
         plan.kinds = kinds
         plan.columns = columns
@@ -180,6 +188,9 @@ cdef class NumpyPlan(_GroupPlan):
         if nkw + 3 > _MAX_CALL_ARGS:
             return None
         step = count + 1
+        if self.bound is not None and self.bound.call(grads, <long long>step):
+            self._store_step(step)
+            return True
         # A vectorcall with the keyword names built once: packing a keyword
         # dict anew each step costs a small model's step a tenth.
         cdef PyObject* args[_MAX_CALL_ARGS]
@@ -192,10 +203,19 @@ cdef class NumpyPlan(_GroupPlan):
             PyObject_Vectorcall(self.kernel, args, 2, self.kwnames)
         except (TypeError, ValueError):
             return False
+        self._store_step(step)
+        return True
+
+    @property
+    def compiled(self):
+        """True when the plan's kernel call is bound once (``_bound.pxd``)."""
+        return self.bound is not None
+
+    cdef _store_step(self, step):
+        cdef Py_ssize_t j
         name = <object>PyTuple_GET_ITEM(self.scalar_names, 0)
         for j in range(PyList_GET_SIZE(self.entries)):
             PyDict_SetItem(<dict>PyList_GET_ITEM(self.entries, j), name, step)
-        return True
 
     cdef object _check(self, owner, dict group, grads):
         cdef Py_ssize_t j, k, n = len(self.param_items)
@@ -246,6 +266,21 @@ cdef class NumpyPlan(_GroupPlan):
             entry = <dict>PyList_GET_ITEM(self.entries, j)
             for key, value in new.items():
                 PyDict_SetItem(entry, key, value)
+
+
+def bound_call(kernel, params, dict plain):
+    """``kernel(params, grads, step=..., **plain)`` bound to its written
+    buffers (a ``_bound.BoundCall``: ``run(grads, step)``), or None: no binder
+    for this kernel, or a call it cannot bind (low precision, master weights,
+    a buffer that is not an exact NumPy array, an invalid call)."""
+    module = sys.modules.get(getattr(kernel, "__module__", None))
+    binder = getattr(module, "_BINDERS", {}).get(getattr(kernel, "__name__", None))
+    if binder is None:
+        return None
+    try:
+        return binder(params, None, step=1, **plain)
+    except (TypeError, ValueError):
+        return None
 
 
 cdef class TorchPlan(_GroupPlan):

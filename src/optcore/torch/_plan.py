@@ -19,7 +19,8 @@ from torch.autograd.graph import increment_version
 from torch.optim import optimizer as _torch_optimizer
 
 from optcore.kernels._buffers import check_calls
-from optcore.kernels._plan import TorchPlan
+from optcore.kernels._plan import TorchPlan, bound_call
+from optcore.optim._checks import _MAX_STEP
 from optcore.optim._plan import as_floats, without_defaults
 from optcore.optim._storage import check_call_dtypes
 from optcore.torch._storage import call_args
@@ -170,9 +171,12 @@ class PlannedStepMixin:
                                 if k not in rules.scalar_only}, rules.double_args)
             kwargs.update({b.name: [s.views[i] for s in slots]
                            for i, b in enumerate(needed)})
-            cached = plan.columns = ([s.view for s in slots],
-                                     without_defaults(kwargs, rules.kernel))
-        views, kwargs = cached
+            views = [s.view for s in slots]
+            kwargs = without_defaults(kwargs, rules.kernel)
+            # The call bound to the parameters' and states' views once; each
+            # step binds only the gradients' views (None: no binder).
+            cached = plan.columns = (views, kwargs, bound_call(rules.kernel, views, kwargs))
+        views, kwargs, bound = cached
         names = rules.scalars
         scalars = dict(zip(names, key))
         # (a plan has a step count or state created in an earlier step)
@@ -180,8 +184,11 @@ class PlannedStepMixin:
         extra, store = self._scalar_args(scalars, step, options, slots[0].scalar_views)
         store["step"] = step
         try:
-            rules.kernel(views, grads, step=int(step),
-                         **({**kwargs, **extra} if extra else kwargs))
+            count = int(step)
+            if extra or bound is None or not 0 < count <= _MAX_STEP or \
+                    not bound.run(grads, count):
+                rules.kernel(views, grads, step=count,
+                             **({**kwargs, **extra} if extra else kwargs))
         except (TypeError, ValueError):
             # The kernel refused its buffers before writing: the general
             # path names them as users see them.
