@@ -153,5 +153,5 @@ def test_generated_files_are_ignored_and_untracked():
     hand = [os.path.join("src", "optcore", "kernels", name)
             for name in ("_checks.pxd", "_adam_common.pxd", "mse.pxd", "grad_utils.pxd",
                          "_buffers.pxd", "_runtime.pxd", "_math.pxd", "mse.pyi",
-                         "_checks.pyi", "adam.pyx")]
+                         "_checks.pyi", "_bound.pxd", "_bound.pyi", "adam.pyx")]
     assert _git("check-ignore", "--no-index", *hand).stdout.split() == []
