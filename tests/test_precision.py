@@ -254,16 +254,17 @@ def test_kahan(entry, param, rng):
         run_both(rng, entry, bufs, opts, prec=dict(rounding="kahan"))
 
 
+@pytest.mark.parametrize("param, grad", [("bf16", "f16"), ("f16", "bf16")])
 @pytest.mark.parametrize("entry", TILED, ids=ids(TILED))
-def test_stochastic(entry, rng):
+def test_stochastic(entry, param, grad, rng):
     opts = base_opts(entry)
-    bufs = make_buffers(rng, entry, MIXED, opts, "bf16", "f16", "int8")
+    bufs = make_buffers(rng, entry, MIXED, opts, param, grad, "int8")
     outs = []
     for seed in (0, 12345):
         run_both(rng, entry, bufs, opts, prec=dict(rounding="stochastic", seed=seed))
         # 2 threads and 1 give the same bits (the random bits are per element)
         big = make_buffers(np.random.default_rng(seed), entry, [(LARGE,), (300,), (0,)],
-                           opts, "bf16", "bf16", "bf16")
+                           opts, param, "bf16", "bf16")
         runs = []
         for n in (1, 2):
             b = copy_buffers(big)
@@ -423,8 +424,6 @@ ERRORS = {
     "master-float64": (TypeError, "master_param", dict(master="f64"), {}),
     "master-with-stochastic": (ValueError, "master_param", dict(master="f32"),
                                dict(rounding="stochastic")),
-    "stochastic-float16-param": (TypeError, "rounding", dict(param="f16"),
-                                 dict(rounding="stochastic")),
     "stochastic-float32-param": (TypeError, "rounding", dict(param="f32"),
                                  dict(rounding="stochastic")),
     "kahan-without-compensation": (ValueError, "compensation", {}, dict(rounding="kahan")),

@@ -22,22 +22,70 @@ from support import assert_same_bits
 
 # ---- stochastic rounding -----------------------------------------------------------------
 
-def test_stochastic_rounding_is_unbiased():
+@pytest.mark.parametrize("dtype, lo, ulp", [
+    ("bfloat16", 1.0, 2.0**-7),                 # bfloat16's ulp in [1, 2)
+    ("bfloat16", -3.0, -2.0**-6),
+    ("float16", 1.0, 2.0**-10),                 # float16's ulp in [1, 2)
+    ("float16", -1024.0, -1.0),
+    ("float16", 5 * 2.0**-24, 2.0**-24),        # float16's subnormal grid
+    ("float16", -(2.0**-14 - 2.0**-24), -(2.0**-24)),   # up to its smallest normal
+])
+def test_stochastic_rounding_is_unbiased(dtype, lo, ulp):
     rng = np.random.default_rng(1)
-    lo = np.float32(1.0)
-    ulp = 2.0**-7                               # bfloat16's ulp in [1, 2)
+    lo = np.float32(lo)
     for frac in (0.25, 0.5, 0.9, 1 / 3):
         x = np.float32(lo + frac * ulp)
         # many elements of one call ...
         n = 1 << 17
-        r = pr.stochastic_round(np.full(n, x), seed=int(rng.integers(2**63)), step=3)
+        r = pr.stochastic_round(np.full(n, x), seed=int(rng.integers(2**63)), step=3,
+                                dtype=dtype)
         assert set(np.unique(r)) <= {lo, np.float32(lo + ulp)}
-        bound = 6 * ulp * math.sqrt(frac * (1 - frac) / n)
+        bound = 6 * abs(ulp) * math.sqrt(frac * (1 - frac) / n)
         assert abs(float(r.mean(dtype=np.float64)) - float(x)) < bound
         # ... and one element over many seeds
-        seeds = np.array([pr.stochastic_round([x], seed=s, step=1)[0] for s in range(4000)])
-        bound = 6 * ulp * math.sqrt(frac * (1 - frac) / seeds.size)
+        seeds = np.array([pr.stochastic_round([x], seed=s, step=1, dtype=dtype)[0]
+                          for s in range(4000)])
+        bound = 6 * abs(ulp) * math.sqrt(frac * (1 - frac) / seeds.size)
         assert abs(float(seeds.mean(dtype=np.float64)) - float(x)) < bound
+
+
+def test_float16_stochastic_rounding_takes_a_neighbour(rng):
+    # every float32 magnitude, the float16 range's edges and specials: each
+    # result is x itself when float16 holds it, else one of its two float16
+    # neighbours (inf beyond the largest float16); NaN stays NaN
+    x = (rng.standard_normal(200000) * 2.0 ** rng.uniform(-30, 17, 200000)).astype(np.float32)
+    x[:10] = [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65519.0, 65530.0, 2.0**-24,
+              2.0**-14 - 2.0**-25]
+    r = pr.f16_stochastic(x, rng.integers(0, 2**32, x.size, dtype=np.uint32)).view(np.float16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        near = x.astype(np.float16)
+        toward = np.where(near.astype(np.float32) == x, near, np.where(
+            np.abs(near.astype(np.float32)) > np.abs(x), np.nextafter(near, np.float16(0)), near))
+        away = np.where(toward.astype(np.float32) == x, toward,
+                        np.nextafter(toward, np.copysign(np.float16(np.inf), x).astype(np.float16)))
+    finite = ~np.isnan(x)
+    assert np.all((r == toward) | (r == away) | ~finite)
+    assert np.all(np.isnan(r) == np.isnan(x))
+    assert_same_bits(np.signbit(r[finite]), np.signbit(x[finite]))
+    exact = x[finite & (near.astype(np.float32) == x)]
+    assert_same_bits(pr.stochastic_round(exact, seed=2, dtype="float16"), exact)
+    with pytest.raises(ValueError, match="dtype"):
+        pr.stochastic_round(x, seed=0, dtype="float32")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_stochastic_rounding_in_a_kernel_is_unbiased_for(dtype):
+    # p32 = 1 + a quarter ulp: the low-precision params average it
+    n = 1 << 17
+    ulp = 2.0**-7 if dtype == "bfloat16" else 2.0**-10
+    p = (pr.bfloat16_array(np.ones(n, np.float32)) if dtype == "bfloat16"
+         else np.ones(n, np.float16))
+    g = np.full(n, -ulp / 4, np.float32)
+    optcore.sgd_step(p, g, step=1, lr=1.0, rounding="stochastic", seed=3)
+    v = p.astype(np.float32)
+    assert set(np.unique(v)) == {np.float32(1.0), np.float32(1 + ulp)}
+    bound = 6 * ulp * math.sqrt(0.25 * 0.75 / n)
+    assert abs(float(v.mean(dtype=np.float64)) - (1 + ulp / 4)) < bound
 
 
 def test_stochastic_rounding_in_a_kernel_is_unbiased():

@@ -17,6 +17,7 @@ import optcore
 import optcore.torch as ot
 from optcore.precision import QuantizedState
 from optcore.precision import MIN_QUANTIZED_SIZE
+from optcore.torch._storage import mix_seed
 
 BIG = MIN_QUANTIZED_SIZE + 300       # quantized (and a partial last block)
 SMALL = 37                           # below MIN_QUANTIZED_SIZE: float32 states
@@ -147,6 +148,22 @@ def test_bitwise_with_kernel(name, state_dtype):
                 assert np.array_equal(_bits(got), s.view(np.uint8))
 
 
+def test_float16_stochastic_rounding_is_the_kernels():
+    # one kernel call per parameter, seeded mix_seed(seed, index)
+    ours, mine = _params(torch.float16), _params(torch.float16)
+    opt = ot.Adam(ours, **CASES["Adam"][0], rounding="stochastic", seed=11)
+    states = [[np.zeros(p.shape, np.float32) for _ in range(2)] for p in mine]
+    _train(opt, ours, 4)
+    _kernel_run("Adam", mine, 4, lambda i: states[i],
+                lambda i: {"rounding": "stochastic", "seed": mix_seed(11, i)})
+    for a, b in zip(ours, mine):
+        assert a.dtype is torch.float16
+        assert np.array_equal(_bits(a), _bits(b))
+    nearest = _params(torch.float16)
+    _train(ot.Adam(nearest, **CASES["Adam"][0]), nearest, 4)
+    assert any(not np.array_equal(_bits(a), _bits(b)) for a, b in zip(ours, nearest))
+
+
 def test_float16_default_states_are_float32():
     ps = _params(torch.float16)
     opt = ot.Adam(ps, lr=1e-2)
@@ -209,7 +226,7 @@ def test_kahan_and_stochastic():
     (dict(master_weights=True), torch.float32, ValueError, "master_weights"),
     (dict(state_dtype="int8"), torch.float64, TypeError, "state_dtype"),
     (dict(state_dtype="bfloat16"), torch.float64, TypeError, "state_dtype"),
-    (dict(rounding="stochastic"), torch.float16, TypeError, "stochastic"),
+    (dict(rounding="stochastic"), torch.float32, TypeError, "stochastic"),
     (dict(rounding="kahan"), torch.float32, TypeError, "kahan"),
     (dict(rounding="stochastic", master_weights=True), torch.bfloat16, ValueError,
      "master_weights"),

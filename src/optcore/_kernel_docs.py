@@ -71,8 +71,8 @@ ARGUMENTS: dict[str, str] = {
                     "shape, C-contiguous, updated in place): the step updates it and "
                     "writes ``param`` from it, rounded to nearest, in the same pass.",
     "rounding": "How a bfloat16/float16 ``param`` without ``master_param`` is "
-                "rounded on store: ``'nearest'`` (even), ``'stochastic'`` (bfloat16: "
-                "random bits from ``seed``, ``step`` and the element's index; "
+                "rounded on store: ``'nearest'`` (even), ``'stochastic'`` (random "
+                "bits from ``seed``, ``step`` and the element's index; "
                 "unbiased) or ``'kahan'`` (compensated, with ``compensation``).",
     "compensation": "Kahan compensation buffer of ``param``'s dtype and shape (zeros "
                     "before the first step), with ``rounding='kahan'``; updated in place.",

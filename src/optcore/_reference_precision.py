@@ -117,7 +117,8 @@ def tiled_twin(kernel_name: str) -> Callable[[Callable[..., Any]], Callable[...,
                     continue
                 bits = flat.view(np.uint16)
                 if key is not None:
-                    bits[...] = pr.bf16_stochastic(p32, pr.random_bits(key, t, p32.size))
+                    rounded = pr.f16_stochastic if flat.dtype == np.float16 else pr.bf16_stochastic
+                    bits[...] = rounded(p32, pr.random_bits(key, t, p32.size))
                 elif before is not None and comps is not None:
                     c = np.asarray(comps[t]).reshape(-1).view(np.uint16)
                     y = (p32 - before[t]) + _load16(flat.dtype, c)

@@ -10,7 +10,10 @@ kernels equal it, tests hold them to it) and the block-quantized int8 state:
   distance from the lower neighbour in ulps (unbiased). The random bits come
   from a counter-based hash of (seed, step, tensor, element index): the same
   for any thread count.
-- **float16**: IEEE round to nearest even (NumPy's ``astype``).
+- **float16**: IEEE round to nearest even (NumPy's ``astype``); stochastic
+  rounding adds 13 random bits below a normal float16's kept fraction bits
+  and truncates, and below ``2**-14`` (the subnormal grid, ``2**-24`` apart)
+  compares the distance in grid units with 23 random bits.
 - **int8 states** (:class:`QuantizedState`): blocks of :data:`QBLOCK`
   elements, one float32 absmax per block, and a floating-point-like code per
   element: the signed map (first moments, momentum) is a sign bit, 4 exponent
@@ -109,6 +112,28 @@ def bf16_stochastic(x: NDArray[np.float32], random: NDArray[np.uint32]) -> NDArr
     return np.where(np.isnan(x.reshape(-1)), nan, r).astype(np.uint16)
 
 
+def f16_stochastic(x: NDArray[np.float32], random: NDArray[np.uint32]) -> NDArray[np.uint16]:
+    """float32 to float16 patterns, rounded up (away from zero) with
+    probability equal to the distance from the lower neighbour: 13 random bits
+    below a normal float16's 10 kept fraction bits; below 2**-14, where the
+    float16 grid is 2**-24 apart, the distance in grid units against 23 random
+    bits (NaN: as ``f16_nearest``)."""
+    x = x.reshape(-1)
+    u = _bits(x).reshape(-1)
+    with np.errstate(over="ignore"):
+        normal = ((u + (random & _U32(0x1FFF))) & _U32(0xFFFFE000)).view(np.float32)
+        normal16 = normal.astype(np.float16)
+    y = np.abs(x) * np.float32(2.0**24)
+    m = np.trunc(np.where(y < 1024, y, 0)).astype(np.float32)
+    up = (y - m) * np.float32(2.0**23) > (random & _U32(0x7FFFFF)).astype(np.float32)
+    low = ((m + up.astype(np.float32)) * np.float32(2.0**-24)).view(_U32) | (u & _U32(0x80000000))
+    low16 = low.view(np.float32).astype(np.float16)
+    with np.errstate(over="ignore"):
+        nan = x.astype(np.float16)
+    out = np.where(np.isnan(x), nan, np.where(np.abs(x) >= np.float32(2.0**-14), normal16, low16))
+    return out.view(np.uint16)
+
+
 def f16_load(h: NDArray[Any]) -> NDArray[np.float32]:
     return np.ascontiguousarray(h).reshape(-1).view(np.float16).astype(np.float32)
 
@@ -199,10 +224,11 @@ def bfloat16_round(x: ArrayLike) -> NDArray[np.float32]:
     return bf16_load(bf16_nearest(a)).reshape(a.shape)
 
 
-def stochastic_round(x: ArrayLike, *, seed: int, step: int = 1,
-                     tensor: int = 0) -> NDArray[np.float32]:
-    """float32 values rounded to bfloat16 stochastically, as a kernel with
-    ``rounding="stochastic"`` rounds tensor ``tensor`` of a call at ``step``.
+def stochastic_round(x: ArrayLike, *, seed: int, step: int = 1, tensor: int = 0,
+                     dtype: str = "bfloat16") -> NDArray[np.float32]:
+    """float32 values rounded to bfloat16 (or float16) stochastically, as a
+    kernel with ``rounding="stochastic"`` rounds tensor ``tensor`` of a call at
+    ``step``.
 
     Parameters
     ----------
@@ -215,11 +241,18 @@ def stochastic_round(x: ArrayLike, *, seed: int, step: int = 1,
         The call's ``step``.
     tensor : int, optional
         The tensor's position in a multi-tensor call.
+    dtype : {'bfloat16', 'float16'}, optional
+        The parameter's dtype.
 
     Returns
     -------
     numpy.ndarray
-        float32 array of ``x``'s shape holding bfloat16 values.
+        float32 array of ``x``'s shape holding ``dtype`` values.
+
+    Raises
+    ------
+    ValueError
+        If ``dtype`` is neither.
 
     Examples
     --------
@@ -229,8 +262,12 @@ def stochastic_round(x: ArrayLike, *, seed: int, step: int = 1,
     >>> round(float(stochastic_round(x, seed=0).mean() - 1.0) * 2**9, 1)
     1.0
     """
+    if dtype not in ("bfloat16", "float16"):
+        raise ValueError(f"dtype must be 'bfloat16' or 'float16', got {dtype!r}")
     a = np.asarray(x, dtype=np.float32)
     r = random_bits(rounding_key(seed, step), tensor, a.size)
+    if dtype == "float16":
+        return f16_load(f16_stochastic(a.reshape(-1), r)).reshape(a.shape)
     return bf16_load(bf16_stochastic(a.reshape(-1), r)).reshape(a.shape)
 
 

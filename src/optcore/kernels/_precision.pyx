@@ -9,7 +9,7 @@ when its buffers are not all float32 or all float64:
   the state's map);
 - ``master_param`` (float32) with a bfloat16/float16 param: the master is
   updated and the param written from it (nearest);
-- ``rounding``: ``"nearest"``, ``"stochastic"`` (bfloat16 params, no master)
+- ``rounding``: ``"nearest"``, ``"stochastic"`` (bfloat16 or float16 params, no master)
   or ``"kahan"`` (bfloat16/float16 params, a ``compensation`` buffer of the
   param's dtype, no master);
 - float64 params take float64 buffers only.
@@ -125,9 +125,9 @@ cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, objec
         if mode != NEAREST:
             raise ValueError(f"rounding={rounding!r} rounds a param that has no master "
                              f"copy; with master_param the param is rounded to nearest")
-    if mode == STOCHASTIC and p != BFLOAT16:
-        raise TypeError(f"rounding='stochastic' takes bfloat16 params; param has dtype "
-                        f"{dtype_name(p)}")
+    if mode == STOCHASTIC and p not in (BFLOAT16, FLOAT16):
+        raise TypeError(f"rounding='stochastic' takes bfloat16 or float16 params; param "
+                        f"has dtype {dtype_name(p)}")
     if mode == KAHAN:
         if p not in (BFLOAT16, FLOAT16):
             raise TypeError(f"rounding='kahan' takes bfloat16 or float16 params; param "

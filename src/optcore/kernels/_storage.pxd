@@ -117,6 +117,29 @@ cdef inline uint16_t bf16_stochastic(float x, uint32_t random) noexcept nogil:
     return <uint16_t>(((u >> 16) | 0x40) if x != x else r)
 
 
+# ---- float16 stochastic rounding -------------------------------------------------------
+
+cdef inline uint16_t f16_stochastic(float x, uint32_t random) noexcept nogil:
+    # Unbiased as bf16_stochastic. Normal float16 (|x| >= 2**-14) keeps 10 of
+    # float32's 23 fraction bits: 13 random bits added below them, then the
+    # truncated float32 is a float16 value (or beyond its range: inf). Below,
+    # float16's grid is 2**-24 apart: the distance to the lower grid point, in
+    # units of the grid, against 23 random bits.
+    cdef uint32_t u = optcore_bits(x)
+    cdef uint32_t sign = u & 0x80000000u
+    cdef float a = optcore_float(u & 0x7FFFFFFFu)
+    cdef float y, m
+    if x != x:
+        return optcore_f16_nearest(x)
+    if a >= 6.103515625e-05:                      # 2**-14
+        return optcore_f16_nearest(optcore_float((u + (random & 0x1FFFu)) & ~0x1FFFu))
+    y = a * 16777216.0                            # 2**24: exact, below 1024
+    m = <float><int32_t>y
+    if (y - m) * 8388608.0 > <float>(random & 0x7FFFFFu):   # 2**23
+        m = m + 1.0
+    return optcore_f16_nearest(optcore_float(optcore_bits(m * 5.9604644775390625e-08) | sign))
+
+
 cdef inline uint32_t rounding_key(uint64_t seed, long long step) noexcept nogil:
     # the per-call key of the counter-based random bits
     cdef uint32_t k = mix32(<uint32_t>seed ^ GOLDEN)
@@ -289,8 +312,12 @@ cdef inline void param_store(const Storage* s, void** bufs, Py_ssize_t t, Py_ssi
         return
     h = <uint16_t*>bufs[t] + start
     if s.rounding == STOCHASTIC:
-        for i in range(n):
-            h[i] = bf16_stochastic(p[i], random_bits(s.key, t, start + i))
+        if kind == K_BF16:
+            for i in range(n):
+                h[i] = bf16_stochastic(p[i], random_bits(s.key, t, start + i))
+        else:
+            for i in range(n):
+                h[i] = f16_stochastic(p[i], random_bits(s.key, t, start + i))
     elif s.rounding == KAHAN:
         # Kahan-compensated: y is this step's change plus what earlier stores
         # lost; the param takes y rounded and the compensation keeps the rest

@@ -101,7 +101,7 @@ _STORAGE: dict[str, tuple[str, str]] = {
                                "parameter is rounded to nearest from it."),
     "rounding": ("{'nearest', 'stochastic', 'kahan'}",
                  "How bfloat16/float16 parameters without a master copy are rounded: "
-                 "``'stochastic'`` (bfloat16) or ``'kahan'`` (a ``compensation`` state)."),
+                 "``'stochastic'`` (unbiased) or ``'kahan'`` (a ``compensation`` state)."),
     "seed": ("int", "Seed of stochastic rounding; each parameter draws from "
                     "its own seed, mixed from this one and its index."),
 }

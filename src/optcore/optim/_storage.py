@@ -105,9 +105,6 @@ class Storage:
                             f"whose state is float64 (the kernels take float64 buffers only "
                             f"with float64 params); use float32 parameters or "
                             f"state_dtype=None")
-        if dt == _F16 and self.rounding == "stochastic":
-            raise TypeError(f"rounding='stochastic' rounds bfloat16 parameters; {label} "
-                            f"has dtype float16 (use rounding='kahan' or master_weights)")
 
     def state_dtype_of(self, p: np.ndarray) -> np.dtype[Any]:
         """The dtype of ``p``'s state arrays (uint8: the codes of an int8 state)."""

@@ -21,7 +21,7 @@ optimizer (errors name the option):
   bfloat16/float16 parameter made at its first step; the kernel updates it and
   writes the parameter from it (nearest).
 - ``rounding="kahan"``: ``state["compensation"]`` (the parameter's dtype,
-  zeros at the first step); ``"stochastic"`` (bfloat16 parameters): random
+  zeros at the first step); ``"stochastic"`` (bfloat16/float16 parameters): random
   bits from a per-parameter seed, ``mix(seed, index)`` over the parameter's
   index in ``param_groups`` (each parameter stepped in its own kernel call, so
   tensors are not correlated), and the step count (a ``rounding_step`` count
@@ -127,9 +127,9 @@ class Storage:
         if self.master_weights and dt not in LOW:
             raise ValueError(f"master_weights=True keeps a float32 copy of bfloat16 or "
                              f"float16 parameters; {where} has dtype {dt}")
-        if self.rounding == "stochastic" and dt is not torch.bfloat16:
-            raise TypeError(f"rounding='stochastic' rounds bfloat16 parameters; {where} "
-                            f"has dtype {dt}")
+        if self.rounding == "stochastic" and dt not in LOW:
+            raise TypeError(f"rounding='stochastic' rounds bfloat16 or float16 parameters; "
+                            f"{where} has dtype {dt}")
         if self.rounding == "kahan" and dt not in LOW:
             raise TypeError(f"rounding='kahan' rounds bfloat16 or float16 parameters; "
                             f"{where} has dtype {dt}")
