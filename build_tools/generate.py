@@ -371,11 +371,6 @@ def bound_store(kernel: Any) -> str:
                      if h.ctype != "step")
 
 
-def bound_bind_call(kernel: Any) -> str:
-    """bind_call with the gradient ABSENT (each call binds its own)."""
-    return bind_call(kernel, absent="grad")
-
-
 def input_arg(kernel: Any) -> int:
     return [b.name for b in kernel.buffers].index("grad")
 
@@ -405,7 +400,7 @@ NAMESPACE = dict(segment_call=segment_call, tiled_segment=tiled_segment, layout=
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
                  check_line=check_line, bind_call=bind_call, run_call=run_call,
                  bindable=bindable, bound_fields=bound_fields, bound_locals=bound_locals,
-                 bound_store=bound_store, bound_bind_call=bound_bind_call, input_arg=input_arg,
+                 bound_store=bound_store, input_arg=input_arg,
                  numba_args=numba_args, docstring=docstring, export_names=export_names, wrap_call=wrap_call,
                  RESULTS=RESULTS, EXTRA_CIMPORTS=EXTRA_CIMPORTS)
 

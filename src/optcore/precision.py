@@ -120,18 +120,16 @@ def f16_stochastic(x: NDArray[np.float32], random: NDArray[np.uint32]) -> NDArra
     bits (NaN: as ``f16_nearest``)."""
     x = x.reshape(-1)
     u = _bits(x).reshape(-1)
-    with np.errstate(over="ignore"):
-        normal = ((u + (random & _U32(0x1FFF))) & _U32(0xFFFFE000)).view(np.float32)
-        normal16 = normal.astype(np.float16)
-    y = np.abs(x) * np.float32(2.0**24)
+    a = np.abs(x)
+    normal = ((u + (random & _U32(0x1FFF))) & _U32(0xFFFFE000)).view(np.float32)
+    y = a * np.float32(2.0**24)
     m = np.trunc(np.where(y < 1024, y, 0)).astype(np.float32)
     up = (y - m) * np.float32(2.0**23) > (random & _U32(0x7FFFFF)).astype(np.float32)
     low = ((m + up.astype(np.float32)) * np.float32(2.0**-24)).view(_U32) | (u & _U32(0x80000000))
-    low16 = low.view(np.float32).astype(np.float16)
-    with np.errstate(over="ignore"):
-        nan = x.astype(np.float16)
-    out = np.where(np.isnan(x), nan, np.where(np.abs(x) >= np.float32(2.0**-14), normal16, low16))
-    return out.view(np.uint16)
+    nan = np.isnan(x)
+    rounded = np.where(nan, x, np.where(a >= np.float32(2.0**-14), normal, low.view(np.float32)))
+    with np.errstate(over="ignore"):       # beyond float16's range: inf
+        return f16_nearest(rounded)
 
 
 def f16_load(h: NDArray[Any]) -> NDArray[np.float32]:

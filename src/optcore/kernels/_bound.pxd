@@ -2,9 +2,9 @@
 # plan's group, bound and checked when the plan is built; each call binds only
 # its inputs (the gradients) and re-checks the written arrays cheaply.
 #
-# The kernel modules generate one subclass per Python wrapper (_<name>_api.pxi:
-# its options as C values, its launch) and a binder function for it
-# (_BINDERS[wrapper name]); optcore.kernels._plan.NumpyPlan calls them.
+# Each kernel module generates one subclass (_<name>_api.pxi: its options as
+# C values, its launch) and a binder per Python wrapper (_BINDERS[wrapper
+# name]); optcore.kernels._plan.bound_call finds and calls them.
 from libc.stdint cimport uintptr_t
 from optcore.kernels._buffers cimport BufferSet, Interval
 

@@ -12,8 +12,8 @@ users see.
 """
 
 cimport numpy as cnp
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free, qsort
 
