@@ -371,6 +371,20 @@ def bound_store(kernel: Any) -> str:
                      if h.ctype != "step")
 
 
+def bound_set_lr(kernel: Any, checks: dict[str, str]) -> str:
+    """The bound call's ``set_lr`` (a scheduler's new lr without binding the
+    buffers again), with the wrapper's check of ``lr``; empty without one."""
+    lr = next((h for h in kernel.hypers if h.name == "lr" and h.python), None)
+    if lr is None:
+        return ""
+    test = checks[lr.check].replace("x", "lr") if lr.check else "True"
+    return ("\n    cdef bint set_lr(self, double lr) except -1:\n"
+            f"        if not ({test}):\n"
+            "            return False\n"
+            "        self.c_lr = lr\n"
+            "        return True")
+
+
 def input_arg(kernel: Any) -> int:
     return [b.name for b in kernel.buffers].index("grad")
 
@@ -400,7 +414,7 @@ NAMESPACE = dict(segment_call=segment_call, tiled_segment=tiled_segment, layout=
                  need_text=need_text, wrappers=wrappers, python_params=python_params,
                  check_line=check_line, bind_call=bind_call, run_call=run_call,
                  bindable=bindable, bound_fields=bound_fields, bound_locals=bound_locals,
-                 bound_store=bound_store, input_arg=input_arg,
+                 bound_store=bound_store, bound_set_lr=bound_set_lr, input_arg=input_arg,
                  numba_args=numba_args, docstring=docstring, export_names=export_names, wrap_call=wrap_call,
                  RESULTS=RESULTS, EXTRA_CIMPORTS=EXTRA_CIMPORTS)
 

@@ -215,7 +215,7 @@ def test_bench_steps_section(torch, capsys):
                     ["steps"], progress=False)
     res = b.run()
     cases = res["steps"]["cases"]
-    assert set(cases) == {"seed MLP", "100x64"}
+    assert set(cases) == {"seed MLP", "seed MLP, new lr each step", "100x64"}
     for t in cases.values():
         assert set(t) == {"functional", "numpy", "optcore.torch", "torch-fused"}
         assert all(v > 0 for v in t.values())

@@ -206,24 +206,41 @@ def test_reductions_fall_back_too(_dynamic_threads_restored):
 
 
 def test_late_calls_are_repaid_before_the_fallback_shortens(_dynamic_threads_restored):
-    # A late call's lost time is a debt: prompt calls repay it with the time
-    # they save before the next fallback halves; late calls meanwhile double it.
+    # A late call falls back for 20 times its wait (at least 1 ms, four times
+    # the last fallback while calls stay late, at most 1 s). Its lost time is a
+    # debt: prompt calls repay it with what they saved against the calling
+    # thread doing the whole call at its own rate (or add what they lost)
+    # before the next fallback halves.
     from optcore.kernels import _runtime
     ms = 1_000_000
+    us = 1_000
     optcore.set_dynamic_threads(True)                       # no backoff, no debt
-    _runtime._note_call(0, ms // 10, 20 * ms)               # waited 19.9 ms: late
+    _runtime._note_call(0, 50 * us, 150 * us)               # worked 50 us, waited 100: late
     stats = _runtime._thread_stats()
-    assert stats["backoff_ns"] == ms and stats["debt_ns"] == 20 * ms - ms // 10
-    for _ in range(10):                                     # each saves 1 ms
-        _runtime._note_call(0, ms, ms + 1000)
+    assert stats["backoff_ns"] == 2 * ms and stats["debt_ns"] == 100 * us
+    _runtime._note_call(0, 50 * us, 150 * us)               # late again: four times longer
     stats = _runtime._thread_stats()
-    assert stats["backoff_ns"] == ms and stats["debt_ns"] == 10 * ms - ms // 10
-    _runtime._note_call(0, ms // 10, 20 * ms)               # late again: doubles
-    assert _runtime._thread_stats()["backoff_ns"] == 2 * ms
-    for _ in range(30):
-        _runtime._note_call(0, ms, ms + 1000)
+    assert stats["backoff_ns"] == 8 * ms and stats["debt_ns"] == 200 * us
+    _runtime._note_call(0, 100 * us, 20 * ms)               # waited 19.9 ms: 20 times that
     stats = _runtime._thread_stats()
-    assert stats["debt_ns"] == 0 and stats["backoff_ns"] < 2 * ms
+    assert stats["backoff_ns"] == 398 * ms and stats["debt_ns"] == 20 * ms + 100 * us
+    for _ in range(10):            # half the chunks in 1 ms, the call in 1 ms: saved 1 ms
+        _runtime._note_call(0, ms, ms, 1, 2)
+    stats = _runtime._thread_stats()
+    assert stats["backoff_ns"] == 398 * ms and stats["debt_ns"] == 10 * ms + 100 * us
+    # a prompt call that saved nothing (all 8 chunks, the team arrived 0.5 ms
+    # later) adds its loss
+    _runtime._note_call(0, ms, ms + ms // 2, 8, 8)
+    assert _runtime._thread_stats()["debt_ns"] == 10 * ms + 600 * us
+    for _ in range(10):
+        _runtime._note_call(0, ms, ms, 1, 2)
+    stats = _runtime._thread_stats()
+    assert stats["backoff_ns"] == 398 * ms and stats["debt_ns"] == 600 * us
+    _runtime._note_call(0, ms, ms, 1, 2)                    # repaid: the fallback halves
+    stats = _runtime._thread_stats()
+    assert stats["debt_ns"] == 0 and stats["backoff_ns"] == 199 * ms
     assert not stats["falling_back"]           # (the stamps lie in the past)
     _runtime._note_call(0, 100 * ms, 200 * ms)   # waited as long as it worked: prompt
     assert _runtime._thread_stats()["late_calls"] == stats["late_calls"]
+    _runtime._note_call(0, ms, 101 * ms)         # waited 100 ms: at most 1 s
+    assert _runtime._thread_stats()["backoff_ns"] == 1000 * ms

@@ -210,6 +210,57 @@ def test_bound_plans_match_the_general_path(cls, options, dtype):
     assert compiled[2:] == [cls not in (optcore.NAdam, optcore.ASGD)] * 3
 
 
+# A schedule of learning rates: new floats each step, the kernel's default
+# (left out of the cached keywords), a zero of each sign, refused values
+# (NaN, negative: both twins raise and change nothing), then recovery.
+LR_SCHEDULE = [0.01, 0.005, 0.001, 0.0025, 0.0, -0.0, 0.004, float("nan"), 0.003, -1.0,
+               0.002, 0.002, 1e-4]
+
+
+@pytest.mark.parametrize("cls, options", BOUND_CLASSES + [(optcore.SGD, dict(momentum=0.9))],
+                         ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(BOUND_CLASSES)]
+                         + ["SGD-momentum"])
+def test_numpy_plan_takes_a_new_lr_as_it_stands(cls, options):
+    # A scheduler sets a new float lr each step: the plan takes it without
+    # being rebuilt (its bound call's lr set and checked), bit for bit the
+    # general path's step, refusals included.
+    rng = np.random.default_rng(3)
+    shapes = [(3,), (16,), (33000,)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    options = {**options, "lr": 0.01}
+    planned, general = (cls([p.copy() for p in params], **options) for _ in range(2))
+    plans = []
+    for k, lr in enumerate(LR_SCHEDULE):
+        grads = [np.random.default_rng(60 + k).standard_normal(s).astype(np.float32)
+                 for s in shapes]
+        outcomes = []
+        for opt in (planned, general):
+            opt.param_groups[0]["lr"] = lr
+            if opt is general:
+                opt.__dict__.pop("_step_plan", None)
+            before = [p.copy() for p in opt.param_groups[0]["params"]]
+            outcome = _outcome(lambda: opt.step([g.copy() for g in grads]))
+            if outcome is not None:
+                for a, b in zip(before, opt.param_groups[0]["params"]):
+                    np.testing.assert_array_equal(a, b)
+            outcomes.append(outcome)
+        assert outcomes[0] == outcomes[1]
+        assert (outcomes[0] is None) == (lr == lr and lr >= 0)
+        plans.append(planned.__dict__.get("_step_plan"))
+        for pa, pb in zip(planned.param_groups[0]["params"], general.param_groups[0]["params"]):
+            np.testing.assert_array_equal(pa, pb)
+        assert repr(planned.state_dict()) == repr(general.state_dict())
+    # (NAdam's and ASGD's plans pass their scalar state to each call; Rprop's
+    # kernel takes no lr, only its first step's state does: their plans are
+    # built again after an lr change.)
+    if cls not in (optcore.NAdam, optcore.ASGD, optcore.Rprop):
+        # From the step after the plan took the group's lr explicitly (the
+        # default is left out of its keywords) until the first refusal, one
+        # plan: nothing was rebuilt.
+        assert plans[2] is not None and all(p is plans[2] for p in plans[2:7])
+        assert plans[2].compiled == (cls is not optcore.SGD)
+
+
 # ---- optcore.torch -----------------------------------------------------------
 
 def _torch_params(dtype=torch.float64):
@@ -375,6 +426,39 @@ def test_torch_plan_is_used_and_hooks_run():
     assert plan is not None
     assert plan.columns[2] is not None            # the kernel call bound once
     assert seen == ["pre", "post"] * 3
+
+
+@pytest.mark.parametrize("make", [lambda ps: ot.Adam(ps, lr=0.01),
+                                  lambda ps: ot.AdamW(ps, lr=0.01),
+                                  lambda ps: ot.SGD(ps, lr=0.01, momentum=0.9)],
+                         ids=["Adam", "AdamW", "SGD-momentum"])
+def test_torch_plan_takes_a_scheduler_lr_as_it_stands(make):
+    # A scheduler's new lr each step keeps the plan and its bound call, bit
+    # for bit the general path's steps.
+    twins = []
+    for _ in range(2):
+        params = _torch_params()
+        opt = make(params)
+        twins.append((params, opt, torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)))
+    cached = []
+    for k in range(8):
+        for i, (params, opt, sched) in enumerate(twins):
+            _set_grads(params, k)
+            if i == 1:
+                opt.__dict__.pop("_optcore_plan", None)
+            opt.step()
+            sched.step()
+        plan = twins[0][1].__dict__.get("_optcore_plan")
+        cached.append(None if plan is None else (plan, plan.columns[2] if plan.columns else None))
+        a, b = twins[0][1], twins[1][1]
+        assert a.param_groups[0]["lr"] == b.param_groups[0]["lr"]
+        for pa, pb in zip(a.param_groups[0]["params"], b.param_groups[0]["params"]):
+            torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+            for key in a.state[pa]:
+                torch.testing.assert_close(a.state[pa][key], b.state[pb][key], rtol=0, atol=0)
+    plan, bound = cached[2]
+    assert all(c[0] is plan and c[1] is bound for c in cached[2:])
+    assert (bound is not None) == (type(twins[0][1]) is not ot.SGD)
 
 
 def test_torch_step_recorded_only_under_profiler():

@@ -360,7 +360,15 @@ def main():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    # Every rank is done before the group is torn down; then leave without
+    # the interpreter's teardown, where gloo's threads may still be stopping
+    # (seen on a loaded machine: "terminate called without an active
+    # exception" after the report was written).
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,4 @@ cdef class BoundCall:
     cdef bint setup(self, BufferSet b, int input_arg, tuple objs) except -1
     cdef bint call(self, object inputs, long long step) except -1
     cdef int launch(self, long long step) except -1
+    cdef bint set_lr(self, double lr) except -1

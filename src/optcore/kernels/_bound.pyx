@@ -143,5 +143,15 @@ cdef class BoundCall:
         caller must take its general path (nothing was written)."""
         return self.call(inputs, step)
 
+    def retune_lr(self, double lr):
+        """``set_lr`` from Python."""
+        return self.set_lr(lr)
+
     cdef int launch(self, long long step) except -1:
         raise NotImplementedError("BoundCall.launch: the generated subclasses run the kernel")
+
+    cdef bint set_lr(self, double lr) except -1:
+        # A new learning rate for the next calls (a scheduler's), checked as
+        # the kernel's wrapper checks it: False when it is refused or the
+        # kernel has none (the caller then takes its general path).
+        return False

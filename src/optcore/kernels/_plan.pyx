@@ -11,7 +11,10 @@ the class takes its general path, which checks everything and raises the
 errors users see. A NumPy plan's kernel call is bound once when the kernel
 has a binder (``_bound.pxd``): each step binds only the gradients and re-checks
 the written arrays (data, dtype, size, flags); any other call still binds and
-checks every buffer (``_buffers.bind``) before it writes.
+checks every buffer (``_buffers.bind``) before it writes. A new learning
+rate (a scheduler's float, the only option that changed) is taken by the plan
+as it stands: the bound call's lr is set and checked (``set_lr``), nothing is
+bound again.
 """
 
 import sys
@@ -22,6 +25,7 @@ from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport Py_INCREF
+from libc.math cimport copysign
 from libc.stdint cimport uintptr_t
 
 from optcore.kernels._bound cimport BoundCall
@@ -66,6 +70,12 @@ cdef inline bint _same_values(dict group, tuple keys, tuple values) noexcept:
     return True
 
 
+def same_float(a, b):
+    """Whether ``a`` and ``b`` are floats of the same value and sign."""
+    return (type(a) is float and type(b) is float and <double>a == <double>b
+            and copysign(1.0, <double>a) == copysign(1.0, <double>b))
+
+
 cdef bint _immutable(object v):
     if v is None or type(v) in (float, int, bool, str):
         return True
@@ -82,6 +92,7 @@ cdef class _GroupPlan:
     cdef tuple param_items            # its items when the plan was built
     cdef tuple keys                   # option names
     cdef tuple values                 # their objects when the plan was built
+    cdef Py_ssize_t lr_slot           # the index of "lr" in keys, or -1
     cdef public object data           # the caller's cached call arguments
 
     cdef bint _init_group(self, object owner, dict group, tuple keys) except -1:
@@ -90,7 +101,40 @@ cdef class _GroupPlan:
         self.params = group["params"]
         self.param_items = tuple(self.params)
         self.keys = keys
+        self.lr_slot = keys.index("lr") if "lr" in keys else -1
         return self.set_options(group)
+
+    cdef object _changed_lr(self, dict group):
+        # The group's new lr when it is the only option whose object changed
+        # and both the recorded and the new value are floats, else None.
+        cdef Py_ssize_t i
+        cdef PyObject* v
+        if self.lr_slot < 0:
+            return None
+        for i in range(len(self.keys)):
+            v = PyDict_GetItem(group, <object>PyTuple_GET_ITEM(self.keys, i))
+            if v == NULL:
+                return None
+            if v != PyTuple_GET_ITEM(self.values, i) and i != self.lr_slot:
+                return None
+        lr = group["lr"]
+        old = <object>PyTuple_GET_ITEM(self.values, self.lr_slot)
+        if type(lr) is not float or type(old) is not float or lr is old:
+            return None
+        return lr
+
+    cdef _record_lr(self, lr):
+        cdef list values = list(self.values)
+        values[self.lr_slot] = lr
+        self.values = tuple(values)
+
+    def changed_lr(self, dict group):
+        """``(recorded lr, the group's lr)`` when the group's lr is the only
+        option that changed (both floats), else None."""
+        lr = self._changed_lr(group)
+        if lr is None:
+            return None
+        return <object>PyTuple_GET_ITEM(self.values, self.lr_slot), lr
 
     def set_options(self, dict group):
         """Record the group's option objects (after the caller checked them);
@@ -131,22 +175,34 @@ cdef class NumpyPlan(_GroupPlan):
     cdef long long max_step           # run's bound of the step count
     cdef tuple kwnames                # run's keywords of the kernel: data[2]'s, then step
     cdef list kwvalues                # data[2]'s values (None: run leaves it to the caller)
+    cdef Py_ssize_t lr_kw             # the index of "lr" in kwvalues when it is the group's, or -1
+    cdef bint lr_hyper                # data[0]'s "lr" is the group's (and data[2]'s, if any)
     cdef BoundCall bound              # the kernel call bound once, or None
 
     @staticmethod
     def build(owner, dict group, tuple keys, list entries, tuple kinds, list columns,
-              tuple scalar_names, data, kernel, long long max_step):
-        """A plan, or None when the group's options may change in place."""
+              tuple scalar_names, data, kernel, long long max_step, bint kernel_lr=False):
+        """A plan, or None when the group's options may change in place.
+        ``kernel_lr``: the kernel takes the group's lr and checks it (a new
+        float lr is then taken without building the plan again)."""
         cdef NumpyPlan plan = NumpyPlan.__new__(NumpyPlan)
         if not plan._init_group(owner, group, keys):
             return None
         plan.kernel = kernel
         plan.max_step = max_step
         plain = data[2]
+        plan.lr_kw = -1
         if plain is not None:
             plan.kwnames = tuple(plain) + ("step",)
             plan.kwvalues = list(plain.values())
             plan.bound = bound_call(kernel, group["params"], plain)
+            if plan.lr_slot >= 0 and same_float(plain.get("lr"), group["lr"]):
+                plan.lr_kw = list(plain).index("lr")
+        # The kernel's lr is the group's value, so a new float can replace it
+        # (not when the cached keywords leave it out, as the kernel's default).
+        plan.lr_hyper = (kernel_lr and plan.lr_slot >= 0
+                         and same_float(data[0].get("lr"), group["lr"])
+                         and (plain is None or plan.lr_kw >= 0))
         plan.entries = entries
         plan.kinds = kinds
         plan.columns = columns
@@ -221,8 +277,9 @@ cdef class NumpyPlan(_GroupPlan):
         cdef Py_ssize_t j, k, n = len(self.param_items)
         cdef PyObject* a
         cdef list column
-        if owner is not self.owner or not self._group_ok(group) or \
-                not _same_values(group, self.keys, self.values):
+        if owner is not self.owner or not self._group_ok(group):
+            return None
+        if not _same_values(group, self.keys, self.values) and not self._retune(group):
             return None
         if type(grads) is not list and type(grads) is not tuple:
             return None
@@ -258,6 +315,27 @@ cdef class NumpyPlan(_GroupPlan):
                 if a == NULL or (a != f and not (<object>a == <object>f)):
                     return None
         return tuple(first)
+
+    cdef bint _retune(self, dict group) except -1:
+        # A scheduler's new lr into the cached call (its keywords and the
+        # options of the caller's own call): the bound call checks it as the
+        # kernel does (without one, the kernel call checks it and refuses
+        # before it writes); False leaves the step to the general path.
+        if not self.lr_hyper:
+            return False
+        lr = self._changed_lr(group)
+        if lr is None or (self.bound is not None and not self.bound.set_lr(<double>lr)):
+            return False
+        self._record_lr(lr)
+        hyper, buffers, plain = self.data
+        hyper = dict(hyper)
+        hyper["lr"] = lr
+        if plain is not None:
+            self.kwvalues[self.lr_kw] = lr
+            plain = dict(plain)
+            plain["lr"] = lr
+        self.data = (hyper, buffers, plain)
+        return True
 
     def store(self, dict new):
         """The scalar state after the kernel ran, into every entry."""

@@ -58,19 +58,26 @@ cdef int _forked_after_parallel = 0
 # chunks a thread that waits for a core has not started. The call still ends
 # when every team thread has arrived: if the calling thread then waited longer
 # than it worked (a thread got no core in time), large calls run on the
-# calling thread alone for a while (1 ms, doubling on each late call up to
-# 256 ms) before trying again. The time late calls lost is a debt that prompt
-# parallel calls pay back with the time they save (about the calling
-# thread's share); the fallback time halves each time it is paid. A late call
+# calling thread alone for a while before trying again: 20 times what the
+# call waited, so that trying again costs at most about 5% of the time if it
+# is late again (under load, a late call waited up to tens of milliseconds
+# for a time slice); at least 1 ms, four times longer on each late call in a
+# row, at most 1 s. The time late calls lost is a debt;
+# each prompt parallel call pays it back with what it saved against the
+# calling thread doing all of it (its own rate over the whole call), or adds
+# to it what it lost (a team that shares a core with other work saves
+# nothing); the fallback time halves each time the debt is paid. A late call
 # under load costs a scheduler time slice (milliseconds), tens of prompt
 # calls' gain: halving on every prompt call would keep trying too often.
 # Results do not change: every element and block is computed the same way by
 # any thread.
 cdef enum:
     CHUNKS_PER_THREAD = 8
+    BACKOFF_GROWTH = 4
+    LOSS_FACTOR = 20
 cdef long long LATE_MIN_NS = 50000          # waits under 50 us are never late
 cdef long long BACKOFF_MIN_NS = 1000000
-cdef long long BACKOFF_MAX_NS = 256000000
+cdef long long BACKOFF_MAX_NS = 1000000000
 cdef long long _dynamic = 1
 cdef long long _backoff_ns = 0
 cdef long long _debt_ns = 0                 # what late calls lost, not yet repaid
@@ -247,9 +254,10 @@ def set_dynamic_threads(enabled):
     for it. With dynamic threads on (the default, or ``OPTCORE_DYNAMIC_THREADS=1``
     in the environment at import), a call whose calling thread waited longer
     for the team than it worked makes the following large calls run on the
-    calling thread alone for a while (1 ms, doubling while calls stay late, at
-    most 256 ms, halving once prompt parallel calls have saved the time late
-    ones lost). Like the thread count, this never changes a result.
+    calling thread alone for a while (20 times what the late call waited, at
+    least 1 ms, four times longer while calls stay late, at most 1 s; halving
+    once prompt parallel calls have saved the time late ones lost). Like the
+    thread count, this never changes a result.
 
     Parameters
     ----------
@@ -310,11 +318,12 @@ def _thread_stats():
             "backoff_ns": optcore_load(&_backoff_ns), "debt_ns": optcore_load(&_debt_ns)}
 
 
-def _note_call(long long start, long long done, long long end):
+def _note_call(long long start, long long done, long long end, Py_ssize_t own=1,
+               Py_ssize_t chunks=2):
     """Record a parallel call as the runtime does (tests): it started at
-    ``start`` ns, the calling thread finished its share at ``done`` and the
-    team at ``end``."""
-    _note_parallel_call(start, done, end)
+    ``start`` ns, the calling thread finished its share (``own`` of the
+    call's ``chunks``) at ``done`` and the team at ``end``."""
+    _note_parallel_call(start, done, end, own, chunks)
 
 
 def _force_fallback(double seconds):
@@ -353,26 +362,40 @@ cdef int threads_for(Py_ssize_t total, int requested) noexcept nogil:
     return n
 
 
-cdef void _note_parallel_call(long long start, long long done, long long end) noexcept nogil:
+cdef inline void _add_debt(long long lost) noexcept nogil:
+    cdef long long debt = optcore_load(&_debt_ns) + lost
+    optcore_store(&_debt_ns, debt if debt < BACKOFF_MAX_NS else BACKOFF_MAX_NS)
+
+
+cdef void _note_parallel_call(long long start, long long done, long long end,
+                              Py_ssize_t own, Py_ssize_t chunks) noexcept nogil:
     """Record how long the calling thread waited for the team after doing its
-    share (``done``) of a parallel call that ran from ``start`` to ``end``."""
-    cdef long long wait = end - done, backoff, debt
+    share (``own`` of the ``chunks``, by ``done``) of a parallel call that ran
+    from ``start`` to ``end``."""
+    cdef long long wait = end - done, backoff, debt, saved
     optcore_count(&_parallel_calls)
     if wait > LATE_MIN_NS and wait > done - start:
         optcore_count(&_late_calls)
-        backoff = 2 * optcore_load(&_backoff_ns)
+        backoff = BACKOFF_GROWTH * optcore_load(&_backoff_ns)
+        if backoff < LOSS_FACTOR * wait:
+            backoff = LOSS_FACTOR * wait
         if backoff < BACKOFF_MIN_NS:
             backoff = BACKOFF_MIN_NS
         if backoff > BACKOFF_MAX_NS:
             backoff = BACKOFF_MAX_NS
         optcore_store(&_backoff_ns, backoff)
         optcore_store(&_serial_until_ns, end + backoff)
-        debt = optcore_load(&_debt_ns) + wait
-        optcore_store(&_debt_ns, debt if debt < BACKOFF_MAX_NS else BACKOFF_MAX_NS)
-    elif optcore_load(&_backoff_ns):
-        # a prompt call repays what it saved; once the debt is repaid, the
-        # next late call falls back for half as long
-        debt = optcore_load(&_debt_ns) - (done - start)
+        _add_debt(wait)
+    elif optcore_load(&_backoff_ns) and own > 0:
+        # What the call saved: the calling thread's time for all chunks at
+        # its own rate, less the call's. A gain repays the debt (once it is
+        # repaid, the next late call falls back for half as long); a loss
+        # adds to it.
+        saved = <long long>(<double>(done - start) * chunks / own) - (end - start)
+        if saved <= 0:
+            _add_debt(-saved)
+            return
+        debt = optcore_load(&_debt_ns) - saved
         if debt > 0:
             optcore_store(&_debt_ns, debt)
             return
@@ -414,8 +437,9 @@ cdef void run_segments_aligned(segment_fn fn, const void* ctx, const Py_ssize_t*
                                Py_ssize_t align) noexcept nogil:
     """run_segments with chunk boundaries at multiples of ``align`` elements
     of the concatenation (a multiple of PARTITION_ALIGN)."""
-    cdef Py_ssize_t total = 0, t, chunk, nchunks, lo, part, next_chunk = 0
+    cdef Py_ssize_t total = 0, t, chunk, nchunks, lo, part, mine, next_chunk = 0
     cdef long long stamps[2]
+    cdef Py_ssize_t own[1]            # the chunks the calling thread ran
     cdef int nt
     for t in range(ntensors):
         total += sizes[t]
@@ -433,15 +457,19 @@ cdef void run_segments_aligned(segment_fn fn, const void* ctx, const Py_ssize_t*
     chunk = (chunk + align - 1) // align * align
     nchunks = (total + chunk - 1) // chunk
     stamps[0] = optcore_now_ns()
+    own[0] = 0
     with parallel(num_threads=nt):
+        mine = 0
         part = optcore_claim(&next_chunk)
         while part < nchunks:
             lo = part * chunk
             _run_range(fn, ctx, sizes, ntensors, lo, _clipped_end(lo, chunk, total))
+            mine = mine + 1
             part = optcore_claim(&next_chunk)
         if omp_get_thread_num() == 0:
             stamps[1] = optcore_now_ns()
-    _note_parallel_call(stamps[0], stamps[1], optcore_now_ns())
+            own[0] = mine
+    _note_parallel_call(stamps[0], stamps[1], optcore_now_ns(), own[0], nchunks)
 
 
 cdef inline Py_ssize_t _blocks_of(Py_ssize_t n) noexcept nogil:
@@ -472,9 +500,10 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
                         int num_threads) noexcept nogil:
     """Run ``fn`` on every block of the call and ``fold`` the block results in
     call order. ``width`` <= REDUCE_MAX_WIDTH doubles per block."""
-    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, nchunks, lo, hi, part
+    cdef Py_ssize_t total = 0, nblocks = 0, t, b, j, chunk, nchunks, lo, hi, part, mine
     cdef Py_ssize_t next_chunk = 0
     cdef long long stamps[2]
+    cdef Py_ssize_t own[1]            # the chunks the calling thread ran
     cdef double one[REDUCE_MAX_WIDTH]
     cdef double* partials = NULL
     cdef int nt
@@ -503,16 +532,20 @@ cdef void reduce_blocks(block_fn fn, const void* ctx, fold_fn fold, void* acc,
     chunk = (nblocks + nt * CHUNKS_PER_THREAD - 1) // (nt * CHUNKS_PER_THREAD)
     nchunks = (nblocks + chunk - 1) // chunk
     stamps[0] = optcore_now_ns()
+    own[0] = 0
     with parallel(num_threads=nt):
+        mine = 0
         part = optcore_claim(&next_chunk)
         while part < nchunks:
             lo = part * chunk
             hi = _clipped_end(lo, chunk, nblocks)
             _run_blocks(fn, ctx, sizes, ntensors, lo, hi, partials + lo * width, width)
+            mine = mine + 1
             part = optcore_claim(&next_chunk)
         if omp_get_thread_num() == 0:
             stamps[1] = optcore_now_ns()
-    _note_parallel_call(stamps[0], stamps[1], optcore_now_ns())
+            own[0] = mine
+    _note_parallel_call(stamps[0], stamps[1], optcore_now_ns(), own[0], nchunks)
     b = 0
     for t in range(ntensors):
         for j in range(_blocks_of(sizes[t])):

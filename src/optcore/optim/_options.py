@@ -100,6 +100,9 @@ class Rules:
         # The kernel's double arguments: a plan passes them as floats (the
         # wrappers' fast path; the same C value).
         self.double_args = frozenset(h.name for h in kspec.hypers if h.ctype == "double")
+        # The kernel takes the group's lr and checks it (ASGD's and Rprop's do
+        # not): a step plan may then pass it a scheduler's new lr as it is.
+        self.kernel_lr = "lr" in self.double_args and "lr" not in self.scalar_only
         hypers = {h.name: h for h in kspec.hypers}
         hypers.update({h.name: h for h in spec.extra})
         # Options only a state buffer's initial value reads (torch's Adagrad:

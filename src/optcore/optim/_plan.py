@@ -76,6 +76,17 @@ def _is_default(value: Any, default: Any) -> bool:
     return bool(value == default)
 
 
+def _same_options(a: Any, b: Any) -> bool:
+    """Option values equal as the kernels see them: a float also in the sign
+    of its zero (an lr of -0.0 after 0.0 is a change), tuples item by item."""
+    if type(a) is tuple and type(b) is tuple:
+        return len(a) == len(b) and all(map(_same_options, a, b))
+    if type(a) is float or type(b) is float:
+        return (type(a) is type(b) and a == b
+                and math.copysign(1.0, a) == math.copysign(1.0, b))
+    return a is b or bool(a == b)
+
+
 def without_defaults(kwargs: dict[str, Any], kernel: Any) -> dict[str, Any]:
     """``kwargs`` of ``kernel`` without those equal to its defaults: each
     keyword the kernel parses costs a small model's step more than its
@@ -130,7 +141,8 @@ class PlanMixin:
             values = None
         cached = self._hyper_cache[g]
         try:
-            unchanged = values is not None and cached is not None and cached[0] == values
+            unchanged = (values is not None and cached is not None
+                         and _same_options(cached[0], values))
         except (TypeError, ValueError):      # e.g. an array put in the group
             unchanged = False
         if unchanged:
@@ -394,7 +406,7 @@ class PlanMixin:
                 self._calls[g], self.param_groups[g], tuple(self.defaults), entries,
                 call[0], [column for _, column in self._calls[g][4]], names,
                 (hyper, buffers, self._plain_kwargs(names, hyper, buffers)),
-                self._rules.kernel, _MAX_STEP)
+                self._rules.kernel, _MAX_STEP, self._rules.kernel_lr)
         return _Call(g, range(start, start + len(entries)), self.param_groups[g]["params"],
                      grads, entries, kinds, buffers, dict(zip(names, scalars)), False, hyper)
 

@@ -19,7 +19,7 @@ from torch.autograd.graph import increment_version
 from torch.optim import optimizer as _torch_optimizer
 
 from optcore.kernels._buffers import check_calls
-from optcore.kernels._plan import TorchPlan, bound_call
+from optcore.kernels._plan import TorchPlan, bound_call, same_float
 from optcore.optim._checks import _MAX_STEP
 from optcore.optim._plan import as_floats, without_defaults
 from optcore.optim._storage import check_call_dtypes
@@ -91,6 +91,28 @@ def without_grad(func: _F) -> _F:
     return step  # type: ignore[return-value]
 
 
+def _retuned(plan: TorchPlan, group: dict[str, Any]) -> bool:
+    """A scheduler's new lr (a float, the only option that changed) taken
+    into the plan's cached call as it stands: the bound call checks it as
+    the kernel does (without one, the kernel call checks it and refuses before
+    it writes). False leaves it to the checks of the caller."""
+    change = plan.changed_lr(group)
+    cached = plan.columns
+    if change is None or cached is None:
+        return False
+    old, lr = change
+    slots, needed, options, key, tensors = plan.data
+    views, kwargs, bound = cached
+    if not (same_float(kwargs.get("lr"), old) and same_float(options.get("lr"), old)):
+        return False
+    if bound is not None and not bound.retune_lr(lr):
+        return False
+    plan.set_options(group)
+    plan.data = (slots, needed, {**options, "lr": lr}, key, tensors)
+    plan.columns = (views, {**kwargs, "lr": lr}, bound)
+    return True
+
+
 class PlannedStepMixin:
     """The step plan and the step's call checks of ``KernelOptimizer``."""
 
@@ -150,15 +172,16 @@ class PlannedStepMixin:
             return False
         group = self.param_groups[0]
         slots, needed, options, _, tensors = plan.data
-        if not plan.same_options(group):
-            # (a scheduler's new lr: checked, and kept while the buffers
-            # the options need stay the same)
+        if not plan.same_options(group) and not _retuned(plan, group):
+            # (other options: checked, and kept while the buffers the
+            # options need stay the same)
             options, now_needed = self._group_options(group)
             if now_needed != needed or not plan.set_options(group):
                 self.__dict__.pop("_optcore_plan", None)
                 return False
             plan.data = (slots, needed, options, None, tensors)
             plan.columns = None
+        slots, needed, options, _, tensors = plan.data
         found = plan.check(self, group, self.state)
         if found is None:
             return False

@@ -1,8 +1,9 @@
 """The small-model section: one Adam step over few, small tensors, where the
 step is bookkeeping more than arithmetic.
 
-Two cases: the seed's MLP (10 -> ReLU(10) -> 1: 4 tensors, 121 elements) and
-100 tensors of 64 elements. Rows: the functional ``optcore.adam_step`` over the
+Three cases: the seed's MLP (10 -> ReLU(10) -> 1: 4 tensors, 121 elements),
+the same with a new learning rate before every step (as a scheduler sets it),
+and 100 tensors of 64 elements. Rows: the functional ``optcore.adam_step`` over the
 arrays (the floor), the NumPy class ``optcore.Adam.step``, and, with torch,
 ``optcore.torch.Adam.step`` and ``torch.optim.Adam(fused=True).step``. One
 thread; medians over batches of steps taken in turns, so that a change of the
@@ -28,36 +29,54 @@ if TYPE_CHECKING:
 
     from optcore._typing import JSONDict
 
-CASES: dict[str, list[tuple[int, ...]]] = {"seed MLP": [(10, 10), (10,), (1, 10), (1,)], "100x64": [(64,)] * 100}
+SEED_MLP = [(10, 10), (10,), (1, 10), (1,)]
+CASES: dict[str, list[tuple[int, ...]]] = {
+    "seed MLP": SEED_MLP, "seed MLP, new lr each step": SEED_MLP, "100x64": [(64,)] * 100}
+#: the cases whose learning rate changes before every step
+SCHEDULED = frozenset({"seed MLP, new lr each step"})
 ROWS = ("functional", "numpy", "optcore.torch", "torch-fused")
 
 
-def _steps(shapes: list[tuple[int, ...]],
-           torch: ModuleType | None) -> dict[str, Callable[[], object]]:
+def _steps(shapes: list[tuple[int, ...]], torch: ModuleType | None,
+           scheduled: bool = False) -> dict[str, Callable[[], object]]:
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [rng.standard_normal(a.shape).astype(np.float32) * 1e-2 for a in arrays]
     params = [a.copy() for a in arrays]
     m, v = [np.zeros_like(a) for a in arrays], [np.zeros_like(a) for a in arrays]
     count = [0]
+    # a decaying schedule's values, one per step (new float objects each time)
+    rates = [2e-3 * 0.999 ** k for k in range(1000)] if scheduled else [1e-3]
 
     def functional() -> None:
         count[0] += 1
-        optcore.adam_step(params, grads, m, v, step=count[0], lr=1e-3)
+        optcore.adam_step(params, grads, m, v, step=count[0],
+                          lr=rates[count[0] % len(rates)])
 
-    numpy_opt = optcore.Adam([a.copy() for a in arrays], lr=1e-3)
+    def stepping(opt: Any, *args: Any) -> Callable[[], object]:
+        group, turn = opt.param_groups[0], [0]
+        if not scheduled:
+            return lambda: opt.step(*args)
+
+        def step() -> None:
+            turn[0] += 1
+            group["lr"] = rates[turn[0] % len(rates)]
+            opt.step(*args)
+        return step
+
+    numpy_opt = optcore.Adam([a.copy() for a in arrays], lr=rates[0])
     out: dict[str, Callable[[], object]] = {
-        "functional": functional, "numpy": lambda: numpy_opt.step(grads)}
+        "functional": functional, "numpy": stepping(numpy_opt, grads)}
     if torch is not None:
         import optcore.torch as ot
         makers: dict[str, Callable[[list[Any]], Any]] = {
-            "optcore.torch": lambda ps: ot.Adam(ps, lr=1e-3),
-            "torch-fused": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True)}
+            "optcore.torch": lambda ps: ot.Adam(ps, lr=rates[0]),
+            "torch-fused": lambda ps: torch.optim.Adam(ps, lr=rates[0], fused=True)}
         for label, make in makers.items():
             ps = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in arrays]
             for p, g in zip(ps, grads):
                 p.grad = torch.from_numpy(g.copy())
-            out[label] = make(ps).step
+            out[label] = stepping(make(ps))
     return out
 
 
@@ -70,7 +89,7 @@ def measure_steps(torch: ModuleType | None, repeat: int) -> JSONDict:
     out: JSONDict = {"repeat": repeat, "cases": {}}
     try:
         for case, shapes in CASES.items():
-            steps = _steps(shapes, torch)
+            steps = _steps(shapes, torch, case in SCHEDULED)
             for fn in steps.values():          # warm-up (and the first step's state)
                 for _ in range(50):
                     fn()
@@ -99,4 +118,4 @@ def print_steps(section: JSONDict, out: SupportsWrite[str]) -> None:
            "torch Adam fused"], rows, out)
 
 
-__all__ = ["CASES", "measure_steps", "print_steps"]
+__all__ = ["CASES", "SCHEDULED", "measure_steps", "print_steps"]
