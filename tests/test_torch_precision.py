@@ -223,11 +223,8 @@ def test_kahan_and_stochastic():
 
 
 @pytest.mark.parametrize("kwargs, dtype, error, word", [
-    (dict(master_weights=True), torch.float32, ValueError, "master_weights"),
     (dict(state_dtype="int8"), torch.float64, TypeError, "state_dtype"),
     (dict(state_dtype="bfloat16"), torch.float64, TypeError, "state_dtype"),
-    (dict(rounding="stochastic"), torch.float32, TypeError, "stochastic"),
-    (dict(rounding="kahan"), torch.float32, TypeError, "kahan"),
     (dict(rounding="stochastic", master_weights=True), torch.bfloat16, ValueError,
      "master_weights"),
     (dict(state_dtype="float16"), torch.bfloat16, ValueError, "state_dtype"),
@@ -241,12 +238,45 @@ def test_invalid_options_raise_at_construction(kwargs, dtype, error, word):
         ot.Adam([p], **kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [dict(master_weights=True), dict(rounding="stochastic"),
+                                    dict(rounding="kahan")])
+@pytest.mark.parametrize("full", [torch.float32, torch.float64])
+def test_master_weights_and_roundings_leave_full_precision_parameters_alone(kwargs, full):
+    # A model with bfloat16 weights and norms kept in float32 (or float64):
+    # the option applies to the bfloat16 parameter; the other one steps, and
+    # keeps state, exactly as without it (as the NumPy classes do).
+    gen = torch.Generator().manual_seed(4)
+    w0 = torch.randn(BIG, generator=gen).to(torch.bfloat16)
+    n0 = torch.randn(7, generator=gen, dtype=full)
+    runs = []
+    for options in (kwargs, {}):
+        w, n = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(n0.clone())
+        opt = ot.AdamW([w, n], lr=1e-2, **options)
+        for k in range(3):
+            g = torch.Generator().manual_seed(40 + k)
+            w.grad = torch.randn(BIG, generator=g).to(torch.bfloat16)
+            n.grad = torch.randn(7, generator=g, dtype=full)
+            opt.step()
+        runs.append((w.detach().clone(), n.detach().clone(), opt.state[w], opt.state[n]))
+    (w_opt, n_opt, sw, sn), (w_plain, n_plain, _, sn_plain) = runs
+    torch.testing.assert_close(n_opt, n_plain, rtol=0, atol=0)
+    assert sorted(sn) == sorted(sn_plain)
+    for key in sn:
+        torch.testing.assert_close(sn[key], sn_plain[key], rtol=0, atol=0)
+    extra = {"master_weights": "master_param", "kahan": "compensation"}.get(
+        "master_weights" if "master_weights" in kwargs else kwargs["rounding"])
+    if extra is not None:
+        assert extra in sw and extra not in sn
+    # the bfloat16 parameter did take the option
+    assert not torch.equal(w_opt, w_plain)
+
+
 @pytest.mark.parametrize("kwargs", [{}, dict(state_dtype="bfloat16"),
                                     dict(master_weights=True)])
 @pytest.mark.parametrize("bad_dtype", [torch.float64, torch.int32])
 def test_bad_grad_dtype_in_a_later_group_changes_nothing(kwargs, bad_dtype):
-    # a float32 group (bfloat16 with master weights, which float32 params
-    # refuse), then a bfloat16 one whose grad has a dtype no kernel takes:
+    # a float32 group (bfloat16 with master weights), then a bfloat16 one
+    # whose grad has a dtype no kernel takes:
     # refused before the first group's call runs
     first = torch.bfloat16 if kwargs.get("master_weights") else torch.float32
     a = torch.nn.Parameter(torch.linspace(-1, 1, 10).to(first))

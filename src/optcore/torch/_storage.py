@@ -26,6 +26,9 @@ optimizer (errors name the option):
   index in ``param_groups`` (each parameter stepped in its own kernel call, so
   tensors are not correlated), and the step count (a ``rounding_step`` count
   where the optimizer keeps none, SGD).
+- ``master_weights`` and ``rounding`` apply to bfloat16/float16 parameters:
+  float32/float64 ones (e.g. a model's norms kept in float32) are stepped as
+  without them, as in the NumPy classes.
 """
 
 from __future__ import annotations
@@ -124,22 +127,16 @@ class Storage:
         """The Layout of parameter p (its memory: a DTensor's local tensor);
         TypeError/ValueError naming the option p cannot take."""
         dt, sd = p.dtype, self.state_dtype
-        if self.master_weights and dt not in LOW:
-            raise ValueError(f"master_weights=True keeps a float32 copy of bfloat16 or "
-                             f"float16 parameters; {where} has dtype {dt}")
-        if self.rounding == "stochastic" and dt not in LOW:
-            raise TypeError(f"rounding='stochastic' rounds bfloat16 or float16 parameters; "
-                            f"{where} has dtype {dt}")
-        if self.rounding == "kahan" and dt not in LOW:
-            raise TypeError(f"rounding='kahan' rounds bfloat16 or float16 parameters; "
-                            f"{where} has dtype {dt}")
+        # master weights and roundings are for bfloat16/float16 parameters: a
+        # float32/float64 one (a model's norms kept in float32) steps without
+        master = self.master_weights and dt in LOW
+        rounding = self.rounding if dt in LOW else "nearest"
         if sd is not None and dt not in (torch.float32, *LOW):
             raise TypeError(f"state_dtype={sd!r} needs float32, bfloat16 or float16 "
                             f"parameters; {where} has dtype {dt} (its states keep it)")
         from optcore.torch._dtensor import is_dtensor
 
-        if is_dtensor(p) and (sd == "int8" or self.master_weights
-                              or self.rounding != "nearest"):
+        if is_dtensor(p) and (sd == "int8" or master or rounding != "nearest"):
             raise TypeError(f"{where} is a DTensor; state_dtype='int8', master_weights "
                             f"and rounding other than 'nearest' take plain tensors")
         if sd == "int8":
@@ -150,9 +147,8 @@ class Storage:
             state = torch.float32 if dt is torch.float16 else None
         if state is dt:
             state = None
-        seed = mix_seed(self.seed, index) if self.rounding == "stochastic" else None
-        rounding = self.rounding if dt in LOW else "nearest"
-        return Layout(state, self.master_weights and dt in LOW, rounding, seed)
+        seed = mix_seed(self.seed, index) if rounding == "stochastic" else None
+        return Layout(state, master, rounding, seed)
 
 
 DEFAULT = Storage()
