@@ -210,6 +210,57 @@ def test_bound_plans_match_the_general_path(cls, options, dtype):
     assert compiled[2:] == [cls not in (optcore.NAdam, optcore.ASGD)] * 3
 
 
+def _np_load_sgd_state_dict(opt, params, grads):
+    other = optcore.SGD([p.copy() for p in params], lr=0.02, momentum=0.8)
+    other.step(_numpy_grads(params, 99))
+    opt.load_state_dict(other.state_dict())
+
+
+SGD_OPTIONS = [dict(lr=0.01), dict(lr=0.01, momentum=0.9),
+               dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.1),
+               dict(lr=0.01, momentum=0.5, dampening=0.3, maximize=True)]
+SGD_CHANGES = [_np_replace_param, _np_grad_none, _np_grad_dtype, _np_grad_shape,
+               _np_grad_strided, _np_lr, _np_bad_lr, _np_add_group, _np_load_sgd_state_dict,
+               _np_state_zeroed, _np_grad_fortran, _np_grad_views_param, _np_param_read_only]
+
+
+@pytest.mark.parametrize("options", SGD_OPTIONS, ids=range(len(SGD_OPTIONS)))
+@pytest.mark.parametrize("change", SGD_CHANGES, ids=lambda f: f.__name__[4:])
+def test_numpy_sgd_plan_matches_general_path(change, options):
+    # SGD keeps no step count (and without momentum no state at all): its
+    # plan calls the kernel as the general path does, bit for bit, and gives
+    # way to it on every change.
+    twins = []
+    for planned in (True, False):
+        params = _numpy_params()
+        twins.append((planned, params, optcore.SGD(params, **options)))
+    used = False
+    for k in range(STEPS):
+        results = []
+        for planned, params, opt in twins:
+            grads = _numpy_grads(params, k)
+            if planned and k == CHANGE_AT:
+                # an extra step, through the plan itself (and the twin's general path)
+                plan = opt.__dict__.get("_step_plan")
+                used = plan is not None and plan.run(opt, _numpy_grads(params, 50)) is True
+                if not used:
+                    opt.step(_numpy_grads(params, 50))
+                twins[1][2].__dict__.pop("_step_plan", None)
+                twins[1][2].step(_numpy_grads(twins[1][1], 50))
+            if k == CHANGE_AT:
+                change(opt, params, grads)
+            if not planned:
+                opt.__dict__.pop("_step_plan", None)
+            results.append(_outcome(lambda: opt.step(grads)))
+        assert results[0] == results[1]
+        a, b = twins[0][2], twins[1][2]
+        for pa, pb in zip([p for g in a.param_groups for p in g["params"]],
+                          [p for g in b.param_groups for p in g["params"]]):
+            np.testing.assert_array_equal(pa, pb)
+        assert repr(a.state_dict()) == repr(b.state_dict())
+    assert used
+
+
 # A schedule of learning rates: new floats each step, the kernel's default
 # (left out of the cached keywords), a zero of each sign, refused values
 # (NaN, negative: both twins raise and change nothing), then recovery.
@@ -355,6 +406,11 @@ def _t_step_diverged(opt, params, sched):
     opt.state[params[1]]["step"].fill_(1.0)
 
 
+def _t_state_entry_added(opt, params, sched):
+    # (SGD without momentum keeps no state: an entry that appears is a change)
+    opt.state[params[0]]["extra"] = torch.zeros(1)
+
+
 def _t_grad_is_param(opt, params, sched):
     params[0].grad = params[0].detach()           # the gradient overlaps the parameter
 
@@ -365,16 +421,17 @@ def _t_grad_is_state(opt, params, sched):
 
 TORCH_CHANGES = [_t_replace_param, _t_grad_none, _t_grad_dtype, _t_grad_shape,
                  _t_grad_strided, _t_lr, _t_scheduler, _t_tensor_lr, _t_add_group,
-                 _t_load_state_dict, _t_param_storage, _t_param_view, _t_state_storage,
-                 _t_state_replaced, _t_state_cleared, _t_state_entry_dropped,
-                 _t_state_zeroed_in_place, _t_step_diverged, _t_grad_is_param,
-                 _t_grad_is_state]
+                 _t_load_state_dict, _t_state_entry_added, _t_param_storage,
+                 _t_param_view, _t_state_storage, _t_state_replaced, _t_state_cleared,
+                 _t_state_entry_dropped, _t_state_zeroed_in_place, _t_step_diverged,
+                 _t_grad_is_param, _t_grad_is_state]
 
 
 @pytest.mark.parametrize("make", [lambda ps: ot.Adam(ps, lr=0.01),
                                   lambda ps: ot.NAdam(ps, lr=0.01),
-                                  lambda ps: ot.SGD(ps, lr=0.01, momentum=0.9)],
-                         ids=["Adam", "NAdam", "SGD-momentum"])
+                                  lambda ps: ot.SGD(ps, lr=0.01, momentum=0.9),
+                                  lambda ps: ot.SGD(ps, lr=0.01, weight_decay=0.1)],
+                         ids=["Adam", "NAdam", "SGD-momentum", "SGD"])
 @pytest.mark.parametrize("change", TORCH_CHANGES, ids=lambda f: f.__name__[3:])
 def test_torch_plan_matches_general_path(change, make):
     twins = []

@@ -23,7 +23,7 @@ cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.ref cimport Py_INCREF
 from libc.math cimport copysign
 from libc.stdint cimport uintptr_t
@@ -219,13 +219,13 @@ cdef class NumpyPlan(_GroupPlan):
 
     def run(self, opt, grads):
         """Take optimizer ``opt``'s step when the plan holds and its only
-        scalar state is a step count below the plan's ``max_step``: the
-        kernel with the keywords cached as ``data[2]`` and ``step=count + 1``,
-        then the new count into every entry. True when it stepped; False when
-        the general path must take the step (nothing was written: the kernel
-        refuses before it writes); None when the plan holds but the caller's
-        own call must run it (other scalar state)."""
-        cdef Py_ssize_t j
+        scalar state is a step count below the plan's ``max_step`` (or it has
+        none): the kernel with the keywords cached as ``data[2]`` and
+        ``step=count + 1`` (2 without a count), then the new count into every
+        entry. True when it stepped; False when the general path must take the
+        step (nothing was written: the kernel refuses before it writes); None
+        when the plan holds but the caller's own call must run it (other
+        scalar state)."""
         groups = opt.param_groups
         if type(groups) is not list or PyList_GET_SIZE(groups) != 1:
             return False
@@ -235,17 +235,28 @@ cdef class NumpyPlan(_GroupPlan):
         first = self._check(opt._calls[0], <dict>group, grads)
         if first is None:
             return False
-        if self.kwnames is None or len(<tuple>first) != 1:
+        if self.kwnames is None or PyList_GET_SIZE(self.kwvalues) + 3 > _MAX_CALL_ARGS:
+            return None
+        if PyTuple_GET_SIZE(self.scalar_names) == 0:
+            # No scalar state (SGD): step 2, as for every step whose buffers
+            # exist (the kernel fills new ones from the gradient at step 1).
+            return self._call_kernel(grads, 2)
+        if len(<tuple>first) != 1:
             return None
         count = (<tuple>first)[0]
         if type(count) is not int or not 0 <= count < self.max_step:
             return None
-        cdef Py_ssize_t nkw = PyList_GET_SIZE(self.kwvalues)
-        if nkw + 3 > _MAX_CALL_ARGS:
-            return None
         step = count + 1
+        if not self._call_kernel(grads, step):
+            return False
+        self._store_step(step)
+        return True
+
+    cdef bint _call_kernel(self, grads, step) except -1:
+        # The cached call with ``step``; False when the kernel refused its
+        # buffers (it wrote nothing).
+        cdef Py_ssize_t j, nkw = PyList_GET_SIZE(self.kwvalues)
         if self.bound is not None and self.bound.call(grads, <long long>step):
-            self._store_step(step)
             return True
         # A vectorcall with the keyword names built once: packing a keyword
         # dict anew each step costs a small model's step a tenth.
@@ -259,7 +270,6 @@ cdef class NumpyPlan(_GroupPlan):
             PyObject_Vectorcall(self.kernel, args, 2, self.kwnames)
         except (TypeError, ValueError):
             return False
-        self._store_step(step)
         return True
 
     @property
@@ -365,7 +375,7 @@ cdef class TorchPlan(_GroupPlan):
     """The plan of one group of an ``optcore.torch`` optimizer: its parameters'
     memory, their state entries and tensors (with their memory)."""
     cdef object state                 # the optimizer's state mapping
-    cdef list entries                 # per parameter: its state dict
+    cdef list entries                 # per parameter: its state dict (None: it has none)
     cdef list entry_items             # per parameter: its (key, tensor) pairs
     cdef list ptrs                    # per parameter: data_ptr, numel
     cdef object dtype                 # the group's parameters' dtype
@@ -413,9 +423,9 @@ cdef class TorchPlan(_GroupPlan):
         dtype = self.dtype
         for j in range(n):
             p = <object>PyTuple_GET_ITEM(self.param_items, j)
-            entry = <dict>PyList_GET_ITEM(self.entries, j)
+            entry = <object>PyList_GET_ITEM(self.entries, j)
             found = PyDict_GetItem(state, p)
-            if found == NULL or found != <PyObject*>entry:
+            if found != <PyObject*>entry and not (found == NULL and entry is None):
                 return None
             pptr, numel = <tuple>PyList_GET_ITEM(self.ptrs, j)
             if (p.dtype is not dtype or p.data_ptr() != pptr or p.numel() != numel
@@ -424,7 +434,7 @@ cdef class TorchPlan(_GroupPlan):
             items = <tuple>PyList_GET_ITEM(self.tensors, j)
             for i in range(len(items)):
                 item = <tuple>PyTuple_GET_ITEM(items, i)
-                found = PyDict_GetItem(entry, <object>PyTuple_GET_ITEM(item, 0))
+                found = PyDict_GetItem(<dict>entry, <object>PyTuple_GET_ITEM(item, 0))
                 if found == NULL or found != PyTuple_GET_ITEM(item, 1):
                     return None
                 if (<object>found).data_ptr() != <object>PyTuple_GET_ITEM(item, 2):

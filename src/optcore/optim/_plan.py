@@ -249,7 +249,8 @@ class PlanMixin:
         step count alone, kept as is (``_call`` without its per-step work);
         else None."""
         from optcore.optim.base import Optimizer
-        if names != ("step",) or getattr(type(self), "_scalar_args") is not Optimizer._scalar_args:
+        if names not in ((), ("step",)) or \
+                getattr(type(self), "_scalar_args") is not Optimizer._scalar_args:
             return None
         only = self._rules.scalar_only
         return without_defaults(
@@ -310,6 +311,12 @@ class PlanMixin:
         start = self._starts[g]
         if not kinds and not self._scalar_names:            # stateless (SGD without momentum)
             if complete and single_dtype:
+                if g == 0 and len(self.param_groups) == 1 and storage.default:
+                    # the next steps of this one-group optimizer: re-validated in C
+                    self.__dict__["_step_plan"] = NumpyPlan.build(
+                        None, group, tuple(self.defaults), [{} for _ in params], (), [], (),
+                        (hyper, {}, self._plain_kwargs((), hyper, {})), self._rules.kernel,
+                        _MAX_STEP, self._rules.kernel_lr)
                 return [_Call(g, range(start, start + len(params)), params, grads, None,
                               (), {}, {}, False, hyper)]
             new = None

@@ -144,7 +144,7 @@ class PlannedStepMixin:
         gi, slots, grads, buckets, needed, options = plans[0]
         group = self.param_groups[0]
         if (len(buckets) != 1 or len(slots) != len(group["params"])
-                or not (needed or self._rules.scalars) or any(s.created for s in slots)):
+                or any(s.created for s in slots)):
             return
         dtype = slots[0].view_dtype
         # Plain contiguous real tensors only: a complex, non-contiguous (stepped
@@ -158,7 +158,8 @@ class PlannedStepMixin:
         data = (slots, needed, options, buckets[0][0],
                 [s.param for s in slots] + [t for s in slots for t in s.tensors])
         plan = TorchPlan.build(
-            self, group, keys, self.state, [s.state for s in slots],
+            self, group, keys, self.state,
+            [s.state if s.param in self.state else None for s in slots],
             [[(key, t) for key, t, _ in s.entries] for s in slots],
             [s.scalar_views for s in slots], dtype, _TYPENUM[dtype], data)
         if plan is not None:
