@@ -127,20 +127,29 @@ NUMPY_CHANGES = [_np_replace_param, _np_grad_none, _np_grad_dtype, _np_grad_shap
                  _np_state_reshaped]
 
 
-@pytest.mark.parametrize("amsgrad", [False, True])
-@pytest.mark.parametrize("change", NUMPY_CHANGES, ids=lambda f: f.__name__[4:])
-def test_numpy_plan_matches_general_path(change, amsgrad):
+def _numpy_twins_agree(make, change):
+    """Step a planned optimizer and its twin that never uses a plan (the
+    general path) alike, ``change`` applied to both before step CHANGE_AT,
+    which first takes one step through the plan itself (and the twin's
+    general path): every outcome, parameter and state_dict agrees. Returns
+    whether that step ran through the plan."""
     twins = []
     for planned in (True, False):
         params = _numpy_params()
-        twins.append((planned, params, optcore.Adam(params, lr=0.01, amsgrad=amsgrad)))
+        twins.append((planned, params, make(params)))
     used = False
     for k in range(STEPS):
         results = []
         for planned, params, opt in twins:
             grads = _numpy_grads(params, k)
             if planned and k == CHANGE_AT:
-                used = opt.__dict__.get("_step_plan") is not None
+                plan = opt.__dict__.get("_step_plan")
+                used = plan is not None and plan.run(opt, _numpy_grads(params, 50)) is True
+                if not used:
+                    opt.step(_numpy_grads(params, 50))
+                general = twins[1][2]
+                general.__dict__.pop("_step_plan", None)
+                general.step(_numpy_grads(twins[1][1], 50))
             if k == CHANGE_AT:
                 change(opt, params, grads)
             if not planned:
@@ -152,7 +161,13 @@ def test_numpy_plan_matches_general_path(change, amsgrad):
                           [p for g in b.param_groups for p in g["params"]]):
             np.testing.assert_array_equal(pa, pb)
         assert repr(a.state_dict()) == repr(b.state_dict())
-    assert used
+    return used
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("change", NUMPY_CHANGES, ids=lambda f: f.__name__[4:])
+def test_numpy_plan_matches_general_path(change, amsgrad):
+    assert _numpy_twins_agree(lambda ps: optcore.Adam(ps, lr=0.01, amsgrad=amsgrad), change)
 
 
 def test_numpy_plan_is_used():
@@ -230,35 +245,7 @@ def test_numpy_sgd_plan_matches_general_path(change, options):
     # SGD keeps no step count (and without momentum no state at all): its
     # plan calls the kernel as the general path does, bit for bit, and gives
     # way to it on every change.
-    twins = []
-    for planned in (True, False):
-        params = _numpy_params()
-        twins.append((planned, params, optcore.SGD(params, **options)))
-    used = False
-    for k in range(STEPS):
-        results = []
-        for planned, params, opt in twins:
-            grads = _numpy_grads(params, k)
-            if planned and k == CHANGE_AT:
-                # an extra step, through the plan itself (and the twin's general path)
-                plan = opt.__dict__.get("_step_plan")
-                used = plan is not None and plan.run(opt, _numpy_grads(params, 50)) is True
-                if not used:
-                    opt.step(_numpy_grads(params, 50))
-                twins[1][2].__dict__.pop("_step_plan", None)
-                twins[1][2].step(_numpy_grads(twins[1][1], 50))
-            if k == CHANGE_AT:
-                change(opt, params, grads)
-            if not planned:
-                opt.__dict__.pop("_step_plan", None)
-            results.append(_outcome(lambda: opt.step(grads)))
-        assert results[0] == results[1]
-        a, b = twins[0][2], twins[1][2]
-        for pa, pb in zip([p for g in a.param_groups for p in g["params"]],
-                          [p for g in b.param_groups for p in g["params"]]):
-            np.testing.assert_array_equal(pa, pb)
-        assert repr(a.state_dict()) == repr(b.state_dict())
-    assert used
+    assert _numpy_twins_agree(lambda ps: optcore.SGD(ps, **options), change)
 
 
 # A schedule of learning rates: new floats each step, the kernel's default

@@ -29,7 +29,8 @@ class TorchPlan(_GroupPlan):
     columns: Any
     @staticmethod
     def build(owner: Any, group: dict[str, Any], keys: tuple[str, ...], state: Any,
-              entries: list[dict[str, Any]], entry_items: list[list[tuple[str, Any]]],
+              entries: list[dict[str, Any] | None],
+              entry_items: list[list[tuple[str, Any]]],
               scalar_views: list[tuple[Any, ...]], dtype: Any, typenum: int,
               data: Any) -> TorchPlan | None: ...
     def check(self, owner: Any, group: dict[str, Any],
