@@ -205,21 +205,27 @@ def tiled_segment(kernel: Any) -> str:
         f"        param = param_load(s, c.bufs.param, t, lo, m, tiles[0], tiles[{n}])",
     ]
     for a, b in enumerate(kernel.buffers[1:], start=1):
-        lines.append(f"        {b.name} = tile_load(s, {a}, c.bufs.{b.name}, t, lo, m, tiles[{a}])")
+        if b.name in kernel.tiled_skips:
+            lines.append(f"        {b.name} = NULL              # not read by the segment")
+        else:
+            lines.append(f"        {b.name} = tile_load(s, {a}, c.bufs.{b.name}, t, lo, m, "
+                         f"tiles[{a}])")
     head = f"        _{kernel.module}_segment("
     args = ["c", "t", "m"] + [b.name for b in kernel.buffers]
     lines.append(wrap_call(head.rstrip("("), args, ""))
     lines.append(f"        param_store(s, c.bufs.param, t, lo, m, param, tiles[{n}])")
     for a, b in enumerate(kernel.buffers[1:], start=1):
-        if b.role == "write":
+        if b.role == "write" and b.name not in kernel.tiled_skips:
             lines.append(f"        tile_store(s, {a}, c.bufs.{b.name}, t, lo, m, {b.name})")
     lines.append("        lo += m")
     return "\n".join(lines)
 
 
 def layout(kernel: Any) -> str:
-    """The kernel's buffers for _precision.prepare: (name, written, unsigned map)."""
-    rows = [f"({b.name!r}, {b.role == 'write'}, {b.unsigned})" for b in kernel.buffers]
+    """The kernel's buffers for _precision.prepare: (name, written, unsigned
+    map, the storages a state takes: Kernel.state_dtypes)."""
+    rows = [f"({b.name!r}, {b.role == 'write'}, {b.unsigned}, {tuple(kernel.state_dtypes)!r})"
+            for b in kernel.buffers]
     return "(" + ", ".join(rows) + ",)"
 
 

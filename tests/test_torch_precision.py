@@ -298,10 +298,50 @@ def test_bad_grad_dtype_in_a_later_group_changes_nothing(kwargs, bad_dtype):
             assert torch.equal(torch.as_tensor(now["state"][k][key]), torch.as_tensor(value)), key
 
 
-def test_non_tiled_classes_refuse_bf16():
+def test_adafactor_refuses_bf16():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+    opt = ot.Adafactor([p])
+    p.grad = torch.ones_like(p)
     with pytest.raises(TypeError, match="bfloat16"):
-        ot.LAMB([p])
+        opt.step()
+    assert torch.equal(p, torch.ones_like(p))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kwargs", [{}, dict(state_dtype="float32"), dict(master_weights=True),
+                                    dict(rounding="stochastic", seed=5),
+                                    dict(rounding="kahan")], ids=str)
+def test_lamb_low_precision_is_the_kernels(kwargs, dtype):
+    # float32 moments whatever the parameter's dtype; one kernel call per
+    # parameter (the class groups them: per-tensor trust ratios, the same bits)
+    ours, mine = _params(dtype), _params(dtype)
+    opt = ot.LAMB(ours, lr=1e-2, weight_decay=0.01, **kwargs)
+    states = [[np.zeros(p.shape, np.float32) for _ in range(2)] for p in mine]
+    extra = [{} for _ in mine]
+    for i, p in enumerate(mine):
+        if kwargs.get("master_weights"):
+            extra[i]["master_param"] = _np(p).astype(np.float32)
+        if kwargs.get("rounding") == "kahan":
+            extra[i].update(rounding="kahan", compensation=np.zeros_like(_np(p)))
+        if kwargs.get("rounding") == "stochastic":
+            extra[i].update(rounding="stochastic", seed=mix_seed(5, i))
+    _train(opt, ours, 4)
+    for k in range(4):
+        for i, (p, g) in enumerate(zip(mine, _grads(mine, k))):
+            optcore.lamb_step(_np(p), _np(g), *states[i], step=k + 1, lr=1e-2,
+                              weight_decay=0.01, **extra[i])
+    for i, (a, b) in enumerate(zip(ours, mine)):
+        assert a.dtype is dtype
+        assert np.array_equal(_bits(a), _bits(b)), i
+        for key, s in zip(("exp_avg", "exp_avg_sq"), states[i]):
+            assert opt.state[a][key].dtype is torch.float32
+            assert np.array_equal(opt.state[a][key].numpy(), s), key
+        for key in ("master_param", "compensation"):
+            if key in extra[i]:
+                assert np.array_equal(_bits(opt.state[a][key]),
+                                      extra[i][key].reshape(-1).view(np.uint8)), key
+    with pytest.raises(TypeError, match="state_dtype='int8': LAMB keeps its states in float32"):
+        ot.LAMB(_params(dtype), state_dtype="int8")
 
 
 # ---- 3. state_dict ------------------------------------------------------------------

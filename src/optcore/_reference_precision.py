@@ -69,6 +69,21 @@ def _is_plain(buffers: list[Any]) -> bool:
     return len(dtypes) <= 1 and dtypes <= set(_PLAIN)
 
 
+def _check_float32_states(kernel: _spec.Kernel, used: dict[str, Any]) -> None:
+    """The kernel's rule for a kernel whose states are float32 only (LAMB)."""
+    first = _as_list(used["param"])[0]
+    for b in kernel.state:
+        for a in _as_list(used.get(b.name)):
+            if a is None:
+                continue
+            if isinstance(a, pr.QuantizedState) or np.asarray(a).dtype != np.float32:
+                what = ("int8 (QuantizedState)" if isinstance(a, pr.QuantizedState)
+                        else str(np.asarray(a).dtype))
+                raise TypeError(f"{b.name} has dtype {what}; {kernel.name} keeps its states "
+                                f"in float32 (with param of dtype {np.asarray(first).dtype})")
+            break
+
+
 def tiled_twin(kernel_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a reference step function the kernel's precision arguments."""
     kernel = next(k for k in _spec.KERNELS if kernel_name in (k.name, *k.aliases))
@@ -91,6 +106,8 @@ def tiled_twin(kernel_name: str) -> Callable[[Callable[..., Any]], Callable[...,
             if rounding not in _spec.ROUNDINGS:
                 raise ValueError(f"rounding must be 'nearest', 'stochastic' or 'kahan', "
                                  f"got {rounding!r}")
+            if kernel.state_dtypes == ("float32",):
+                _check_float32_states(kernel, used)
             params = _as_list(bufs["param"])
             masters = _as_list(master_param) if master_param is not None else None
             comps = _as_list(compensation) if compensation is not None else None

@@ -162,7 +162,12 @@ class Kernel:
     ``run``: "generated" (``_run`` sets the buffers, NULL where not ``needed``,
     calls the ``.pyx``'s ``_prepare(&c, <hyperparameters>)``, which returns
     the result if any, and runs the segments) or "hand" (the ``.pyx`` writes
-    ``_run``)."""
+    ``_run``). ``low_precision``: a "hand" ``_run`` that takes the tiled
+    call's storage too (see ``tiled``). ``state_dtypes``: the storages its
+    states take with float32/bfloat16/float16 params (STATE_DTYPES; LAMB's
+    second pass recomputes the update from the stored moments, which must
+    then be the first pass's exactly: float32). ``tiled_skips``: buffers the
+    float32 segment does not read (passed to it as NULL, not widened)."""
 
     name: str
     module: str
@@ -180,6 +185,9 @@ class Kernel:
     alias_docs: Mapping[str, str] = field(default_factory=dict)
     c_notes: str = ""
     multi_returns: str | None = None
+    low_precision: bool = False
+    state_dtypes: tuple[str, ...] = ("float32", "bfloat16", "int8")
+    tiled_skips: tuple[str, ...] = ()
 
     @property
     def state(self) -> tuple[Buffer, ...]:
@@ -189,8 +197,10 @@ class Kernel:
     def tiled(self) -> bool:
         """Whether the kernel takes low-precision buffers (PRECISION_ARGS):
         every elementwise optimizer step (a ``param`` and a ``step``), whose
-        generated ``_run`` can feed its float32 segment through tiles."""
-        return (self.run == "generated" and self.buffers[0].name == "param"
+        generated ``_run`` can feed its float32 segment through tiles, and a
+        hand-written ``_run`` that says so (``low_precision``)."""
+        return ((self.run == "generated" or self.low_precision)
+                and self.buffers[0].name == "param"
                 and any(h.name == "step" for h in self.hypers))
 
     @property
@@ -475,7 +485,8 @@ The update is Lion's (Chen et al. 2023; optax.lion), see lion.pyx."""),
         (STEP, _lr(1e-3), _beta(0, 0.9), _beta(1, 0.999), _eps(1e-6),
          _weight_decay(), MAXIMIZE),
         "One LAMB step in place (You et al. 2019, Algorithm 2; optax.lamb).",
-        multi_returns="int", run="hand",
+        multi_returns="int", run="hand", low_precision=True, state_dtypes=("float32",),
+        tiled_skips=("grad",),
         details="""Adam moments with bias correction,
 ``u = exp_avg_hat / (sqrt(exp_avg_sq_hat) + eps) + weight_decay * param``
 (``x_hat = x * (1 / (1 - beta**step))``), then ``param -= lr * r * u`` with the trust ratio

@@ -94,6 +94,9 @@ cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, objec
             continue
         dt = b.dtypes[a]
         quantized = b.absmax is not None and b.absmax[a] is not None
+        if a > 1 and layout[a][3] == ("float32",) and (quantized or dt != FLOAT32):
+            raise TypeError(f"{names[a]} has dtype {_described(b, a)}; {kernel} keeps its "
+                            f"states in float32 (with {names[0]} of dtype {dtype_name(p)})")
         if a == 1:
             if dt not in (FLOAT32, BFLOAT16, FLOAT16):
                 raise TypeError(f"{names[1]} has dtype {dtype_name(dt)}; with {names[0]} of dtype "
@@ -147,6 +150,7 @@ cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, objec
 
     # -- the storage -----------------------------------------------------------------
     pr.storage.rounding = mode
+    pr.storage.first = 0
     pr.storage.sizes = b.sizes
     pr.storage.master = b.data + nbuf * k if has_master else NULL
     pr.storage.compensation = b.data + (nbuf + 1) * k if has_comp else NULL

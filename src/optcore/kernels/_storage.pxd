@@ -94,6 +94,8 @@ cdef struct Storage:
     const Py_ssize_t* sizes       # the tensors' real sizes (the runtime's may be padded)
     int rounding                  # Rounding of the param's store
     uint32_t key                  # stochastic rounding: from (seed, step)
+    Py_ssize_t first              # index of tensor 0 in the call (a kernel that runs
+                                  # its tensors in chunks): the random bits' tensor
 
 
 # ---- bfloat16 ------------------------------------------------------------------
@@ -314,10 +316,10 @@ cdef inline void param_store(const Storage* s, void** bufs, Py_ssize_t t, Py_ssi
     if s.rounding == STOCHASTIC:
         if kind == K_BF16:
             for i in range(n):
-                h[i] = bf16_stochastic(p[i], random_bits(s.key, t, start + i))
+                h[i] = bf16_stochastic(p[i], random_bits(s.key, s.first + t, start + i))
         else:
             for i in range(n):
-                h[i] = f16_stochastic(p[i], random_bits(s.key, t, start + i))
+                h[i] = f16_stochastic(p[i], random_bits(s.key, s.first + t, start + i))
     elif s.rounding == KAHAN:
         # Kahan-compensated: y is this step's change plus what earlier stores
         # lost; the param takes y rounded and the compensation keeps the rest

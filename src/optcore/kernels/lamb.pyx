@@ -26,6 +26,13 @@ copy of it. Two parallel regions per CHUNK_TENSORS tensors: the per-tensor
 sums live on the stack (nothing is allocated), and a call with more tensors
 runs both passes chunk by chunk, which gives the same bits (each tensor's sums
 are folded in its own block order either way).
+
+Low-precision params and grads (bfloat16/float16; an fp32 master copy,
+stochastic or Kahan rounding: _storage.pxd) go through the same passes in
+float32: pass 1 widens each block of the param (or reads its master) and
+grad onto the stack, pass 2 is the generated tiled segment (the grad is not
+read). The states stay float32 (Kernel.state_dtypes): pass 2 recomputes u
+from the moments as stored, which are then exactly pass 1's.
 """
 
 include "_lamb_call.pxi"
@@ -36,6 +43,7 @@ from libc.string cimport memset
 from optcore.kernels._math cimport Betas, set_betas, load_betas, fsqrt, sum_squares
 from optcore.kernels._adam_common cimport bias_correction, second_moment
 from optcore.kernels._runtime cimport reduce_blocks, block_fn, REDUCE_BLOCK
+from optcore.kernels._storage cimport param_load as _param_load, tile_load as _tile_load
 
 cdef enum:
     CHUNK_TENSORS = 128  # tensors per pair of passes (their sums on the stack)
@@ -66,16 +74,14 @@ cdef inline floating _update(floating mi, floating vi, floating pi, floating c1,
     return u
 
 
-cdef inline void _moments_block(const Call* c, Py_ssize_t t, Py_ssize_t start,
-                                Py_ssize_t stop, double* out,
-                                const floating* p) noexcept nogil:
-    # Pass 1 over one block: update m and v; out = (sum p*p, sum u*u). u goes
-    # through a block-sized buffer on the stack (it stays in L1): two simple
-    # loops vectorise better than one that also carries 16 accumulators.
-    cdef const floating* g = <const floating*>c.bufs.grad[t] + start
-    cdef floating* m = <floating*>c.bufs.exp_avg[t] + start
-    cdef floating* v = <floating*>c.bufs.exp_avg_sq[t] + start
-    cdef Py_ssize_t i, n = stop - start
+cdef inline void _moments_block(const Call* c, Py_ssize_t n, double* out,
+                                const floating* p, const floating* g, floating* m,
+                                floating* v) noexcept nogil:
+    # Pass 1 over one block of n elements: update m and v; out = (sum p*p,
+    # sum u*u). u goes through a block-sized buffer on the stack (it stays in
+    # L1): two simple loops vectorise better than one that also carries 16
+    # accumulators.
+    cdef Py_ssize_t i
     cdef floating sign = <floating>c.grad_sign
     cdef floating b1, omb1, b2, omb2
     load_betas(&c.betas, &b1, &omb1, &b2, &omb2)
@@ -116,13 +122,32 @@ cdef inline void _lamb_segment(const Call* c, Py_ssize_t t, Py_ssize_t n, floati
 cdef void _block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
     cdef const Call* c = <const Call*>ctx
-    _moments_block(c, t, start, stop, out, <const float*>c.bufs.param[t] + start)
+    _moments_block(c, stop - start, out, <const float*>c.bufs.param[t] + start,
+                   <const float*>c.bufs.grad[t] + start, <float*>c.bufs.exp_avg[t] + start,
+                   <float*>c.bufs.exp_avg_sq[t] + start)
 
 
 cdef void _block_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
                      double* out) noexcept nogil:
     cdef const Call* c = <const Call*>ctx
-    _moments_block(c, t, start, stop, out, <const double*>c.bufs.param[t] + start)
+    _moments_block(c, stop - start, out, <const double*>c.bufs.param[t] + start,
+                   <const double*>c.bufs.grad[t] + start, <double*>c.bufs.exp_avg[t] + start,
+                   <double*>c.bufs.exp_avg_sq[t] + start)
+
+
+cdef void _block_tiled(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
+                       double* out) noexcept nogil:
+    # a low-precision call: the param (or its master) and the grad as float32;
+    # the states are float32 (the precision rule), stepped in place
+    cdef const Call* c = <const Call*>ctx
+    cdef const Storage* s = c.bufs.storage
+    cdef float tiles[2][REDUCE_BLOCK]
+    cdef Py_ssize_t n = stop - start
+    # (a Kahan call's "param before" is only pass 2's: the tile serves as both)
+    cdef float* p = _param_load(s, c.bufs.param, t, start, n, tiles[0], tiles[0])
+    cdef float* g = _tile_load(s, 1, c.bufs.grad, t, start, n, tiles[1])
+    _moments_block(c, n, out, <const float*>p, <const float*>g,
+                   <float*>c.bufs.exp_avg[t] + start, <float*>c.bufs.exp_avg_sq[t] + start)
 
 
 cdef void _fold(void* acc, Py_ssize_t t, const double* out) noexcept nogil:
@@ -135,11 +160,14 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
                       const Py_ssize_t* sizes, Py_ssize_t ntensors, long long step,
                       double lr, double beta1, double beta2, double eps,
                       double weight_decay, bint maximize, int num_threads,
-                      segment_fn fn) noexcept nogil:
-    # fn: the pass-2 segment of the dtype; pass 1's block function follows it.
-    cdef block_fn block = _block_f32 if fn == _segment_f32 else _block_f64
+                      segment_fn fn, const Storage* storage, Py_ssize_t align) noexcept nogil:
+    # fn: the pass-2 segment of the dtype (or _segment_tiled, with the
+    # call's storage); pass 1's block function follows it.
+    cdef block_fn block = (_block_tiled if storage != NULL
+                           else _block_f32 if fn == _segment_f32 else _block_f64)
     cdef double scratch[3 * CHUNK_TENSORS]  # two sums and the step of each tensor
     cdef Call c
+    cdef Storage chunk                      # the storage of a chunk's tensors
     cdef Py_ssize_t first, t, count
     cdef double pn, un, ratio
     c.grad_sign = -1.0 if maximize else 1.0
@@ -157,6 +185,15 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
         c.bufs.grad = grad + first
         c.bufs.exp_avg = exp_avg + first
         c.bufs.exp_avg_sq = exp_avg_sq + first
+        c.bufs.storage = NULL
+        if storage != NULL:
+            chunk = storage[0]
+            chunk.master = storage.master + first if storage.master != NULL else NULL
+            chunk.compensation = (storage.compensation + first
+                                  if storage.compensation != NULL else NULL)
+            chunk.sizes = storage.sizes + first
+            chunk.first = storage.first + first
+            c.bufs.storage = &chunk
         memset(scratch, 0, 2 * count * sizeof(double))
         reduce_blocks(block, &c, _fold, c.sums, sizes + first, count, 2, num_threads)
         for t in range(count):
@@ -164,7 +201,7 @@ cdef inline void _run(void** param, void** grad, void** exp_avg, void** exp_avg_
             un = sqrt(c.sums[2 * t + 1])
             ratio = 1.0 if (pn == 0.0 or un == 0.0) else pn / un
             c.neg_step[t] = -(lr * ratio)
-        run_segments(fn, &c, sizes + first, count, num_threads)
+        run_segments_aligned(fn, &c, sizes + first, count, num_threads, align)
         first += count
 
 

@@ -173,6 +173,19 @@ _EXAMPLE: dict[str, tuple[dict[str, float], str]] = {
 }
 
 
+#: state_dtype of a kernel that keeps float32 states only (LAMB)
+_FLOAT32_STATES = ("{'float32'} or None",
+                   "Dtype of the state tensors: None keeps float32 for float32, "
+                   "bfloat16 and float16 parameters (the trust ratio needs the whole "
+                   "update's norm first, so the moments are not narrowed) and float64 "
+                   "for float64 ones; ``'float32'`` is accepted for the former. Any "
+                   "other value raises TypeError.")
+
+
+def _float32_states(spec: OptimizerSpec, name: str) -> bool:
+    return name == "state_dtype" and spec.spec.state_dtypes == ("float32",)
+
+
 def _option_type(name: str, h: Hyper | None, layer: str) -> str:
     if name in _STORAGE:
         return _STORAGE[name][0]
@@ -199,6 +212,8 @@ def _hypers(spec: OptimizerSpec) -> dict[str, Hyper]:
 
 
 def _describe(spec: OptimizerSpec, name: str, layer: str) -> str:
+    if _float32_states(spec, name):
+        return _FLOAT32_STATES[1]
     if name in _STORAGE:
         return _STORAGE[name][1]
     if name in _FLAG:
@@ -235,7 +250,8 @@ def _parameters(cls: type, spec: OptimizerSpec, layer: str) -> list[str]:
         if name in ("self", "params"):
             continue
         default = prm.default
-        kind = _option_type(name, hypers.get(name), layer)
+        kind = (_FLOAT32_STATES[0] if _float32_states(spec, name)
+                else _option_type(name, hypers.get(name), layer))
         head = f"{name} : {kind}"
         if default is not inspect.Parameter.empty and default is not REQUIRED:
             head += f", default {default!r}"

@@ -91,6 +91,8 @@ class Rules:
         self.unsigned = {b.state_key: b.unsigned for b in self.state}
         #: the kernel takes low-precision buffers (optcore._spec.Kernel.tiled)
         self.tiled = kspec.tiled
+        #: the storages its states take (optcore._spec.Kernel.state_dtypes)
+        self.state_dtypes = kspec.state_dtypes
         self.kernel_roles = {b.name: b.role for b in kspec.buffers}
         self.scalars = dict(spec.scalars)
         self.eager = spec.eager

@@ -5,7 +5,8 @@ calls (checked before the first call runs).
 
 - A parameter's state dtype (``state_dtype_of``): ``state_dtype=None`` keeps
   the parameter's dtype, except float16 parameters, whose states are float32
-  (the kernels take no float16 state); ``"int8"`` stores block-quantized
+  (the kernels take no float16 state), and every low-precision parameter of
+  a kernel whose states are float32 only (LAMB, ``Kernel.state_dtypes``); ``"int8"`` stores block-quantized
   states (``optcore.QuantizedState``) for tensors of at least
   ``optcore.precision.MIN_QUANTIZED_SIZE`` elements, float32 for smaller ones.
   float64 parameters keep float64 state (any other ``state_dtype`` raises).
@@ -51,10 +52,12 @@ def _name(dtype: Any) -> str:
 class Storage:
     """The storage options of one optimizer, checked at construction."""
 
-    __slots__ = ("state_dtype", "master_weights", "rounding", "seed", "default")
+    __slots__ = ("state_dtype", "master_weights", "rounding", "seed", "default",
+                 "float32_states")
 
     def __init__(self, state_dtype: str | None = None, master_weights: bool = False,
-                 rounding: str = "nearest", seed: int = 0) -> None:
+                 rounding: str = "nearest", seed: int = 0,
+                 state_dtypes: tuple[str, ...] = STATE_DTYPES, owner: str = "") -> None:
         if state_dtype is not None and not isinstance(state_dtype, str):
             raise TypeError(f"state_dtype must be None or one of {STATE_DTYPES}, got "
                             f"{type(state_dtype).__name__}")
@@ -73,6 +76,9 @@ class Storage:
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        if state_dtype is not None and state_dtype not in state_dtypes:
+            raise TypeError(f"state_dtype={state_dtype!r}: {owner} keeps its states in "
+                            f"{' or '.join(state_dtypes)}")
         if master_weights and rounding != "nearest":
             raise ValueError(f"rounding={rounding!r} with master_weights=True: with a "
                              f"float32 master copy the parameter is rounded to nearest "
@@ -81,12 +87,18 @@ class Storage:
         self.master_weights: bool = bool(master_weights)
         self.rounding: str = rounding
         self.seed: int = int(seed)
+        #: the kernel keeps float32 states only (Kernel.state_dtypes): the
+        #: default for bfloat16 parameters is then float32
+        self.float32_states: bool = tuple(state_dtypes) == ("float32",)
         #: all four options at their defaults
         self.default: bool = self.options() == STORAGE_OPTIONS
 
     @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any]) -> Storage:
-        return cls(**{k: arguments.get(k, v) for k, v in STORAGE_OPTIONS.items()})
+    def from_arguments(cls, arguments: Mapping[str, Any],
+                       state_dtypes: tuple[str, ...] = STATE_DTYPES,
+                       owner: str = "") -> Storage:
+        return cls(**{k: arguments.get(k, v) for k, v in STORAGE_OPTIONS.items()},
+                   state_dtypes=state_dtypes, owner=owner)
 
     def options(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in STORAGE_OPTIONS}
@@ -112,7 +124,7 @@ class Storage:
         if dt == _F64:
             return _F64
         if sd is None:
-            return _F32 if dt == _F16 else dt
+            return _F32 if dt == _F16 or self.float32_states else dt
         if sd == "float32":
             return _F32
         if sd == "bfloat16":

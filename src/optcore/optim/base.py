@@ -202,7 +202,7 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
     ----------
     params : iterable of numpy.ndarray or of dict
         The parameters (float32/float64 arrays, updated in place; also
-        bfloat16 and float16 for every class but LAMB), or parameter groups
+        bfloat16 and float16 for the classes with a tiled kernel), or parameter groups
         (dicts with ``"params"`` and options).
     arguments : mapping
         The constructor's arguments by name: the spec's options become
@@ -256,7 +256,9 @@ class Optimizer(PlanMixin, ArenaMixin, StateDictMixin):
         check_flags(type(self).__name__,
                     {k: arguments[k] for k in rules.flags if k in arguments},
                     "NumPy arrays")
-        self._storage = Storage.from_arguments(arguments) if rules.tiled else Storage()
+        self._storage = (Storage.from_arguments(arguments, rules.state_dtypes,
+                                                type(self).__name__)
+                         if rules.tiled else Storage())
         self.defaults = {k: arguments[k] for k in rules.spec.options}
         self.defaults.update(rules.spec.fixed)
         rules.check(self.defaults)

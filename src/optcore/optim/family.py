@@ -173,5 +173,7 @@ class LAMB(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False) -> None:
+                 differentiable: bool = False,
+                 state_dtype: str | None = None, master_weights: bool = False,
+                 rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__(params, locals())

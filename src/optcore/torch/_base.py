@@ -125,7 +125,8 @@ class KernelOptimizer(_st.StorageMixin, PlannedStepMixin, Optimizer):
         defaults.setdefault("differentiable", False)
         self._storage = _st.Storage(
             defaults.pop("state_dtype", None), defaults.pop("master_weights", False),
-            defaults.pop("rounding", "nearest"), defaults.pop("seed", 0))
+            defaults.pop("rounding", "nearest"), defaults.pop("seed", 0),
+            self._rules.spec.spec.state_dtypes, type(self).__name__)
         self._check_options(defaults)
         super().__init__(params, defaults)
         if self._rules.eager:

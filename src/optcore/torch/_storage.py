@@ -9,7 +9,7 @@ optimizer (errors name the option):
 
 - ``state_dtype=None``: torch.optim's, the parameter's dtype, except for
   float16 parameters, whose states are float32 (the kernels keep no float16
-  state); ``"float32"``, ``"bfloat16"``: that dtype; ``"int8"``: block-
+  state), and for LAMB, whose states are float32 only (``Kernel.state_dtypes``); ``"float32"``, ``"bfloat16"``: that dtype; ``"int8"``: block-
   quantized (``optcore.QuantizedState``) for tensors of at least
   ``MIN_QUANTIZED_SIZE`` elements, float32 below. float64 and complex
   parameters take their own dtype only.
@@ -93,13 +93,20 @@ PLAIN = Layout(None, False, "nearest", None)
 class Storage:
     """The checked storage options of an optimizer (see the module docstring)."""
 
-    __slots__ = ("state_dtype", "master_weights", "rounding", "seed")
+    __slots__ = ("state_dtype", "master_weights", "rounding", "seed", "float32_states")
 
     def __init__(self, state_dtype: str | None = None, master_weights: bool = False,
-                 rounding: str = "nearest", seed: int = 0) -> None:
+                 rounding: str = "nearest", seed: int = 0,
+                 state_dtypes: tuple[str, ...] = STATE_DTYPES, owner: str = "") -> None:
         if state_dtype is not None and state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be None, 'float32', 'bfloat16' or 'int8', "
                              f"got {state_dtype!r}")
+        if state_dtype is not None and state_dtype not in state_dtypes:
+            raise TypeError(f"state_dtype={state_dtype!r}: {owner} keeps its states in "
+                            f"{' or '.join(state_dtypes)}")
+        #: the kernel keeps float32 states only (LAMB): None gives float32
+        #: states to bfloat16 parameters too
+        self.float32_states = tuple(state_dtypes) == ("float32",)
         if not isinstance(master_weights, bool):
             raise TypeError(f"master_weights must be a bool, got "
                             f"{type(master_weights).__name__}")
@@ -118,10 +125,13 @@ class Storage:
         self.rounding, self.seed = rounding, seed
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.state_dtype, self.master_weights, self.rounding, self.seed)
+        return (self.state_dtype, self.master_weights, self.rounding, self.seed,
+                self.float32_states)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.state_dtype, self.master_weights, self.rounding, self.seed = state
+        (self.state_dtype, self.master_weights, self.rounding, self.seed,
+         *rest) = state
+        self.float32_states = bool(rest and rest[0])
 
     def layout(self, p: torch.Tensor, where: str, index: int = 0) -> Layout:
         """The Layout of parameter p (its memory: a DTensor's local tensor);
@@ -144,7 +154,8 @@ class Storage:
         elif sd is not None:
             state = _DTYPES[sd]
         else:
-            state = torch.float32 if dt is torch.float16 else None
+            state = (torch.float32 if dt is torch.float16
+                     or (self.float32_states and dt in LOW) else None)
         if state is dt:
             state = None
         seed = mix_seed(self.seed, index) if rounding == "stochastic" else None
