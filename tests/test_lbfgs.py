@@ -169,13 +169,13 @@ def test_unknown_line_search_raises_at_step_like_torch():
             opt.step(_torch_closure(opt, rosenbrock, [p]))
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ([np.zeros(2, np.int64)], "float32 or float64"),
-    ([np.zeros(2), np.zeros(2, np.float32)], "one dtype"),
-    ([], "empty parameter list"),
+@pytest.mark.parametrize("arrays, error, message", [
+    ([np.zeros(2, np.int64)], TypeError, "float32 or float64"),
+    ([np.zeros(2), np.zeros(2, np.float32)], TypeError, "one dtype"),
+    ([], ValueError, "empty parameter list"),
 ])
-def test_numpy_bad_parameters(arrays, message):
-    with pytest.raises(ValueError, match=message):
+def test_numpy_bad_parameters(arrays, error, message):
+    with pytest.raises(error, match=message):
         optcore.LBFGS(arrays)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import optcore
+from optcore.precision import bfloat16_array
 from support import random_array
 from optim_numpy_support import (ALL, all_params, assert_unchanged, grads_like, ids,
     random_options, snapshot)
@@ -42,7 +43,7 @@ def test_bad_parameters_are_rejected(rng):
         with pytest.raises(error, match=match):
             optcore.Adam(params)
     # Adafactor takes float32/float64 only (its kernel is not tiled)
-    with pytest.raises(ValueError, match="float32/float64"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         optcore.Adafactor([good.astype(np.float16)])
     # byte-swapped data is not float32 as the kernels read it
     with pytest.raises(TypeError):
@@ -464,3 +465,31 @@ def test_numpy_integer_step_counts_are_kept(rng):
     opt.state[0]["step"] = np.int64(10)
     opt.step([random_array(rng, 3, np.float32)])
     assert opt.state[0]["step"] == 11
+
+
+# ---- the classes outside the spec registry check parameters alike --------------------
+
+@pytest.mark.parametrize("name", ["LBFGS", "Muon", "SparseAdam", "Adafactor"])
+def test_other_classes_refuse_bad_parameters(name):
+    # a dtype is a TypeError naming the parameter (the spec's rule), a
+    # layout a ValueError; nothing is added to the optimizer
+    cls = getattr(optcore, name)
+    good = np.ones((3, 4), np.float32)
+    bad_dtypes = [np.ones((3, 4), np.float16), np.ones((3, 4), np.int32),
+                  bfloat16_array(np.ones((3, 4))), [[1.0] * 4] * 3]
+    if name == "LBFGS":
+        bad_dtypes.append(np.ones((3, 4)))          # one dtype: one flat vector
+    for bad in bad_dtypes:
+        with pytest.raises(TypeError, match="parameter 1"):
+            cls([good, bad])
+    readonly = np.ones((3, 4), np.float32)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="parameter 1.*read-only"):
+        cls([good, readonly])
+    if name not in ("LBFGS", "Muon"):               # these move any strides in place
+        with pytest.raises(ValueError, match="parameter 1 .*C-contiguous"):
+            cls([good, np.ones((4, 6), np.float32)[:, ::2]])
+        opt = cls([good])
+        with pytest.raises(TypeError, match=r"parameter 1 \(group 1, index 0\) has dtype"):
+            opt.add_param_group({"params": [np.ones((3, 4), np.float16)]})
+        assert len(opt.param_groups) == 1

@@ -31,9 +31,7 @@ def _check_params(params: Sequence[Any], labels: Sequence[str], first_new: int =
     C-contiguous, writable, aligned, sharing no memory with another)."""
     for p, label in zip(params[first_new:], labels[first_new:]):
         if not isinstance(p, np.ndarray):
-            raise TypeError(
-                f"{label} is a {type(p).__module__}.{type(p).__name__}; optcore optimizers "
-                f"update NumPy arrays in place (use optcore.torch for torch tensors)")
+            raise _not_an_array(p, label)
     # The optimizer finds a parameter's state by identity: one array, one index.
     seen: dict[int, int] = {}
     for i, p in enumerate(params):
@@ -44,6 +42,26 @@ def _check_params(params: Sequence[Any], labels: Sequence[str], first_new: int =
     # One call per parameter: parameters of one optimizer may differ in dtype.
     check_calls([(_PARAM, (p,), _WRITE, (label,)) for p, label in zip(params, labels)],
                 mixed=mixed)
+
+
+def _check_strided_params(params: Sequence[Any], labels: Sequence[str]) -> None:
+    """Parameters of a class that moves them in place at any strides (LBFGS,
+    Muon: NumPy operations on the array itself, never a copy): writable
+    float32/float64 NumPy arrays."""
+    for p, label in zip(params, labels):
+        if not isinstance(p, np.ndarray):
+            raise _not_an_array(p, label)
+        if p.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{label} has dtype {p.dtype}; optcore kernels take float32 or "
+                            f"float64")
+        if not p.flags.writeable:
+            raise ValueError(f"{label} is read-only; optcore updates it in place")
+
+
+def _not_an_array(p: Any, label: str) -> TypeError:
+    return TypeError(f"{label} is a {type(p).__module__}.{type(p).__name__}; optcore "
+                     f"optimizers update NumPy arrays in place (use optcore.torch for "
+                     f"torch tensors)")
 
 
 def _as_param_list(params: np.ndarray | Iterable[Any], what: str) -> list[Any]:

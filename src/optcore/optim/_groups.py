@@ -3,8 +3,10 @@
 checks, and the gradient list of a step, written once.
 
 A subclass names its options (``_options``) and checks a parameter
-(``_check_param``) and a whole group's options (``_check_group``), with
-torch's messages.
+(``_check_param``: beyond what every optimizer checks, ``_check_params``'s
+array type, dtype, layout and memory, or with ``_any_strides`` only the
+type, dtype and writability) and a whole group's options
+(``_check_group``), with torch's messages.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from optcore.optim._checks import _check_params, _check_strided_params
+
 __all__ = ["GroupedOptimizer"]
 
 
@@ -22,6 +26,9 @@ class GroupedOptimizer:
 
     # the options a group holds, in torch's order
     _options: ClassVar[tuple[str, ...]] = ()
+    # the class moves a parameter in place at any strides (Muon): no
+    # C-contiguity or alignment asked of it
+    _any_strides: ClassVar[bool] = False
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = defaults
@@ -39,7 +46,8 @@ class GroupedOptimizer:
             self._add_group(group)
 
     def _check_param(self, p: Any, index: int) -> None:
-        """Raise if ``p`` (parameter ``index`` over all groups) is refused."""
+        """Raise if ``p`` (parameter ``index`` over all groups, a float32/float64
+        array as ``_check_params`` takes it) is refused."""
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Raise if a group's (or the defaults') options are refused."""
@@ -54,13 +62,25 @@ class GroupedOptimizer:
             raise ValueError(f"unknown parameter-group keys: {sorted(unknown)}")
         arrays = param_group["params"]
         arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
-        known = {id(p) for p in self._params()}
+        existing = self._params()
+        known = {id(p) for p in existing}
         start = len(known)
-        for j, a in enumerate(arrays):
-            self._check_param(a, start + j)
+        for a in arrays:
             if id(a) in known:
                 raise ValueError("some parameters appear in more than one parameter group")
             known.add(id(a))
+        g = len(self.param_groups)
+        labels = [f"parameter {i} (group {gg}, index {j})"
+                  for i, (gg, j) in enumerate(
+                      [(gg, j) for gg, gr in enumerate(self.param_groups)
+                       for j in range(len(gr["params"]))]
+                      + [(g, j) for j in range(len(arrays))])]
+        if self._any_strides:
+            _check_strided_params(arrays, labels[start:])
+        else:
+            _check_params(existing + arrays, labels, start)
+        for j, a in enumerate(arrays):
+            self._check_param(a, start + j)
         group = {"params": arrays,
                  **{k: param_group.get(k, self.defaults[k]) for k in self._options}}
         self._check_group(group)

@@ -55,9 +55,11 @@ class Adafactor(GroupedOptimizer):
 
     Raises
     ------
+    TypeError
+        A parameter that is not a float32/float64 NumPy array.
     ValueError
         A bad option (torch's messages), no parameters, a parameter that is
-        not a C-contiguous float32/float64 array, or one given twice.
+        not C-contiguous and writable or overlaps another, or one given twice.
 
     See Also
     --------
@@ -85,12 +87,6 @@ class Adafactor(GroupedOptimizer):
         super().__init__(params, {
             "lr": lr, "beta2_decay": beta2_decay, "eps": eps, "d": d,
             "weight_decay": weight_decay, "foreach": foreach, "maximize": maximize})
-
-    def _check_param(self, p: Any, index: int) -> None:
-        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64) \
-                or not p.flags.c_contiguous or not p.flags.writeable:
-            raise ValueError("Adafactor parameters are writeable C-contiguous "
-                             "float32/float64 arrays")
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_options(group["lr"], group["beta2_decay"], group["eps"], group["d"],

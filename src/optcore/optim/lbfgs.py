@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from optcore.optim._checks import _check_strided_params
 from optcore.optim._lbfgs import NumpyOps, check_options, lbfgs_step
 
 __all__ = ["LBFGS"]
@@ -105,9 +106,11 @@ class LBFGS:
 
     Raises
     ------
+    TypeError
+        Parameters that are not float32/float64 NumPy arrays of one dtype.
     ValueError
-        A negative ``lr`` (torch's message), no parameters, or parameters
-        that are not writeable float32/float64 arrays of one dtype.
+        A negative ``lr`` (torch's message), no parameters, a read-only
+        parameter or one given twice.
 
     See Also
     --------
@@ -143,13 +146,15 @@ class LBFGS:
         params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list")
-        for j, p in enumerate(params):
-            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-                raise ValueError(f"parameter {j} must be a float32 or float64 ndarray")
-            if not p.flags.writeable:
-                raise ValueError(f"parameter {j} is read-only")
+        # any strides: each array is moved in place by its slice of the flat
+        # direction (``p += ...``), never copied
+        labels = [f"parameter {j} (group 0, index {j})" for j in range(len(params))]
+        _check_strided_params(params, labels)
+        for p, label in zip(params, labels):
             if p.dtype != params[0].dtype:
-                raise ValueError("LBFGS parameters must share one dtype (one flat vector)")
+                raise TypeError(f"{label} has dtype {p.dtype} but parameter 0 has "
+                                f"{params[0].dtype}; LBFGS parameters share one dtype (one "
+                                f"flat vector)")
         if len({id(p) for p in params}) != len(params):
             raise ValueError("some parameters appear more than once")
         self.defaults: dict[str, Any] = {

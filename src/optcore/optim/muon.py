@@ -58,11 +58,13 @@ class Muon(GroupedOptimizer):
 
     Raises
     ------
+    TypeError
+        A parameter that is not a float32/float64 NumPy array.
     ValueError
         With torch's messages: a negative ``lr``, ``momentum`` or
         ``weight_decay``, an unknown ``adjust_lr_fn``, a parameter that is not
-        2-D; also no parameters, parameters that are not writeable
-        float32/float64 arrays, or a parameter given twice.
+        2-D; also no parameters, parameters that are not C-contiguous and
+        writeable or overlap another, or a parameter given twice.
 
     See Also
     --------
@@ -80,6 +82,7 @@ class Muon(GroupedOptimizer):
     """
 
     _options = OPTION_NAMES
+    _any_strides = True          # the kernels and NumPy step any strided view in place
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
@@ -92,10 +95,6 @@ class Muon(GroupedOptimizer):
             "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn})
 
     def _check_param(self, p: Any, index: int) -> None:
-        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-            raise ValueError(f"parameter {index} must be a float32 or float64 ndarray")
-        if not p.flags.writeable:
-            raise ValueError(f"parameter {index} is read-only")
         if p.ndim != 2:
             raise ValueError("Muon only supports 2D parameters whereas we found a parameter "
                              f"with size: {p.shape}")
@@ -115,8 +114,10 @@ class Muon(GroupedOptimizer):
 
         Raises
         ------
+        TypeError
+            If a parameter is not a float32/float64 NumPy array.
         ValueError
-            If a parameter is not a writeable float32/float64 2-D array, is
+            If a parameter is not a writeable, C-contiguous 2-D array, is
             already in a group, or an option is unknown.
 
         Examples

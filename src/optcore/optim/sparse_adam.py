@@ -46,8 +46,12 @@ class SparseAdam(GroupedOptimizer):
 
     Raises
     ------
+    TypeError
+        A parameter that is not a float32/float64 NumPy array.
     ValueError
-        A bad hyperparameter (torch's messages) or no parameters.
+        A bad hyperparameter (torch's messages), no parameters, or a
+        parameter that is 0-dimensional, not C-contiguous and writeable, or
+        overlaps another.
 
     See Also
     --------
@@ -75,10 +79,9 @@ class SparseAdam(GroupedOptimizer):
                                   "maximize": maximize})
 
     def _check_param(self, p: Any, index: int) -> None:
-        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64) \
-                or p.ndim < 1 or not p.flags.c_contiguous:
-            raise ValueError("SparseAdam parameters are C-contiguous float32/float64 "
-                             "arrays with at least one dimension")
+        if p.ndim < 1:
+            raise ValueError(f"parameter {index} is 0-dimensional; SparseAdam steps "
+                             f"parameters of at least one dimension (embedding tables)")
 
     def _check_group(self, group: dict[str, Any]) -> None:
         # torch.optim.SparseAdam's checks and messages
