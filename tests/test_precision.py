@@ -531,3 +531,17 @@ def test_lamb_refuses_low_precision_states(state, rng):
         call(LAMB, True, bufs, 1, opts, {})
     for (label, a), (_, b) in zip(before, leaves(bufs)):
         assert a.tobytes() == b.tobytes(), label
+
+
+def test_lamb_chunks_of_tensors(rng):
+    # LAMB runs its two passes over 128 tensors at a time: the storage of each
+    # chunk (master, compensation, sizes, the random bits' tensor index)
+    # starts at its first tensor
+    shapes = [(int(n),) for n in rng.integers(0, 700, 300)]
+    opts = base_opts(LAMB)
+    for param, grad, kw, prec in (("bf16", "bf16", dict(master=True), {}),
+                                  ("f16", "f32", {}, dict(rounding="stochastic", seed=9)),
+                                  ("bf16", "f16", dict(kahan=True), dict(rounding="kahan")),
+                                  ("f32", "bf16", {}, {})):
+        bufs = make_buffers(rng, LAMB, shapes, opts, param, grad, "f32", **kw)
+        run_both(rng, LAMB, bufs, opts, (1, 2), prec=prec)
