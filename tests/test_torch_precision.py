@@ -298,15 +298,6 @@ def test_bad_grad_dtype_in_a_later_group_changes_nothing(kwargs, bad_dtype):
             assert torch.equal(torch.as_tensor(now["state"][k][key]), torch.as_tensor(value)), key
 
 
-def test_adafactor_refuses_bf16():
-    p = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
-    opt = ot.Adafactor([p])
-    p.grad = torch.ones_like(p)
-    with pytest.raises(TypeError, match="bfloat16"):
-        opt.step()
-    assert torch.equal(p, torch.ones_like(p))
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kwargs", [{}, dict(state_dtype="float32"), dict(master_weights=True),
                                     dict(rounding="stochastic", seed=5),

@@ -1,7 +1,10 @@
 """The NumPy twin of ``optcore.adafactor_step`` (``optcore.kernels.adafactor``),
 re-exported by ``optcore.reference``: torch.optim.Adafactor's rule, one NumPy
 operation per step in the parameter's dtype, the sums in double in the
-kernel's order (so that the two agree bit for bit)."""
+kernel's order (so that the two agree bit for bit). bfloat16/float16 params
+(or grads of either with float32 params) step in float32 over widened copies
+(or the float32 master), and the param is rounded once on store as in
+``optcore._reference_precision``."""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ import math
 from typing import Any
 
 import numpy as np
+
+from optcore import precision as pr
+from optcore._reference_precision import _widen, store_param
 
 __all__ = ["adafactor_step"]
 
@@ -63,7 +69,9 @@ def adafactor_step(param: Any, grad: Any, row_var: Any = None, col_var: Any = No
                    variance: Any = None, *, step: int, lr: float = 1e-2,
                    beta2_decay: float = -0.8, eps1: float | None = None,
                    eps2: float = 1e-3, d: float = 1.0, weight_decay: float = 0.0,
-                   maximize: bool = False) -> None:
+                   maximize: bool = False, master_param: Any = None,
+                   rounding: str = "nearest", compensation: Any = None,
+                   seed: int = 0) -> None:
     """The NumPy twin of ``optcore.adafactor_step``: the same result, in plain NumPy.
 
     Written from torch.optim.Adafactor's rule, one NumPy operation per step,
@@ -97,6 +105,14 @@ def adafactor_step(param: Any, grad: Any, row_var: Any = None, col_var: Any = No
         Decoupled weight decay.
     maximize : bool, optional
         Ascend instead of descend.
+    master_param : numpy.ndarray or list, optional
+        float32 master copies of bfloat16/float16 parameters.
+    rounding : {"nearest", "stochastic", "kahan"}, optional
+        How a bfloat16/float16 parameter without a master copy is rounded.
+    compensation : numpy.ndarray or list, optional
+        ``rounding="kahan"``: the compensation buffers.
+    seed : int, optional
+        ``rounding="stochastic"``: the random bits' seed.
 
     Returns
     -------
@@ -115,41 +131,61 @@ def adafactor_step(param: Any, grad: Any, row_var: Any = None, col_var: Any = No
     params = list(param) if isinstance(param, (list, tuple)) else [param]
     k = len(params)
     tensors = zip(params, _each(grad, k), _each(row_var, k), _each(col_var, k),
-                  _each(variance, k))
+                  _each(variance, k), _each(master_param, k), _each(compensation, k))
     w = float(step) ** beta2_decay
     rho = min(lr, 1.0 / math.sqrt(step))
-    for p, g, r, c, v in tensors:
+    key = pr.rounding_key(seed, step) if rounding == "stochastic" else None
+    for t, (p, g, r, c, v, master, comp) in enumerate(tensors):
         if p.size == 0:
             continue
-        dt = p.dtype.type
-        e1 = float(np.finfo(p.dtype).eps) if eps1 is None else float(eps1)
-        g = -g if maximize else g
-        sqrt_numel = math.sqrt(p.size)
-        rms = _norm(_sum_squares_blocked(p), dt) / sqrt_numel
-        alpha = max(eps2, rms) * rho
-        if p.ndim >= 2:
-            n, m = p.shape[-2], p.shape[-1]
-            g3 = g.reshape(-1, n, m)
-            r2, c2 = r.reshape(-1, n), c.reshape(-1, m)
-            g64 = g3.astype(np.float64)
-            row = np.sqrt(_lane_sums(g64 * g64)).astype(p.dtype)
-            row = row * row
-            row = row / dt(m)
-            _lerp_(r2, row, w)
-            col = np.sqrt(np.cumsum(g64 * g64, axis=1)[:, -1, :]).astype(p.dtype)
-            col = col * col
-            col = col / dt(n)
-            _lerp_(c2, col, w)
-            mean = (np.cumsum(r2.astype(np.float64), axis=1)[:, -1] / n).astype(p.dtype)
-            mean = np.where(mean < dt(e1), dt(e1), mean)
-            est = (r2[:, :, None] * c2[:, None, :]) / mean[:, None, None]
-            est = est.reshape(p.shape)
+        e1 = pr.machine_eps(p.dtype) if eps1 is None else float(eps1)
+        if p.dtype in (np.float32, np.float64) and g.dtype == p.dtype:
+            _tensor(p, g, r, c, v, w, rho, lr, e1, eps2, d, weight_decay, maximize)
+            continue
+        if master is not None:
+            p32 = master
+        elif p.dtype == np.float32:
+            p32 = p                     # a float32 param with a 16-bit grad: in place
         else:
-            _lerp_(v, g * g, w)
-            est = v.copy()
-        est = np.where(est < dt(e1 * e1), dt(e1 * e1), est)
-        u = (dt(1) / np.sqrt(est)) * g
-        denom = max(1.0, _norm(_sum_squares_blocked(u), dt) / (sqrt_numel * d))
-        if weight_decay != 0:
-            p *= dt(1 - lr * weight_decay)
-        p += dt(-alpha / denom) * u
+            p32 = _widen(p).reshape(p.shape)
+        before = p32.copy() if rounding == "kahan" else None
+        _tensor(p32, _widen(g).reshape(p.shape), r, c, v, w, rho, lr, e1, eps2, d,
+                weight_decay, maximize)
+        store_param(p, p32, before, comp, key, t)
+
+
+def _tensor(p: np.ndarray, g: np.ndarray, r: Any, c: Any, v: Any, w: float, rho: float,
+            lr: float, e1: float, eps2: float, d: float, weight_decay: float,
+            maximize: bool) -> None:
+    """One tensor's step in its dtype (float32 or float64)."""
+    dt = p.dtype.type
+    g = -g if maximize else g
+    sqrt_numel = math.sqrt(p.size)
+    rms = _norm(_sum_squares_blocked(p), dt) / sqrt_numel
+    alpha = max(eps2, rms) * rho
+    if p.ndim >= 2:
+        n, m = p.shape[-2], p.shape[-1]
+        g3 = g.reshape(-1, n, m)
+        r2, c2 = r.reshape(-1, n), c.reshape(-1, m)
+        g64 = g3.astype(np.float64)
+        row = np.sqrt(_lane_sums(g64 * g64)).astype(p.dtype)
+        row = row * row
+        row = row / dt(m)
+        _lerp_(r2, row, w)
+        col = np.sqrt(np.cumsum(g64 * g64, axis=1)[:, -1, :]).astype(p.dtype)
+        col = col * col
+        col = col / dt(n)
+        _lerp_(c2, col, w)
+        mean = (np.cumsum(r2.astype(np.float64), axis=1)[:, -1] / n).astype(p.dtype)
+        mean = np.where(mean < dt(e1), dt(e1), mean)
+        est = (r2[:, :, None] * c2[:, None, :]) / mean[:, None, None]
+        est = est.reshape(p.shape)
+    else:
+        _lerp_(v, g * g, w)
+        est = v.copy()
+    est = np.where(est < dt(e1 * e1), dt(e1 * e1), est)
+    u = (dt(1) / np.sqrt(est)) * g
+    denom = max(1.0, _norm(_sum_squares_blocked(u), dt) / (sqrt_numel * d))
+    if weight_decay != 0:
+        p *= dt(1 - lr * weight_decay)
+    p += dt(-alpha / denom) * u

@@ -84,6 +84,30 @@ def _check_float32_states(kernel: _spec.Kernel, used: dict[str, Any]) -> None:
             break
 
 
+def store_param(param: Any, p32: np.ndarray, before: np.ndarray | None,
+                compensation: Any, key: np.uint32 | None, t: int) -> None:
+    """Write the float32 result ``p32`` of tensor ``t`` into its param: rounded
+    to nearest, stochastically (``key``) or Kahan-compensated (``before``, the
+    loaded float32 values, and ``compensation``); a float32 param is ``p32``."""
+    flat = np.asarray(param).reshape(-1)
+    if flat.dtype == np.float32:
+        return
+    p32 = p32.reshape(-1)
+    bits = flat.view(np.uint16)
+    if key is not None:
+        rounded = pr.f16_stochastic if flat.dtype == np.float16 else pr.bf16_stochastic
+        bits[...] = rounded(p32, pr.random_bits(key, t, p32.size))
+    elif before is not None and compensation is not None:
+        before = before.reshape(-1)
+        c = np.asarray(compensation).reshape(-1).view(np.uint16)
+        y = (p32 - before) + _load16(flat.dtype, c)
+        q = _narrow(flat.dtype, before + y)
+        bits[...] = q
+        c[...] = _narrow(flat.dtype, y - (_load16(flat.dtype, q) - before))
+    else:
+        bits[...] = _narrow(flat.dtype, p32)
+
+
 def tiled_twin(kernel_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a reference step function the kernel's precision arguments."""
     kernel = next(k for k in _spec.KERNELS if kernel_name in (k.name, *k.aliases))
@@ -128,22 +152,8 @@ def tiled_twin(kernel_name: str) -> Callable[[Callable[..., Any]], Callable[...,
             step = kwargs["step"]
             key = pr.rounding_key(seed, step) if rounding == "stochastic" else None
             for t, p in enumerate(params):
-                p32 = work["param"][t]
-                flat = np.asarray(p).reshape(-1)
-                if flat.dtype == np.float32:
-                    continue
-                bits = flat.view(np.uint16)
-                if key is not None:
-                    rounded = pr.f16_stochastic if flat.dtype == np.float16 else pr.bf16_stochastic
-                    bits[...] = rounded(p32, pr.random_bits(key, t, p32.size))
-                elif before is not None and comps is not None:
-                    c = np.asarray(comps[t]).reshape(-1).view(np.uint16)
-                    y = (p32 - before[t]) + _load16(flat.dtype, c)
-                    q = _narrow(flat.dtype, before[t] + y)
-                    bits[...] = q
-                    c[...] = _narrow(flat.dtype, y - (_load16(flat.dtype, q) - before[t]))
-                else:
-                    bits[...] = _narrow(flat.dtype, p32)
+                store_param(p, work["param"][t], before[t] if before is not None else None,
+                            comps[t] if comps is not None else None, key, t)
             for name in written - {"param"}:
                 if name not in used:
                     continue

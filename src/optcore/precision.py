@@ -62,6 +62,14 @@ def is_bfloat16(dtype: Any) -> bool:
     return dt.name == "bfloat16" and dt.itemsize == 2
 
 
+def machine_eps(dtype: Any) -> float:
+    """The machine epsilon of a float dtype, ml_dtypes' bfloat16 (2**-7)
+    included (recognised without importing it), as torch.finfo gives it."""
+    if is_bfloat16(dtype):
+        return 2.0 ** -7
+    return float(np.finfo(dtype).eps)
+
+
 def bfloat16_array(x: ArrayLike) -> NDArray[Any]:
     """``x`` rounded to an ``ml_dtypes.bfloat16`` array (nearest even; needs ml_dtypes).
 

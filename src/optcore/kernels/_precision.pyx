@@ -48,7 +48,7 @@ cdef str _name(tuple names, int a):
     return names[a]
 
 
-cdef int _rounding(object rounding) except -1:
+cdef int rounding_mode(object rounding) except -1:
     try:
         return _ROUNDINGS[rounding]
     except (KeyError, TypeError):
@@ -56,7 +56,7 @@ cdef int _rounding(object rounding) except -1:
                          f"got {rounding!r}") from None
 
 
-cdef uint64_t _seed(object seed) except? 0:
+cdef uint64_t seed_value(object seed) except? 0:
     if isinstance(seed, bool) or not hasattr(seed, "__index__"):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     cdef object value = seed.__index__()
@@ -71,7 +71,7 @@ cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, objec
     if b.is_list:
         names = tuple([f"{n}[0]" for n in names])
     cdef int nbuf = len(layout)
-    cdef int a, dt, p = b.dtypes[0], mode = _rounding(rounding)
+    cdef int a, dt, p = b.dtypes[0], mode = rounding_mode(rounding)
     cdef Py_ssize_t k = b.ntensors, t, j
     cdef bint has_master = b.roles[nbuf] != ABSENT
     cdef bint has_comp = b.roles[nbuf + 1] != ABSENT
@@ -144,7 +144,7 @@ cdef Precision prepare(BufferSet b, tuple names, tuple objs, tuple layout, objec
     elif has_comp:
         raise ValueError("compensation is used with rounding='kahan' only")
     if mode == STOCHASTIC:
-        pr.storage.key = rounding_key(_seed(seed), step)
+        pr.storage.key = rounding_key(seed_value(seed), step)
     else:
         pr.storage.key = 0
 

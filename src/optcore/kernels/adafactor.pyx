@@ -3,7 +3,7 @@
 """Adafactor step (torch.optim.Adafactor's update rule; Shazeer & Stern 2018).
 
 Per tensor, with ``g`` the gradient (negated when maximizing), ``T`` the
-buffer's type, ``w = step ** beta2_decay``, ``rho = min(lr, 1 / sqrt(step))``::
+param's type (float32 for bfloat16/float16 params), ``w = step ** beta2_decay``, ``rho = min(lr, 1 / sqrt(step))``::
 
     alpha = max(eps2, T(||p||) / sqrt(numel)) * rho          (before the decay)
     p = p * T(1 - lr * weight_decay)                          (weight_decay != 0)
@@ -22,19 +22,36 @@ sequentially over the rows, the two norms over REDUCE_BLOCK blocks folded in
 order (reduce_blocks); every sum has the same bits for any thread count.
 ``u`` is computed twice (for its norm, then for the update) with the same
 operations, so the same bits. ``eps1=None`` is the machine epsilon of the
-buffer's type. An empty tensor is left as it is.
+param's dtype. An empty tensor is left as it is.
+
+Low precision: bfloat16/float16 params, or grads of either with float32
+params, compute with T = float32 and float32 states: each 16-bit element is
+widened where it is read (the sums in the same lane order as a float32
+buffer's) and the param rounded once on store (optcore.kernels._storage: to
+nearest, stochastically or Kahan-compensated), or read and updated in its
+float32 ``master_param`` and written from it.
 """
 
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+from libc.stdint cimport uint16_t
+cimport numpy as cnp
 
 import numpy as np
 
-from optcore.kernels._math cimport fsqrt, sum_squares, load_lerp_weight, lerp
+from optcore.precision import machine_eps
+from optcore.kernels._math cimport (fsqrt, sum_squares, load_lerp_weight, lerp, lanes_sum,
+                                    SUM_LANES)
 from optcore.kernels._runtime cimport (reduce_blocks, run_segments, threads_for,
                                        REDUCE_BLOCK)
 from optcore.kernels._checks cimport real, flag, step as _step
+from optcore.kernels._precision cimport rounding_mode, seed_value
+from optcore.kernels._storage cimport (Storage, K_F32, K_F64, K_BF16, K_F16, NEAREST,
+                                       STOCHASTIC, KAHAN, TILE, bf16_load, f16_load_n,
+                                       param_load, param_store, rounding_key)
+
+cnp.import_array()
 
 __all__ = ["adafactor_step", "adafactor_step_at"]
 
@@ -43,11 +60,15 @@ cdef enum:
 
 
 cdef struct Ctx:
-    void* p
+    void* p             # the param's data (any kind)
     const void* g
     void* r             # row_var (B * n) or variance (numel)
     void* c             # col_var (B * m), NULL when not factored
     const double* rmean # per batch: max(mean_i row_var, eps1), a T value
+    int gkind           # how g is stored (K_*)
+    int pkind           # how psrc is stored (K_*)
+    const void* psrc    # what the param's norm reads: the master copy, else p
+    Storage* st         # low precision: the param's storage (else NULL)
     Py_ssize_t n, m     # rows and columns of each batch (factored)
     bint factored
     double sign
@@ -59,10 +80,60 @@ cdef struct Ctx:
     bint update_v       # pass 1 of an unfactored tensor: update the variance
 
 
+cdef inline const float* _widened(int kind, const void* x, Py_ssize_t off, Py_ssize_t n,
+                                  float* out) noexcept nogil:
+    # elements [off, off + n) of a float32/bfloat16/float16 buffer as float32:
+    # float32 in place, the others widened into out
+    cdef Py_ssize_t i
+    cdef const uint16_t* h
+    if kind == K_F32:
+        return <const float*>x + off
+    if kind == K_BF16:
+        h = <const uint16_t*>x + off
+        for i in range(n):
+            out[i] = bf16_load(h[i])
+    else:
+        f16_load_n(<const uint16_t*>x + off, out, n)
+    return out
+
+
+cdef double _sumsq_widened(int kind, const void* x, Py_ssize_t off,
+                           Py_ssize_t n) noexcept nogil:
+    # sum_squares of the widened elements, in sum_squares' lane order (the
+    # tiles hold whole groups of SUM_LANES; only the last has a tail)
+    cdef float tile[TILE]
+    cdef double acc[SUM_LANES]
+    cdef const float* v
+    cdef Py_ssize_t lo = 0, cnt, nfull, i, j, r
+    for j in range(SUM_LANES):
+        acc[j] = 0.0
+    while lo < n:
+        cnt = min(<Py_ssize_t>TILE, n - lo)
+        v = _widened(kind, x, off + lo, cnt, tile)
+        nfull = cnt - cnt % SUM_LANES
+        for r in range(nfull // SUM_LANES):
+            i = r * SUM_LANES
+            for j in range(SUM_LANES):
+                acc[j] += <double>v[i + j] * <double>v[i + j]
+        for i in range(nfull, cnt):
+            acc[i - nfull] += <double>v[i] * <double>v[i]
+        lo += cnt
+    return lanes_sum(acc)
+
+
+cdef inline double _sumsq(int kind, const void* x, Py_ssize_t off, Py_ssize_t n) noexcept nogil:
+    if kind == K_F64:
+        return sum_squares(<const double*>x + off, n)
+    if kind == K_F32:
+        return sum_squares(<const float*>x + off, n)
+    return _sumsq_widened(kind, x, off, n)
+
+
 cdef inline void _u_range(const Ctx* c, Py_ssize_t start, Py_ssize_t stop,
                           floating* out) noexcept nogil:
-    # u of elements [start, stop) into out[0:stop-start]
-    cdef const floating* g = <const floating*>c.g
+    # u of elements [start, stop) (at most REDUCE_BLOCK) into out[0:stop-start]
+    cdef float gbuf[REDUCE_BLOCK]
+    cdef const floating* g
     cdef floating* r = <floating*>c.r
     cdef const floating* cv = <const floating*>c.c
     cdef floating sign = <floating>c.sign
@@ -71,6 +142,10 @@ cdef inline void _u_range(const Ctx* c, Py_ssize_t start, Py_ssize_t stop,
     cdef floating v, gi, wt, omw, rm = 0, ri = 0
     cdef bint low
     cdef Py_ssize_t k, row, j, b, m = c.m
+    if floating is float:
+        g = _widened(c.gkind, c.g, start, stop - start, gbuf)
+    else:
+        g = <const double*>c.g + start
     if c.factored:
         row = start // m
         j = start - row * m
@@ -88,12 +163,12 @@ cdef inline void _u_range(const Ctx* c, Py_ssize_t start, Py_ssize_t stop,
             v = (ri * cv[b * m + j]) / rm
             if v < e2:
                 v = e2
-            out[k - start] = (one / fsqrt(v)) * (g[k] * sign)
+            out[k - start] = (one / fsqrt(v)) * (g[k - start] * sign)
             j += 1
     else:
         low = load_lerp_weight(c.w, &wt, &omw)
         for k in range(start, stop):
-            gi = g[k] * sign
+            gi = g[k - start] * sign
             if c.update_v:
                 r[k] = lerp(r[k], gi * gi, wt, omw, low)
             v = r[k]
@@ -102,14 +177,10 @@ cdef inline void _u_range(const Ctx* c, Py_ssize_t start, Py_ssize_t stop,
             out[k - start] = (one / fsqrt(v)) * gi
 
 
-cdef void _p_block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
-                       double* out) noexcept nogil:
-    out[0] = sum_squares(<const float*>(<const Ctx*>ctx).p + start, stop - start)
-
-
-cdef void _p_block_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
-                       double* out) noexcept nogil:
-    out[0] = sum_squares(<const double*>(<const Ctx*>ctx).p + start, stop - start)
+cdef void _p_block(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
+                   double* out) noexcept nogil:
+    cdef const Ctx* c = <const Ctx*>ctx
+    out[0] = _sumsq(c.pkind, c.psrc, start, stop - start)
 
 
 cdef void _u_block_f32(const void* ctx, Py_ssize_t t, Py_ssize_t start, Py_ssize_t stop,
@@ -161,7 +232,58 @@ cdef void _seg_f64(const void* ctx, Py_ssize_t t, Py_ssize_t start,
     _apply(<const Ctx*>ctx, start, stop, u)
 
 
-cdef void _factors(floating* g, floating* r, floating* cv, double* colacc,
+cdef void _seg_low(const void* ctx, Py_ssize_t t, Py_ssize_t start,
+                   Py_ssize_t stop) noexcept nogil:
+    # _apply in float32 over the param's storage: loaded (or its master read),
+    # updated and stored rounded, REDUCE_BLOCK elements at a time
+    cdef const Ctx* c = <const Ctx*>ctx
+    cdef float u[REDUCE_BLOCK]
+    cdef float tile[REDUCE_BLOCK]
+    cdef float before[REDUCE_BLOCK]
+    cdef float scale = <float>c.scale
+    cdef float decay = <float>c.decay
+    cdef void** pbuf = <void**>&c.p
+    cdef float* p
+    cdef Py_ssize_t k, lo, hi, n
+    lo = start
+    while lo < stop:
+        hi = min(lo + <Py_ssize_t>REDUCE_BLOCK, stop)
+        n = hi - lo
+        _u_range(c, lo, hi, u)
+        p = param_load(c.st, pbuf, 0, lo, n, tile, before)
+        if c.use_decay:
+            for k in range(n):
+                p[k] = p[k] * decay + scale * u[k]
+        else:
+            for k in range(n):
+                p[k] = p[k] + scale * u[k]
+        param_store(c.st, pbuf, 0, lo, n, p, before)
+        lo = hi
+
+
+cdef inline void _col_sums(int kind, const void* g, double* colacc, Py_ssize_t base,
+                           Py_ssize_t n, Py_ssize_t m, Py_ssize_t j0,
+                           Py_ssize_t j1) noexcept nogil:
+    # colacc[j0:j1] = sum over the n rows from element `base` of g[i, j] ** 2,
+    # row after row
+    cdef float tile[COL_CHUNK]
+    cdef const float* v
+    cdef const double* d
+    cdef Py_ssize_t i, j
+    for j in range(j0, j1):
+        colacc[j] = 0.0
+    for i in range(n):
+        if kind == K_F64:
+            d = <const double*>g + base + i * m
+            for j in range(j0, j1):
+                colacc[j] += d[j] * d[j]
+        else:
+            v = _widened(kind, g, base + i * m + j0, j1 - j0, tile)
+            for j in range(j0, j1):
+                colacc[j] += <double>v[j - j0] * <double>v[j - j0]
+
+
+cdef void _factors(const Ctx* c, floating* r, floating* cv, double* colacc,
                    double* rmean, Py_ssize_t B, Py_ssize_t n, Py_ssize_t m,
                    double w, double eps1, int nt) noexcept nogil:
     # The row and column factors and the clamped row-factor means.
@@ -170,9 +292,8 @@ cdef void _factors(floating* g, floating* r, floating* cv, double* colacc,
     cdef bint low = load_lerp_weight(w, &wt, &omw)
     cdef Py_ssize_t row, b, i, j, ch, j0, j1, nchunks = (m + COL_CHUNK - 1) // COL_CHUNK
     cdef double s
-    cdef const floating* gi
     for row in prange(B * n, num_threads=nt, schedule="static"):
-        x = <floating>sqrt(sum_squares(<const floating*>g + row * m, m))
+        x = <floating>sqrt(_sumsq(c.gkind, c.g, row * m, m))
         x = x * x
         x = x / fm
         r[row] = lerp(r[row], x, wt, omw, low)
@@ -180,12 +301,7 @@ cdef void _factors(floating* g, floating* r, floating* cv, double* colacc,
         for ch in prange(nchunks, num_threads=nt, schedule="static"):
             j0 = ch * COL_CHUNK
             j1 = min(j0 + <Py_ssize_t>COL_CHUNK, m)
-            for j in range(j0, j1):
-                colacc[j] = 0.0
-            for i in range(n):
-                gi = g + (b * n + i) * m
-                for j in range(j0, j1):
-                    colacc[j] += <double>gi[j] * <double>gi[j]
+            _col_sums(c.gkind, c.g, colacc, b * n * m, n, m, j0, j1)
             for j in range(j0, j1):
                 x = <floating>sqrt(colacc[j])
                 x = x * x
@@ -208,16 +324,45 @@ cdef double _scalar(object value, str name, str test, str message) except? -1.0:
     return x
 
 
-def _array(a, name, dtype=None):
+cdef int _kind(a):
+    # the storage kind of a float array, -1 for any other dtype
+    dt = a.dtype
+    if dt == np.float32:
+        return K_F32
+    if dt == np.float64:
+        return K_F64
+    if dt == np.float16:
+        return K_F16
+    if dt.name == "bfloat16" and dt.itemsize == 2:   # ml_dtypes', never imported here
+        return K_BF16
+    return -1
+
+
+cdef dict _TAKES = {"float32 or float64": (K_F32, K_F64),
+                    "float32, bfloat16 or float16": (K_F32, K_BF16, K_F16),
+                    "float32, float64, bfloat16 or float16": (K_F32, K_F64, K_BF16, K_F16)}
+
+
+def _array(a, name, takes="float32 or float64"):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}, the parameter {dtype}")
+    if _kind(a) not in _TAKES[takes]:
+        raise TypeError(f"{name} must be {takes}, got {a.dtype}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
     return a
+
+
+def _state(a, name, p):
+    # a state buffer: the param's dtype, float32 for bfloat16/float16 params
+    _array(a, name)
+    if _kind(p) > K_F64:
+        if a.dtype != np.float32:
+            raise TypeError(f"{name} has dtype {a.dtype}; adafactor_step keeps its states "
+                            f"in float32 (with param of dtype {p.dtype})")
+    elif a.dtype != p.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}, the parameter {p.dtype}")
+    _writable(a, name)
 
 
 def _writable(a, name):
@@ -239,7 +384,8 @@ def _listed(x, k, name):
 
 def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, step,
                    lr=1e-2, beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1.0,
-                   weight_decay=0.0, maximize=False):
+                   weight_decay=0.0, maximize=False, master_param=None, rounding="nearest",
+                   compensation=None, seed=0):
     """One Adafactor step in place (torch.optim.Adafactor's update).
 
     A parameter of 2 or more dimensions, shape ``(..., n, m)``, has factored
@@ -253,13 +399,20 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
     decoupled. The sums are in double and have the same bits for any thread
     count. Every argument is checked before the first write.
 
+    bfloat16 (``ml_dtypes.bfloat16``) and float16 params, and bfloat16 or
+    float16 grads with float32 params, are computed in float32 with float32
+    states, the param rounded once on store (``rounding``) or written from its
+    float32 ``master_param``, as in the other step kernels.
+
     Parameters
     ----------
     param : numpy.ndarray or list of numpy.ndarray
-        The parameters (float32 or float64, C-contiguous, writeable), updated
-        in place.
+        The parameters (float32, float64, bfloat16 or float16, C-contiguous,
+        writeable), updated in place.
     grad : numpy.ndarray or list of numpy.ndarray
-        The gradients, each its parameter's shape and dtype; read.
+        The gradients, each its parameter's shape; read. The parameter's
+        dtype, or float32, bfloat16 or float16 for a float32/bfloat16/float16
+        parameter.
     row_var : numpy.ndarray or list, optional
         Row factors of the 2+-D parameters (None for 0-D/1-D), updated.
     col_var : numpy.ndarray or list, optional
@@ -283,6 +436,16 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
         Decoupled weight decay.
     maximize : bool, optional
         Ascend instead of descend.
+    master_param : numpy.ndarray or list, optional
+        float32 master copies of bfloat16/float16 parameters: read and
+        updated, and the parameter written from it (rounded to nearest).
+    rounding : {"nearest", "stochastic", "kahan"}, optional
+        How a bfloat16/float16 parameter without a master copy is rounded.
+    compensation : numpy.ndarray or list, optional
+        ``rounding="kahan"``: per parameter, a buffer of its dtype and shape
+        (zeros before the first step) that keeps what rounding lost.
+    seed : int, optional
+        ``rounding="stochastic"``: the random bits' seed, in [0, 2**64).
 
     Returns
     -------
@@ -292,8 +455,9 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
     Raises
     ------
     TypeError
-        A buffer that is not a float32/float64 array of the parameter's dtype,
-        or a wrongly typed option.
+        A buffer of a dtype the parameter does not take (a state that is not
+        the parameter's dtype, or not float32 for a bfloat16/float16
+        parameter), or a wrongly typed option.
     ValueError
         A wrong shape, a missing or superfluous state buffer, a non-contiguous
         or read-only buffer, a step below 1 or an option out of range.
@@ -315,11 +479,23 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
     ([0.25, 0.25], [0.25, 0.25, 0.25])
     """
     adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_decay, eps1,
-                      eps2, d, weight_decay, maximize, False)
+                      eps2, d, weight_decay, maximize, False, master_param, rounding,
+                      compensation, seed)
+
+
+def _extra(a, name, p, dtype, what):
+    # a master_param / compensation buffer of tensor p
+    _array(a, name, "float32, bfloat16 or float16")
+    _writable(a, name)
+    if a.dtype != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}; {what}")
+    if a.shape != p.shape:
+        raise ValueError(f"{name} has shape {a.shape}, the parameter {p.shape}")
 
 
 def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_decay, eps1,
-                      eps2, d, weight_decay, maximize, bint lr_float32):
+                      eps2, d, weight_decay, maximize, bint lr_float32, master_param=None,
+                      rounding="nearest", compensation=None, seed=0):
     # adafactor_step; lr_float32: the step's scalars as torch computes them from
     # a float32 tensor lr (optcore.torch): alpha, the decay factor and the
     # update's scale rounded to float32 where torch's tensor arithmetic does
@@ -333,9 +509,13 @@ def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_d
     cdef double c_wd = _scalar(weight_decay, "weight_decay", "nonneg",
                                "weight_decay should be >= 0 but is: {}")
     cdef bint c_max = flag(maximize, "maximize")
+    cdef int mode = rounding_mode(rounding)
+    cdef unsigned int key = 0
     e1_given = eps1 is not None
     cdef double c_e1 = (_scalar(eps1, "eps1", "nonneg", "epsilon1 should be >= 0 but is: {}")
                         if e1_given else 0.0)
+    if mode == STOCHASTIC:
+        key = rounding_key(seed_value(seed), c_step)
     params = list(param) if isinstance(param, (list, tuple)) else [param]
     k = len(params)
     if grad is None:
@@ -343,13 +523,21 @@ def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_d
     grads = _listed(grad, k, "grad")
     rows, cols, vars_ = (_listed(row_var, k, "row_var"), _listed(col_var, k, "col_var"),
                          _listed(variance, k, "variance"))
+    masters = _listed(master_param, k, "master_param")
+    comps = _listed(compensation, k, "compensation")
     # every argument checked before the first write
     work = []
     for t in range(k):
         sfx = "" if k == 1 else f"[{t}]"
-        p = _array(params[t], "param" + sfx)
+        p = _array(params[t], "param" + sfx, "float32, float64, bfloat16 or float16")
         _writable(p, "param" + sfx)
-        g = _array(grads[t], "grad" + sfx, p.dtype)
+        low = _kind(p) > K_F64
+        if p.dtype == np.float64:
+            g = _array(grads[t], "grad" + sfx)
+            if g.dtype != p.dtype:
+                raise TypeError(f"grad{sfx} has dtype {g.dtype}, the parameter float64")
+        else:
+            g = _array(grads[t], "grad" + sfx, "float32, bfloat16 or float16")
         if g.shape != p.shape:
             raise ValueError(f"grad{sfx} has shape {g.shape}, the parameter {p.shape}")
         if p.ndim >= 2:
@@ -359,8 +547,7 @@ def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_d
                 if a is None:
                     raise ValueError(f"{name}{sfx} is required for a parameter of "
                                      f"{p.ndim} dimensions")
-                _array(a, name + sfx, p.dtype)
-                _writable(a, name + sfx)
+                _state(a, name + sfx, p)
                 if a.shape != shape:
                     raise ValueError(f"{name}{sfx} has shape {a.shape}, expected {shape}")
             if vars_[t] is not None:
@@ -371,8 +558,7 @@ def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_d
             a = vars_[t]
             if a is None:
                 raise ValueError(f"variance{sfx} is required for a {p.ndim}-D parameter")
-            _array(a, "variance" + sfx, p.dtype)
-            _writable(a, "variance" + sfx)
+            _state(a, "variance" + sfx, p)
             if a.shape != p.shape:
                 raise ValueError(f"variance{sfx} has shape {a.shape}, the parameter "
                                  f"{p.shape}")
@@ -380,33 +566,67 @@ def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_d
                 if a2 is not None:
                     raise ValueError(f"{name}{sfx} must be None for a {p.ndim}-D parameter")
             bufs = (a,)
-        for a in bufs + (g,):
+        master, comp = masters[t], comps[t]
+        if master is not None:
+            if not low:
+                raise TypeError(f"master_param{sfx} is the float32 copy of a bfloat16 or "
+                                f"float16 param; param{sfx} has dtype {p.dtype}")
+            _extra(master, "master_param" + sfx, p, np.float32, "it must be float32")
+            if mode != NEAREST:
+                raise ValueError(f"rounding={rounding!r} rounds a param that has no master "
+                                 f"copy; with master_param the param is rounded to nearest")
+        if mode != NEAREST and not low:
+            raise TypeError(f"rounding={rounding!r} takes bfloat16 or float16 params; "
+                            f"param{sfx} has dtype {p.dtype}")
+        if mode == KAHAN:
+            if comp is None:
+                raise ValueError(f"rounding='kahan' needs a compensation buffer "
+                                 f"(compensation{sfx}: zeros of the param's dtype and shape "
+                                 f"before the first step)")
+            _extra(comp, "compensation" + sfx, p, p.dtype,
+                   f"param{sfx} has {p.dtype}")
+        elif comp is not None:
+            raise ValueError("compensation is used with rounding='kahan' only")
+        extras = tuple(x for x in (master, comp) if x is not None)
+        for a in bufs + (g,) + extras:
             if np.shares_memory(a, p):
                 raise ValueError(f"a buffer of param{sfx} overlaps it")
         if len(bufs) == 2 and np.shares_memory(bufs[0], bufs[1]):
             raise ValueError(f"row_var{sfx} overlaps col_var{sfx}")
-        for a in bufs:
+        for a in bufs + extras:
             if np.shares_memory(a, g):
                 raise ValueError(f"a state buffer of param{sfx} overlaps its gradient")
-        work.append((p, g, bufs))
-    for p, g, bufs in work:
+        for i, a in enumerate(extras):
+            for b in bufs + extras[i + 1:]:
+                if np.shares_memory(a, b):
+                    raise ValueError(f"the buffers of param{sfx} overlap")
+        work.append((p, g, bufs, master, comp))
+    for t, (p, g, bufs, master, comp) in enumerate(work):
         if p.size:
             _tensor(p, g, bufs, c_step, c_lr, c_b2,
-                    c_e1 if e1_given else float(np.finfo(p.dtype).eps), c_e2, c_d, c_wd,
-                    c_max, lr_float32)
+                    c_e1 if e1_given else machine_eps(p.dtype),
+                    c_e2, c_d, c_wd, c_max, lr_float32, master, comp, mode, key, t)
+
+
+cdef inline void* _data(a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double eps1,
-            double eps2, double d, double weight_decay, bint maximize, bint lr_float32):
+            double eps2, double d, double weight_decay, bint maximize, bint lr_float32,
+            master, comp, int mode, unsigned int key, Py_ssize_t index):
     cdef Ctx c
+    cdef Storage st
+    cdef void* master_ptr = NULL
+    cdef void* comp_ptr = NULL
     cdef Py_ssize_t size = p.size, B = 1, n = 1, m = 1
     cdef double ss = 0.0, rms, rho, alpha, denom, unorm
     cdef double sqrt_numel = sqrt(<double>size)
     cdef int nt = threads_for(size, 0)
     cdef double[::1] colacc, rmean
-    cdef float[::1] p32, g32, r32, c32
-    cdef double[::1] p64, g64, r64, c64
-    cdef bint f32 = p.dtype == np.float32
+    cdef int pk = _kind(p)
+    cdef bint low = pk > K_F64 or _kind(g) != pk
+    cdef bint f32 = pk != K_F64          # the compute type T
     cdef bint rho_is_lr
     c.factored = p.ndim >= 2
     c.sign = -1.0 if maximize else 1.0
@@ -421,18 +641,32 @@ def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double ep
         rho = lr
     if lr_float32:
         c.decay = <float>(<float>1.0 - <float>(<float>lr * <float>weight_decay))
-    if f32:
-        p32, g32, r32 = p.reshape(-1), g.reshape(-1), bufs[0].reshape(-1)
-        c.p, c.g, c.r = &p32[0], &g32[0], &r32[0]
-    else:
-        p64, g64, r64 = p.reshape(-1), g.reshape(-1), bufs[0].reshape(-1)
-        c.p, c.g, c.r = &p64[0], &g64[0], &r64[0]
+    c.p, c.g, c.r = _data(p), _data(g), _data(bufs[0])
+    c.gkind = _kind(g)
+    c.pkind, c.psrc = pk, c.p
+    c.st = NULL
+    if low:
+        st.kind[0] = pk
+        st.rounding = mode
+        st.key = key
+        st.first = index
+        st.sizes = &size
+        st.master = NULL
+        st.compensation = NULL
+        if master is not None:
+            master_ptr = _data(master)
+            st.master = &master_ptr
+            c.pkind, c.psrc = K_F32, master_ptr
+        if comp is not None:
+            comp_ptr = _data(comp)
+            st.compensation = &comp_ptr
+        c.st = &st
     c.c = NULL
     c.rmean = NULL
     c.n = 1
     c.m = 1
     with nogil:
-        reduce_blocks(_p_block_f32 if f32 else _p_block_f64, &c, _fold, &ss, &size, 1, 1, 0)
+        reduce_blocks(_p_block, &c, _fold, &ss, &size, 1, 1, 0)
     # torch: param.norm(2) in the param's dtype, then .item()
     rms = (<double><float>sqrt(ss) if f32 else sqrt(ss)) / sqrt_numel
     alpha = (rms if rms > eps2 else eps2) * rho
@@ -445,17 +679,13 @@ def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double ep
         colacc = np.empty(m, dtype=np.float64)
         rmean = np.empty(B, dtype=np.float64)
         c.n, c.m, c.rmean = n, m, &rmean[0]
-        if f32:
-            c32 = bufs[1].reshape(-1)
-            c.c = &c32[0]
-            with nogil:
-                _factors(&g32[0], &r32[0], &c32[0], &colacc[0], &rmean[0], B, n, m, c.w,
+        c.c = _data(bufs[1])
+        with nogil:
+            if f32:
+                _factors(&c, <float*>c.r, <float*>c.c, &colacc[0], &rmean[0], B, n, m, c.w,
                          eps1, nt)
-        else:
-            c64 = bufs[1].reshape(-1)
-            c.c = &c64[0]
-            with nogil:
-                _factors(&g64[0], &r64[0], &c64[0], &colacc[0], &rmean[0], B, n, m, c.w,
+            else:
+                _factors(&c, <double*>c.r, <double*>c.c, &colacc[0], &rmean[0], B, n, m, c.w,
                          eps1, nt)
     ss = 0.0
     with nogil:
@@ -469,4 +699,4 @@ def _tensor(p, g, bufs, long long step, double lr, double beta2_decay, double ep
     if lr_float32 and rho_is_lr:
         c.scale = <float>(<float>(-alpha) / <float>denom)
     with nogil:
-        run_segments(_seg_f32 if f32 else _seg_f64, &c, &size, 1, 0)
+        run_segments(_seg_low if low else (_seg_f32 if f32 else _seg_f64), &c, &size, 1, 0)

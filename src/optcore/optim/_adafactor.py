@@ -7,7 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["DEFAULTS", "OPTION_NAMES", "check_options", "state_shapes", "kernel_options"]
+__all__ = ["DEFAULTS", "OPTION_NAMES", "check_options", "state_shapes", "kernel_options",
+           "STATE_DTYPES"]
+
+#: The storages of Adafactor's states (its kernel keeps float32 for
+#: bfloat16/float16 parameters; float32/float64 parameters their own dtype).
+STATE_DTYPES = ("float32",)
 
 #: torch.optim.Adafactor's defaults, in its ``defaults`` order.
 DEFAULTS: dict[str, Any] = {

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from optcore.optim._checks import _check_params, _check_strided_params
+from optcore.precision import is_bfloat16
 
 __all__ = ["GroupedOptimizer"]
 
@@ -29,6 +30,9 @@ class GroupedOptimizer:
     # the class moves a parameter in place at any strides (Muon): no
     # C-contiguity or alignment asked of it
     _any_strides: ClassVar[bool] = False
+    # the class's kernel takes bfloat16/float16 parameters, and gradients of
+    # another float dtype than their parameter (Adafactor)
+    _mixed: ClassVar[bool] = False
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = defaults
@@ -78,7 +82,7 @@ class GroupedOptimizer:
         if self._any_strides:
             _check_strided_params(arrays, labels[start:])
         else:
-            _check_params(existing + arrays, labels, start)
+            _check_params(existing + arrays, labels, start, mixed=self._mixed)
         for j, a in enumerate(arrays):
             self._check_param(a, start + j)
         group = {"params": arrays,
@@ -103,6 +107,14 @@ class GroupedOptimizer:
                 raise TypeError(f"gradient {j} must be a numpy.ndarray")
             if g.shape != p.shape:
                 raise ValueError(f"gradient {j} has shape {g.shape}, its parameter {p.shape}")
-            if g.dtype != p.dtype:
+            if g.dtype != p.dtype and not (self._mixed and _mixed_grad(p.dtype, g.dtype)):
                 raise TypeError(f"gradient {j} is {g.dtype}, its parameter {p.dtype}")
         return grads
+
+
+def _mixed_grad(param: np.dtype[Any], grad: np.dtype[Any]) -> bool:
+    """A gradient dtype a mixed-precision kernel takes for a float32,
+    bfloat16 or float16 parameter: float32, bfloat16 or float16."""
+    def low(dt: np.dtype[Any]) -> bool:
+        return dt in (np.float32, np.float16) or is_bfloat16(dt)
+    return low(param) and low(grad)

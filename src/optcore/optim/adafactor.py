@@ -11,8 +11,10 @@ import numpy as np
 
 from optcore.kernels.adafactor import adafactor_step
 from optcore.optim._groups import GroupedOptimizer
-from optcore.optim._adafactor import (OPTION_NAMES, check_options,
+from optcore.optim._adafactor import (OPTION_NAMES, STATE_DTYPES, check_options,
                                       kernel_options, state_shapes)
+from optcore.optim._storage import Storage
+from optcore.precision import machine_eps
 
 __all__ = ["Adafactor"]
 
@@ -31,11 +33,19 @@ class Adafactor(GroupedOptimizer):
     defaults, checks, state keys (``step``, ``row_var``, ``col_var``,
     ``variance``) and state_dict layout.
 
+    bfloat16 (``ml_dtypes.bfloat16``) and float16 parameters step in float32
+    with float32 states (their gradients float32, bfloat16 or float16), and
+    take the keyword-only options of the other classes (docs/classes.md,
+    "Low precision and 8-bit states"): ``master_weights`` (state
+    ``master_param``), ``rounding`` (``"stochastic"``: a seed per parameter
+    from ``seed``; ``"kahan"``: state ``compensation``); ``state_dtype`` is
+    None or ``"float32"`` (its factored states are small).
+
     Parameters
     ----------
     params : iterable
-        NumPy arrays (float32/float64, C-contiguous, writeable) or
-        parameter-group dicts with a ``"params"`` list.
+        NumPy arrays (float32, float64, bfloat16 or float16, C-contiguous,
+        writeable) or parameter-group dicts with a ``"params"`` list.
     lr : float, default 1e-2
         The learning rate (the cap of the relative step size).
     beta2_decay : float, default -0.8
@@ -52,11 +62,22 @@ class Adafactor(GroupedOptimizer):
         Accepted for torch's signature; no effect.
     maximize : bool, default False
         Ascend instead of descend.
+    state_dtype : {None, "float32"}, default None
+        The states' storage: None keeps float32/float64 parameters' dtype and
+        float32 for bfloat16/float16 ones.
+    master_weights : bool, default False
+        bfloat16/float16 parameters: step a float32 copy (state
+        ``master_param``) and write the parameter from it.
+    rounding : {"nearest", "stochastic", "kahan"}, default "nearest"
+        How a bfloat16/float16 parameter without master weights is rounded.
+    seed : int, default 0
+        The stochastic rounding's seed.
 
     Raises
     ------
     TypeError
-        A parameter that is not a float32/float64 NumPy array.
+        A parameter that is not a float32/float64/bfloat16/float16 NumPy
+        array, or ``state_dtype`` other than None or ``"float32"``.
     ValueError
         A bad option (torch's messages), no parameters, a parameter that is
         not C-contiguous and writable or overlaps another, or one given twice.
@@ -79,14 +100,30 @@ class Adafactor(GroupedOptimizer):
     """
 
     _options = OPTION_NAMES
+    _mixed = True
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
                  weight_decay: float = 0.0, *, foreach: bool | None = None,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, state_dtype: str | None = None,
+                 master_weights: bool = False, rounding: str = "nearest",
+                 seed: int = 0) -> None:
+        self._storage = Storage(state_dtype, master_weights, rounding, seed,
+                                state_dtypes=STATE_DTYPES, owner="Adafactor")
         super().__init__(params, {
             "lr": lr, "beta2_decay": beta2_decay, "eps": eps, "d": d,
             "weight_decay": weight_decay, "foreach": foreach, "maximize": maximize})
+
+    def _check_param(self, p: Any, index: int) -> None:
+        self._storage.check_param(p, f"parameter {index}")
+
+    def _new_state(self, p: np.ndarray) -> dict[str, Any]:
+        sd = self._storage.state_dtype_of(p)
+        state: dict[str, Any] = {"step": 0, **{
+            k: np.zeros(s, sd) for k, s in state_shapes(p.shape).items()}}
+        for key in self._storage.extras(p):
+            state[key] = self._storage.new_extra(key, p)
+        return state
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_options(group["lr"], group["beta2_decay"], group["eps"], group["d"],
@@ -129,7 +166,8 @@ class Adafactor(GroupedOptimizer):
         ------
         TypeError
             A gradient that is not an array or has another dtype than its
-            parameter.
+            parameter (float32, bfloat16 and float16 gradients go with
+            float32, bfloat16 and float16 parameters).
         ValueError
             Gradients that do not match the parameters; nothing is changed then.
 
@@ -153,24 +191,35 @@ class Adafactor(GroupedOptimizer):
                 idx += 1
             if chosen:
                 calls.append((group, chosen))
+        index = {id(p): i for i, p in enumerate(self._params())}
         for group, chosen in calls:
             eps1 = group["eps"][0]
             if eps1 is None:            # torch: the first parameter's dtype
-                eps1 = float(np.finfo(chosen[0][1].dtype).eps)
-            # every parameter its own step count (one call per step count)
-            by_step: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+                eps1 = machine_eps(chosen[0][1].dtype)
+            # one call per step count (every parameter has its own), and per
+            # stochastically rounded parameter (its own seed)
+            by_call: dict[tuple[int, Any, Any], list[tuple[int, np.ndarray, np.ndarray]]] = {}
             for i, p, g in chosen:
                 state = self.state.get(i)
                 if state is None:
-                    state = self.state[i] = {"step": 0, **{
-                        k: np.zeros(s, p.dtype) for k, s in state_shapes(p.shape).items()}}
-                by_step.setdefault(state["step"] + 1, []).append((i, p, g))
-            for step, items in by_step.items():
+                    state = self.state[i] = self._new_state(p)
+                rounding, seed = self._storage.call_options(p, index[id(p)])
+                by_call.setdefault((state["step"] + 1, rounding, seed), []).append((i, p, g))
+            for (step, rounding, seed), items in by_call.items():
                 sts = [self.state[i] for i, _, _ in items]
+                extra: dict[str, Any] = {}
+                if any("master_param" in s for s in sts):
+                    extra["master_param"] = [s.get("master_param") for s in sts]
+                if rounding != "nearest":
+                    extra["rounding"] = rounding
+                if rounding == "kahan":
+                    extra["compensation"] = [s.get("compensation") for s in sts]
+                if seed is not None:
+                    extra["seed"] = seed
                 adafactor_step([p for _, p, _ in items], [g for _, _, g in items],
                                [s.get("row_var") for s in sts], [s.get("col_var") for s in sts],
                                [s.get("variance") for s in sts], step=step,
-                               **kernel_options(group, eps1))
+                               **kernel_options(group, eps1), **extra)
                 for s in sts:
                     s["step"] = step
 
@@ -258,15 +307,29 @@ class Adafactor(GroupedOptimizer):
                                  f"the optimizer has {len(params)}")
             p = params[i]
             shapes = state_shapes(p.shape)
-            if set(entry) != {"step", *shapes}:
-                raise ValueError(f"loaded state entry {key!r} has keys {sorted(entry)}, "
-                                 f"expected {sorted({'step', *shapes})}")
+            extras = self._storage.extras(p)
+            keys = set(entry)
+            if not {"step", *shapes} <= keys <= {"step", *shapes, *extras}:
+                raise ValueError(f"loaded state entry {key!r} has keys {sorted(keys)}, "
+                                 f"expected {sorted({'step', *shapes, *extras})}")
             new: dict[str, Any] = {"step": int(float(entry["step"]))}
+            sd = self._storage.state_dtype_of(p)
             for name, shape in shapes.items():
-                value = np.array(entry[name], dtype=p.dtype)        # a copy
+                value = np.array(_numpy(entry[name]), dtype=sd)        # a copy
                 if value.shape != shape:
                     raise ValueError(f"{name} of parameter {i} has shape {value.shape}, "
                                      f"expected {shape}")
+                new[name] = value
+            for name in extras:
+                # a checkpoint without them (torch.optim's): made as at the first step
+                if name not in entry:
+                    new[name] = self._storage.new_extra(name, p)
+                    continue
+                dtype = np.float32 if name == "master_param" else p.dtype
+                value = np.array(_numpy(entry[name]), dtype=dtype)
+                if value.shape != p.shape:
+                    raise ValueError(f"{name} of parameter {i} has shape {value.shape}, "
+                                     f"expected {p.shape}")
                 new[name] = value
             state[i] = new
         for g, mine in zip(groups, self.param_groups):
@@ -281,3 +344,14 @@ class Adafactor(GroupedOptimizer):
         return "\n".join(lines) + ")"
 
 
+
+
+def _numpy(value: Any) -> Any:
+    """A loaded state value as NumPy takes it: a torch tensor (bfloat16
+    included, through float32) as an array; anything else as it is."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return value
