@@ -74,7 +74,12 @@ TRAINED = ["FSDP2 reshard_after_forward=True AdamW",
            "FSDP2 reshard_after_forward=False Adagrad",
            "FSDP2 reshard_after_forward=False SGD",
            "FSDP2 reshard_after_forward=True AdamW param_dtype=torch.bfloat16",
-           "DDP AdamW", "ZeroRedundancyOptimizer AdamW", "LAMB refused", "refused"]
+           "FSDP2 reshard_after_forward=True AdamW torch.bfloat16 parameters "
+           "{'master_weights': True}",
+           "FSDP2 reshard_after_forward=True AdamW torch.bfloat16 parameters "
+           "{'rounding': 'kahan'}",
+           "DDP AdamW", "ZeroRedundancyOptimizer AdamW", "LAMB refused",
+           "int8 and stochastic refused", "refused"]
 
 
 @pytest.fixture(scope="module")

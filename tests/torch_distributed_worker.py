@@ -57,7 +57,8 @@ def batch(rank, step):
 
 def loss_of(model, rank, step):
     x, y = batch(rank, step)
-    return torch.nn.functional.mse_loss(model(x), y)
+    dtype = next(model.parameters()).dtype        # a bfloat16 model takes bfloat16 data
+    return torch.nn.functional.mse_loss(model(x.to(dtype)), y.to(dtype))
 
 
 def full(t):
@@ -86,25 +87,41 @@ class Reference:
         self.opt.step()
 
 
-def check_params(model, torch_model, ref, what):
+def _numpy(t):
+    t = full(t).detach()
+    return t.view(torch.int16).numpy() if t.dtype is torch.bfloat16 else t.numpy()
+
+
+def check_params(model, torch_model, ref, what, atol=TORCH_RTOL[np.float32]):
     for i, (p, q, r) in enumerate(zip(model.parameters(), torch_model.parameters(), ref.params)):
-        mine, theirs = full(p).detach().numpy(), full(q).detach().numpy()
-        assert_same_bits(mine, r.detach().numpy(), f"{what}: parameter {i} vs single-process")
+        assert_same_bits(_numpy(p), _numpy(r), f"{what}: parameter {i} vs single-process")
+        mine, theirs = full(p).detach().float().numpy(), full(q).detach().float().numpy()
         scale = float(np.max(np.abs(theirs)))
-        np.testing.assert_allclose(mine, theirs, rtol=0, atol=TORCH_RTOL[np.float32] * scale,
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=atol * scale,
                                    err_msg=f"{what}: parameter {i} vs torch.optim")
 
 
+#: bfloat16 parameters: optcore.torch (float32 math, one rounding per step,
+#: or a float32 master) against torch.optim (bfloat16 ops) after STEPS steps,
+#: relative to the largest parameter
+BF16_ATOL = 2.0 ** -5
+
+
 def run_fsdp(rank, world, mesh, reshard, cls, torch_cls, options, clip, seen, save=None,
-             mp=None):
-    model = shard(model_for(0), mesh, reshard, mp)
-    torch_model = shard(model_for(0), mesh, reshard, mp)
-    opt = cls(model.parameters(), **options)
+             mp=None, dtype=torch.float32, storage=None):
+    """``storage``: optcore.torch's low-precision options (torch.optim's run
+    takes ``options`` only)."""
+    model = shard(model_for(0).to(dtype), mesh, reshard, mp)
+    torch_model = shard(model_for(0).to(dtype), mesh, reshard, mp)
+    opt = cls(model.parameters(), **options, **(storage or {}))
     torch_opt = torch_cls(torch_model.parameters(), **options)
-    ref = Reference(model, cls, **options)
+    ref = Reference(model, cls, **options, **(storage or {}))
     what = f"FSDP2 reshard_after_forward={reshard} {cls.__name__}"
     if mp is not None:
         what += f" param_dtype={mp.param_dtype}"
+    if dtype is not torch.float32:
+        what += f" {dtype} parameters {storage}"
+    atol = TORCH_RTOL[np.float32] if dtype is torch.float32 else BF16_ATOL
     for step in range(STEPS):
         for m in (model, torch_model):
             loss_of(m, rank, step).backward()
@@ -117,8 +134,13 @@ def run_fsdp(rank, world, mesh, reshard, cls, torch_cls, options, clip, seen, sa
         ref.step(grads)
         opt.zero_grad()
         torch_opt.zero_grad()
-        check_params(model, torch_model, ref, f"{what} step {step}")
-    for p in model.parameters():
+        check_params(model, torch_model, ref, f"{what} step {step}", atol)
+    for i, p in enumerate(model.parameters()):
+        for key in ("master_param", "compensation"):
+            r = ref.opt.state[ref.params[i]]
+            assert (key in opt.state[p]) == (key in r), key
+            if key in r:
+                assert_same_bits(_numpy(opt.state[p][key]), _numpy(r[key]), f"{what}: {key}")
         for key, t in opt.state[p].items():
             if key == "step":
                 assert not isinstance(t, DTensor), key
@@ -189,6 +211,11 @@ def train(rank, world, outdir, seen):
     bf16 = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     run_fsdp(rank, world, mesh, True, optcore.torch.AdamW, torch.optim.AdamW, adamw, False,
              seen, mp=bf16)
+    # bfloat16 parameters, stepped in float32 through a float32 master copy
+    # or Kahan-compensated: both elementwise, DTensors laid out as the shards
+    for storage in (dict(master_weights=True), dict(rounding="kahan")):
+        run_fsdp(rank, world, mesh, True, optcore.torch.AdamW, torch.optim.AdamW, adamw,
+                 False, seen, dtype=torch.bfloat16, storage=storage)
     run_ddp(rank, world, False, optcore.torch.AdamW, torch.optim.AdamW, adamw, seen)
     run_ddp(rank, world, True, optcore.torch.AdamW, torch.optim.AdamW, adamw, seen)
     refusals(rank, mesh, seen)
@@ -204,6 +231,18 @@ def refusals(rank, mesh, seen):
     except ValueError as exc:
         assert "per-tensor norms" in str(exc), exc
         seen.append("LAMB refused")
+    # int8 block scales and stochastic rounding's random bits are indexed by
+    # position in the whole tensor: a shard is refused when it joins the
+    # optimizer, naming the option
+    bf16 = shard(model_for(0).to(torch.bfloat16), mesh, True)
+    for storage in (dict(state_dtype="int8"), dict(rounding="stochastic")):
+        try:
+            optcore.torch.AdamW(bf16.parameters(), lr=LR, **storage)
+        except TypeError as exc:
+            assert "is a DTensor" in str(exc) and next(iter(storage.values())) in str(exc), exc
+        else:
+            raise AssertionError(f"a DTensor parameter was taken with {storage}")
+    seen.append("int8 and stochastic refused")
     opt = optcore.torch.AdamW(model.parameters(), lr=LR)
     loss_of(model, rank, 0).backward()
     p = next(model.parameters())

@@ -341,7 +341,9 @@ class KernelOptimizer(_st.StorageMixin, PlannedStepMixin, Optimizer):
         created = self._init_state(state, p, group)
         try:
             if not layout.plain and state is not _NO_STATE:
-                created += _st.new_extras(state, local, layout, "step" in self._rules.scalars)
+                # (a DTensor's master copy and compensation are DTensors laid out as it)
+                created += _st.new_extras(state, p if _dtensor.is_dtensor(p) else local,
+                                          layout, "step" in self._rules.scalars)
             slot = _dtensor.new_slot(p, _Slot)
             slot.param = p
             slot.bind(local)

@@ -146,9 +146,13 @@ class Storage:
                             f"parameters; {where} has dtype {dt} (its states keep it)")
         from optcore.torch._dtensor import is_dtensor
 
-        if is_dtensor(p) and (sd == "int8" or master or rounding != "nearest"):
-            raise TypeError(f"{where} is a DTensor; state_dtype='int8', master_weights "
-                            f"and rounding other than 'nearest' take plain tensors")
+        # master copies and compensations are elementwise: DTensors laid out as
+        # the parameter, stepped shard by shard. The int8 block scales and the
+        # random bits of stochastic rounding are indexed by position in the
+        # tensor, which a shard does not know.
+        if is_dtensor(p) and (sd == "int8" or rounding == "stochastic"):
+            raise TypeError(f"{where} is a DTensor; state_dtype='int8' and "
+                            f"rounding='stochastic' take plain tensors")
         if sd == "int8":
             state: Any = "int8" if p.numel() >= MIN_QUANTIZED_SIZE else torch.float32
         elif sd is not None:
