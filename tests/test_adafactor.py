@@ -623,7 +623,8 @@ def test_torch_class_low_precision_parity(dtype, master):
                                 {"rounding": "stochastic", "seed": 9},
                                 {"rounding": "kahan"}], ids=str)
 def test_torch_class_low_precision_is_the_kernels(kw):
-    from optcore.torch._storage import mix_seed, to_numpy
+    from optcore.precision import parameter_seed
+    from optcore.torch._storage import to_numpy
     params = _torch_params(torch.bfloat16) + [torch.nn.Parameter(torch.randn(7))]
     opt = ot.Adafactor(params, lr=0.03, **kw)
     twins = [to_numpy(p.detach()).copy() for p in params]
@@ -642,7 +643,7 @@ def test_torch_class_low_precision_is_the_kernels(kw):
                     extra.update(rounding="kahan",
                                  compensation=st.setdefault("compensation", np.zeros_like(q)))
                 if kw.get("rounding") == "stochastic":
-                    extra.update(rounding="stochastic", seed=mix_seed(9, i))
+                    extra.update(rounding="stochastic", seed=parameter_seed(9, i))
             _call(reference.adafactor_step, q, to_numpy(p.grad), st, step=t + 1, lr=0.03,
                   eps1=torch.finfo(params[0].dtype).eps, **extra)
     for i, (p, q, st) in enumerate(zip(params, twins, states)):

@@ -17,7 +17,7 @@ import optcore
 import optcore.torch as ot
 from optcore.precision import QuantizedState
 from optcore.precision import MIN_QUANTIZED_SIZE
-from optcore.torch._storage import mix_seed
+from optcore.precision import parameter_seed
 
 BIG = MIN_QUANTIZED_SIZE + 300       # quantized (and a partial last block)
 SMALL = 37                           # below MIN_QUANTIZED_SIZE: float32 states
@@ -149,18 +149,39 @@ def test_bitwise_with_kernel(name, state_dtype):
 
 
 def test_float16_stochastic_rounding_is_the_kernels():
-    # one kernel call per parameter, seeded mix_seed(seed, index)
+    # one kernel call per parameter, seeded parameter_seed(seed, index)
     ours, mine = _params(torch.float16), _params(torch.float16)
     opt = ot.Adam(ours, **CASES["Adam"][0], rounding="stochastic", seed=11)
     states = [[np.zeros(p.shape, np.float32) for _ in range(2)] for p in mine]
     _train(opt, ours, 4)
     _kernel_run("Adam", mine, 4, lambda i: states[i],
-                lambda i: {"rounding": "stochastic", "seed": mix_seed(11, i)})
+                lambda i: {"rounding": "stochastic", "seed": parameter_seed(11, i)})
     for a, b in zip(ours, mine):
         assert a.dtype is torch.float16
         assert np.array_equal(_bits(a), _bits(b))
     nearest = _params(torch.float16)
     _train(ot.Adam(nearest, **CASES["Adam"][0]), nearest, 4)
+    assert any(not np.array_equal(_bits(a), _bits(b)) for a, b in zip(ours, nearest))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_stochastic_rounding_draws_the_numpy_classes_bits(dtype):
+    # one seed scheme (optcore.precision.parameter_seed) in both class layers:
+    # the same seed gives the same bits
+    ours = _params(dtype)
+    arrays = [_np(p).copy() for p in ours]
+    opt = ot.AdamW(ours, lr=1e-2, rounding="stochastic", seed=2**63 + 5)
+    twin = optcore.AdamW(arrays, lr=1e-2, rounding="stochastic", seed=2**63 + 5)
+    for k in range(3):
+        grads = _grads(ours, k)
+        for p, g in zip(ours, grads):
+            p.grad = g
+        opt.step()
+        twin.step([_np(g) for g in grads])
+    for a, b in zip(ours, arrays):
+        assert np.array_equal(_bits(a), b.view(np.uint8).reshape(-1))
+    nearest = _params(dtype)
+    _train(ot.AdamW(nearest, lr=1e-2), nearest, 3)
     assert any(not np.array_equal(_bits(a), _bits(b)) for a, b in zip(ours, nearest))
 
 
@@ -315,7 +336,7 @@ def test_lamb_low_precision_is_the_kernels(kwargs, dtype):
         if kwargs.get("rounding") == "kahan":
             extra[i].update(rounding="kahan", compensation=np.zeros_like(_np(p)))
         if kwargs.get("rounding") == "stochastic":
-            extra[i].update(rounding="stochastic", seed=mix_seed(5, i))
+            extra[i].update(rounding="stochastic", seed=parameter_seed(5, i))
     _train(opt, ours, 4)
     for k in range(4):
         for i, (p, g) in enumerate(zip(mine, _grads(mine, k))):

@@ -22,10 +22,12 @@ optimizer (errors name the option):
   writes the parameter from it (nearest).
 - ``rounding="kahan"``: ``state["compensation"]`` (the parameter's dtype,
   zeros at the first step); ``"stochastic"`` (bfloat16/float16 parameters): random
-  bits from a per-parameter seed, ``mix(seed, index)`` over the parameter's
-  index in ``param_groups`` (each parameter stepped in its own kernel call, so
-  tensors are not correlated), and the step count (a ``rounding_step`` count
-  where the optimizer keeps none, SGD).
+  bits from a per-parameter seed, ``optcore.precision.parameter_seed(seed,
+  index)`` over the parameter's index in ``param_groups`` (each parameter
+  stepped in its own kernel call, so tensors are not correlated; the NumPy
+  classes' seeds, so both draw the same bits), and the step count (where the
+  optimizer keeps none, SGD: a ``rounding_step`` count mixed into the seed the
+  same way).
 - ``master_weights`` and ``rounding`` apply to bfloat16/float16 parameters:
   float32/float64 ones (e.g. a model's norms kept in float32) are stepped as
   without them, as in the NumPy classes.
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 
 from optcore._spec import ROUNDINGS, STATE_DTYPES
-from optcore.precision import MIN_QUANTIZED_SIZE, QBLOCK, QuantizedState
+from optcore.precision import MIN_QUANTIZED_SIZE, QBLOCK, QuantizedState, parameter_seed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -52,7 +54,6 @@ MASTER, COMPENSATION, COUNTER = "master_param", "compensation", "rounding_step"
 EXTRA_KEYS = (MASTER, COMPENSATION, COUNTER)
 LOW = (torch.bfloat16, torch.float16)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-_M64 = 2**64 - 1
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -62,14 +63,6 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
-
-
-def mix_seed(seed: int, index: int) -> int:
-    """A 64-bit seed of (seed, index) (splitmix64 of their combination)."""
-    z = (seed + (index + 1) * 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
 
 
 class Layout(NamedTuple):
@@ -162,7 +155,7 @@ class Storage:
                      or (self.float32_states and dt in LOW) else None)
         if state is dt:
             state = None
-        seed = mix_seed(self.seed, index) if rounding == "stochastic" else None
+        seed = parameter_seed(self.seed, index) if rounding == "stochastic" else None
         return Layout(state, master, rounding, seed)
 
 
@@ -300,7 +293,7 @@ def call_key(slot: Slot) -> Any:
         return layout
     seed = layout.seed
     if slot.counter is not None:
-        seed = mix_seed(seed, int(slot.counter.item()))
+        seed = parameter_seed(seed, int(slot.counter.item()))
     return layout, seed
 
 
