@@ -683,3 +683,53 @@ def test_torch_class_low_precision_checkpoints():
     for a, b in zip(ours, twin_params):
         assert torch.equal(a.view(torch.int16), b.view(torch.int16))
         assert torch.equal(opt.state[a]["master_param"], twin.state[b]["master_param"])
+
+
+def test_buffers_shared_across_tensors_raise_before_writing():
+    # the overlap rule holds over every buffer of a list call
+    def call(**change):
+        args = {"param": [np.ones(4, BF16), np.ones(4, BF16)],
+                "grad": [np.ones(4, BF16), np.ones(4, BF16)],
+                "variance": [np.zeros(4, np.float32), np.zeros(4, np.float32)],
+                "master_param": [np.ones(4, np.float32), np.ones(4, np.float32)]}
+        args.update(change)
+        arrays = [a for v in args.values() if isinstance(v, list) for a in v if a is not None]
+        before = [a.tobytes() for a in arrays]
+        with pytest.raises(ValueError, match="overlap"):
+            optcore.adafactor_step(args.pop("param"), args.pop("grad"), step=1, **args)
+        assert [a.tobytes() for a in arrays] == before
+    m = np.ones(4, np.float32)
+    g = np.ones(4, np.float32)
+    v = np.zeros(4, np.float32)
+    p = np.ones(4, BF16)
+    call(master_param=[m, m])                                    # one master, two params
+    call(grad=[np.ones(4, BF16), g], master_param=[g, np.ones(4, np.float32)])
+    call(variance=[v, v])
+    call(param=[p, np.ones(4, BF16)], rounding="kahan", master_param=[None, None],
+         compensation=[np.zeros(4, BF16), p])
+    # a gradient shared by two parameters is only read: fine
+    shared = np.ones(4, BF16)
+    ps = [np.ones(4, BF16), np.ones(4, BF16)]
+    optcore.adafactor_step(ps, [shared, shared],
+                           variance=[np.zeros(4, np.float32), np.zeros(4, np.float32)], step=1)
+    assert ps[0].tobytes() == ps[1].tobytes() != np.ones(4, BF16).tobytes()
+
+
+def test_misaligned_and_non_contiguous_buffers_raise():
+    raw = np.zeros(4 * 2 + 1, np.uint8)[1:].view(BF16)           # 2-byte elements at an odd address
+    assert not raw.flags.aligned
+    with pytest.raises(ValueError, match="aligned"):
+        optcore.adafactor_step(np.ones(4, BF16), raw, variance=np.zeros(4, np.float32), step=1)
+    with pytest.raises(TypeError, match="master_param has dtype float64; it must be float32"):
+        optcore.adafactor_step(np.ones(4, BF16), np.ones(4, BF16),
+                               variance=np.zeros(4, np.float32), master_param=np.ones(4), step=1)
+
+
+def test_numpy_class_checks_every_gradient_before_the_first_call():
+    # stochastic rounding steps each parameter in a call of its own: a bad
+    # last gradient still leaves the first parameter as it was
+    p0, p1 = np.ones(4, BF16), np.ones((3, 4), BF16)
+    opt = optcore.Adafactor([p0, p1], rounding="stochastic")
+    with pytest.raises(ValueError, match="gradient 1 must be C-contiguous"):
+        opt.step([np.ones(4, BF16), np.ones((3, 8), BF16)[:, ::2]])
+    assert opt.state == {} and (p0.astype(np.float32) == 1).all()

@@ -350,7 +350,28 @@ def _array(a, name, takes="float32 or float64"):
         raise TypeError(f"{name} must be {takes}, got {a.dtype}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its {a.itemsize}-byte elements")
     return a
+
+
+def _disjoint(buffers):
+    # No written buffer of the call shares memory with another buffer of it
+    # (in any tensor: an update through one would change the other). The
+    # buffers are contiguous: byte ranges, sorted, compared with the ranges
+    # that start before they end.
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, name, written)
+                   for a, name, written in buffers if a.nbytes)
+    cdef Py_ssize_t i, j, n = len(spans)
+    for i in range(n):
+        start, size, name, written = spans[i]
+        j = i + 1
+        while j < n and spans[j][0] < start + size:
+            if written or spans[j][3]:
+                first, second = sorted((name, spans[j][2]))
+                raise ValueError(f"{first} and {second} overlap in memory; every buffer "
+                                 f"that is written must have memory of its own")
+            j += 1
 
 
 def _state(a, name, p):
@@ -485,10 +506,12 @@ def adafactor_step(param, grad, row_var=None, col_var=None, variance=None, *, st
 
 def _extra(a, name, p, dtype, what):
     # a master_param / compensation buffer of tensor p
-    _array(a, name, "float32, bfloat16 or float16")
-    _writable(a, name)
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     if a.dtype != dtype:
         raise TypeError(f"{name} has dtype {a.dtype}; {what}")
+    _array(a, name, "float32, bfloat16 or float16")
+    _writable(a, name)
     if a.shape != p.shape:
         raise ValueError(f"{name} has shape {a.shape}, the parameter {p.shape}")
 
@@ -527,6 +550,7 @@ def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_d
     comps = _listed(compensation, k, "compensation")
     # every argument checked before the first write
     work = []
+    buffers = []
     for t in range(k):
         sfx = "" if k == 1 else f"[{t}]"
         p = _array(params[t], "param" + sfx, "float32, float64, bfloat16 or float16")
@@ -587,20 +611,15 @@ def adafactor_step_at(param, grad, row_var, col_var, variance, step, lr, beta2_d
                    f"param{sfx} has {p.dtype}")
         elif comp is not None:
             raise ValueError("compensation is used with rounding='kahan' only")
-        extras = tuple(x for x in (master, comp) if x is not None)
-        for a in bufs + (g,) + extras:
-            if np.shares_memory(a, p):
-                raise ValueError(f"a buffer of param{sfx} overlaps it")
-        if len(bufs) == 2 and np.shares_memory(bufs[0], bufs[1]):
-            raise ValueError(f"row_var{sfx} overlaps col_var{sfx}")
-        for a in bufs + extras:
-            if np.shares_memory(a, g):
-                raise ValueError(f"a state buffer of param{sfx} overlaps its gradient")
-        for i, a in enumerate(extras):
-            for b in bufs + extras[i + 1:]:
-                if np.shares_memory(a, b):
-                    raise ValueError(f"the buffers of param{sfx} overlap")
+        # every buffer of the call, for the overlap rule over all of them
+        extent = [(p, "param" + sfx, True), (g, "grad" + sfx, False)]
+        extent += [(x, n + sfx, True) for x, n in
+                   zip(bufs, ("row_var", "col_var") if len(bufs) == 2 else ("variance",))]
+        extent += [(x, n + sfx, True) for x, n in
+                   ((master, "master_param"), (comp, "compensation")) if x is not None]
+        buffers += extent
         work.append((p, g, bufs, master, comp))
+    _disjoint(buffers)
     for t, (p, g, bufs, master, comp) in enumerate(work):
         if p.size:
             _tensor(p, g, bufs, c_step, c_lr, c_b2,

@@ -169,7 +169,8 @@ class Adafactor(GroupedOptimizer):
             parameter (float32, bfloat16 and float16 gradients go with
             float32, bfloat16 and float16 parameters).
         ValueError
-            Gradients that do not match the parameters; nothing is changed then.
+            Gradients that do not match the parameters, or that are not
+            C-contiguous; nothing is changed then.
 
         Examples
         --------
@@ -181,6 +182,12 @@ class Adafactor(GroupedOptimizer):
         (1, [1.0, 1.0])
         """
         grads = self._grads(grads)
+        # the kernel's layout rule, checked for every gradient before the
+        # first of the step's calls (one per step count and stochastically
+        # rounded parameter) writes
+        for j, g in enumerate(grads):
+            if g is not None and not (g.flags.c_contiguous and g.flags.aligned):
+                raise ValueError(f"gradient {j} must be C-contiguous and aligned")
         idx = 0
         calls = []
         for group in self.param_groups:
