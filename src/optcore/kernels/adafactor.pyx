@@ -139,32 +139,33 @@ cdef inline void _u_range(const Ctx* c, Py_ssize_t start, Py_ssize_t stop,
     cdef floating sign = <floating>c.sign
     cdef floating e2 = <floating>c.eps1sq
     cdef floating one = 1
-    cdef floating v, gi, wt, omw, rm = 0, ri = 0
+    cdef floating v, gi, wt, omw, rm, ri
     cdef bint low
-    cdef Py_ssize_t k, row, j, b, m = c.m
+    cdef Py_ssize_t k, row, j, j0, j1, b, base, m = c.m
+    cdef const floating* cb
     if floating is float:
         g = _widened(c.gkind, c.g, start, stop - start, gbuf)
     else:
         g = <const double*>c.g + start
     if c.factored:
-        row = start // m
-        j = start - row * m
-        b = row // c.n
-        rm = <floating>c.rmean[b]
-        ri = r[row]
-        for k in range(start, stop):
-            if j == m:
-                j = 0
-                row += 1
-                ri = r[row]
-                if row // c.n != b:
-                    b = row // c.n
-                    rm = <floating>c.rmean[b]
-            v = (ri * cv[b * m + j]) / rm
-            if v < e2:
-                v = e2
-            out[k - start] = (one / fsqrt(v)) * (g[k - start] * sign)
-            j += 1
+        # row by row: within a row the row factor and mean are constants and
+        # the loop over its columns vectorises
+        k = start
+        while k < stop:
+            row = k // m
+            j0 = k - row * m
+            j1 = min(m, j0 + (stop - k))
+            b = row // c.n
+            rm = <floating>c.rmean[b]
+            ri = r[row]
+            cb = cv + b * m
+            base = (k - start) - j0        # column j of this row: out[base + j]
+            for j in range(j0, j1):
+                v = (ri * cb[j]) / rm
+                if v < e2:
+                    v = e2
+                out[base + j] = (one / fsqrt(v)) * (g[base + j] * sign)
+            k += j1 - j0
     else:
         low = load_lerp_weight(c.w, &wt, &omw)
         for k in range(start, stop):
