@@ -40,6 +40,7 @@ cimport numpy as cnp
 
 import numpy as np
 
+from optcore.kernels._buffers import check_calls
 from optcore.precision import machine_eps
 from optcore.kernels._math cimport (fsqrt, sum_squares, load_lerp_weight, lerp, lanes_sum,
                                     SUM_LANES)
@@ -357,22 +358,11 @@ def _array(a, name, takes="float32 or float64"):
 
 
 def _disjoint(buffers):
-    # No written buffer of the call shares memory with another buffer of it
-    # (in any tensor: an update through one would change the other). The
-    # buffers are contiguous: byte ranges, sorted, compared with the ranges
-    # that start before they end.
-    spans = sorted((a.__array_interface__["data"][0], a.nbytes, name, written)
-                   for a, name, written in buffers if a.nbytes)
-    cdef Py_ssize_t i, j, n = len(spans)
-    for i in range(n):
-        start, size, name, written = spans[i]
-        j = i + 1
-        while j < n and spans[j][0] < start + size:
-            if written or spans[j][3]:
-                first, second = sorted((name, spans[j][2]))
-                raise ValueError(f"{first} and {second} overlap in memory; every buffer "
-                                 f"that is written must have memory of its own")
-            j += 1
+    # The bindings' overlap rule over every buffer of the call (in any tensor:
+    # an update through one would change the other), each buffer a call of
+    # its own since their sizes differ
+    check_calls([((name,), (a,), ("write" if written else "read",), (name,))
+                 for a, name, written in buffers], mixed=True)
 
 
 def _state(a, name, p):
